@@ -1,0 +1,110 @@
+"""Scalarisers: the named functions that turn a spectrum into the scalar the experiment optimises.
+
+Every target works on a batch: ``spectra`` is ``n x L`` on the axis values ``L`` and the result is
+``n`` floats, so the same code scores one measurement in the loop and a whole noiseless map for the
+benchmark. Targets are chosen by name in the config (``target: {name: band_intensity, ...}``).
+
+Example:
+    >>> t = make_target("band_intensity", window=(2.0, 2.6))
+    >>> t.check_axis(axis)            # raises TargetError if the window misses the axis
+    >>> t(spectra, axis.values())     # -> n floats
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .types import SpectrumAxis
+
+__all__ = ["Target", "TargetError", "make_target", "TARGETS"]
+
+
+class TargetError(ValueError):
+    """A target's parameters do not fit the spectrum it is given."""
+
+
+def _window_mask(axis: np.ndarray, window: tuple[float, float], what: str) -> np.ndarray:
+    lo, hi = window
+    mask = (axis >= lo) & (axis <= hi)
+    if mask.sum() < 2:
+        raise TargetError(
+            f"{what} window [{lo}, {hi}] holds {int(mask.sum())} points of the spectrum axis "
+            f"[{axis.min():.4g}, {axis.max():.4g}] ({len(axis)} points); it needs at least 2"
+        )
+    return mask
+
+
+def band_intensity(spectra: np.ndarray, axis: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Integrated intensity in ``window``: ``sum_{e in window} S(e) * de`` (trapezoid rule)."""
+    m = _window_mask(axis, window, "band_intensity")
+    return np.trapezoid(spectra[:, m], axis[m], axis=1)
+
+
+def peak_position(spectra: np.ndarray, axis: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Axis value of the maximum in ``window``, refined by a parabola through the top 3 points."""
+    m = _window_mask(axis, window, "peak_position")
+    x, s = axis[m], spectra[:, m]
+    i = np.clip(np.argmax(s, axis=1), 1, len(x) - 2)
+    rows = np.arange(len(s))
+    y0, y1, y2 = s[rows, i - 1], s[rows, i], s[rows, i + 1]
+    denom = y0 - 2 * y1 + y2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(np.abs(denom) > 1e-12, 0.5 * (y0 - y2) / denom, 0.0)
+    return x[i] + np.clip(shift, -1, 1) * (x[1] - x[0])
+
+
+def peak_ratio(
+    spectra: np.ndarray,
+    axis: np.ndarray,
+    window: tuple[float, float],
+    reference: tuple[float, float],
+) -> np.ndarray:
+    """Ratio of integrated intensity in ``window`` to that in ``reference`` (guarded against 0)."""
+    num = band_intensity(spectra, axis, window)
+    den = band_intensity(spectra, axis, reference)
+    return num / np.where(np.abs(den) > 1e-12, den, np.copysign(1e-12, den + 0.0))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named scalariser bound to its parameters."""
+
+    name: str
+    params: dict[str, Any]
+    fn: Callable[..., np.ndarray]
+
+    def __call__(self, spectra: np.ndarray, axis: np.ndarray) -> np.ndarray:
+        """``spectra``: ``n x L`` (or ``L``) on ``axis`` (``L``) -> ``n`` floats (or one float)."""
+        s = np.asarray(spectra, dtype=float)
+        one = s.ndim == 1
+        out = self.fn(np.atleast_2d(s), np.asarray(axis, dtype=float), **self.params)
+        return float(out[0]) if one else out
+
+    def check_axis(self, axis: SpectrumAxis) -> None:
+        """Raise :class:`TargetError` if this target cannot be computed on ``axis``."""
+        probe = np.zeros((1, axis.n))
+        self.fn(probe, axis.values(), **self.params)
+
+
+TARGETS: dict[str, Callable[..., np.ndarray]] = {
+    "band_intensity": band_intensity,
+    "peak_position": peak_position,
+    "peak_ratio": peak_ratio,
+}
+
+
+def make_target(name: str, **params: Any) -> Target:
+    """Bind the target called ``name`` to ``params`` (windows are ``(lo, hi)`` in axis units)."""
+    if name not in TARGETS:
+        raise TargetError(f"unknown target {name!r}; known: {', '.join(sorted(TARGETS))}")
+    clean: dict[str, Any] = {}
+    for k, v in params.items():
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2 or not v[0] < v[1]:
+                raise TargetError(f"target {name!r}: {k} must be [low, high] with low < high, got {v}")
+            v = (float(v[0]), float(v[1]))
+        clean[k] = v
+    return Target(name=name, params=clean, fn=TARGETS[name])

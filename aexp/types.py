@@ -1,0 +1,270 @@
+"""The shared vocabulary of an experiment: surveys, candidates, measurements and steps.
+
+Coordinates: an instrument position is ``(x, y)`` in metres. A pixel of the survey image is
+``(row, col)``; rows run down the image, columns across. The :class:`PixelTransform` carried by a
+:class:`Survey` is the single place where the two frames meet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Bounds",
+    "PixelTransform",
+    "Survey",
+    "Candidates",
+    "SpectrumAxis",
+    "Measurement",
+    "InstrumentDescription",
+    "Step",
+]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Axis-aligned region the probe may visit, in instrument units (metres), edges included."""
+
+    xmin: float
+    xmax: float
+    ymin: float
+    ymax: float
+
+    def __post_init__(self) -> None:
+        if not (self.xmin < self.xmax and self.ymin < self.ymax):
+            raise ValueError(f"empty bounds: {self}")
+
+    def contains(self, xy: np.ndarray) -> np.ndarray:
+        """Whether each position lies inside. ``xy``: ``[..., 2]`` -> bool ``[...]``."""
+        xy = np.asarray(xy, dtype=float)
+        x, y = xy[..., 0], xy[..., 1]
+        ok = (x >= self.xmin) & (x <= self.xmax) & (y >= self.ymin) & (y <= self.ymax)
+        return ok & np.isfinite(x) & np.isfinite(y)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PixelTransform:
+    """Affine map from pixel ``(row, col)`` to instrument ``(x, y)``.
+
+    ``[x, y] = origin + matrix @ [row, col]``; ``origin`` is the position of the centre of pixel
+    (0, 0). A plain scan with square pixels of size ``s`` whose columns run along +x and rows along
+    +y has ``matrix = [[0, s], [s, 0]]``. Rotation and skew are allowed.
+
+    Example:
+        >>> t = PixelTransform.square(pixel_size=1e-9)
+        >>> t.to_instrument(np.array([[2.0, 5.0]]))   # row 2, col 5
+        array([[5.e-09, 2.e-09]])
+    """
+
+    origin: tuple[float, float]
+    matrix: tuple[tuple[float, float], tuple[float, float]]
+
+    @classmethod
+    def square(cls, pixel_size: float, origin: tuple[float, float] = (0.0, 0.0)) -> "PixelTransform":
+        s = float(pixel_size)
+        return cls(origin=(float(origin[0]), float(origin[1])), matrix=((0.0, s), (s, 0.0)))
+
+    def to_instrument(self, rc: np.ndarray) -> np.ndarray:
+        """Pixel ``[..., 2]`` (row, col) -> instrument ``[..., 2]`` (x, y)."""
+        rc = np.asarray(rc, dtype=float)
+        return rc @ np.asarray(self.matrix).T + np.asarray(self.origin)
+
+    def to_pixel(self, xy: np.ndarray) -> np.ndarray:
+        """Instrument ``[..., 2]`` (x, y) -> pixel ``[..., 2]`` (row, col), fractional."""
+        xy = np.asarray(xy, dtype=float)
+        return (xy - np.asarray(self.origin)) @ np.linalg.inv(np.asarray(self.matrix)).T
+
+    @property
+    def pixel_size(self) -> float:
+        """Geometric mean of the two pixel edge lengths (metres)."""
+        return float(np.sqrt(abs(np.linalg.det(np.asarray(self.matrix)))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"origin": list(self.origin), "matrix": [list(r) for r in self.matrix]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PixelTransform":
+        m = d["matrix"]
+        return cls(origin=tuple(d["origin"]), matrix=(tuple(m[0]), tuple(m[1])))
+
+
+@dataclass
+class Survey:
+    """An overview image of the sample.
+
+    Attributes:
+        image: ``C x H x W`` float32.
+        transform: pixel -> instrument map.
+        channels: one name per image channel (e.g. ``("haadf",)``).
+    """
+
+    image: np.ndarray
+    transform: PixelTransform
+    channels: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        self.image = np.asarray(self.image, dtype=np.float32)
+        if self.image.ndim != 3:
+            raise ValueError(f"survey image must be C x H x W, got shape {self.image.shape}")
+        if len(self.channels) != self.image.shape[0]:
+            raise ValueError(
+                f"survey has {self.image.shape[0]} channels but {len(self.channels)} channel names"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` in pixels."""
+        return int(self.image.shape[1]), int(self.image.shape[2])
+
+
+@dataclass
+class Candidates:
+    """The discrete set of places the probe may be sent, with the local patch around each.
+
+    Attributes:
+        positions: ``N x 2`` instrument (x, y), metres.
+        pixels: ``N x 2`` survey (row, col) of each patch centre.
+        patches: ``N x C x p x p`` float32.
+        grid_shape: ``(rows, cols)`` when the candidates form a regular grid in row-major order
+            (``N == rows * cols``), else ``None``. Used to draw maps.
+    """
+
+    positions: np.ndarray
+    pixels: np.ndarray
+    patches: np.ndarray
+    grid_shape: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.positions)
+        if self.positions.shape != (n, 2) or self.pixels.shape != (n, 2):
+            raise ValueError("positions and pixels must both be N x 2")
+        if self.patches.ndim != 4 or len(self.patches) != n:
+            raise ValueError(f"patches must be N x C x p x p with N={n}, got {self.patches.shape}")
+        if self.grid_shape is not None and self.grid_shape[0] * self.grid_shape[1] != n:
+            raise ValueError(f"grid_shape {self.grid_shape} does not hold {n} candidates")
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+@dataclass(frozen=True)
+class SpectrumAxis:
+    """The independent axis of a spectrum: ``n`` values from ``start`` to ``stop`` (inclusive)."""
+
+    name: str
+    units: str
+    start: float
+    stop: float
+    n: int
+
+    def values(self) -> np.ndarray:
+        return np.linspace(self.start, self.stop, self.n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Measurement:
+    """One spectrum acquired at one probe position.
+
+    Attributes:
+        spectrum: ``L`` float values (counts, pm/V, ...).
+        axis: the spectrum's axis (``L == axis.n``).
+        position: instrument (x, y) where it was taken, metres.
+        duration_s: instrument time it took (simulated clock for a simulator).
+        metadata: anything else the instrument reports (JSON-serialisable).
+    """
+
+    spectrum: np.ndarray
+    axis: SpectrumAxis
+    position: tuple[float, float]
+    duration_s: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InstrumentDescription:
+    """What an instrument tells about itself before an experiment (``describe()``)."""
+
+    name: str
+    bounds: Bounds
+    survey_shape: tuple[int, int, int]
+    channels: tuple[str, ...]
+    spectrum_axis: SpectrumAxis
+    units: str = "m"
+    measurement_time_s: float = 0.0
+    protocol_version: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "bounds": self.bounds.to_dict(),
+            "survey_shape": list(self.survey_shape),
+            "channels": list(self.channels),
+            "spectrum_axis": self.spectrum_axis.to_dict(),
+            "units": self.units,
+            "measurement_time_s": self.measurement_time_s,
+            "protocol_version": self.protocol_version,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InstrumentDescription":
+        return cls(
+            name=d["name"],
+            bounds=Bounds(**d["bounds"]),
+            survey_shape=tuple(d["survey_shape"]),
+            channels=tuple(d["channels"]),
+            spectrum_axis=SpectrumAxis(**d["spectrum_axis"]),
+            units=d.get("units", "m"),
+            measurement_time_s=d.get("measurement_time_s", 0.0),
+            protocol_version=d.get("protocol_version", 1),
+            extra=d.get("extra", {}),
+        )
+
+
+@dataclass
+class Step:
+    """One completed measurement of the experiment, as recorded in ``steps.jsonl``.
+
+    ``status`` is ``"ok"`` or ``"failed"``; a failed step has ``target = None`` and an ``error``.
+    ``phase`` is ``"initial"`` for the random seed measurements and ``"policy"`` afterwards.
+    """
+
+    step: int
+    index: int
+    position: tuple[float, float]
+    pixel: tuple[float, float]
+    target: float | None
+    status: str
+    phase: str
+    acquisition: float | None = None
+    predicted_mean: float | None = None
+    predicted_std: float | None = None
+    best_so_far: float | None = None
+    command_id: str = ""
+    spectrum_row: int | None = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["position"] = [float(v) for v in self.position]
+        d["pixel"] = [float(v) for v in self.pixel]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Step":
+        known = {f for f in cls.__dataclass_fields__}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["position"] = tuple(kw["position"])
+        kw["pixel"] = tuple(kw["pixel"])
+        return cls(**kw)
