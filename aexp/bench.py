@@ -1,0 +1,139 @@
+"""``aexp bench``: how fast each policy discovers the best locations of an instrument with known truth.
+
+For every seed a fresh simulated sample is built; every policy gets the same budget and the same
+initial random points. Discovery is the fraction of the true top ``top_fraction`` of candidates
+(ranked by the instrument's noiseless target, ``truth()``) that the policy measured within the
+budget. Decision time is the median, over the policy's steps, of the seconds from a measurement
+received to the next position chosen.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .config import ExperimentConfig, check_against
+from .features import embed_candidates, resolve_device
+from .instrument import load_instrument
+from .loop import build_policy, run_campaign
+from .patches import grid_candidates
+from .session import MemoryRecorder
+
+__all__ = ["BENCH_POLICIES", "BenchPolicy", "run_bench", "format_table", "top_indices"]
+
+
+@dataclass(frozen=True)
+class BenchPolicy:
+    """A benchmark entry: which embedder feeds which policy kind."""
+
+    embedder: str | None  # "rvae", "none", or None when the policy ignores features
+    kind: str
+
+
+BENCH_POLICIES: dict[str, BenchPolicy] = {
+    "dkl-rvae": BenchPolicy("rvae", "dkl"),
+    "dkl-patch": BenchPolicy("none", "dkl"),
+    "gp-xy": BenchPolicy(None, "gp-xy"),
+    "random": BenchPolicy(None, "random"),
+    "raster": BenchPolicy(None, "raster"),
+}
+
+
+def top_indices(truth: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices of the ``ceil(fraction * M)`` largest true targets (ties broken by index)."""
+    k = max(1, math.ceil(fraction * len(truth)))
+    return np.argsort(-np.asarray(truth), kind="stable")[:k]
+
+
+def run_bench(
+    cfg: ExperimentConfig,
+    seeds: list[int],
+    policies: list[str] | None = None,
+    top_fraction: float = 0.01,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every policy on every seed; returns the JSON-ready result (see module docstring)."""
+    names = list(policies or BENCH_POLICIES)
+    unknown = [n for n in names if n not in BENCH_POLICIES]
+    if unknown:
+        raise ValueError(f"unknown benchmark policies {unknown}; known: {list(BENCH_POLICIES)}")
+    device = resolve_device(cfg.device)
+    target = cfg.target.build()
+    result: dict[str, Any] = {
+        "budget": cfg.budget,
+        "n_candidates": None,
+        "top_fraction": top_fraction,
+        "seeds": list(seeds),
+        "config": cfg.name,
+        "policies": {n: {"discovery": [], "decision_s": []} for n in names},
+    }
+    for seed in seeds:
+        probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
+        if not hasattr(probe, "truth"):
+            raise ValueError(
+                f"instrument {cfg.instrument.driver!r} has no hidden truth; aexp bench needs a "
+                f"simulator (or a recorded full-grid data set)"
+            )
+        check_against(cfg, probe.describe())
+        c = cfg.candidates
+        candidates = grid_candidates(probe.survey(), c.stride, c.patch_size, c.channels)
+        truth = np.asarray(probe.truth(candidates.positions, target))
+        top = set(top_indices(truth, top_fraction).tolist())
+        result["n_candidates"] = len(candidates)
+        features: dict[str | None, torch.Tensor] = {
+            None: torch.zeros((len(candidates), 0), dtype=torch.float64, device=device)
+        }
+        for name in names:
+            entry = BENCH_POLICIES[name]
+            if entry.embedder not in features:
+                emb_cfg = cfg.embedder.model_copy(update={"kind": entry.embedder})
+                t0 = time.perf_counter()
+                feats, _ = embed_candidates(candidates, emb_cfg, seed=seed, device=device, progress=progress)
+                features[entry.embedder] = torch.as_tensor(feats, dtype=torch.float64, device=device)
+                log(f"seed {seed}: embedder {entry.embedder} ready in {time.perf_counter() - t0:.1f} s")
+            feats_t = features[entry.embedder]
+            policy = build_policy(cfg, int(feats_t.shape[1]), seed, device, kind=entry.kind)
+            instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
+            run = run_campaign(
+                instrument=instrument,
+                candidates=candidates,
+                features=feats_t,
+                target=target,
+                policy=policy,
+                n_initial=cfg.policy.n_initial,
+                max_steps=cfg.stopping.max_steps,
+                recorder=MemoryRecorder(),
+                seed=seed,
+            )
+            hit = len(top & {s.index for s in run.steps})
+            decisions = [s.timings["decision_s"] for s in run.steps if s.phase == "policy"]
+            disc = hit / len(top)
+            dec = float(np.median(decisions)) if decisions else 0.0
+            result["policies"][name]["discovery"].append(disc)
+            result["policies"][name]["decision_s"].append(dec)
+            log(f"seed {seed}: {name:<10} discovery {disc:.3f} ({hit}/{len(top)})  decision {dec:.3f} s")
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table: mean +- std discovery, ratio to random, median decision time."""
+    pol = result["policies"]
+    base = np.mean(pol["random"]["discovery"]) if "random" in pol else float("nan")
+    lines = [
+        f"budget {result['budget']} of {result['n_candidates']} candidates; "
+        f"discovery of the true top {result['top_fraction']:.0%}; seeds {result['seeds']}",
+        f"{'policy':<10} {'discovery':>17} {'x random':>9} {'decision s':>11}",
+    ]
+    for name, d in pol.items():
+        m, s = float(np.mean(d["discovery"])), float(np.std(d["discovery"]))
+        ratio = m / base if base and base > 0 else float("inf")
+        lines.append(
+            f"{name:<10} {m:>9.3f} +- {s:<5.3f} {ratio:>9.1f} {float(np.median(d['decision_s'])):>11.3f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""The ``aexp`` command line: ``run``, ``check``, ``bench``.
+
+Errors a user can act on (a bad config, an occupied output folder, an unknown instrument) print one
+clear message and exit with status 2; Ctrl-C exits with 130 after the completed steps are on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds needs at least one seed")
+    return seeds
+
+
+def _nonnegative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aexp", description="Autonomous microscope experiments.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment into a session folder")
+    run.add_argument("config", type=Path)
+    run.add_argument("--out", type=Path, required=True, help="session folder to create")
+    run.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
+    run.add_argument("--steps", type=_nonnegative, default=None, help="measurements after the initial ones")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing session folder")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+
+    check = sub.add_parser("check", help="validate a config (and the instrument it names) without running")
+    check.add_argument("config", type=Path)
+
+    bench = sub.add_parser("bench", help="compare policies on a simulator with known truth")
+    bench.add_argument("config", type=Path)
+    bench.add_argument("--seeds", type=_parse_seeds, default=[0, 1, 2, 3, 4])
+    bench.add_argument("--json", type=Path, default=None, help="write the results here")
+    bench.add_argument("--policies", default=None, help="comma-separated subset of the policies")
+    bench.add_argument("--steps", type=_nonnegative, default=None)
+    bench.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _load(path: Path, steps: int | None):
+    from .config import load_config
+
+    cfg = load_config(path)
+    if steps is not None:
+        cfg = cfg.with_overrides(**{"stopping.max_steps": steps})
+    return cfg
+
+
+def _instrument(cfg, seed: int):
+    from .instrument import load_instrument
+
+    return load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .config import check_against, n_grid_candidates
+
+    cfg = _load(args.config, None)
+    desc = _instrument(cfg, cfg.seed).describe()
+    check_against(cfg, desc, source=str(args.config))
+    rows, cols = n_grid_candidates(desc.survey_shape[1:], cfg.candidates.stride)
+    print(
+        f"{args.config}: ok — instrument {desc.name!r}, {rows * cols} candidates ({rows} x {cols}), "
+        f"budget {cfg.budget} ({cfg.policy.n_initial} initial + {cfg.stopping.max_steps}), "
+        f"policy {cfg.policy.kind}/{cfg.policy.acquisition}, embedder {cfg.embedder.kind}, "
+        f"target {cfg.target.name}"
+    )
+    return 0
+
+
+def _step_printer(quiet: bool):
+    from tqdm.auto import tqdm
+
+    if quiet:
+        return None, None
+    bar = tqdm(total=None, desc="measuring", unit="step", leave=False)
+
+    def on_step(step, budget: int) -> None:
+        bar.total = budget
+        t = step.timings
+        target = f"{step.target:.4g}" if step.target is not None else f"FAILED ({step.error})"
+        best = f"{step.best_so_far:.4g}" if step.best_so_far is not None else "-"
+        x, y = step.position
+        tqdm.write(
+            f"step {step.step + 1:>4}/{budget} {step.phase:<7} idx {step.index:>6} "
+            f"at ({x * 1e9:7.2f}, {y * 1e9:7.2f}) nm  target {target}  best {best}  "
+            f"fit {t.get('fit_s', 0):.2f}s select {t.get('select_s', 0):.2f}s"
+        )
+        bar.update(1)
+
+    return on_step, bar
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .loop import run_experiment
+
+    cfg = _load(args.config, args.steps)
+    seed = cfg.seed if args.seed is None else args.seed
+    on_step, bar = _step_printer(args.quiet)
+    try:
+        folder, result = run_experiment(
+            cfg,
+            _instrument(cfg, seed),
+            args.out,
+            seed=seed,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            on_step=on_step,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    best = result.best
+    print(f"session: {folder}")
+    if best is not None:
+        print(f"best target {best.target:.4g} at candidate {best.index} (step {best.step + 1})")
+    if "figure" in result.extra:
+        print(f"figure: {result.extra['figure']}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_table, run_bench
+
+    cfg = _load(args.config, args.steps)
+    policies = args.policies.split(",") if args.policies else None
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    result = run_bench(cfg, args.seeds, policies=policies, progress=not args.quiet, log=log)
+    print(format_table(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"results: {args.json}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .config import ConfigError
+    from .instrument import UnknownInstrument
+    from .session import SessionError
+
+    commands = {"run": _cmd_run, "check": _cmd_check, "bench": _cmd_bench}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, SessionError, UnknownInstrument, ValueError) as exc:
+        print(f"aexp {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\naexp: interrupted; every completed step is on disk", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

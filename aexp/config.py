@@ -1,0 +1,280 @@
+"""Experiment configuration: YAML -> typed, validated objects.
+
+One YAML file describes one experiment, in sections that swap cleanly: ``instrument``,
+``candidates``, ``embedder``, ``surrogate``, ``policy``, ``target``, ``stopping``, ``recording``,
+plus ``seed`` and ``device``. Unknown keys and wrong types are errors that name the file, the key and
+the reason (:class:`ConfigError`). Checks that need the instrument (the target window against its
+energy axis, the patch against its survey, the budget against the candidate count) are in
+:func:`check_against`, which runs before anything is measured.
+
+Example:
+    >>> cfg = load_config("configs/plasmonic-dkl.yaml")
+    >>> cfg.policy.kind, cfg.budget
+    ('dkl', 128)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .targets import TARGETS, Target, TargetError, make_target
+from .types import InstrumentDescription
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "InstrumentConfig",
+    "CandidatesConfig",
+    "EmbedderConfig",
+    "SurrogateConfig",
+    "PolicyConfig",
+    "TargetConfig",
+    "StoppingConfig",
+    "RecordingConfig",
+    "load_config",
+    "parse_config",
+    "check_against",
+    "n_grid_candidates",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration is malformed or does not fit the instrument. The message names file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InstrumentConfig(_Section):
+    """Which instrument to drive: a name in the ``aexp.instruments`` entry-point group + its options."""
+
+    driver: str = Field(description="registered instrument name, e.g. 'plasmonic'")
+    options: dict[str, Any] = Field(default_factory=dict, description="passed to the driver")
+
+
+class CandidatesConfig(_Section):
+    """A regular grid of probe positions over the survey, with a square patch around each."""
+
+    mode: Literal["grid"] = "grid"
+    stride: int = Field(2, ge=1, description="pixels between neighbouring candidates")
+    patch_size: int = Field(16, ge=2, description="patch edge in survey pixels")
+    channels: list[str] | None = Field(None, description="survey channels to cut; all when omitted")
+
+
+class EmbedderConfig(_Section):
+    """How patches become features: an rVAE's latent means, or the raw patch (``none``)."""
+
+    kind: Literal["rvae", "none"] = "rvae"
+    latent_dim: int = Field(2, ge=1, description="content latents (rotation and shift come extra)")
+    hidden: int = Field(64, ge=4)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    rotation_prior: float = Field(math.pi / 3, gt=0, description="prior std of the angle, radians")
+    translation: bool = True
+    features: Literal["all", "content"] = Field(
+        "all", description="feed the surrogate all latents or only the content ones"
+    )
+
+
+class SurrogateConfig(_Section):
+    """Deep kernel learning: MLP feature map -> GP kernel, trained on the measured points."""
+
+    feature_dim: int = Field(2, ge=1)
+    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    kernel: Literal["rbf", "matern52"] = "rbf"
+    lr: float = Field(0.01, gt=0)
+    iterations: int = Field(200, ge=1, description="Adam iterations of the first fit")
+    warm_iterations: int = Field(50, ge=0, description="Adam iterations of each warm-started refit")
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`aexp.dkl.DKLSurrogate` (besides input_dim, seed, device)."""
+        return {**self.model_dump(exclude={"hidden"}), "hidden": tuple(self.hidden)}
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, v: list[int]) -> list[int]:
+        if not v or any(h < 1 for h in v):
+            raise ValueError("hidden must be a non-empty list of positive layer widths")
+        return v
+
+
+class PolicyConfig(_Section):
+    """How the next point is chosen."""
+
+    kind: Literal["dkl", "gp-xy", "random", "raster"] = "dkl"
+    acquisition: Literal["ucb", "log_ei", "thompson", "max_variance"] = "ucb"
+    beta: float = Field(4.0, ge=0, description="UCB: mu + sqrt(beta) * sigma")
+    n_initial: int = Field(5, ge=1, description="random measurements before the policy takes over")
+
+
+class TargetConfig(BaseModel):
+    """A named scalariser (``aexp.targets``) and its parameters, e.g. ``window: [2.0, 2.6]``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @model_validator(mode="after")
+    def _known_target(self) -> "TargetConfig":
+        if self.name not in TARGETS:
+            raise ValueError(f"unknown target {self.name!r}; known: {', '.join(sorted(TARGETS))}")
+        sig = inspect.signature(TARGETS[self.name])
+        wanted = [p for p in sig.parameters if p not in ("spectra", "axis")]
+        given = set(self.params)
+        unknown = given - set(wanted)
+        missing = [p for p in wanted if p not in given and sig.parameters[p].default is inspect._empty]
+        if unknown:
+            raise ValueError(f"target {self.name!r} takes {wanted}, not {sorted(unknown)}")
+        if missing:
+            raise ValueError(f"target {self.name!r} needs {missing}")
+        make_target(self.name, **self.params)  # checks window shapes
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def build(self) -> Target:
+        return make_target(self.name, **self.params)
+
+
+class StoppingConfig(_Section):
+    """When the experiment ends: after ``max_steps`` policy measurements, or ``wall_time_s``."""
+
+    max_steps: int = Field(100, ge=0, description="measurements after the initial random ones")
+    wall_time_s: float | None = Field(None, gt=0)
+
+
+class RecordingConfig(_Section):
+    """What the session folder keeps besides the steps."""
+
+    spectra: bool = True
+    figure: bool = True
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment. ``budget`` = initial random measurements + ``stopping.max_steps``."""
+
+    name: str = "experiment"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    instrument: InstrumentConfig
+    candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    target: TargetConfig
+    stopping: StoppingConfig = Field(default_factory=StoppingConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+
+    @field_validator("embedder", mode="before")
+    @classmethod
+    def _embedder_none(cls, v: Any) -> Any:
+        # `embedder: none` in YAML is the string "none"; `embedder: null` is None
+        if v is None or (isinstance(v, str) and v.lower() == "none"):
+            return {"kind": "none"}
+        return v
+
+    @property
+    def budget(self) -> int:
+        return self.policy.n_initial + self.stopping.max_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def with_overrides(self, **changes: Any) -> "ExperimentConfig":
+        """A copy with dotted-path overrides, validated again: ``with_overrides(**{"stopping.max_steps": 10})``."""
+        data = self.to_dict()
+        for path, value in changes.items():
+            node = data
+            *parents, leaf = path.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return parse_config(data, source="<overrides>")
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-")) or "<top level>"
+
+
+def _format_validation(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = ""
+        if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), dict):
+            got = f" (got {err.get('input')!r})"
+        lines.append(f"{source}: {_location(err['loc'])}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
+    """Validate an already-parsed mapping. Raises :class:`ConfigError` naming ``source`` and keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source)) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a YAML experiment file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+    return parse_config(data, source=str(path))
+
+
+def n_grid_candidates(survey_hw: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Rows and columns of the candidate grid for a survey of ``(H, W)`` pixels."""
+    h, w = survey_hw
+    return len(range(0, h, stride)), len(range(0, w, stride))
+
+
+def check_against(cfg: ExperimentConfig, desc: InstrumentDescription, source: str = "<config>") -> None:
+    """Check what needs the instrument: channels, patch vs survey, target vs axis, budget vs candidates."""
+    _, h, w = desc.survey_shape
+    problems = []
+    p = cfg.candidates.patch_size
+    if p > min(h, w):
+        problems.append(
+            f"candidates.patch_size: {p} px is larger than the survey ({h} x {w} px)"
+        )
+    if cfg.candidates.channels is not None:
+        unknown = [c for c in cfg.candidates.channels if c not in desc.channels]
+        if unknown:
+            problems.append(
+                f"candidates.channels: {unknown} not among the instrument's channels {list(desc.channels)}"
+            )
+    try:
+        cfg.target.build().check_axis(desc.spectrum_axis)
+    except TargetError as exc:
+        problems.append(f"target: {exc}")
+    rows, cols = n_grid_candidates((h, w), cfg.candidates.stride)
+    if cfg.budget > rows * cols:
+        problems.append(
+            f"stopping.max_steps: a budget of {cfg.budget} measurements ({cfg.policy.n_initial} initial"
+            f" + {cfg.stopping.max_steps}) exceeds the {rows * cols} candidates"
+        )
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {m}" for m in problems))

@@ -1,0 +1,75 @@
+"""From candidate patches to the feature vectors the surrogate sees.
+
+``embedder: rvae`` trains an rVAE on all candidate patches (no targets involved, so nothing is
+learned from the answers) and uses its latent means; ``embedder: none`` uses the flattened patch.
+Either way each feature column is standardised over the candidates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import EmbedderConfig
+from .types import Candidates
+
+__all__ = ["resolve_device", "embed_candidates", "standardise"]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but torch sees no CUDA GPU; use auto or cpu")
+    return device
+
+
+def standardise(x: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance per column (constant columns are centred only)."""
+    x = np.asarray(x, dtype=np.float64)
+    std = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(std > 1e-12, std, 1.0)
+
+
+def embed_candidates(
+    candidates: Candidates,
+    cfg: EmbedderConfig,
+    seed: int,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Features ``N x D`` (standardised, float64) and a record of how they were made.
+
+    For the rVAE, ``D = 3 + latent_dim`` with columns [angle, dx, dy, z...] (``features: all``) or
+    ``latent_dim`` content columns (``features: content``).
+    """
+    patches = candidates.patches
+    if cfg.kind == "none":
+        flat = patches.reshape(len(patches), -1)
+        return standardise(flat), {"kind": "none", "dim": int(flat.shape[1])}
+    from .models import RVAE  # the models pull in more of torch; import only when used
+
+    model = RVAE(
+        input_shape=tuple(patches.shape[1:]),
+        latent_dim=cfg.latent_dim,
+        hidden=cfg.hidden,
+        translation=cfg.translation,
+        rotation_prior=cfg.rotation_prior,
+        device=device,
+    )
+    model.fit(
+        patches, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress
+    )
+    z = model.encode(patches)
+    n_geometric = 3 if cfg.translation else 1
+    if cfg.features == "content":
+        z = z[:, n_geometric:]
+    info = {
+        "kind": "rvae",
+        "dim": int(z.shape[1]),
+        "final_loss": {k: float(v[-1]) for k, v in getattr(model, "history_", {}).items() if len(v)},
+    }
+    return standardise(z), info

@@ -1,0 +1,362 @@
+"""The experiment loop: survey -> candidates -> features -> (fit -> select -> measure -> record)*.
+
+The loop owns the order of calls and nothing else. :func:`run_campaign` is the measuring part, given
+prepared candidates and features (the benchmark reuses one embedding for several policies);
+:func:`run_experiment` is the whole experiment as ``aexp run`` does it, into a session folder.
+
+Budget: ``n_initial`` random measurements, then ``max_steps`` chosen by the policy. Every attempt is
+one step, failed ones included (they cost instrument time); a failed or non-finite measurement is
+recorded with ``status: "failed"``, its candidate is never tried again, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .config import ExperimentConfig, check_against
+from .features import embed_candidates, resolve_device
+from .instrument import Instrument, InstrumentError, OutOfBounds, check_position
+from .patches import grid_candidates
+from .policies import Decision, Policy, SelectionContext, make_policy
+from .session import FORMAT_VERSION, MemoryRecorder, SessionWriter
+from .targets import Target
+from .types import Candidates, InstrumentDescription, Step, Survey
+
+__all__ = ["CampaignResult", "run_campaign", "run_experiment", "initial_indices", "versions"]
+
+Recorder = SessionWriter | MemoryRecorder
+StepCallback = Callable[[Step, int], None]
+
+
+@dataclass
+class CampaignResult:
+    """What a campaign produced. ``maps`` holds the final model's mean/std/acquisition when it has one."""
+
+    steps: list[Step]
+    maps: dict[str, np.ndarray] | None = None
+    interrupted: bool = False
+    stop_reason: str = "budget"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok_steps(self) -> list[Step]:
+        return [s for s in self.steps if s.status == "ok"]
+
+    @property
+    def best(self) -> Step | None:
+        ok = self.ok_steps
+        return max(ok, key=lambda s: s.target) if ok else None
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that shapes a decision, for the manifest."""
+    out = {"python": platform.python_version()}
+    for pkg in ("aexp", "torch", "gpytorch", "botorch", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def initial_indices(n_candidates: int, n_initial: int, seed: int, allowed: np.ndarray) -> np.ndarray:
+    """The random seed measurements: depend on the seed only, so every policy starts alike."""
+    rng = np.random.default_rng([seed, 0x1417])
+    pool = np.flatnonzero(allowed)
+    if len(pool) < n_initial:
+        raise ValueError(f"only {len(pool)} candidates can be measured; {n_initial} initial asked for")
+    return rng.permutation(pool)[:n_initial]
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no inf/nan: a non-finite model value is recorded as null."""
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _best(targets: list[float]) -> float | None:
+    return max(targets) if targets else None
+
+
+def run_campaign(
+    *,
+    instrument: Instrument,
+    candidates: Candidates,
+    features: torch.Tensor,
+    target: Target,
+    policy: Policy,
+    n_initial: int,
+    max_steps: int,
+    recorder: Recorder,
+    seed: int,
+    wall_time_s: float | None = None,
+    want_final_maps: bool = False,
+    on_step: StepCallback | None = None,
+    session_id: str = "",
+) -> CampaignResult:
+    """Measure ``n_initial`` random candidates, then ``max_steps`` chosen by ``policy``.
+
+    Each step is handed to ``recorder`` (durable for a :class:`SessionWriter`) before the next
+    command goes to the instrument. A position outside the instrument's bounds is never sent.
+    """
+    m = len(candidates)
+    bounds = instrument.bounds
+    axis = instrument.describe().spectrum_axis.values()
+    inside = bounds.contains(candidates.positions)
+    excluded = ~inside  # never measurable; never sent
+    init = list(initial_indices(m, n_initial, seed, inside))
+    rng = np.random.default_rng([seed, 0x5E1EC7])
+    measured: list[int] = []
+    targets: list[float] = []
+    steps: list[Step] = []
+    budget = n_initial + max_steps
+    start = time.perf_counter()
+    received = start
+    stop_reason = "budget"
+
+    for k in range(budget):
+        if wall_time_s is not None and time.perf_counter() - start > wall_time_s:
+            stop_reason = "wall_time"
+            break
+        if (~excluded).sum() == 0:
+            stop_reason = "no candidates left"
+            break
+        decision, phase = _decide(
+            k, init, excluded, policy, features, candidates, measured, targets, budget, rng
+        )
+        idx = decision.index
+        decision_s = time.perf_counter() - received
+        position = (float(candidates.positions[idx, 0]), float(candidates.positions[idx, 1]))
+        command_id = f"{session_id}-{k}" if session_id else str(k)
+        step = Step(
+            step=k,
+            index=int(idx),
+            position=position,
+            pixel=(float(candidates.pixels[idx, 0]), float(candidates.pixels[idx, 1])),
+            target=None,
+            status="failed",
+            phase=phase,
+            acquisition=_finite(decision.acquisition),
+            predicted_mean=_finite(decision.predicted_mean),
+            predicted_std=_finite(decision.predicted_std),
+            command_id=command_id,
+            timings={"fit_s": decision.fit_s, "select_s": decision.select_s, "decision_s": decision_s},
+        )
+        excluded[idx] = True
+        spectrum = None
+        t0 = time.perf_counter()
+        try:
+            check_position(bounds, position)  # the guard before anything is sent
+            meas = instrument.measure(position, command_id=command_id)
+            spectrum = np.asarray(meas.spectrum, dtype=float)
+            value = target(spectrum, axis)
+            if not np.all(np.isfinite(spectrum)) or not np.isfinite(value):
+                step.error = "non-finite spectrum or target"
+            else:
+                step.status, step.target = "ok", float(value)
+                measured.append(int(idx))
+                targets.append(float(value))
+            step.timings["instrument_s"] = float(meas.duration_s)
+        except OutOfBounds as exc:
+            step.error = f"out of bounds: {exc}"
+        except InstrumentError as exc:
+            step.error = f"{type(exc).__name__}: {exc}"
+        step.timings["measure_s"] = time.perf_counter() - t0
+        received = time.perf_counter()
+        step.best_so_far = _best(targets)
+        if spectrum is not None and not np.all(np.isfinite(spectrum)):
+            spectrum = np.where(np.isfinite(spectrum), spectrum, np.nan)  # kept, flagged by status
+        recorder.append_step(step, spectrum)
+        steps.append(step)
+        if on_step is not None:
+            on_step(step, budget)
+
+    maps = None
+    if want_final_maps and len(measured) >= 2 and (~excluded).any():
+        ctx = _context(features, candidates, measured, targets, excluded, 1, len(steps), rng, True)
+        maps = policy.select(ctx).maps
+    return CampaignResult(steps=steps, maps=maps, stop_reason=stop_reason)
+
+
+def _context(features, candidates, measured, targets, excluded, budget_left, step, rng, maps=False):
+    return SelectionContext(
+        features=features,
+        positions=candidates.positions,
+        grid_shape=candidates.grid_shape,
+        measured=np.asarray(measured, dtype=np.int64),
+        targets=np.asarray(targets, dtype=np.float64),
+        excluded=excluded.copy(),
+        budget_left=budget_left,
+        step=step,
+        rng=rng,
+        want_maps=maps,
+    )
+
+
+def _decide(k, init, excluded, policy, features, candidates, measured, targets, budget, rng):
+    """The initial random points first; then the policy, once it has two targets to learn from."""
+    if k < len(init):
+        return Decision(int(init[k]), None, None, None, 0.0, 0.0, None), "initial"
+    if len(measured) < 2:  # too many initial points failed: keep exploring at random
+        pool = np.flatnonzero(~excluded)
+        return Decision(int(rng.choice(pool)), None, None, None, 0.0, 0.0, None), "initial"
+    ctx = _context(features, candidates, measured, targets, excluded, budget - k, k, rng)
+    decision = policy.select(ctx)
+    if excluded[decision.index]:
+        raise RuntimeError(f"policy {policy.name!r} chose candidate {decision.index}, which is excluded")
+    return decision, "policy"
+
+
+@dataclass
+class Prepared:
+    """Everything fixed before the first measurement."""
+
+    description: InstrumentDescription
+    survey: Survey
+    candidates: Candidates
+    features: torch.Tensor
+    feature_info: dict[str, Any]
+    device: str
+
+
+def prepare(
+    cfg: ExperimentConfig, instrument: Instrument, seed: int, progress: bool = True
+) -> Prepared:
+    """Describe, check the config against the instrument, survey, cut candidates, embed."""
+    desc = instrument.describe()
+    check_against(cfg, desc)
+    device = resolve_device(cfg.device)
+    survey = instrument.survey()
+    c = cfg.candidates
+    candidates = grid_candidates(survey, c.stride, c.patch_size, c.channels)
+    feats, info = embed_candidates(candidates, cfg.embedder, seed=seed, device=device, progress=progress)
+    features = torch.as_tensor(feats, dtype=torch.float64, device=device)
+    return Prepared(desc, survey, candidates, features, info, device)
+
+
+def build_policy(
+    cfg: ExperimentConfig, input_dim: int, seed: int, device: str, kind: str | None = None
+) -> Policy:
+    """The configured policy (or another ``kind`` with the same settings, for the benchmark)."""
+    return make_policy(
+        kind or cfg.policy.kind,
+        acquisition=cfg.policy.acquisition,
+        beta=cfg.policy.beta,
+        input_dim=input_dim,
+        surrogate_options=cfg.surrogate.options(),
+        seed=seed,
+        device=device,
+    )
+
+
+def manifest(cfg: ExperimentConfig, prepared: Prepared, seed: int, session_id: str) -> dict[str, Any]:
+    cands = prepared.candidates
+    return {
+        "format_version": FORMAT_VERSION,
+        "session_id": session_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seed": seed,
+        "budget": cfg.budget,
+        "config": cfg.to_dict(),
+        "versions": versions(),
+        "torch": {
+            "device": prepared.device,
+            "num_threads": torch.get_num_threads(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+        },
+        "instrument": prepared.description.to_dict(),
+        "spectrum_axis": prepared.description.spectrum_axis.to_dict(),
+        "survey": {
+            "shape": list(prepared.survey.image.shape),
+            "channels": list(prepared.survey.channels),
+            "transform": prepared.survey.transform.to_dict(),
+        },
+        "candidates": {
+            "count": len(cands),
+            "grid_shape": list(cands.grid_shape) if cands.grid_shape else None,
+            "patch_shape": list(cands.patches.shape[1:]),
+        },
+        "features": prepared.feature_info,
+    }
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    instrument: Instrument,
+    out: str | Path,
+    seed: int | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> tuple[Path, CampaignResult]:
+    """Run a whole experiment into the session folder ``out``; returns the folder and the result.
+
+    On Ctrl-C the completed steps are already on disk; ``summary.json`` records the interruption and
+    the exception propagates.
+    """
+    seed = cfg.seed if seed is None else seed
+    check_against(cfg, instrument.describe())  # a config error never leaves a folder behind
+    writer = SessionWriter(out, overwrite=overwrite)
+    session_id = uuid.uuid4().hex[:12]
+    result: CampaignResult | None = None
+    status = "failed"
+    try:
+        prepared = prepare(cfg, instrument, seed, progress=progress)
+        policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
+        writer.write_json("manifest.json", manifest(cfg, prepared, seed, session_id))
+        writer.write_array("survey", prepared.survey.image)
+        writer.write_array("candidates", prepared.candidates.positions)
+        writer.write_array("pixels", prepared.candidates.pixels)
+        result = run_campaign(
+            instrument=instrument,
+            candidates=prepared.candidates,
+            features=prepared.features,
+            target=cfg.target.build(),
+            policy=policy,
+            n_initial=cfg.policy.n_initial,
+            max_steps=cfg.stopping.max_steps,
+            recorder=writer,
+            seed=seed,
+            wall_time_s=cfg.stopping.wall_time_s,
+            want_final_maps=cfg.recording.figure,
+            on_step=on_step,
+            session_id=session_id,
+        )
+        status = "completed"
+        if cfg.recording.figure:
+            from .report import session_figure
+
+            result.extra["figure"] = str(
+                session_figure(writer.folder, prepared.survey, prepared.candidates, result)
+            )
+        return writer.folder, result
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        writer.close()
+        if not (writer.folder / "manifest.json").exists():
+            shutil.rmtree(writer.folder, ignore_errors=True)  # nothing was recorded yet
+        else:
+            summary = {"status": status}
+            if result is not None:
+                best = result.best
+                summary.update(
+                    steps=len(result.steps),
+                    ok=len(result.ok_steps),
+                    stop_reason=result.stop_reason,
+                    best_target=best.target if best else None,
+                    best_index=best.index if best else None,
+                    figure=result.extra.get("figure"),
+                )
+            writer.write_json("summary.json", summary)

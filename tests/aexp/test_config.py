@@ -1,0 +1,106 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aexp.config import ConfigError, check_against, load_config, parse_config
+from aexp.types import Bounds, InstrumentDescription, SpectrumAxis
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+MINIMAL = {
+    "instrument": {"driver": "plasmonic"},
+    "target": {"name": "band_intensity", "window": [2.0, 2.5]},
+}
+
+
+def _desc(h=64, w=64, axis=(0.0, 5.0)):
+    return InstrumentDescription(
+        name="sim", bounds=Bounds(0, 1, 0, 1), survey_shape=(1, h, w), channels=("haadf",),
+        spectrum_axis=SpectrumAxis("energy_loss", "eV", axis[0], axis[1], 128),
+    )
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_loads_and_fits_its_instrument(path):
+    from aexp.instrument import load_instrument
+
+    cfg = load_config(path)
+    inst = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=cfg.seed)
+    check_against(cfg, inst.describe(), source=str(path))
+
+
+def test_there_is_a_shipped_config():
+    assert any(p.name == "plasmonic-dkl.yaml" for p in CONFIGS)
+
+
+def test_defaults_and_budget():
+    cfg = parse_config(MINIMAL)
+    assert cfg.policy.kind == "dkl" and cfg.embedder.kind == "rvae"
+    assert cfg.budget == cfg.policy.n_initial + cfg.stopping.max_steps
+    assert cfg.target.params == {"window": [2.0, 2.5]}
+
+
+def test_embedder_none_spelled_as_in_yaml():
+    cfg = parse_config({**MINIMAL, "embedder": "none"})
+    assert cfg.embedder.kind == "none"
+
+
+def test_unknown_key_is_named_with_file_and_section(tmp_path):
+    p = _write(tmp_path, yaml.safe_dump({**MINIMAL, "policy": {"kind": "dkl", "betta": 2}}))
+    with pytest.raises(ConfigError, match=r"exp.yaml: policy.betta: unknown key"):
+        load_config(p)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    p = _write(tmp_path, yaml.safe_dump({**MINIMAL, "stopping": {"max_steps": "many"}}))
+    with pytest.raises(ConfigError, match=r"stopping.max_steps: .*integer.*'many'"):
+        load_config(p)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    p = _write(tmp_path, "instrument:\n  driver: plasmonic\ntarget: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: line \d+.*malformed YAML"):
+        load_config(p)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(_write(tmp_path, "- a\n- b\n"))
+
+
+def test_target_parameters_are_checked():
+    with pytest.raises(ConfigError, match="unknown target"):
+        parse_config({**MINIMAL, "target": {"name": "magic"}})
+    with pytest.raises(ConfigError, match=r"not \['widow'\]"):
+        parse_config({**MINIMAL, "target": {"name": "band_intensity", "widow": [1, 2]}})
+    with pytest.raises(ConfigError, match=r"needs \['window'\]"):
+        parse_config({**MINIMAL, "target": {"name": "band_intensity"}})
+
+
+def test_checks_against_the_instrument():
+    check_against(parse_config(MINIMAL), _desc())
+    with pytest.raises(ConfigError, match="target: .*window"):
+        check_against(parse_config({**MINIMAL, "target": {"name": "band_intensity", "window": [6, 7]}}), _desc())
+    with pytest.raises(ConfigError, match="patch_size: 80 px is larger"):
+        check_against(parse_config({**MINIMAL, "candidates": {"patch_size": 80}}), _desc())
+    with pytest.raises(ConfigError, match="exceeds the 16 candidates"):
+        cfg = parse_config({**MINIMAL, "candidates": {"stride": 16, "patch_size": 8}})
+        check_against(cfg, _desc())
+    with pytest.raises(ConfigError, match="channels"):
+        check_against(parse_config({**MINIMAL, "candidates": {"channels": ["bf"]}}), _desc())
+
+
+def test_overrides_are_validated():
+    cfg = parse_config(MINIMAL).with_overrides(**{"stopping.max_steps": 7})
+    assert cfg.stopping.max_steps == 7
+    with pytest.raises(ConfigError):
+        parse_config(MINIMAL).with_overrides(**{"stopping.max_steps": -1})
