@@ -9,7 +9,6 @@ STEPS ?=
 
 $(BIN)/aexp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_SPEC) -e '.[dev]'
 	@touch $@
 
