@@ -1,0 +1,440 @@
+"""Acquisition policies: where to measure next, among the candidates not yet measured.
+
+A policy looks at a :class:`SelectionContext` (all candidates, what has been measured, what must
+not be chosen) and returns a :class:`Decision`. Four kinds:
+
+- ``dkl``: :class:`SurrogatePolicy` over a :class:`~aexp.dkl.DKLSurrogate` on the candidate
+  features, scored by an acquisition function;
+- ``gp-xy``: :class:`GPXYPolicy`, the same acquisitions with an exact GP on the probe positions
+  only (the structure-blind baseline);
+- ``random``: :class:`RandomPolicy`, uniform over the remaining candidates;
+- ``raster``: :class:`RasterPolicy`, the microscopist's coarse serpentine grid.
+
+Acquisitions (``acquisition=`` of the model-based policies), all maximised:
+
+- ``ucb``: ``mu + sqrt(beta) * sigma`` (botorch ``UpperConfidenceBound`` convention);
+- ``log_ei``: ``log E[max(f - best_f, 0)]`` with ``best_f`` the best observed target
+  (botorch ``LogExpectedImprovement``);
+- ``max_variance``: ``sigma`` (botorch ``PosteriorStandardDeviation``), pure exploration;
+- ``thompson``: one joint posterior draw of ``f`` over all candidates, drawn pathwise (see
+  :meth:`~aexp.dkl.DKLSurrogate.posterior_sample`), so no ``M x M`` covariance is formed.
+
+``mu`` and ``sigma`` are the posterior of the latent ``f`` (no observation noise), in target units.
+Excluded candidates score ``-inf`` and are never chosen; ties go to the lowest index.
+
+Example:
+    >>> policy = make_policy("dkl", acquisition="ucb", beta=4.0, input_dim=features.shape[1])
+    >>> decision = policy.select(ctx)
+    >>> instrument.measure(ctx.positions[decision.index])
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from botorch.acquisition import (
+    AcquisitionFunction,
+    LogExpectedImprovement,
+    PosteriorStandardDeviation,
+    UpperConfidenceBound,
+)
+from botorch.acquisition.thompson_sampling import PathwiseThompsonSampling
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.model import Model
+from botorch.models.transforms.outcome import Standardize
+from gpytorch.mlls import ExactMarginalLogLikelihood
+
+from aexp.dkl import DKLSurrogate
+
+__all__ = [
+    "ACQUISITIONS",
+    "POLICY_KINDS",
+    "Decision",
+    "GPXYPolicy",
+    "NoCandidatesLeft",
+    "Policy",
+    "RandomPolicy",
+    "RasterPolicy",
+    "SelectionContext",
+    "Surrogate",
+    "SurrogatePolicy",
+    "make_policy",
+    "raster_plan",
+    "score_candidates",
+]
+
+ACQUISITIONS = ("ucb", "log_ei", "max_variance", "thompson")
+POLICY_KINDS = ("dkl", "gp-xy", "random", "raster")
+_DTYPE = torch.float64
+
+
+class NoCandidatesLeft(RuntimeError):
+    """Every candidate is measured or excluded: there is nowhere left to send the probe."""
+
+
+@dataclass
+class SelectionContext:
+    """Everything a policy may look at to choose the next candidate.
+
+    Attributes:
+        features: ``M x D`` candidate features, standardised per column.
+        positions: ``M x 2`` instrument ``(x, y)`` in metres.
+        grid_shape: ``(rows, cols)`` if the candidates are a row-major grid, else ``None``.
+        measured: indices of the successfully measured candidates, in measurement order.
+        targets: the target of each measured candidate, same length as ``measured``.
+        excluded: bool ``M``; measured or failed candidates, never to be chosen.
+        budget_left: measurements still allowed, this one included.
+        step: index of this decision in the experiment.
+        rng: the policy's only source of randomness.
+        want_maps: also return mean, std and acquisition over all candidates.
+    """
+
+    features: torch.Tensor
+    positions: np.ndarray
+    grid_shape: tuple[int, int] | None
+    measured: np.ndarray
+    targets: np.ndarray
+    excluded: np.ndarray
+    budget_left: int
+    step: int
+    rng: np.random.Generator
+    want_maps: bool = False
+
+
+@dataclass
+class Decision:
+    """The chosen candidate and what the policy knew about it.
+
+    Attributes:
+        index: chosen candidate.
+        acquisition: its acquisition value (``None`` for model-free policies).
+        predicted_mean, predicted_std: the surrogate's posterior of ``f`` there (target units).
+        fit_s: seconds spent fitting the surrogate.
+        select_s: seconds spent scoring candidates and choosing.
+        maps: ``"mean"``, ``"std"``, ``"acquisition"`` over all ``M`` candidates when asked for
+            and the policy has a model; ``None`` otherwise.
+    """
+
+    index: int
+    acquisition: float | None
+    predicted_mean: float | None
+    predicted_std: float | None
+    fit_s: float
+    select_s: float
+    maps: dict[str, np.ndarray] | None = None
+
+
+class Policy(Protocol):
+    name: str
+
+    def select(self, ctx: SelectionContext) -> Decision: ...
+
+
+class Surrogate(Protocol):
+    """What :class:`SurrogatePolicy` needs from a model of the target over candidate inputs."""
+
+    @property
+    def model(self) -> Model: ...
+
+    def fit(self, X: torch.Tensor, y: np.ndarray) -> "Surrogate": ...
+
+    def predict(self, X: torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def posterior_sample(self, X: torch.Tensor, seed: int, chunk: int = 1024) -> np.ndarray: ...
+
+
+def _allowed(ctx: SelectionContext) -> np.ndarray:
+    """Indices that may be chosen; raises :class:`NoCandidatesLeft` when there are none."""
+    excluded = np.asarray(ctx.excluded, dtype=bool)
+    if excluded.shape != (len(ctx.positions),):
+        raise ValueError(f"excluded must be a bool array of length M={len(ctx.positions)}, "
+                         f"got shape {excluded.shape}")
+    allowed = np.flatnonzero(~excluded)
+    if len(allowed) == 0:
+        raise NoCandidatesLeft(f"all {len(excluded)} candidates are measured or excluded")
+    return allowed
+
+
+def _argmax(scores: np.ndarray, allowed: np.ndarray) -> int:
+    """Highest-scoring allowed index, lowest index on ties; NaN counts as ``-inf``."""
+    s = np.nan_to_num(scores[allowed], nan=-np.inf)
+    return int(allowed[int(np.argmax(s))])
+
+
+def _acquisition_function(name: str, model: Model, beta: float,
+                          best_f: float) -> AcquisitionFunction:
+    if name == "ucb":
+        return UpperConfidenceBound(model, beta=beta)
+    if name == "log_ei":
+        return LogExpectedImprovement(model, best_f=best_f)
+    if name == "max_variance":
+        return PosteriorStandardDeviation(model)
+    raise ValueError(f"no analytic acquisition {name!r}")
+
+
+def score_candidates(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *, beta: float,
+                     best_f: float, seed: int | None = None, chunk: int = 1024) -> np.ndarray:
+    """Acquisition value of every row of ``X`` (``M x D``) under a fitted surrogate -> ``M``.
+
+    Analytic acquisitions are evaluated by botorch on ``chunk x 1 x D`` t-batches; ``thompson``
+    evaluates one pathwise posterior draw (``seed`` picks it).
+    """
+    if acquisition == "thompson":
+        if seed is None:
+            raise ValueError("thompson sampling needs a seed")
+        return surrogate.posterior_sample(X, seed=seed, chunk=chunk)
+    acqf = _acquisition_function(acquisition, surrogate.model, beta, best_f)
+    device = surrogate.model.train_targets.device
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(X), chunk):
+            # float64 on purpose: botorch moves the model to the dtype of X
+            Xc = torch.as_tensor(X[start:start + chunk]).to(device=device, dtype=_DTYPE)
+            out.append(acqf(Xc.unsqueeze(-2)).reshape(-1))
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+
+
+class SurrogatePolicy:
+    """Fit a surrogate on the measured candidates, then take the acquisition's argmax.
+
+    Args:
+        surrogate: e.g. a :class:`~aexp.dkl.DKLSurrogate`; refitted (warm) at every ``select``.
+        acquisition: one of :data:`ACQUISITIONS` (see the module docstring for the formulas).
+        beta: UCB exploration weight, ``mu + sqrt(beta) * sigma``.
+        chunk: candidates scored per batch.
+        name: recorded with each decision.
+
+    Example:
+        >>> policy = SurrogatePolicy(DKLSurrogate(input_dim=5), "log_ei", beta=4.0)
+        >>> policy.select(ctx).index
+    """
+
+    def __init__(self, surrogate: Surrogate, acquisition: str = "ucb", beta: float = 4.0,
+                 chunk: int = 1024, name: str = "dkl") -> None:
+        _check_acquisition(acquisition, beta)
+        self.surrogate = surrogate
+        self.acquisition = acquisition
+        self.beta = float(beta)
+        self.chunk = int(chunk)
+        self.name = name
+
+    def inputs(self, ctx: SelectionContext) -> torch.Tensor:
+        """``M x D`` inputs of the surrogate: the candidate features."""
+        return ctx.features
+
+    def select(self, ctx: SelectionContext) -> Decision:
+        allowed = _allowed(ctx)
+        measured = np.asarray(ctx.measured, dtype=np.int64)
+        targets = np.asarray(ctx.targets, dtype=np.float64)
+        if len(measured) == 0:
+            raise ValueError(f"policy {self.name!r} needs at least one measured candidate; "
+                             "start the experiment with a few random measurements")
+        if len(targets) != len(measured):
+            raise ValueError(f"{len(measured)} measured candidates but {len(targets)} targets")
+        X = torch.as_tensor(self.inputs(ctx))
+        t0 = time.perf_counter()
+        self.surrogate.fit(X[torch.as_tensor(measured)], targets)
+        t1 = time.perf_counter()
+        seed = int(ctx.rng.integers(2**63)) if self.acquisition == "thompson" else None
+        scores = score_candidates(self.surrogate, X, self.acquisition, beta=self.beta,
+                                  best_f=float(targets.max()), seed=seed, chunk=self.chunk)
+        scores[np.asarray(ctx.excluded, dtype=bool)] = -np.inf
+        index = _argmax(scores, allowed)
+        if ctx.want_maps:
+            mean, var = self.surrogate.predict(X, chunk=self.chunk)
+            maps = {"mean": mean, "std": np.sqrt(var), "acquisition": scores}
+            mean_i, var_i = mean[index], var[index]
+        else:
+            mean, var = self.surrogate.predict(X[index:index + 1])
+            maps, mean_i, var_i = None, mean[0], var[0]
+        t2 = time.perf_counter()
+        return Decision(index=index, acquisition=float(scores[index]),
+                        predicted_mean=float(mean_i), predicted_std=float(math.sqrt(var_i)),
+                        fit_s=t1 - t0, select_s=t2 - t1, maps=maps)
+
+
+class PositionGP:
+    """Exact GP (botorch ``SingleTaskGP``, RBF-ARD) on probe positions in the unit square.
+
+    Hyper-parameters are fitted by L-BFGS on the marginal likelihood (``fit_gpytorch_mll``),
+    starting from the previous fit's values. Same interface as the DKL surrogate.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self._model: SingleTaskGP | None = None
+
+    @property
+    def model(self) -> SingleTaskGP:
+        if self._model is None:
+            raise RuntimeError("PositionGP has not been fitted yet: call fit(X, y) first")
+        return self._model
+
+    def fit(self, X: torch.Tensor, y: np.ndarray) -> "PositionGP":
+        X = torch.as_tensor(X, dtype=_DTYPE)
+        Y = torch.as_tensor(np.asarray(y), dtype=_DTYPE).reshape(-1, 1)
+        model = SingleTaskGP(X, Y, outcome_transform=Standardize(m=1))
+        if self._model is not None:
+            state = {k: v for k, v in self._model.state_dict().items()
+                     if not k.startswith("outcome_transform.")}
+            model.load_state_dict(state, strict=False)
+        with torch.random.fork_rng(devices=[]):  # fit_gpytorch_mll may resample on failure
+            torch.manual_seed(self.seed)
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        model.eval()
+        self._model = model
+        return self
+
+    def predict(self, X: torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        means, variances = [], []
+        with torch.no_grad():
+            for start in range(0, len(X), chunk):
+                post = self.model.posterior(torch.as_tensor(X[start:start + chunk], dtype=_DTYPE))
+                means.append(post.mean.reshape(-1))
+                variances.append(post.variance.reshape(-1))
+        return torch.cat(means).numpy(), torch.cat(variances).numpy()
+
+    def posterior_sample(self, X: torch.Tensor, seed: int, chunk: int = 1024) -> np.ndarray:
+        """One joint draw of ``f`` over ``X`` via botorch's pathwise (Matheron) sampling."""
+        out = []
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(int(seed))
+            acqf = PathwiseThompsonSampling(self.model)
+            for start in range(0, len(X), chunk):
+                Xc = torch.as_tensor(X[start:start + chunk], dtype=_DTYPE)
+                out.append(acqf(Xc.unsqueeze(-2)).reshape(-1))
+        return torch.cat(out).numpy()
+
+
+class GPXYPolicy(SurrogatePolicy):
+    """``gp-xy`` baseline: the acquisitions of :class:`SurrogatePolicy` on a GP over positions.
+
+    Positions are scaled per axis to the unit square spanned by all candidates, so the GP sees
+    where the probe would go and nothing of the local structure.
+    """
+
+    def __init__(self, acquisition: str = "ucb", beta: float = 4.0, seed: int = 0,
+                 chunk: int = 1024) -> None:
+        super().__init__(PositionGP(seed=seed), acquisition, beta, chunk, name="gp-xy")
+
+    def inputs(self, ctx: SelectionContext) -> torch.Tensor:
+        xy = torch.as_tensor(np.asarray(ctx.positions, dtype=np.float64))
+        low, high = xy.min(0).values, xy.max(0).values
+        span = torch.where(high > low, high - low, torch.ones_like(high))
+        return (xy - low) / span
+
+
+class RandomPolicy:
+    """``random``: uniform over the candidates that are not excluded, drawn from ``ctx.rng``."""
+
+    name = "random"
+
+    def select(self, ctx: SelectionContext) -> Decision:
+        t0 = time.perf_counter()
+        allowed = _allowed(ctx)
+        index = int(allowed[ctx.rng.integers(len(allowed))])
+        return Decision(index, None, None, None, fit_s=0.0, select_s=time.perf_counter() - t0)
+
+
+def raster_plan(grid_shape: tuple[int, int], budget: int) -> np.ndarray:
+    """Serpentine visiting order of an evenly spaced sub-grid that fits in ``budget`` points.
+
+    The sub-grid has ``r x c`` points at the centres of equal cells of the ``rows x cols`` grid,
+    with ``r * c <= budget`` chosen to make the largest cell side (in grid steps) as small as
+    possible, then to use as much of the budget as possible. Rows alternate direction.
+
+    Returns:
+        Row-major candidate indices in visiting order, ``min(budget, rows * cols)`` at most.
+    """
+    rows, cols = int(grid_shape[0]), int(grid_shape[1])
+    budget = max(1, int(budget))
+    best, best_key = (1, 1), (math.inf, 0)
+    for r in range(1, min(rows, budget) + 1):
+        c = min(cols, budget // r)
+        key = (max(rows / r, cols / c), -r * c)
+        if key < best_key:
+            best, best_key = (r, c), key
+    r, c = best
+    row_idx = ((np.arange(r) + 0.5) * rows / r).astype(np.int64)
+    col_idx = ((np.arange(c) + 0.5) * cols / c).astype(np.int64)
+    return np.concatenate([row * cols + (col_idx if i % 2 == 0 else col_idx[::-1])
+                           for i, row in enumerate(row_idx)])
+
+
+class RasterPolicy:
+    """``raster``: visit a coarse serpentine sub-grid that covers the field within the budget.
+
+    The sub-grid (:func:`raster_plan`) is sized at the first ``select`` from ``ctx.budget_left``
+    (or from ``budget`` when given, e.g. to resume an experiment with the original plan).
+    Excluded sub-grid points are skipped; once the sub-grid is used up, the remaining candidates
+    are taken in scan (index) order. Without ``grid_shape`` the candidates are one row, in order.
+    """
+
+    name = "raster"
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = budget
+        self._plan: np.ndarray | None = None
+        self._plan_key: tuple | None = None
+
+    def select(self, ctx: SelectionContext) -> Decision:
+        t0 = time.perf_counter()
+        allowed = _allowed(ctx)
+        excluded = np.asarray(ctx.excluded, dtype=bool)
+        shape = tuple(ctx.grid_shape) if ctx.grid_shape is not None else (1, len(excluded))
+        if shape[0] * shape[1] != len(excluded):
+            raise ValueError(f"grid_shape {shape} does not hold {len(excluded)} candidates")
+        if self._plan is None or self._plan_key != shape:
+            budget = self.budget if self.budget is not None else ctx.budget_left
+            self._plan, self._plan_key = raster_plan(shape, budget), shape
+        todo = self._plan[~excluded[self._plan]]
+        index = int(todo[0]) if len(todo) else int(allowed[0])
+        return Decision(index, None, None, None, fit_s=0.0, select_s=time.perf_counter() - t0)
+
+
+def _check_acquisition(acquisition: str, beta: float) -> None:
+    if acquisition not in ACQUISITIONS:
+        raise ValueError(f"unknown acquisition {acquisition!r}; known: {', '.join(ACQUISITIONS)}")
+    if not beta >= 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+
+
+def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
+                input_dim: int | None = None, surrogate_options: dict | None = None,
+                seed: int = 0, device: str = "cpu") -> Policy:
+    """Build a policy by name: one of :data:`POLICY_KINDS`.
+
+    Args:
+        kind: ``"dkl"``, ``"gp-xy"``, ``"random"`` or ``"raster"``.
+        acquisition, beta: for ``dkl`` and ``gp-xy`` (see the module docstring); checked for
+            every kind.
+        input_dim: ``D`` of the candidate features; required for ``dkl``.
+        surrogate_options: keyword arguments of :class:`~aexp.dkl.DKLSurrogate`; checked for
+            every kind (so a typo in a config is caught) but used by ``dkl`` only.
+        seed: seeds the surrogate's initial weights / hyper-parameter restarts.
+        device: torch device of the DKL surrogate.
+    """
+    if kind not in POLICY_KINDS:
+        raise ValueError(f"unknown policy {kind!r}; known policies: {', '.join(POLICY_KINDS)}")
+    _check_acquisition(acquisition, beta)
+    options = dict(surrogate_options or {})
+    known = ("feature_dim", "hidden", "kernel", "lr", "iterations", "warm_iterations")
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown DKL surrogate options {unknown}; known: {', '.join(known)}")
+    if kind == "random":
+        return RandomPolicy()
+    if kind == "raster":
+        return RasterPolicy()
+    if kind == "gp-xy":
+        return GPXYPolicy(acquisition, beta, seed=seed)
+    if input_dim is None:
+        raise ValueError("policy 'dkl' needs input_dim (the number of feature columns)")
+    surrogate = DKLSurrogate(input_dim, seed=seed, device=device, **options)
+    return SurrogatePolicy(surrogate, acquisition, beta, name="dkl")

@@ -1,0 +1,73 @@
+import json
+
+import pytest
+import yaml
+
+from aexp.cli import main
+
+SMALL = {
+    "name": "cli-small",
+    "instrument": {"driver": "plasmonic", "options": {"survey_pixels": 32, "n_particles": 2, "size_range_m": [6e-9, 10e-9]}},
+    "candidates": {"stride": 2, "patch_size": 8},
+    "embedder": "none",
+    "surrogate": {"iterations": 20, "warm_iterations": 5},
+    "policy": {"kind": "dkl", "n_initial": 3},
+    "target": {"name": "band_intensity", "window": [1.0, 3.0]},
+    "stopping": {"max_steps": 10},
+    "recording": {"figure": False},
+}
+
+
+@pytest.fixture
+def config(tmp_path):
+    p = tmp_path / "small.yaml"
+    p.write_text(yaml.safe_dump(SMALL))
+    return p
+
+
+def test_check_accepts_a_good_config(config, capsys):
+    assert main(["check", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "256 candidates" in out and "budget 13" in out
+
+
+def test_check_rejects_a_bad_config_with_status_2(tmp_path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({**SMALL, "target": {"name": "band_intensity", "window": [9, 10]}}))
+    assert main(["check", str(p)]) == 2
+    assert "window [9.0, 10.0]" in capsys.readouterr().err
+    p.write_text(yaml.safe_dump({**SMALL, "stopping": {"max_steps": 1000}}))
+    assert main(["check", str(p)]) == 2
+    assert "exceeds the 256 candidates" in capsys.readouterr().err
+
+
+def test_run_steps_override_and_output(config, tmp_path, capsys):
+    out = tmp_path / "session"
+    assert main(["run", str(config), "--out", str(out), "--seed", "3", "--steps", "2", "--quiet"]) == 0
+    lines = (out / "steps.jsonl").read_text().splitlines()
+    assert len(lines) == 3 + 2  # initial ones + --steps
+    assert f"session: {out}" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 3
+    # running again into the same folder is refused and loses nothing
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert len((out / "steps.jsonl").read_text().splitlines()) == 5
+
+
+def test_unknown_instrument_is_a_clear_error(tmp_path, capsys):
+    p = tmp_path / "x.yaml"
+    p.write_text(yaml.safe_dump({**SMALL, "instrument": {"driver": "tem9000"}}))
+    assert main(["check", str(p)]) == 2
+    assert "no instrument driver named 'tem9000'" in capsys.readouterr().err
+
+
+def test_bench_writes_the_documented_json(config, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(config), "--seeds", "0", "--policies", "random,raster",
+                 "--json", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert res["budget"] == 13 and res["n_candidates"] == 256 and res["top_fraction"] == 0.01
+    for name in ("random", "raster"):
+        d = res["policies"][name]
+        assert len(d["discovery"]) == 1 and 0.0 <= d["discovery"][0] <= 1.0
+        assert len(d["decision_s"]) == 1

@@ -1,0 +1,148 @@
+"""Behaviour of the deep kernel learning surrogate (aexp.dkl)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from botorch.acquisition import UpperConfidenceBound, qLogExpectedImprovement
+from botorch.models.gpytorch import GPyTorchModel
+
+from aexp.dkl import DKLSurrogate
+
+
+def _nonlinear(X: torch.Tensor) -> torch.Tensor:
+    return torch.sin(2 * X[:, 0]) + 0.5 * X[:, 1] ** 2 - X[:, 2] * X[:, 3]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(400, 5, generator=g)
+    y = _nonlinear(X) + 0.05 * torch.randn(400, generator=g)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def fitted(data) -> DKLSurrogate:
+    X, y = data
+    return DKLSurrogate(input_dim=5, iterations=150, seed=0).fit(X[:150], y[:150])
+
+
+def test_fits_a_nonlinear_function_better_than_a_constant(fitted, data):
+    X, y = data
+    mean, var = fitted.predict(X[200:])
+    truth = y[200:].numpy()
+    r2 = 1 - np.mean((mean - truth) ** 2) / np.var(truth)
+    assert r2 > 0.7
+    assert mean.shape == var.shape == (200,) and np.all(var > 0)
+
+
+def test_warm_start_begins_lower_than_scratch_and_uses_warm_iterations(data):
+    X, y = data
+    warm = DKLSurrogate(input_dim=5, iterations=150, warm_iterations=20, seed=0)
+    warm.fit(X[:60], y[:60])
+    assert len(warm.loss_history_) == 150
+    warm.fit(X[:65], y[:65])  # five new points
+    scratch = DKLSurrogate(input_dim=5, iterations=150, seed=0).fit(X[:65], y[:65])
+    assert len(warm.loss_history_) == 20 and warm.n_fits_ == 2
+    assert warm.loss_history_[0] < scratch.loss_history_[0] - 0.3
+    assert warm.loss_history_[-1] < scratch.loss_history_[0]
+
+
+def test_same_seed_same_fit_without_global_side_effects(data):
+    X, y = data
+    rng_state, dtype = torch.get_rng_state(), torch.get_default_dtype()
+    a = DKLSurrogate(input_dim=5, iterations=30, warm_iterations=5, seed=3)
+    b = DKLSurrogate(input_dim=5, iterations=30, warm_iterations=5, seed=3)
+    for s in (a, b):
+        s.fit(X[:40], y[:40]).fit(X[:45], y[:45])
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    assert torch.get_default_dtype() == dtype
+    assert a.loss_history_ == b.loss_history_
+    np.testing.assert_array_equal(a.predict(X[300:])[0], b.predict(X[300:])[0])
+    c = DKLSurrogate(input_dim=5, iterations=30, seed=4).fit(X[:40], y[:40])
+    d = DKLSurrogate(input_dim=5, iterations=30, seed=3).fit(X[:40], y[:40])
+    assert not np.allclose(c.predict(X[300:])[0], d.predict(X[300:])[0])
+
+
+def test_predictions_are_in_original_target_units(data):
+    X, y = data
+    a = DKLSurrogate(input_dim=5, iterations=40, seed=0).fit(X[:50], y[:50])
+    b = DKLSurrogate(input_dim=5, iterations=40, seed=0).fit(X[:50], 1000 * y[:50] + 7)
+    (ma, va), (mb, vb) = a.predict(X[300:]), b.predict(X[300:])
+    np.testing.assert_allclose(mb, 1000 * ma + 7, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(vb, 1e6 * va, rtol=1e-3)
+
+
+def test_flat_posterior_matches_gpytorch_joint_posterior(fitted, data):
+    X = data[0][300:340].double()
+    mean, var = fitted.predict(X, chunk=16)
+    model = fitted.model
+    with torch.no_grad():
+        joint = GPyTorchModel.posterior(model, X)  # gpytorch's own exact prediction, q = 40
+        tbatch = model.posterior(X.unsqueeze(-2))  # 40 x 1 x D, the acquisition shape
+    np.testing.assert_allclose(joint.mean.reshape(-1).numpy(), mean, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(joint.variance.reshape(-1).numpy(), var, rtol=1e-6, atol=1e-10)
+    assert tbatch.mean.shape == (40, 1, 1)
+    np.testing.assert_allclose(tbatch.variance.reshape(-1).numpy(), var, rtol=1e-12)
+
+
+def test_botorch_acquisitions_accept_the_model(fitted, data):
+    X = data[0][300:].double()
+    mean, var = fitted.predict(X)
+    with torch.no_grad():
+        ucb = UpperConfidenceBound(fitted.model, beta=2.0)(X.unsqueeze(-2)).numpy()
+    np.testing.assert_allclose(ucb, mean + math.sqrt(2.0) * np.sqrt(var), rtol=1e-10)
+    # q > 1 takes gpytorch's joint route (Monte Carlo acquisitions)
+    with torch.no_grad():
+        qlei = qLogExpectedImprovement(fitted.model, best_f=float(data[1][:150].max()))
+        values = qlei(X[:8].reshape(4, 2, 5))
+    assert values.shape == (4,) and torch.isfinite(values).all()
+
+
+def test_float32_inputs_give_the_same_predictions(fitted, data):
+    X = data[0][300:]
+    np.testing.assert_array_equal(fitted.predict(X)[0], fitted.predict(X.double())[0])
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern52"])
+def test_posterior_samples_have_the_posterior_moments(kernel, data):
+    X, y = data
+    s = DKLSurrogate(input_dim=5, kernel=kernel, iterations=60, seed=0).fit(X[:30], y[:30])
+    points = torch.cat([X[:2], X[300:304]])  # two measured, four unmeasured
+    mean, var = s.predict(points)
+    draws = np.stack([s.posterior_sample(points, seed=k) for k in range(400)])
+    se = np.sqrt(var / len(draws))
+    assert np.all(np.abs(draws.mean(0) - mean) < 5 * se + 1e-6)
+    ratio = draws.var(0) / var
+    assert np.all((ratio > 0.7) & (ratio < 1.4)), ratio
+    np.testing.assert_array_equal(s.posterior_sample(points, seed=5), draws[5])
+
+
+def test_input_validation(data):
+    X, y = data
+    s = DKLSurrogate(input_dim=5, iterations=5)
+    with pytest.raises(RuntimeError, match="fit"):
+        s.predict(X[:3])
+    with pytest.raises(ValueError, match="one target per row"):
+        s.fit(X[:10], y[:9])
+    with pytest.raises(ValueError, match="input_dim"):
+        s.fit(X[:10, :4], y[:10])
+    bad_X = X[:10].clone()
+    bad_X[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        s.fit(bad_X, y[:10])
+    bad_y = y[:10].clone()
+    bad_y[0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        s.fit(X[:10], bad_y)
+    s.fit(X[:10], y[:10])
+    with pytest.raises(ValueError, match="input_dim"):
+        s.predict(X[:10, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        s.predict(bad_X)
+    with pytest.raises(ValueError, match="unknown kernel"):
+        DKLSurrogate(input_dim=5, kernel="periodic")

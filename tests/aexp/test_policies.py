@@ -1,0 +1,256 @@
+"""Behaviour of the acquisition policies and baselines (aexp.policies)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aexp.dkl import DKLSurrogate
+from aexp.policies import (
+    ACQUISITIONS,
+    GPXYPolicy,
+    NoCandidatesLeft,
+    RandomPolicy,
+    RasterPolicy,
+    SelectionContext,
+    SurrogatePolicy,
+    make_policy,
+)
+
+ROWS, COLS = 20, 20
+M = ROWS * COLS
+_rr, _cc = np.meshgrid(np.arange(ROWS), np.arange(COLS), indexing="ij")
+POSITIONS = np.stack([_cc.ravel(), _rr.ravel()], 1) * 2e-9  # x along columns, metres
+# a smooth field with its global maximum at (row 13, col 6) and a lower bump elsewhere
+FIELD = (np.exp(-((_rr - 13) ** 2 + (_cc - 6) ** 2) / (2 * 3.0**2))
+         + 0.6 * np.exp(-((_rr - 4) ** 2 + (_cc - 15) ** 2) / (2 * 4.0**2))).ravel()
+FEATURES = torch.randn(M, 5, generator=torch.Generator().manual_seed(0))
+
+
+def _target(idx: np.ndarray) -> np.ndarray:
+    f = FEATURES[torch.as_tensor(idx)].double().numpy()
+    return np.sin(2 * f[:, 0]) + f[:, 1] * f[:, 2]
+
+
+def _context(measured, excluded=None, *, seed=0, targets=None, want_maps=False, budget=50,
+             grid_shape=(ROWS, COLS)) -> SelectionContext:
+    measured = np.asarray(measured, dtype=np.int64)
+    if excluded is None:
+        excluded = np.zeros(M, dtype=bool)
+        excluded[measured] = True
+    return SelectionContext(
+        features=FEATURES, positions=POSITIONS, grid_shape=grid_shape, measured=measured,
+        targets=_target(measured) if targets is None else targets, excluded=excluded,
+        budget_left=budget, step=len(measured), rng=np.random.default_rng(seed),
+        want_maps=want_maps)
+
+
+def _dkl(**options) -> SurrogatePolicy:
+    acquisition, seed = options.pop("acquisition", "ucb"), options.pop("seed", 0)
+    opts = dict(iterations=40, warm_iterations=10) | options
+    return make_policy("dkl", input_dim=5, surrogate_options=opts, acquisition=acquisition,
+                       beta=2.0, seed=seed)
+
+
+MEASURED = np.random.default_rng(1).choice(M, 30, replace=False)
+
+
+def test_ucb_scores_are_mean_plus_sqrt_beta_sigma_from_predict():
+    policy = _dkl()
+    d = policy.select(_context(MEASURED, want_maps=True))
+    mean, var = policy.surrogate.predict(FEATURES)
+    acq, free = d.maps["acquisition"], ~_context(MEASURED).excluded
+    np.testing.assert_allclose(acq[free], mean[free] + math.sqrt(2.0) * np.sqrt(var[free]),
+                               rtol=1e-10)
+    assert np.all(np.isneginf(acq[MEASURED]))
+    assert d.index == int(np.argmax(acq)) and d.acquisition == acq[d.index]
+    assert d.predicted_mean == pytest.approx(mean[d.index])
+    assert d.predicted_std == pytest.approx(math.sqrt(var[d.index]))
+    np.testing.assert_allclose(d.maps["std"] ** 2, var)
+
+
+def test_log_ei_argmax_matches_brute_force_expected_improvement():
+    from scipy.stats import norm
+
+    ctx = _context(MEASURED, want_maps=True)
+    d = _dkl(acquisition="log_ei").select(ctx)
+    mu, sigma = d.maps["mean"], d.maps["std"]
+    z = (mu - ctx.targets.max()) / sigma
+    ei = sigma * (z * norm.cdf(z) + norm.pdf(z))
+    ei[ctx.excluded] = -np.inf
+    assert d.index == int(np.argmax(ei))
+    ok = np.isfinite(ei) & (ei > 1e-8)
+    np.testing.assert_allclose(d.maps["acquisition"][ok], np.log(ei[ok]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RandomPolicy(),
+    lambda: RasterPolicy(),
+    lambda: _dkl(iterations=10, warm_iterations=2),
+    lambda: _dkl(iterations=10, warm_iterations=2, acquisition="thompson"),
+    lambda: GPXYPolicy("max_variance"),
+], ids=["random", "raster", "dkl-ucb", "dkl-thompson", "gp-xy"])
+def test_excluded_candidates_are_never_chosen(make):
+    policy, rng = make(), np.random.default_rng(7)
+    for trial in range(12):
+        measured = rng.choice(M, 8, replace=False)
+        excluded = rng.random(M) < rng.choice([0.2, 0.9, 0.995])
+        excluded[measured] = True
+        if excluded.all():
+            excluded[rng.integers(M)] = False
+        d = policy.select(_context(measured, excluded, seed=trial, budget=20))
+        assert not excluded[d.index]
+
+
+class _FlatSurrogate:
+    """Every candidate looks the same (or is NaN): exercises ties and bad scores."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def fit(self, X, y):
+        return self
+
+    def predict(self, X, chunk=1024):
+        return np.zeros(len(X)), np.ones(len(X))
+
+    def posterior_sample(self, X, seed, chunk=1024):
+        return np.full(len(X), self.value)
+
+
+@pytest.mark.parametrize("value", [1.0, -np.inf, np.nan])
+def test_ties_go_to_the_lowest_allowed_index(value):
+    excluded = np.zeros(M, dtype=bool)
+    excluded[:37] = True
+    policy = SurrogatePolicy(_FlatSurrogate(value), "thompson")
+    assert policy.select(_context([0, 1], excluded)).index == 37
+
+
+@pytest.mark.parametrize("kind", ["dkl", "gp-xy", "random", "raster"])
+def test_no_candidate_left_is_an_error(kind):
+    policy = make_policy(kind, input_dim=5)
+    with pytest.raises(NoCandidatesLeft):
+        policy.select(_context(MEASURED, np.ones(M, dtype=bool)))
+
+
+def test_surrogate_policies_need_a_measurement():
+    with pytest.raises(ValueError, match="at least one measured"):
+        make_policy("dkl", input_dim=5).select(_context([]))
+
+
+def test_same_seed_same_decisions():
+    def run(rng_seed):
+        policy = _dkl(acquisition="thompson", seed=1)
+        measured, picks = list(MEASURED[:10]), []
+        for step in range(3):
+            d = policy.select(_context(measured, seed=rng_seed + step, want_maps=True))
+            measured.append(d.index)
+            picks.append((d.index, d.acquisition, d.maps["acquisition"].copy()))
+        return picks
+
+    a, b, c = run(0), run(0), run(100)
+    for (ia, va, ma), (ib, vb, mb) in zip(a, b):
+        assert ia == ib and va == vb
+        np.testing.assert_array_equal(ma, mb)
+    assert not np.array_equal(a[0][2], c[0][2])  # another draw for another rng
+
+
+def test_gp_xy_finds_the_maximum_far_sooner_than_random():
+    best = int(np.argmax(FIELD))
+
+    def steps_to_best(policy, seed, cap):
+        rng = np.random.default_rng(seed)
+        measured = list(rng.choice(M, 3, replace=False))
+        for step in range(cap):
+            if best in measured:
+                return step
+            excluded = np.zeros(M, dtype=bool)
+            excluded[measured] = True
+            ctx = SelectionContext(FEATURES, POSITIONS, (ROWS, COLS), np.array(measured),
+                                   FIELD[measured], excluded, cap - step, step, rng)
+            measured.append(policy.select(ctx).index)
+        return cap
+
+    gp = np.mean([steps_to_best(GPXYPolicy("ucb", beta=4.0), s, cap=60) for s in range(4)])
+    rand = np.mean([steps_to_best(RandomPolicy(), s, cap=M) for s in range(40)])
+    assert gp < 0.3 * rand, (gp, rand)
+
+
+def _run_raster(policy, budget, n, excluded=None, grid_shape=(ROWS, COLS)):
+    excluded = np.zeros(M, dtype=bool) if excluded is None else excluded.copy()
+    picks = []
+    for step in range(n):
+        ctx = SelectionContext(FEATURES, POSITIONS, grid_shape, np.flatnonzero(excluded),
+                               np.zeros(int(excluded.sum())), excluded.copy(), budget - step,
+                               step, np.random.default_rng(0))
+        i = policy.select(ctx).index
+        picks.append(i)
+        excluded[i] = True
+    return np.array(picks)
+
+
+def test_raster_covers_the_field_in_serpentine_order():
+    picks = _run_raster(RasterPolicy(), budget=16, n=16)
+    rows, cols = picks // COLS, picks % COLS
+    assert len(set(picks)) == 16
+    quadrant = (rows >= ROWS // 2) * 2 + (cols >= COLS // 2)
+    assert np.bincount(quadrant, minlength=4).min() >= 3
+    assert len(set(rows)) == 4 and len(set(cols)) == 4  # an evenly spaced 4 x 4 sub-grid
+    assert rows.min() > 0 and rows.max() < ROWS - 1 and cols.min() > 0 and cols.max() < COLS - 1
+    assert np.all(np.diff(cols[:4]) > 0) and np.all(np.diff(cols[4:8]) < 0)  # boustrophedon
+    assert np.all(np.diff(rows[::4]) > 0)
+
+
+def test_raster_skips_excluded_and_falls_back_to_scan_order_without_repeats():
+    first_pass = _run_raster(RasterPolicy(), budget=16, n=2)
+    excluded = np.zeros(M, dtype=bool)
+    excluded[first_pass[0]] = True
+    picks = _run_raster(RasterPolicy(), budget=16, n=M - 1, excluded=excluded)
+    assert picks[0] == first_pass[1]
+    assert sorted(picks) == sorted(set(range(M)) - {first_pass[0]})
+    assert picks[15] == 0 and picks[16] == 1  # sub-grid done: scan order
+
+
+def test_raster_without_grid_shape_walks_the_candidates_in_order():
+    picks = _run_raster(RasterPolicy(), budget=10, n=10, grid_shape=None)
+    np.testing.assert_array_equal(picks, np.arange(10) * 40 + 20)
+
+
+def test_random_policy_draws_from_the_context_rng():
+    a = RandomPolicy().select(_context(MEASURED, seed=3)).index
+    b = RandomPolicy().select(_context(MEASURED, seed=3)).index
+    picks = {RandomPolicy().select(_context(MEASURED, seed=s)).index for s in range(20)}
+    assert a == b and len(picks) > 10
+
+
+def test_gp_xy_thompson_is_a_reproducible_draw():
+    ctx_a, ctx_b = _context(MEASURED, seed=5), _context(MEASURED, seed=5)
+    a = GPXYPolicy("thompson").select(ctx_a)
+    b = GPXYPolicy("thompson").select(ctx_b)
+    assert a.index == b.index and a.acquisition == b.acquisition
+    assert not ctx_a.excluded[a.index]
+
+
+def test_make_policy_builds_each_kind_and_rejects_bad_requests():
+    assert make_policy("random").name == "random"
+    assert make_policy("raster").name == "raster"
+    assert isinstance(make_policy("gp-xy", acquisition="log_ei"), GPXYPolicy)
+    dkl = make_policy("dkl", input_dim=7, surrogate_options={"kernel": "matern52"}, seed=4)
+    assert isinstance(dkl.surrogate, DKLSurrogate) and dkl.surrogate.kernel == "matern52"
+    assert dkl.surrogate.seed == 4 and dkl.name == "dkl"
+    with pytest.raises(ValueError, match="dkl, gp-xy, random, raster"):
+        make_policy("bayes")
+    with pytest.raises(ValueError, match=", ".join(ACQUISITIONS)):
+        make_policy("dkl", input_dim=5, acquisition="ei")
+    with pytest.raises(ValueError, match="input_dim"):
+        make_policy("dkl")
+    with pytest.raises(ValueError, match="learning_rate"):
+        make_policy("dkl", input_dim=5, surrogate_options={"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="learning_rate"):
+        make_policy("random", surrogate_options={"learning_rate": 0.1})
+    assert make_policy("random", surrogate_options={"lr": 0.1}).name == "random"  # dkl-only
+    with pytest.raises(ValueError, match="beta"):
+        make_policy("gp-xy", beta=-1.0)
