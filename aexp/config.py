@@ -93,10 +93,14 @@ class SurrogateConfig(_Section):
     lr: float = Field(0.01, gt=0)
     iterations: int = Field(200, ge=1, description="Adam iterations of the first fit")
     warm_iterations: int = Field(50, ge=0, description="Adam iterations of each warm-started refit")
+    base_kernel: bool = Field(True, description="add an ARD kernel on the raw inputs to the deep kernel")
+    position: bool = Field(
+        True, description="append the candidate's standardised (x, y) to the surrogate's inputs"
+    )
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of :class:`aexp.dkl.DKLSurrogate` (besides input_dim, seed, device)."""
-        return {**self.model_dump(exclude={"hidden"}), "hidden": tuple(self.hidden)}
+        return {**self.model_dump(exclude={"hidden", "position"}), "hidden": tuple(self.hidden)}
 
     @field_validator("hidden")
     @classmethod

@@ -51,13 +51,18 @@ KERNELS = ("rbf", "matern52")
 class FeatureMap(nn.Module):
     """MLP ``D -> hidden... -> d`` followed by ``tanh``, so features lie in ``[-1, 1]^d``.
 
+    With ``skip`` the raw input is passed on beside the learned features, so a kernel can also
+    compare candidates directly (see :class:`DKLSurrogate`'s ``base_kernel``).
+
     ``tanh`` rather than a min/max rescaling of the training features: it has no state that
     depends on the batch, and candidates far from the measured ones are not clamped onto the edge
     of the training range.
     """
 
-    def __init__(self, input_dim: int, feature_dim: int, hidden: Sequence[int]) -> None:
+    def __init__(self, input_dim: int, feature_dim: int, hidden: Sequence[int],
+                 skip: bool = False) -> None:
         super().__init__()
+        self.skip = skip
         widths = [input_dim, *hidden]
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
@@ -66,8 +71,9 @@ class FeatureMap(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``... x D`` -> ``... x d``."""
-        return torch.tanh(self.mlp(x))
+        """``... x D`` -> ``... x d`` (``... x (d + D)`` with ``skip``: ``[g(x), x]``)."""
+        z = torch.tanh(self.mlp(x))
+        return torch.cat([z, x], dim=-1) if self.skip else z
 
 
 class DeepKernelGP(ExactGP, GPyTorchModel):
@@ -165,7 +171,7 @@ class PosteriorPath:
     """
 
     model: DeepKernelGP
-    frequencies: Tensor   # L x d, already divided by the lengthscales
+    frequencies: Tensor   # L x d, already divided by the lengthscales (zero off a term's dims)
     phases: Tensor        # L
     weights: Tensor       # L, times sqrt(2 s / L)
     update: Tensor        # n
@@ -182,27 +188,36 @@ class PosteriorPath:
 
 def draw_posterior_path(model: DeepKernelGP, generator: torch.Generator,
                         num_features: int = 1024) -> PosteriorPath:
-    """Draw a :class:`PosteriorPath` from a fitted :class:`DeepKernelGP`."""
-    scale_kernel = model.covar_module
-    base = scale_kernel.base_kernel
+    """Draw a :class:`PosteriorPath` from a fitted :class:`DeepKernelGP`.
+
+    A sum of scaled kernels gets ``num_features`` random Fourier features per term, each acting
+    on its own columns of the feature map's output (independent priors add up).
+    """
     opts = {"dtype": DTYPE, "device": model.train_targets.device, "generator": generator}
     Z, L, _ = model._cache()
-    d = Z.shape[-1]
+    terms = getattr(model.covar_module, "kernels", [model.covar_module])
+    freqs, weights = [], []
     with torch.no_grad():
-        omega = torch.randn(num_features, d, **opts)
-        if isinstance(base, MaternKernel):  # spectral density: Student-t with 2 nu dof
-            dof = int(round(2 * base.nu))
-            chi2 = torch.randn(num_features, dof, **opts).square().sum(-1, keepdim=True)
-            omega = omega * torch.sqrt(dof / chi2)
-        frequencies = omega / base.lengthscale.reshape(1, d)
-        phases = 2 * math.pi * torch.rand(num_features, **opts)
-        amplitude = torch.sqrt(2 * scale_kernel.outputscale / num_features)
-        weights = amplitude * torch.randn(num_features, **opts)
-        prior_at_Z = torch.cos(Z @ frequencies.T + phases) @ weights
+        for scale_kernel in terms:
+            base = scale_kernel.base_kernel
+            dims = base.active_dims if base.active_dims is not None else torch.arange(Z.shape[-1])
+            omega = torch.randn(num_features, len(dims), **opts)
+            if isinstance(base, MaternKernel):  # spectral density: Student-t with 2 nu dof
+                dof = int(round(2 * base.nu))
+                chi2 = torch.randn(num_features, dof, **opts).square().sum(-1, keepdim=True)
+                omega = omega * torch.sqrt(dof / chi2)
+            f = torch.zeros(num_features, Z.shape[-1], dtype=DTYPE, device=Z.device)
+            f[:, dims] = omega / base.lengthscale.reshape(1, -1)
+            freqs.append(f)
+            amplitude = torch.sqrt(2 * scale_kernel.outputscale / num_features)
+            weights.append(amplitude * torch.randn(num_features, **opts))
+        frequencies, w = torch.cat(freqs), torch.cat(weights)
+        phases = 2 * math.pi * torch.rand(len(frequencies), **opts)
+        prior_at_Z = torch.cos(Z @ frequencies.T + phases) @ w
         eps = model.likelihood.noise.sqrt() * torch.randn(len(Z), **opts)
         resid = model.train_targets - model.mean_module(Z) - prior_at_Z - eps
         update = torch.cholesky_solve(resid.unsqueeze(-1), L).squeeze(-1)
-    return PosteriorPath(model, frequencies, phases, weights, update)
+    return PosteriorPath(model, frequencies, phases, w, update)
 
 
 class DKLSurrogate:
@@ -216,6 +231,10 @@ class DKLSurrogate:
         lr: Adam learning rate.
         iterations: Adam steps of the first fit (from scratch).
         warm_iterations: Adam steps of every later fit, started from the previous weights.
+        base_kernel: add an ARD kernel on the raw inputs to the deep kernel,
+            ``k = s1 k(g(x), g(x')) + s2 k(x, x')``. With a handful of measurements the learned
+            map ``g`` is poorly determined; the marginal likelihood can then lean on the base
+            kernel, and shift weight to the deep part as data accumulate.
         seed: seeds the initial weights; the global torch RNG is left untouched.
         device: torch device for the model and the computations.
 
@@ -232,7 +251,8 @@ class DKLSurrogate:
 
     def __init__(self, input_dim: int, feature_dim: int = 2, hidden: Sequence[int] = (64, 32),
                  kernel: str = "rbf", lr: float = 0.01, iterations: int = 200,
-                 warm_iterations: int = 50, seed: int = 0, device: str | torch.device = "cpu"):
+                 warm_iterations: int = 50, base_kernel: bool = True, seed: int = 0,
+                 device: str | torch.device = "cpu"):
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; known kernels: {', '.join(KERNELS)}")
         if input_dim < 1 or feature_dim < 1 or any(h < 1 for h in hidden):
@@ -246,6 +266,7 @@ class DKLSurrogate:
         self.lr = float(lr)
         self.iterations = int(iterations)
         self.warm_iterations = int(warm_iterations)
+        self.base_kernel = bool(base_kernel)
         self.seed = int(seed)
         self.device = torch.device(device)
         self._model: DeepKernelGP | None = None
@@ -332,12 +353,18 @@ class DKLSurrogate:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
-            feature_map = FeatureMap(self.input_dim, self.feature_dim, self.hidden)
-            if self.kernel == "rbf":
-                base = RBFKernel(ard_num_dims=self.feature_dim)
-            else:
-                base = MaternKernel(nu=2.5, ard_num_dims=self.feature_dim)
-            return DeepKernelGP(X, Y, feature_map, ScaleKernel(base))
+            d, D = self.feature_dim, self.input_dim
+            feature_map = FeatureMap(D, d, self.hidden, skip=self.base_kernel)
+            covar = ScaleKernel(self._ard(range(d)))
+            if self.base_kernel:  # k(g(x), g(x')) + k(x, x'), each with its own scale
+                covar = covar + ScaleKernel(self._ard(range(d, d + D)))
+            return DeepKernelGP(X, Y, feature_map, covar)
+
+    def _ard(self, dims: range) -> Kernel:
+        """ARD kernel of the configured kind acting on columns ``dims`` of the feature map's output."""
+        if self.kernel == "rbf":
+            return RBFKernel(ard_num_dims=len(dims), active_dims=tuple(dims))
+        return MaternKernel(nu=2.5, ard_num_dims=len(dims), active_dims=tuple(dims))
 
 
 def _train(model: DeepKernelGP, steps: int, lr: float) -> list[float]:

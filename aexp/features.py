@@ -15,7 +15,7 @@ import torch
 from .config import EmbedderConfig
 from .types import Candidates
 
-__all__ = ["resolve_device", "embed_candidates", "standardise"]
+__all__ = ["resolve_device", "embed_candidates", "standardise", "with_position"]
 
 
 def resolve_device(device: str) -> str:
@@ -73,3 +73,12 @@ def embed_candidates(
         "final_loss": {k: float(v[-1]) for k, v in getattr(model, "history_", {}).items() if len(v)},
     }
     return standardise(z), info
+
+
+def with_position(features: np.ndarray, candidates: Candidates) -> np.ndarray:
+    """``[features, x, y]`` with the positions standardised like the features: ``N x (D + 2)``.
+
+    Lets the surrogate learn both what the structure implies and where on the sample it is (two
+    edges alike in shape may belong to particles of different size).
+    """
+    return np.hstack([features, standardise(candidates.positions)])

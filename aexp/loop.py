@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .config import ExperimentConfig, check_against
-from .features import embed_candidates, resolve_device
+from .features import embed_candidates, resolve_device, with_position
 from .instrument import Instrument, InstrumentError, OutOfBounds, check_position
 from .patches import grid_candidates
 from .policies import Decision, Policy, SelectionContext, make_policy
@@ -100,6 +100,7 @@ def run_campaign(
     seed: int,
     wall_time_s: float | None = None,
     want_final_maps: bool = False,
+    record_spectra: bool = True,
     on_step: StepCallback | None = None,
     session_id: str = "",
 ) -> CampaignResult:
@@ -175,7 +176,7 @@ def run_campaign(
         step.best_so_far = _best(targets)
         if spectrum is not None and not np.all(np.isfinite(spectrum)):
             spectrum = np.where(np.isfinite(spectrum), spectrum, np.nan)  # kept, flagged by status
-        recorder.append_step(step, spectrum)
+        recorder.append_step(step, spectrum if record_spectra else None)
         steps.append(step)
         if on_step is not None:
             on_step(step, budget)
@@ -239,6 +240,9 @@ def prepare(
     c = cfg.candidates
     candidates = grid_candidates(survey, c.stride, c.patch_size, c.channels)
     feats, info = embed_candidates(candidates, cfg.embedder, seed=seed, device=device, progress=progress)
+    if cfg.surrogate.position:
+        feats = with_position(feats, candidates)
+        info["position_columns"] = 2
     features = torch.as_tensor(feats, dtype=torch.float64, device=device)
     return Prepared(desc, survey, candidates, features, info, device)
 
@@ -329,6 +333,7 @@ def run_experiment(
             seed=seed,
             wall_time_s=cfg.stopping.wall_time_s,
             want_final_maps=cfg.recording.figure,
+            record_spectra=cfg.recording.spectra,
             on_step=on_step,
             session_id=session_id,
         )

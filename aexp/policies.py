@@ -424,7 +424,7 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
         raise ValueError(f"unknown policy {kind!r}; known policies: {', '.join(POLICY_KINDS)}")
     _check_acquisition(acquisition, beta)
     options = dict(surrogate_options or {})
-    known = ("feature_dim", "hidden", "kernel", "lr", "iterations", "warm_iterations")
+    known = ("feature_dim", "hidden", "kernel", "lr", "iterations", "warm_iterations", "base_kernel")
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"unknown DKL surrogate options {unknown}; known: {', '.join(known)}")

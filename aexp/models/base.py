@@ -1,0 +1,464 @@
+"""Shared machinery of aexp's VAE embedders: input checks, normalisation, training, save/load.
+
+A model is an estimator in the scikit-learn sense: hyper-parameters go to ``__init__`` (which only
+stores them), :meth:`BaseVAE.fit` learns, and learned state carries a trailing underscore
+(``network_``, ``data_min_``, ``data_range_``, ``history_``). A subclass supplies
+
+* ``_build_network()`` -> an ``nn.Module`` with ``encode(x) -> (mean, log_var)`` and
+  ``decode(latents) -> raw`` (raw: the likelihood's natural parameter, ``N x C x h x w``);
+* ``latent_names`` -> the names of the encoded columns, in order;
+* ``_latent_priors()`` -> ``[(name, columns, prior_std), ...]``: one KL term per group of latents,
+  ``KL(N(mean, var) || N(0, prior_std^2))``, reported in ``history_`` under ``name``;
+
+and may override ``_loss_terms`` (e.g. for discrete latents) or ``_full_latents`` (what
+:meth:`decode` accepts). The training loss per patch is
+
+    reconstruction + kl_weight(epoch) * sum of the KL terms
+
+with a Gaussian (fixed ``noise_std``) or Bernoulli reconstruction term on patches scaled per channel
+to [0, 1] by the minimum and maximum seen in ``fit``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+__all__ = ["BaseVAE", "NotFittedError", "MLPEncoder", "gaussian_kl", "kl_schedule"]
+
+CHECKPOINT_FORMAT = "aexp.models"
+CHECKPOINT_VERSION = 1
+LIKELIHOODS = ("gaussian", "bernoulli")
+
+KLWeight = float | Sequence[float] | Callable[[int], float]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The model is used before :meth:`BaseVAE.fit` (or :meth:`BaseVAE.load`)."""
+
+
+def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, prior_std: float = 1.0) -> torch.Tensor:
+    """``KL(N(mean, exp(log_var)) || N(0, prior_std^2))`` summed over the last dim: ``N x d -> N``."""
+    prior_var = prior_std**2
+    kl = 0.5 * ((log_var.exp() + mean**2) / prior_var - 1.0 - log_var + math.log(prior_var))
+    return kl.sum(dim=-1)
+
+
+def kl_schedule(kl_weight: KLWeight, epochs: int) -> list[float]:
+    """The KL weight of every epoch.
+
+    ``kl_weight`` is a number (constant), a sequence (one value per epoch; the last value holds
+    for later epochs) or a callable ``epoch -> weight`` (epochs count from 0). Weights must be
+    finite and >= 0.
+
+    Example:
+        >>> kl_schedule([0.1, 0.5, 1.0], epochs=5)
+        [0.1, 0.5, 1.0, 1.0, 1.0]
+    """
+    if callable(kl_weight):
+        weights = [kl_weight(epoch) for epoch in range(epochs)]
+    elif isinstance(kl_weight, Real):
+        weights = [kl_weight] * epochs
+    elif isinstance(kl_weight, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(kl_weight, str):
+        weights = [float(w) for w in kl_weight]
+        if not weights:
+            raise ValueError("kl_weight: the schedule is empty; give at least one weight")
+        weights = (weights + [weights[-1]] * epochs)[:epochs]
+    else:
+        raise ValueError(
+            f"kl_weight must be a number, a sequence of numbers or a callable epoch -> weight; "
+            f"got {type(kl_weight).__name__}"
+        )
+    out = []
+    for epoch, w in enumerate(weights):
+        if not isinstance(w, Real) or not math.isfinite(w) or w < 0:
+            raise ValueError(f"kl_weight of epoch {epoch} is {w!r}; it must be a finite number >= 0")
+        out.append(float(w))
+    return out
+
+
+class MLPEncoder(nn.Module):
+    """Patch -> mean and log-variance of a diagonal Gaussian over ``n_latents`` latents.
+
+    ``Flatten -> Linear(in, H) -> tanh -> Linear(H, H) -> tanh -> Linear(H, 2 n_latents)``.
+    Shapes: ``N x C x h x w -> (N x n_latents, N x n_latents)``.
+
+    The log-variances start near ``initial_log_var``: with the usual start at 0 the sampled angle of
+    an rVAE is spread over +-1 rad, the decoder first learns a rotation-blurred image, and content
+    latents separate classes less often on small data sets.
+    """
+
+    def __init__(self, in_features: int, hidden: int, n_latents: int, initial_log_var: float = -3.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_features, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, 2 * n_latents),
+        )
+        with torch.no_grad():
+            self.body[-1].bias[n_latents:] += initial_log_var
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_var = self.body(x).chunk(2, dim=-1)
+        return mean, log_var
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not (0 < value < math.inf):
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
+
+
+def _as_float_tensor(values: Any, what: str) -> torch.Tensor:
+    """Numpy array, torch tensor or nested lists of real numbers -> float32 CPU tensor."""
+    if isinstance(values, torch.Tensor):
+        tensor = values.detach()
+        if tensor.is_complex():
+            raise ValueError(f"{what} is complex ({tensor.dtype}); give real-valued patches")
+        return tensor.to(device="cpu", dtype=torch.float32)
+    try:
+        array = np.asarray(values)
+    except ValueError as err:  # ragged nested lists
+        raise ValueError(f"{what} is not a rectangular array: {err}") from None
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"{what} must hold real numbers; got dtype {array.dtype}")
+    if np.iscomplexobj(array):
+        raise ValueError(f"{what} is complex ({array.dtype}); give real-valued patches")
+    return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _check_finite(tensor: torch.Tensor, what: str) -> None:
+    bad = ~torch.isfinite(tensor)
+    if bad.any():
+        rows = torch.nonzero(bad.reshape(len(tensor), -1).any(dim=1)).flatten()
+        raise ValueError(
+            f"{what} holds NaN or inf in {len(rows)} of {len(tensor)} rows "
+            f"(first: row {int(rows[0])}); drop or repair those patches first"
+        )
+
+
+class BaseVAE:
+    """Base class of the VAE embedders (see the module docstring for the subclass contract).
+
+    Args:
+        input_shape: ``(h, w)`` for single-channel patches or ``(C, h, w)``.
+        latent_dim: number of content latents.
+        likelihood: ``"gaussian"`` (squared error / ``2 noise_std^2``) or ``"bernoulli"``
+            (binary cross-entropy; patches are scaled to [0, 1] anyway).
+        noise_std: standard deviation of the Gaussian likelihood, in units of each channel's
+            range in the training data. Smaller values weigh reconstruction more against the KL.
+        device: torch device the network lives and trains on.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        latent_dim: int = 2,
+        likelihood: str = "gaussian",
+        noise_std: float = 0.1,
+        device: str = "cpu",
+    ):
+        self.input_shape = input_shape
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood
+        self.noise_std = noise_std
+        self.device = device
+
+    # ----------------------------------------------------------------- subclass contract
+
+    def _build_network(self) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def latent_names(self) -> list[str]:
+        """Names of the columns of :meth:`encode`, in order."""
+        raise NotImplementedError
+
+    def _latent_priors(self) -> list[tuple[str, slice, float]]:
+        raise NotImplementedError
+
+    def _validate_hyperparameters(self) -> None:
+        """Raise ValueError for a bad hyper-parameter. Subclasses extend this."""
+        self._patch_shape()
+        _check_int("latent_dim", self.latent_dim, 1)
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}; got {self.likelihood!r}")
+        _check_positive("noise_std", self.noise_std)
+        torch.device(self.device)
+
+    # ----------------------------------------------------------------- parameters
+
+    @classmethod
+    def _parameter_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyper-parameters given to ``__init__``, by name."""
+        return {name: getattr(self, name) for name in self._parameter_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _patch_shape(self) -> tuple[int, int, int]:
+        """``input_shape`` as ``(C, h, w)``."""
+        shape = self.input_shape
+        if (
+            not isinstance(shape, (Sequence, np.ndarray))
+            or isinstance(shape, str)
+            or len(shape) not in (2, 3)
+            or any(isinstance(s, bool) or not isinstance(s, Integral) or s < 1 for s in shape)
+        ):
+            raise ValueError(f"input_shape must be (h, w) or (C, h, w) of positive integers; got {shape!r}")
+        dims = tuple(int(s) for s in shape)
+        return (1, *dims) if len(dims) == 2 else dims
+
+    @property
+    def n_latents(self) -> int:
+        """Number of encoded columns (geometric + content latents)."""
+        return len(self.latent_names)
+
+    # ----------------------------------------------------------------- data
+
+    def _check_patches(self, X: Any, min_samples: int) -> torch.Tensor:
+        """X -> float32 CPU tensor ``N x C x h x w``, or ValueError naming the problem."""
+        x = _as_float_tensor(X, "X")
+        shape = self._patch_shape()
+        expected = tuple(self.input_shape)
+        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != tuple(int(s) for s in expected):
+            wanted = ", ".join(["N", *map(str, expected)])
+            raise ValueError(
+                f"X must have shape ({wanted}) for input_shape={tuple(expected)}; got {tuple(x.shape)}"
+            )
+        if len(x) < min_samples:
+            raise ValueError(f"X has {len(x)} patches; at least {min_samples} are needed")
+        _check_finite(x, "X")
+        return x.reshape(len(x), *shape)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        lo = torch.as_tensor(self.data_min_, device=x.device).view(1, -1, 1, 1)
+        span = torch.as_tensor(self.data_range_, device=x.device).view(1, -1, 1, 1)
+        return (x - lo) / span
+
+    def _denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        lo = torch.as_tensor(self.data_min_, device=x.device).view(1, -1, 1, 1)
+        span = torch.as_tensor(self.data_range_, device=x.device).view(1, -1, 1, 1)
+        return x * span + lo
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) or load(path)")
+
+    # ----------------------------------------------------------------- loss
+
+    def _reconstruction(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood per patch (constants dropped): ``N x C x h x w -> N``."""
+        if self.likelihood == "bernoulli":
+            nll = F.binary_cross_entropy_with_logits(raw, x, reduction="none")
+        else:
+            nll = (raw - x).square_().mul_(0.5 / self.noise_std**2)
+        return nll.flatten(1).sum(dim=1)
+
+    def _mean_image(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(raw) if self.likelihood == "bernoulli" else raw
+
+    def _loss_terms(self, network: nn.Module, x: torch.Tensor, noise: torch.Generator) -> dict[str, torch.Tensor]:
+        """Batch means of ``reconstruction`` and of every KL term (names starting ``kl_``)."""
+        mean, log_var = network.encode(x)
+        eps = torch.randn(mean.shape, generator=noise, device=mean.device, dtype=mean.dtype)
+        sample = mean + eps * torch.exp(0.5 * log_var)
+        terms = {"reconstruction": self._reconstruction(network.decode(sample), x).mean()}
+        for name, columns, prior_std in self._latent_priors():
+            terms[name] = gaussian_kl(mean[:, columns], log_var[:, columns], prior_std).mean()
+        return terms
+
+    # ----------------------------------------------------------------- fit
+
+    def _new_network(self, seed: int) -> nn.Module:
+        # Module constructors draw their initial weights from torch's global CPU generator: seed
+        # it for them and give the caller's state back afterwards.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            network = self._build_network()
+        return network.to(self.device)
+
+    def fit(
+        self,
+        X: Any,
+        *,
+        epochs: int = 20,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        seed: int = 0,
+        kl_weight: KLWeight = 1.0,
+        progress: bool = True,
+    ) -> "BaseVAE":
+        """Train on patches ``X`` (``N x h x w`` or ``N x C x h x w``) with Adam; returns self.
+
+        Every call starts from a fresh network seeded by ``seed``: the same seed and data give the
+        same model on the same machine and torch build. ``kl_weight`` is a number, a per-epoch
+        sequence (last value held) or a callable ``epoch -> weight``. ``history_`` holds the
+        per-epoch means of each loss term per patch, the KL weight and the epoch's wall time.
+        """
+        self._validate_hyperparameters()
+        epochs = _check_int("epochs", epochs, 1)
+        batch_size = _check_int("batch_size", batch_size, 1)
+        lr = _check_positive("lr", lr)
+        seed = _check_int("seed", seed, 0)
+        weights = kl_schedule(kl_weight, epochs)
+        x = self._check_patches(X, min_samples=2)
+
+        lo = x.amin(dim=(0, 2, 3))
+        span = x.amax(dim=(0, 2, 3)) - lo
+        span = torch.where(span > 0, span, torch.ones_like(span))  # a constant channel maps to 0
+        data = ((x - lo.view(1, -1, 1, 1)) / span.view(1, -1, 1, 1)).to(self.device)
+
+        network = self._new_network(seed)
+        optimiser = torch.optim.Adam(network.parameters(), lr=lr)
+        shuffle = torch.Generator().manual_seed(seed)
+        noise = torch.Generator(device=self.device).manual_seed(seed + 1)
+        history: dict[str, list[float]] = {}
+        n = len(data)
+        network.train()
+        bar = tqdm(range(epochs), desc=f"{type(self).__name__} fit", unit="epoch", disable=not progress)
+        for epoch in bar:
+            start = time.perf_counter()
+            order = torch.randperm(n, generator=shuffle).to(self.device)
+            sums: dict[str, torch.Tensor] = {}
+            for first in range(0, n, batch_size):
+                batch = data[order[first : first + batch_size]]
+                terms = self._loss_terms(network, batch, noise)
+                kl = sum(v for k, v in terms.items() if k.startswith("kl_"))
+                loss = terms["reconstruction"] + weights[epoch] * kl
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                terms["loss"] = loss
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + value.detach() * len(batch)
+            means = {name: float(total) / n for name, total in sums.items()}
+            if not math.isfinite(means["loss"]):
+                raise FloatingPointError(
+                    f"the training loss became {means['loss']} in epoch {epoch}; lower lr "
+                    f"(now {lr}) or raise noise_std (now {self.noise_std})"
+                )
+            means["kl_weight"] = weights[epoch]
+            means["seconds"] = time.perf_counter() - start
+            for name, value in means.items():
+                history.setdefault(name, []).append(value)
+            bar.set_postfix(loss=f"{means['loss']:.4g}", rec=f"{means['reconstruction']:.4g}")
+        network.eval()
+        self.data_min_, self.data_range_ = lo.numpy(), span.numpy()
+        self.network_ = network
+        self.history_ = history
+        return self
+
+    # ----------------------------------------------------------------- use
+
+    def encode(self, X: Any, *, batch_size: int = 1024) -> np.ndarray:
+        """Latent means of patches ``X`` (``N x h x w`` or ``N x C x h x w``): ``N x n_latents``
+        float32, columns as in :attr:`latent_names`."""
+        self._check_fitted()
+        batch_size = _check_int("batch_size", batch_size, 1)
+        x = self._check_patches(X, min_samples=0)
+        out = torch.empty(len(x), self.n_latents)
+        with torch.inference_mode():
+            for first in range(0, len(x), batch_size):
+                batch = self._normalise(x[first : first + batch_size].to(self.device))
+                out[first : first + batch_size] = self.network_.encode(batch)[0].cpu()
+        return out.numpy()
+
+    def _full_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents given to :meth:`decode` -> ``n x n_latents``. Subclasses may accept more."""
+        if z.shape[1] != self.n_latents:
+            raise ValueError(f"z must have shape (n, {self.n_latents}) {self.latent_names}; got {tuple(z.shape)}")
+        return z
+
+    def decode(self, z: Any, *, batch_size: int = 1024) -> np.ndarray:
+        """Mean patches for latents ``z`` (``n x d``), in the units of the training data:
+        ``n x C x h x w``, or ``n x h x w`` when ``input_shape`` is ``(h, w)``."""
+        self._check_fitted()
+        batch_size = _check_int("batch_size", batch_size, 1)
+        latents = _as_float_tensor(z, "z")
+        if latents.ndim != 2:
+            raise ValueError(f"z must be a 2-d array (n, d); got shape {tuple(latents.shape)}")
+        _check_finite(latents, "z")
+        latents = self._full_latents(latents)
+        out = torch.empty(len(latents), *self._patch_shape())
+        with torch.inference_mode():
+            for first in range(0, len(latents), batch_size):
+                raw = self.network_.decode(latents[first : first + batch_size].to(self.device))
+                out[first : first + batch_size] = self._denormalise(self._mean_image(raw)).cpu()
+        if len(tuple(self.input_shape)) == 2:
+            out = out[:, 0]
+        return out.numpy()
+
+    # ----------------------------------------------------------------- persistence
+
+    def save(self, path: str | Path) -> None:
+        """Write config, weights, normalisation and history to ``path`` (``torch.save``; readable
+        with ``torch.load(path, weights_only=True)``). No optimiser state is stored."""
+        self._check_fitted()
+        config = {}
+        for name, value in self.get_params().items():
+            if isinstance(value, (tuple, np.ndarray)):
+                value = [v.item() if isinstance(v, np.generic) else v for v in value]
+            elif isinstance(value, torch.device):
+                value = str(value)
+            config[name] = value
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model": type(self).__name__,
+            "config": config,
+            "state_dict": {k: v.detach().cpu() for k, v in self.network_.state_dict().items()},
+            "data_min": torch.as_tensor(self.data_min_),
+            "data_range": torch.as_tensor(self.data_range_),
+            "history": self.history_,
+        }
+        torch.save(checkpoint, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> "BaseVAE":
+        """Rebuild a model written by :meth:`save`, on ``device`` (default: the saved one)."""
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not an aexp model checkpoint")
+        if checkpoint.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{path}: checkpoint version {checkpoint.get('version')} is not supported")
+        if checkpoint["model"] != cls.__name__:
+            raise ValueError(f"{path} holds a {checkpoint['model']}, not a {cls.__name__}")
+        config = dict(checkpoint["config"])
+        if device is not None:
+            config["device"] = device
+        model = cls(**config)
+        model._validate_hyperparameters()
+        network = model._new_network(seed=0)
+        network.load_state_dict(checkpoint["state_dict"])
+        network.eval()
+        model.data_min_ = checkpoint["data_min"].numpy()
+        model.data_range_ = checkpoint["data_range"].numpy()
+        model.network_ = network
+        model.history_ = checkpoint["history"]
+        return model
