@@ -35,7 +35,15 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-__all__ = ["BaseVAE", "NotFittedError", "MLPEncoder", "gaussian_kl", "kl_schedule"]
+__all__ = [
+    "BaseVAE",
+    "NotFittedError",
+    "MLPEncoder",
+    "gaussian_kl",
+    "kl_schedule",
+    "check_int",
+    "check_positive",
+]
 
 CHECKPOINT_FORMAT = "aexp.models"
 CHECKPOINT_VERSION = 1
@@ -68,24 +76,29 @@ def kl_schedule(kl_weight: KLWeight, epochs: int) -> list[float]:
     """
     if callable(kl_weight):
         weights = [kl_weight(epoch) for epoch in range(epochs)]
-    elif isinstance(kl_weight, Real):
+    elif isinstance(kl_weight, Real) and not isinstance(kl_weight, bool):
         weights = [kl_weight] * epochs
     elif isinstance(kl_weight, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(kl_weight, str):
-        weights = [float(w) for w in kl_weight]
+        weights = list(kl_weight)
         if not weights:
             raise ValueError("kl_weight: the schedule is empty; give at least one weight")
-        weights = (weights + [weights[-1]] * epochs)[:epochs]
+        weights = (weights + weights[-1:] * epochs)[:epochs]
     else:
         raise ValueError(
-            f"kl_weight must be a number, a sequence of numbers or a callable epoch -> weight; "
-            f"got {type(kl_weight).__name__}"
+            "kl_weight must be a number, a sequence of numbers or a callable epoch -> weight; "
+            f"got {kl_weight!r}"
         )
-    out = []
-    for epoch, w in enumerate(weights):
-        if not isinstance(w, Real) or not math.isfinite(w) or w < 0:
-            raise ValueError(f"kl_weight of epoch {epoch} is {w!r}; it must be a finite number >= 0")
-        out.append(float(w))
-    return out
+    return [_schedule_value(w, epoch) for epoch, w in enumerate(weights)]
+
+
+def _schedule_value(value: Any, epoch: int) -> float:
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = math.nan
+    if isinstance(value, (str, bool)) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"kl_weight of epoch {epoch} is {value!r}; it must be a finite number >= 0")
+    return weight
 
 
 class MLPEncoder(nn.Module):
@@ -117,13 +130,15 @@ class MLPEncoder(nn.Module):
         return mean, log_var
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int, or ValueError if it is not an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
 
 
-def _check_positive(name: str, value: Any) -> float:
+def check_positive(name: str, value: Any) -> float:
+    """``value`` as a float, or ValueError if it is not a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, Real) or not (0 < value < math.inf):
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
     return float(value)
@@ -200,11 +215,14 @@ class BaseVAE:
     def _validate_hyperparameters(self) -> None:
         """Raise ValueError for a bad hyper-parameter. Subclasses extend this."""
         self._patch_shape()
-        _check_int("latent_dim", self.latent_dim, 1)
+        check_int("latent_dim", self.latent_dim, 1)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}; got {self.likelihood!r}")
-        _check_positive("noise_std", self.noise_std)
-        torch.device(self.device)
+        check_positive("noise_std", self.noise_std)
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device {self.device!r} is not a torch device: {err}") from None
 
     # ----------------------------------------------------------------- parameters
 
@@ -283,7 +301,9 @@ class BaseVAE:
     def _mean_image(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(raw) if self.likelihood == "bernoulli" else raw
 
-    def _loss_terms(self, network: nn.Module, x: torch.Tensor, noise: torch.Generator) -> dict[str, torch.Tensor]:
+    def _loss_terms(
+        self, network: nn.Module, x: torch.Tensor, noise: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         """Batch means of ``reconstruction`` and of every KL term (names starting ``kl_``)."""
         mean, log_var = network.encode(x)
         eps = torch.randn(mean.shape, generator=noise, device=mean.device, dtype=mean.dtype)
@@ -309,7 +329,7 @@ class BaseVAE:
         *,
         epochs: int = 20,
         batch_size: int = 128,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         seed: int = 0,
         kl_weight: KLWeight = 1.0,
         progress: bool = True,
@@ -322,10 +342,10 @@ class BaseVAE:
         per-epoch means of each loss term per patch, the KL weight and the epoch's wall time.
         """
         self._validate_hyperparameters()
-        epochs = _check_int("epochs", epochs, 1)
-        batch_size = _check_int("batch_size", batch_size, 1)
-        lr = _check_positive("lr", lr)
-        seed = _check_int("seed", seed, 0)
+        epochs = check_int("epochs", epochs, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
+        lr = check_positive("lr", lr)
+        seed = check_int("seed", seed, 0)
         weights = kl_schedule(kl_weight, epochs)
         x = self._check_patches(X, min_samples=2)
 
@@ -339,25 +359,12 @@ class BaseVAE:
         shuffle = torch.Generator().manual_seed(seed)
         noise = torch.Generator(device=self.device).manual_seed(seed + 1)
         history: dict[str, list[float]] = {}
-        n = len(data)
         network.train()
         bar = tqdm(range(epochs), desc=f"{type(self).__name__} fit", unit="epoch", disable=not progress)
         for epoch in bar:
             start = time.perf_counter()
-            order = torch.randperm(n, generator=shuffle).to(self.device)
-            sums: dict[str, torch.Tensor] = {}
-            for first in range(0, n, batch_size):
-                batch = data[order[first : first + batch_size]]
-                terms = self._loss_terms(network, batch, noise)
-                kl = sum(v for k, v in terms.items() if k.startswith("kl_"))
-                loss = terms["reconstruction"] + weights[epoch] * kl
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                terms["loss"] = loss
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + value.detach() * len(batch)
-            means = {name: float(total) / n for name, total in sums.items()}
+            order = torch.randperm(len(data), generator=shuffle).to(self.device)
+            means = self._train_epoch(network, optimiser, data, order, batch_size, weights[epoch], noise)
             if not math.isfinite(means["loss"]):
                 raise FloatingPointError(
                     f"the training loss became {means['loss']} in epoch {epoch}; lower lr "
@@ -374,13 +381,37 @@ class BaseVAE:
         self.history_ = history
         return self
 
+    def _train_epoch(
+        self,
+        network: nn.Module,
+        optimiser: torch.optim.Optimizer,
+        data: torch.Tensor,
+        order: torch.Tensor,
+        batch_size: int,
+        kl_weight: float,
+        noise: torch.Generator,
+    ) -> dict[str, float]:
+        """One pass over ``data`` in ``order``; the mean of each loss term per patch."""
+        sums: dict[str, torch.Tensor] = {}
+        for first in range(0, len(data), batch_size):
+            batch = data[order[first : first + batch_size]]
+            terms = self._loss_terms(network, batch, noise)
+            kl = sum(value for name, value in terms.items() if name.startswith("kl_"))
+            terms["loss"] = terms["reconstruction"] + kl_weight * kl
+            optimiser.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimiser.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.detach() * len(batch)
+        return {name: float(total) / len(data) for name, total in sums.items()}
+
     # ----------------------------------------------------------------- use
 
     def encode(self, X: Any, *, batch_size: int = 1024) -> np.ndarray:
         """Latent means of patches ``X`` (``N x h x w`` or ``N x C x h x w``): ``N x n_latents``
         float32, columns as in :attr:`latent_names`."""
         self._check_fitted()
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         x = self._check_patches(X, min_samples=0)
         out = torch.empty(len(x), self.n_latents)
         with torch.inference_mode():
@@ -392,14 +423,16 @@ class BaseVAE:
     def _full_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Latents given to :meth:`decode` -> ``n x n_latents``. Subclasses may accept more."""
         if z.shape[1] != self.n_latents:
-            raise ValueError(f"z must have shape (n, {self.n_latents}) {self.latent_names}; got {tuple(z.shape)}")
+            raise ValueError(
+                f"z must have shape (n, {self.n_latents}) {self.latent_names}; got {tuple(z.shape)}"
+            )
         return z
 
     def decode(self, z: Any, *, batch_size: int = 1024) -> np.ndarray:
         """Mean patches for latents ``z`` (``n x d``), in the units of the training data:
         ``n x C x h x w``, or ``n x h x w`` when ``input_shape`` is ``(h, w)``."""
         self._check_fitted()
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         latents = _as_float_tensor(z, "z")
         if latents.ndim != 2:
             raise ValueError(f"z must be a 2-d array (n, d); got shape {tuple(latents.shape)}")

@@ -10,26 +10,30 @@ Because the transform is applied to the coordinates, the content latents never h
 where or how the object is turned.
 
 Cost: the network runs once per pixel and sample (``N * H * W`` rows), which makes it the most
-expensive piece of an rVAE. Two things keep it cheap without changing the function computed:
+expensive piece of an rVAE. Three things keep it cheap without changing the function computed:
 
 * the first layer is separable. ``R p = cos(angle) p + sin(angle) J p`` with ``J`` the quarter
   turn, so ``W R p = cos(angle) (W p) + sin(angle) (W J p)``: the two projections ``W p`` and
   ``W J p`` of the grid are computed once per batch (``HW x H``) and each sample only mixes them,
   with the shift and the content folded into one bias ``c = W shift + b + V z`` per sample;
-* the tanh layers are fused autograd functions that work in place and evaluate
-  ``tanh(x) = 2 sigmoid(2x) - 1`` (torch's CPU ``tanh`` is several times slower than its
-  ``sigmoid``); the backward pass uses the saved output only.
+* every hidden activation is kept as ``s = sigmoid(2a)``, since ``tanh(a) = 2 s - 1`` and the
+  affine map ``2 s - 1`` folds into the next layer's weights (``W tanh(a) + b =
+  2W s + (b - W 1)``); torch's CPU ``tanh`` and its backward are several times slower than
+  ``sigmoid`` and ``sigmoid_backward``;
+* the per-pixel layers are fused autograd functions that work in place and save only their
+  outputs (and inputs already saved), so a training step makes few passes over ``N x HW x H``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 __all__ = ["coordinate_grid", "CoordinateDecoder"]
 
-_tanh_backward = torch.ops.aten.tanh_backward
+_sigmoid_backward = torch.ops.aten.sigmoid_backward
 
 
 def coordinate_grid(height: int, width: int) -> torch.Tensor:
@@ -50,51 +54,47 @@ def coordinate_grid(height: int, width: int) -> torch.Tensor:
     return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
 
 
-def _tanh_from_doubled_(h: torch.Tensor) -> torch.Tensor:
-    """In place: ``h`` holds ``2x`` on entry and ``tanh(x) = 2 sigmoid(2x) - 1`` on return."""
-    return torch.sigmoid_(h).mul_(2.0).sub_(1.0)
+class _RotatedSigmoid(torch.autograd.Function):
+    """``s[n, p, :] = sigmoid(cs[n, 0] A[p] + cs[n, 1] B[p] + c[n])``.
 
-
-class _RotatedProjectionTanh(torch.autograd.Function):
-    """``y[n, p, :] = tanh(cs[n, 0] A[p] + cs[n, 1] B[p] + c[n])``.
-
-    Shapes: ``cs`` N x 2 (cos, sin of the angle), ``ab`` 2 x (P*H) (the stacked grid projections
-    ``A``, ``B``), ``c`` N x H (per-sample bias) -> ``y`` N x P x H.
+    Shapes: ``cs`` N x 2 (cos, sin of the angle), ``ab`` 2 x P x H (the grid projections ``A``,
+    ``B``), ``c`` N x H (per-sample bias) -> ``s`` N x P x H.
     """
 
     @staticmethod
     def forward(ctx, cs: torch.Tensor, ab: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        n, hidden = c.shape
-        h = torch.mm(cs * 2.0, ab).view(n, -1, hidden)
-        h.add_(c.unsqueeze(1), alpha=2.0)
-        y = _tanh_from_doubled_(h)
-        ctx.save_for_backward(cs, ab, y)
-        return y
+        s = torch.addcmul(c.unsqueeze(1), ab[0], cs[:, 0, None, None])
+        s.addcmul_(ab[1], cs[:, 1, None, None])
+        torch.sigmoid_(s)
+        ctx.save_for_backward(cs, ab, s)
+        return s
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        cs, ab, y = ctx.saved_tensors
-        d = _tanh_backward(grad, y)
-        flat = d.view(d.shape[0], -1)
-        grad_cs = flat @ ab.t() if ctx.needs_input_grad[0] else None
-        grad_ab = cs.t() @ flat if ctx.needs_input_grad[1] else None
+        cs, ab, s = ctx.saved_tensors
+        d = _sigmoid_backward(grad, s)
+        flat, ab_flat = d.view(d.shape[0], -1), ab.view(2, -1)
+        grad_cs = flat @ ab_flat.t() if ctx.needs_input_grad[0] else None
+        grad_ab = (cs.t() @ flat).view_as(ab) if ctx.needs_input_grad[1] else None
         grad_c = d.sum(dim=1) if ctx.needs_input_grad[2] else None
         return grad_cs, grad_ab, grad_c
 
 
-class _LinearTanh(torch.autograd.Function):
-    """``y = tanh(x W^T + b)``; ``x`` M x H_in, ``W`` H_out x H_in, ``b`` H_out -> M x H_out."""
+class _LinearSigmoid(torch.autograd.Function):
+    """``s = sigmoid(x W^T + b)``; ``x`` M x H_in, ``W`` H_out x H_in, ``b`` H_out -> M x H_out."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        y = _tanh_from_doubled_(torch.addmm(bias, x, weight.t(), beta=2.0, alpha=2.0))
-        ctx.save_for_backward(x, weight, y)
-        return y
+        s = torch.sigmoid_(torch.addmm(bias, x, weight.t()))
+        ctx.save_for_backward(x, weight, s)
+        return s
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        x, weight, y = ctx.saved_tensors
-        d = _tanh_backward(grad, y)
+        x, weight, s = ctx.saved_tensors
+        d = _sigmoid_backward(grad, s)
         grad_x = d @ weight if ctx.needs_input_grad[0] else None
         grad_w = d.t() @ x if ctx.needs_input_grad[1] else None
         grad_b = d.sum(dim=0) if ctx.needs_input_grad[2] else None
@@ -107,7 +107,10 @@ class CoordinateDecoder(nn.Module):
     ``out(p) = L_out(tanh(L_m(... tanh(L_1(tanh(W (R(angle) p + shift) + b + V z))))))`` for every
     grid point ``p`` (see :func:`coordinate_grid`), with ``m = layers`` hidden ``H x H`` layers.
     ``R(angle) = [[cos, -sin], [sin, cos]]`` acts on ``(x, y)``; the shift is in grid units (the
-    patch spans 2). Outputs are raw (the caller applies the likelihood's link).
+    patch spans 2). Outputs are raw (the caller applies the likelihood's link). As displayed with
+    row 0 at the top, ``angle = pi/2`` turns the patch counter-clockwise (``np.rot90``), a shift
+    ``(t, 0)`` moves the content ``t (height - 1) / 2`` pixels up and ``(0, t)`` moves it
+    ``t (width - 1) / 2`` pixels right.
 
     Args:
         shape: ``(C, height, width)`` of the patches.
@@ -121,7 +124,7 @@ class CoordinateDecoder(nn.Module):
         torch.Size([5, 1, 16, 16])
     """
 
-    def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int, layers: int = 1):
+    def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int = 32, layers: int = 2):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         _, height, width = self.shape
@@ -147,14 +150,17 @@ class CoordinateDecoder(nn.Module):
         if angle is None:
             angle = z.new_zeros(n)
         cs = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
-        ab = torch.stack([self.grid @ w.t(), self.grid_turned @ w.t()]).reshape(2, -1)
+        # Pre-activations are doubled (sigmoid(2a) stands for tanh(a)); see the module docstring.
+        ab = 2.0 * torch.stack([self.grid @ w.t(), self.grid_turned @ w.t()])
         c = self.content(z) + b
         if shift is not None:
             c = c + shift @ w.t()
-        h = _RotatedProjectionTanh.apply(cs, ab, c)
-        h = h.view(-1, h.shape[-1])
+        s = _RotatedSigmoid.apply(cs, ab, 2.0 * c)
+        s = s.view(-1, s.shape[-1])
         for layer in self.hidden:
-            h = _LinearTanh.apply(h, layer.weight, layer.bias)
-        out = F.linear(h, self.out.weight, self.out.bias)
+            lw, lb = layer.weight, layer.bias
+            s = _LinearSigmoid.apply(s, 4.0 * lw, 2.0 * (lb - lw.sum(dim=1)))
+        ow, ob = self.out.weight, self.out.bias
+        out = F.linear(s, 2.0 * ow, ob - ow.sum(dim=1))
         channels, height, width = self.shape
         return out.view(n, height * width, channels).transpose(1, 2).reshape(n, channels, height, width)

@@ -9,8 +9,10 @@ loss per patch is
     reconstruction + w(epoch) * [KL(z || N(0, 1)) + KL(angle || N(0, rotation_prior^2))
                                  + KL(0.1 (dx, dy) || N(0, translation_prior^2))]
 
-The angle is recovered up to the symmetry of the object and a global sign and offset (the
-"canonical" orientation the decoder settles on is arbitrary).
+The angle prior is a proper Gaussian (its KL includes the mean term), so ``rotation_prior`` should
+cover the rotations expected in the data. The angle is recovered up to the symmetry of the object
+and a global sign and offset (the "canonical" orientation the decoder settles on is arbitrary,
+and may differ between classes of objects).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import BaseVAE, MLPEncoder, _check_int, _check_positive
+from .base import BaseVAE, MLPEncoder, check_int, check_positive
 from .decoders import CoordinateDecoder
 
 __all__ = ["RVAE"]
@@ -100,13 +102,13 @@ class RVAE(BaseVAE):
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
-        _check_int("hidden", self.hidden, 1)
-        _check_int("decoder_layers", self.decoder_layers, 0)
-        _check_int("encoder_hidden", self.encoder_hidden, 1)
+        check_int("hidden", self.hidden, 1)
+        check_int("decoder_layers", self.decoder_layers, 0)
+        check_int("encoder_hidden", self.encoder_hidden, 1)
         if not isinstance(self.translation, bool):
             raise ValueError(f"translation must be True or False; got {self.translation!r}")
-        _check_positive("rotation_prior", self.rotation_prior)
-        _check_positive("translation_prior", self.translation_prior)
+        check_positive("rotation_prior", self.rotation_prior)
+        check_positive("translation_prior", self.translation_prior)
 
     @property
     def latent_names(self) -> list[str]:

@@ -196,6 +196,22 @@ def test_same_seed_same_latents_and_no_global_rng_side_effects():
     assert torch.get_default_dtype() == torch.float32
 
 
+def test_progress_bar_can_be_switched_off(capsys):
+    _small_fit(0)
+    assert capsys.readouterr().err == ""
+    X, _, _ = glyph_patches(16, size=8)
+    RVAE(input_shape=(8, 8), hidden=4).fit(X, epochs=1)
+    assert "RVAE fit" in capsys.readouterr().err
+
+
+def test_inputs_are_not_modified():
+    X, _, _ = glyph_patches(16, size=8)
+    before = X.copy()
+    model = RVAE(input_shape=(8, 8), hidden=4).fit(X, epochs=1, progress=False)
+    model.encode(X)
+    np.testing.assert_array_equal(X, before)
+
+
 def test_kl_weight_schedules():
     model, _ = _small_fit(0, kl_weight=[0.0, 0.5])
     assert model.history_["kl_weight"] == [0.0, 0.5]
@@ -262,7 +278,8 @@ def test_bad_patches_raise(X, message):
 )
 def test_bad_settings_raise(params, fit, message):
     with pytest.raises(ValueError, match=message):
-        RVAE(input_shape=(8, 8), **params).fit(np.random.default_rng(0).random((4, 8, 8)), progress=False, **fit)
+        X = np.random.default_rng(0).random((4, 8, 8))
+        RVAE(input_shape=(8, 8), **params).fit(X, progress=False, **fit)
 
 
 def test_use_before_fit_raises():
