@@ -73,10 +73,10 @@ class EmbedderConfig(_Section):
 
     kind: Literal["rvae", "none"] = "rvae"
     latent_dim: int = Field(2, ge=1, description="content latents (rotation and shift come extra)")
-    hidden: int = Field(64, ge=4)
+    hidden: int = Field(32, ge=4)
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     rotation_prior: float = Field(math.pi / 3, gt=0, description="prior std of the angle, radians")
     translation: bool = True
     features: Literal["all", "content"] = Field(
