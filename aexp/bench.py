@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .config import ExperimentConfig, check_against
-from .features import embed_candidates, resolve_device, with_position
+from .features import resolve_device, surrogate_inputs
 from .instrument import load_instrument
 from .loop import build_policy, run_campaign
 from .patches import grid_candidates
@@ -94,9 +94,7 @@ def run_bench(
             if entry.embedder not in features:
                 emb_cfg = cfg.embedder.model_copy(update={"kind": entry.embedder})
                 t0 = time.perf_counter()
-                feats, _ = embed_candidates(candidates, emb_cfg, seed=seed, device=device, progress=progress)
-                if cfg.surrogate.position:
-                    feats = with_position(feats, candidates)
+                feats, _ = surrogate_inputs(candidates, cfg, seed, device, progress, embedder=emb_cfg)
                 features[entry.embedder] = torch.as_tensor(feats, dtype=torch.float64, device=device)
                 log(f"seed {seed}: embedder {entry.embedder} ready in {time.perf_counter() - t0:.1f} s")
             feats_t = features[entry.embedder]

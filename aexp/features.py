@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import EmbedderConfig
+from .config import EmbedderConfig, ExperimentConfig
 from .types import Candidates
 
-__all__ = ["resolve_device", "embed_candidates", "standardise", "with_position"]
+__all__ = ["resolve_device", "embed_candidates", "standardise", "with_position", "surrogate_inputs"]
 
 
 def resolve_device(device: str) -> str:
@@ -82,3 +82,20 @@ def with_position(features: np.ndarray, candidates: Candidates) -> np.ndarray:
     edges alike in shape may belong to particles of different size).
     """
     return np.hstack([features, standardise(candidates.positions)])
+
+
+def surrogate_inputs(
+    candidates: Candidates,
+    cfg: ExperimentConfig,
+    seed: int,
+    device: str = "cpu",
+    progress: bool = True,
+    embedder: EmbedderConfig | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """What the surrogate sees: the embedding (``embedder`` or the config's), plus the position
+    columns when ``surrogate.position`` is set."""
+    feats, info = embed_candidates(candidates, embedder or cfg.embedder, seed, device, progress)
+    if cfg.surrogate.position:
+        feats = with_position(feats, candidates)
+        info["position_columns"] = 2
+    return feats, info

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .config import ExperimentConfig, check_against
-from .features import embed_candidates, resolve_device, with_position
+from .features import resolve_device, surrogate_inputs
 from .instrument import Instrument, InstrumentError, OutOfBounds, check_position
 from .patches import grid_candidates
 from .policies import Decision, Policy, SelectionContext, make_policy
@@ -44,7 +44,6 @@ class CampaignResult:
 
     steps: list[Step]
     maps: dict[str, np.ndarray] | None = None
-    interrupted: bool = False
     stop_reason: str = "budget"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -69,7 +68,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def initial_indices(n_candidates: int, n_initial: int, seed: int, allowed: np.ndarray) -> np.ndarray:
+def initial_indices(n_initial: int, seed: int, allowed: np.ndarray) -> np.ndarray:
     """The random seed measurements: depend on the seed only, so every policy starts alike."""
     rng = np.random.default_rng([seed, 0x1417])
     pool = np.flatnonzero(allowed)
@@ -109,12 +108,11 @@ def run_campaign(
     Each step is handed to ``recorder`` (durable for a :class:`SessionWriter`) before the next
     command goes to the instrument. A position outside the instrument's bounds is never sent.
     """
-    m = len(candidates)
     bounds = instrument.bounds
     axis = instrument.describe().spectrum_axis.values()
     inside = bounds.contains(candidates.positions)
     excluded = ~inside  # never measurable; never sent
-    init = list(initial_indices(m, n_initial, seed, inside))
+    init = list(initial_indices(n_initial, seed, inside))
     rng = np.random.default_rng([seed, 0x5E1EC7])
     measured: list[int] = []
     targets: list[float] = []
@@ -174,8 +172,6 @@ def run_campaign(
         step.timings["measure_s"] = time.perf_counter() - t0
         received = time.perf_counter()
         step.best_so_far = _best(targets)
-        if spectrum is not None and not np.all(np.isfinite(spectrum)):
-            spectrum = np.where(np.isfinite(spectrum), spectrum, np.nan)  # kept, flagged by status
         recorder.append_step(step, spectrum if record_spectra else None)
         steps.append(step)
         if on_step is not None:
@@ -232,17 +228,13 @@ class Prepared:
 def prepare(
     cfg: ExperimentConfig, instrument: Instrument, seed: int, progress: bool = True
 ) -> Prepared:
-    """Describe, check the config against the instrument, survey, cut candidates, embed."""
+    """Describe, survey, cut candidates, embed (the config was checked against the instrument)."""
     desc = instrument.describe()
-    check_against(cfg, desc)
     device = resolve_device(cfg.device)
     survey = instrument.survey()
     c = cfg.candidates
     candidates = grid_candidates(survey, c.stride, c.patch_size, c.channels)
-    feats, info = embed_candidates(candidates, cfg.embedder, seed=seed, device=device, progress=progress)
-    if cfg.surrogate.position:
-        feats = with_position(feats, candidates)
-        info["position_columns"] = 2
+    feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress)
     features = torch.as_tensor(feats, dtype=torch.float64, device=device)
     return Prepared(desc, survey, candidates, features, info, device)
 

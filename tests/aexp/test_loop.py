@@ -76,15 +76,15 @@ def test_campaign_spends_its_budget_without_repeating():
 
 def test_initial_points_depend_on_seed_only():
     allowed = np.ones(64, bool)
-    a = initial_indices(64, 5, 3, allowed)
-    assert a.tolist() == initial_indices(64, 5, 3, allowed).tolist()
-    assert a.tolist() != initial_indices(64, 5, 4, allowed).tolist()
+    a = initial_indices(5, 3, allowed)
+    assert a.tolist() == initial_indices(5, 3, allowed).tolist()
+    assert a.tolist() != initial_indices(5, 4, allowed).tolist()
 
 
 def test_failed_and_nan_measurements_are_recorded_and_never_retried():
     probe = FakeInstrument()
     cands = grid_candidates(probe.survey(), 2, 4)
-    first = initial_indices(len(cands), 3, 0, np.ones(len(cands), bool))
+    first = initial_indices(3, 0, np.ones(len(cands), bool))
     bad = tuple(int(v) for v in cands.pixels[first[0]])
     worse = tuple(int(v) for v in cands.pixels[first[1]])
     inst = FakeInstrument(fail=[bad], nan=[worse])
