@@ -21,7 +21,7 @@ from .config import ExperimentConfig, check_against
 from .features import resolve_device, surrogate_inputs
 from .instrument import load_instrument
 from .loop import build_policy, run_campaign
-from .patches import grid_candidates
+from .patches import make_candidates
 from .session import MemoryRecorder
 
 __all__ = ["BENCH_POLICIES", "BenchPolicy", "run_bench", "format_table", "top_indices"]
@@ -82,7 +82,7 @@ def run_bench(
             )
         check_against(cfg, probe.describe())
         c = cfg.candidates
-        candidates = grid_candidates(probe.survey(), c.stride, c.patch_size, c.channels)
+        candidates = make_candidates(probe.survey(), c)
         truth = np.asarray(probe.truth(candidates.positions, target))
         top = set(top_indices(truth, top_fraction).tolist())
         result["n_candidates"] = len(candidates)

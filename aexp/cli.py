@@ -85,8 +85,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     desc = _instrument(cfg, cfg.seed).describe()
     check_against(cfg, desc, source=str(args.config))
     rows, cols = n_grid_candidates(desc.survey_shape[1:], cfg.candidates.stride)
+    count = f"{rows * cols} candidates ({rows} x {cols})"
+    if cfg.candidates.mode == "atoms":
+        count = "one candidate per atom found in the survey"
     print(
-        f"{args.config}: ok — instrument {desc.name!r}, {rows * cols} candidates ({rows} x {cols}), "
+        f"{args.config}: ok — instrument {desc.name!r}, {count}, "
         f"budget {cfg.budget} ({cfg.policy.n_initial} initial + {cfg.stopping.max_steps}), "
         f"policy {cfg.policy.kind}/{cfg.policy.acquisition}, embedder {cfg.embedder.kind}, "
         f"target {cfg.target.name}"

@@ -60,12 +60,19 @@ class InstrumentConfig(_Section):
 
 
 class CandidatesConfig(_Section):
-    """A regular grid of probe positions over the survey, with a square patch around each."""
+    """Probe positions with a square patch around each: a regular grid over the survey
+    (``mode: grid``), or one per atom found in the survey (``mode: atoms``)."""
 
-    mode: Literal["grid"] = "grid"
+    mode: Literal["grid", "atoms"] = "grid"
     stride: int = Field(2, ge=1, description="pixels between neighbouring candidates")
     patch_size: int = Field(16, ge=2, description="patch edge in survey pixels")
     channels: list[str] | None = Field(None, description="survey channels to cut; all when omitted")
+    atom_channel: str | None = Field(None, description="atoms: channel to find atoms in; first when omitted")
+    atom_sigma_px: float = Field(1.5, gt=0, description="atoms: Laplacian-of-Gaussian scale (px)")
+    min_distance_px: int = Field(3, ge=1, description="atoms: least distance between two atoms (px)")
+    threshold: float = Field(
+        0.1, gt=0, description="atoms: least filter response, relative to its 99.9th percentile"
+    )
 
 
 class EmbedderConfig(_Section):
@@ -270,12 +277,18 @@ def check_against(cfg: ExperimentConfig, desc: InstrumentDescription, source: st
             problems.append(
                 f"candidates.channels: {unknown} not among the instrument's channels {list(desc.channels)}"
             )
+    atom_channel = cfg.candidates.atom_channel
+    if atom_channel is not None and atom_channel not in desc.channels:
+        problems.append(
+            f"candidates.atom_channel: {atom_channel!r} is not among the instrument's channels {list(desc.channels)}"
+        )
     try:
         cfg.target.build().check_axis(desc.spectrum_axis)
     except TargetError as exc:
         problems.append(f"target: {exc}")
     rows, cols = n_grid_candidates((h, w), cfg.candidates.stride)
-    if cfg.budget > rows * cols:
+    # atom-centred candidates are counted only once the survey is taken
+    if cfg.candidates.mode == "grid" and cfg.budget > rows * cols:
         problems.append(
             f"stopping.max_steps: a budget of {cfg.budget} measurements ({cfg.policy.n_initial} initial"
             f" + {cfg.stopping.max_steps}) exceeds the {rows * cols} candidates"

@@ -26,7 +26,7 @@ import torch
 from .config import ExperimentConfig, check_against
 from .features import resolve_device, surrogate_inputs
 from .instrument import Instrument, InstrumentError, OutOfBounds, check_position
-from .patches import grid_candidates
+from .patches import make_candidates
 from .policies import Decision, Policy, SelectionContext, make_policy
 from .session import FORMAT_VERSION, MemoryRecorder, SessionWriter
 from .targets import Target
@@ -233,7 +233,7 @@ def prepare(
     device = resolve_device(cfg.device)
     survey = instrument.survey()
     c = cfg.candidates
-    candidates = grid_candidates(survey, c.stride, c.patch_size, c.channels)
+    candidates = make_candidates(survey, c)
     feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress)
     features = torch.as_tensor(feats, dtype=torch.float64, device=device)
     return Prepared(desc, survey, candidates, features, info, device)

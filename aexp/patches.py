@@ -2,6 +2,10 @@
 
 Borders are reflect-padded, so every grid position keeps its patch and candidate ``i`` is always the
 ``i``-th position: nothing is dropped and indices never shift.
+
+Two kinds of candidates: a regular grid over the survey (:func:`grid_candidates`) or one candidate
+per atom found in the survey (:func:`atom_candidates`, after :func:`find_atoms`).
+:func:`make_candidates` picks one from the ``candidates:`` section of the config.
 """
 
 from __future__ import annotations
@@ -10,10 +14,20 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
+from .config import CandidatesConfig
 from .types import Candidates, Survey
 
-__all__ = ["grid_pixels", "extract_patches", "grid_candidates"]
+__all__ = [
+    "grid_pixels",
+    "extract_patches",
+    "grid_candidates",
+    "find_atoms",
+    "atom_candidates",
+    "make_candidates",
+]
 
 
 def grid_pixels(shape: tuple[int, int], stride: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -69,15 +83,148 @@ def grid_candidates(
         >>> cands.grid_shape, cands.patches.shape
         ((64, 64), (4096, 1, 16, 16))
     """
-    image = survey.image
-    if channels is not None:
-        missing = [c for c in channels if c not in survey.channels]
-        if missing:
-            raise ValueError(f"channels {missing} not in survey channels {list(survey.channels)}")
-        image = image[[survey.channels.index(c) for c in channels]]
+    image = _select_channels(survey, channels)
     pixels, grid_shape = grid_pixels(survey.shape, stride)
     patches = extract_patches(image, pixels, patch_size)
     positions = survey.transform.to_instrument(pixels.astype(float))
     return Candidates(
         positions=positions, pixels=pixels.astype(float), patches=patches, grid_shape=grid_shape
     )
+
+
+def _select_channels(survey: Survey, channels: Sequence[str] | None) -> np.ndarray:
+    """The ``C' x H x W`` part of the survey image holding ``channels`` (all when None)."""
+    if channels is None:
+        return survey.image
+    missing = [c for c in channels if c not in survey.channels]
+    if missing:
+        raise ValueError(f"channels {missing} not in survey channels {list(survey.channels)}")
+    return survey.image[[survey.channels.index(c) for c in channels]]
+
+
+# 3x3 neighbourhood offsets and the least-squares map from its 9 values to the coefficients of
+# f(dr, dc) = a + b dr + c dc + d dr^2 + e dc^2 + g dr dc.
+_OFFSETS = np.array([(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)], dtype=float)
+_QUADRATIC_FIT = np.linalg.pinv(
+    np.column_stack([np.ones(9), _OFFSETS[:, 0], _OFFSETS[:, 1], _OFFSETS[:, 0] ** 2,
+                     _OFFSETS[:, 1] ** 2, _OFFSETS[:, 0] * _OFFSETS[:, 1]])
+)
+
+
+def _refine_subpixel(response: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """Sub-pixel maxima: the vertex of a quadratic fitted to each peak's 3x3 neighbourhood.
+
+    ``peaks`` is ``N x 2`` int (row, col) away from the border; returns ``N x 2`` float. A fit that
+    is not a maximum (flat or saddle) or whose vertex leaves the 3x3 box keeps the integer peak.
+    """
+    rows = peaks[:, None, 0] + _OFFSETS[None, :, 0].astype(int)
+    cols = peaks[:, None, 1] + _OFFSETS[None, :, 1].astype(int)
+    a, b, c, d, e, g = (_QUADRATIC_FIT @ response[rows, cols].T)  # each N
+    hess_det = 4 * d * e - g * g
+    ok = (d < 0) & (e < 0) & (hess_det > 1e-12)
+    safe = np.where(ok, hess_det, 1.0)
+    # gradient zero: [2d g; g 2e] [dr dc]^T = -[b c]^T
+    dr = (-2 * e * b + g * c) / safe
+    dc = (-2 * d * c + g * b) / safe
+    ok &= (np.abs(dr) <= 1.0) & (np.abs(dc) <= 1.0)
+    shift = np.where(ok[:, None], np.stack([dr, dc], axis=1), 0.0)
+    return peaks + shift
+
+
+def find_atoms(
+    image: np.ndarray, sigma_px: float = 1.5, min_distance_px: int = 3, threshold: float = 0.1
+) -> np.ndarray:
+    """Atom (column) centres in an ``H x W`` Z-contrast image, to sub-pixel precision.
+
+    A Laplacian-of-Gaussian filter at scale ``sigma_px`` (``-sigma^2 LoG``: bright blobs of radius
+    ~ ``sigma sqrt 2`` give positive peaks) is searched for local maxima at least
+    ``min_distance_px`` apart whose response exceeds ``threshold`` x the 99.9th percentile of the
+    response (a percentile, so that a few hot pixels do not set the scale). Each maximum is refined
+    by a quadratic fit to its 3x3 neighbourhood. Maxima on the outermost pixel ring are discarded:
+    their neighbourhood is incomplete.
+
+    Returns:
+        ``N x 2`` float (row, col), in row-major order of the integer peaks.
+
+    Example:
+        >>> atoms = find_atoms(survey.image[0], sigma_px=1.5, min_distance_px=4)
+    """
+    img = np.asarray(image, dtype=float)
+    if img.ndim != 2:
+        raise ValueError(f"image must be H x W, got shape {img.shape}")
+    if not sigma_px > 0:
+        raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
+    if min_distance_px < 1:
+        raise ValueError(f"min_distance_px must be >= 1, got {min_distance_px}")
+    response = -(sigma_px**2) * ndimage.gaussian_laplace(img, sigma_px, mode="reflect")
+    scale = float(np.percentile(response, 99.9))
+    if not scale > 0:
+        return np.zeros((0, 2))
+    size = 2 * int(min_distance_px) + 1
+    is_peak = (response == ndimage.maximum_filter(response, size=size, mode="reflect"))
+    is_peak &= response > threshold * scale
+    is_peak[[0, -1], :] = False
+    is_peak[:, [0, -1]] = False
+    peaks = np.argwhere(is_peak)
+    # plateaus (equal neighbours) give several maxima: keep the first of any pair too close
+    peaks = _thin(peaks, min_distance_px)
+    return _refine_subpixel(response, peaks)
+
+
+def _thin(peaks: np.ndarray, min_distance_px: float) -> np.ndarray:
+    """Drop peaks closer than ``min_distance_px`` to an earlier kept one (row-major order)."""
+    if len(peaks) < 2:
+        return peaks
+    tree = cKDTree(peaks)
+    keep = np.ones(len(peaks), dtype=bool)
+    for i, j in sorted(tree.query_pairs(r=min_distance_px - 1e-9)):
+        if keep[i] and keep[j]:
+            keep[j] = False
+    return peaks[keep]
+
+
+def atom_candidates(
+    survey: Survey,
+    patch_size: int,
+    channels: Sequence[str] | None = None,
+    atom_channel: str | None = None,
+    sigma_px: float = 1.5,
+    min_distance_px: int = 3,
+    threshold: float = 0.1,
+) -> Candidates:
+    """One candidate per atom found in ``atom_channel`` (the first channel when None).
+
+    Each candidate keeps its own sub-pixel position; its patch is cut around the nearest pixel.
+    ``grid_shape`` is None: the candidates do not form a grid.
+
+    Raises:
+        ValueError: no atom was found, or a channel is unknown.
+    """
+    name = atom_channel if atom_channel is not None else survey.channels[0]
+    finder_image = _select_channels(survey, [name])[0]
+    rc = find_atoms(finder_image, sigma_px=sigma_px, min_distance_px=min_distance_px, threshold=threshold)
+    if len(rc) == 0:
+        raise ValueError(
+            f"candidates: no atoms found in survey channel {name!r} (atom_sigma_px={sigma_px}, "
+            f"threshold={threshold}); lower the threshold or match atom_sigma_px to the atom size"
+        )
+    h, w = survey.shape
+    rc = np.clip(rc, 0.0, [h - 1, w - 1])
+    patches = extract_patches(_select_channels(survey, channels), rc, patch_size)
+    positions = survey.transform.to_instrument(rc)
+    return Candidates(positions=positions, pixels=rc, patches=patches, grid_shape=None)
+
+
+def make_candidates(survey: Survey, cfg: CandidatesConfig) -> Candidates:
+    """The candidates the ``candidates:`` section of a config asks for (``mode: grid | atoms``)."""
+    if cfg.mode == "atoms":
+        return atom_candidates(
+            survey,
+            cfg.patch_size,
+            cfg.channels,
+            atom_channel=cfg.atom_channel,
+            sigma_px=cfg.atom_sigma_px,
+            min_distance_px=cfg.min_distance_px,
+            threshold=cfg.threshold,
+        )
+    return grid_candidates(survey, cfg.stride, cfg.patch_size, cfg.channels)

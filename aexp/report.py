@@ -21,6 +21,18 @@ def _grid_map(values: np.ndarray, candidates: Candidates) -> np.ndarray | None:
     return np.asarray(values, dtype=float).reshape(candidates.grid_shape)
 
 
+def _scatter_map(ax, values: np.ndarray, candidates: Candidates, shape: tuple[int, int]):
+    """Candidates as dots at their survey pixels, coloured by ``values`` (``N``), image orientation."""
+    px = candidates.pixels
+    dot = float(np.clip(4e4 / max(len(px), 1), 2.0, 30.0))  # fewer candidates, bigger dots
+    im = ax.scatter(px[:, 1], px[:, 0], c=np.asarray(values, dtype=float), cmap="magma",
+                    s=dot, edgecolors="none")
+    ax.set_xlim(-0.5, shape[1] - 0.5)
+    ax.set_ylim(shape[0] - 0.5, -0.5)
+    ax.set_aspect("equal")
+    return im
+
+
 def session_figure(
     folder: str | Path,
     survey: Survey,
@@ -55,14 +67,16 @@ def session_figure(
         px = candidates.pixels
         extent = (px[:, 1].min(), px[:, 1].max(), px[:, 0].max(), px[:, 0].min())
     for ax, key, title in ((axes[0, 1], "mean", "predicted target"), (axes[1, 0], "std", "uncertainty (std)")):
-        grid = None
-        if result.maps is not None and key in result.maps:
-            grid = _grid_map(result.maps[key], candidates)
-        if grid is None:
+        values = result.maps.get(key) if result.maps is not None else None
+        if values is None:
             ax.text(0.5, 0.5, "no model map for this policy", ha="center", va="center")
             ax.set_axis_off()
         else:
-            im = ax.imshow(grid, extent=extent, cmap="magma")
+            grid = _grid_map(values, candidates)
+            if grid is not None:
+                im = ax.imshow(grid, extent=extent, cmap="magma")
+            else:  # atom-centred (or any scattered) candidates: one dot per candidate
+                im = _scatter_map(ax, values, candidates, survey.shape)
             fig.colorbar(im, ax=ax)
             ax.scatter(rc[ok, 1], rc[ok, 0], s=4, c="cyan", edgecolors="none")
         ax.set_title(title)

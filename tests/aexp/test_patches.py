@@ -46,3 +46,83 @@ def test_patch_larger_than_survey_and_unknown_channel():
         grid_candidates(survey, 1, 9)
     with pytest.raises(ValueError, match="not in survey channels"):
         grid_candidates(survey, 1, 4, channels=["bf"])
+
+
+# --- atom finding and atom-centred candidates ----------------------------------------------------
+
+from aexp.config import CandidatesConfig  # noqa: E402
+from aexp.patches import atom_candidates, find_atoms, make_candidates  # noqa: E402
+
+
+def _blobs(centres: np.ndarray, heights: np.ndarray, shape=(48, 48), sigma=1.3) -> np.ndarray:
+    rr, cc = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    img = np.zeros(shape)
+    for (r, c), h in zip(centres, heights):
+        img += h * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * sigma**2))
+    return img
+
+
+def _match(found: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Distance from each true centre to the nearest found one."""
+    return np.linalg.norm(true[:, None] - found[None], axis=-1).min(axis=1)
+
+
+def test_find_atoms_recovers_subpixel_centres():
+    rng = np.random.default_rng(3)
+    base = np.array([(r, c) for r in range(6, 44, 8) for c in range(6, 44, 8)], dtype=float)
+    true = base + rng.uniform(-0.5, 0.5, size=base.shape)
+    found = find_atoms(_blobs(true, np.ones(len(true))), sigma_px=1.3, min_distance_px=4)
+    assert len(found) == len(true)
+    assert _match(found, true).max() < 0.1  # the quadratic refinement, not the integer peak
+
+
+def test_find_atoms_threshold_keeps_weak_columns_and_drops_noise():
+    true = np.array([[10.0, 10.0], [10.0, 30.0], [30.0, 20.0]])
+    img = _blobs(true, np.array([1.0, 0.3, 0.3]))
+    img += np.random.default_rng(0).normal(0, 0.01, img.shape)
+    found = find_atoms(img, sigma_px=1.3, min_distance_px=4, threshold=0.15)
+    assert len(found) == 3 and _match(found, true).max() < 0.3
+    assert len(find_atoms(img, sigma_px=1.3, min_distance_px=4, threshold=0.6)) == 1
+
+
+def test_find_atoms_respects_min_distance_and_bad_arguments():
+    pair = np.array([[20.0, 20.0], [20.0, 23.0]])  # 3 px apart
+    img = _blobs(pair, np.array([1.0, 0.9]), sigma=1.0)
+    assert len(find_atoms(img, sigma_px=1.0, min_distance_px=2)) == 2
+    assert len(find_atoms(img, sigma_px=1.0, min_distance_px=4)) == 1
+    assert len(find_atoms(np.zeros((16, 16)))) == 0
+    with pytest.raises(ValueError, match="sigma_px"):
+        find_atoms(img, sigma_px=0)
+    with pytest.raises(ValueError, match="H x W"):
+        find_atoms(img[None])
+
+
+def _survey(img: np.ndarray, pixel=2e-10) -> Survey:
+    return Survey(image=img[None], transform=PixelTransform.square(pixel), channels=("haadf",))
+
+
+def test_atom_candidates_keep_each_atom_position_and_patch():
+    true = np.array([[10.3, 12.6], [25.0, 30.2], [40.7, 8.1]])
+    survey = _survey(_blobs(true, np.ones(3)))
+    cfg = CandidatesConfig(mode="atoms", patch_size=8, atom_sigma_px=1.3, min_distance_px=4)
+    cands = make_candidates(survey, cfg)
+    assert cands.grid_shape is None and cands.patches.shape == (3, 1, 8, 8)
+    order = np.argsort(cands.pixels[:, 0])
+    np.testing.assert_allclose(cands.pixels[order], true, atol=0.1)
+    np.testing.assert_allclose(cands.positions, survey.transform.to_instrument(cands.pixels))
+    # each patch is centred on its atom's pixel: the centre is the patch's brightest pixel
+    centre = cands.patches[:, 0, 4, 4]
+    assert np.all(centre >= cands.patches[:, 0].reshape(3, -1).max(axis=1) - 1e-6)
+
+
+def test_atom_candidates_name_the_problem_when_nothing_is_found():
+    with pytest.raises(ValueError, match="no atoms found in survey channel 'haadf'"):
+        atom_candidates(_survey(np.zeros((32, 32))), patch_size=8)
+
+
+def test_make_candidates_grid_mode_is_grid_candidates():
+    survey = _survey(np.random.default_rng(1).random((20, 20)))
+    a = make_candidates(survey, CandidatesConfig(stride=4, patch_size=6))
+    b = grid_candidates(survey, 4, 6)
+    assert a.grid_shape == b.grid_shape == (5, 5)
+    np.testing.assert_array_equal(a.patches, b.patches)
