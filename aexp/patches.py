@@ -160,8 +160,11 @@ def find_atoms(
     scale = float(np.percentile(response, 99.9))
     if not scale > 0:
         return np.zeros((0, 2))
-    size = 2 * int(min_distance_px) + 1
-    is_peak = (response == ndimage.maximum_filter(response, size=size, mode="reflect"))
+    # a disk, not a square: a square's corners reach sqrt 2 x further and swallow weak neighbours
+    r = int(min_distance_px)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = yy**2 + xx**2 <= min_distance_px**2
+    is_peak = response == ndimage.maximum_filter(response, footprint=disk, mode="reflect")
     is_peak &= response > threshold * scale
     is_peak[[0, -1], :] = False
     is_peak[:, [0, -1]] = False

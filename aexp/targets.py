@@ -68,6 +68,61 @@ def peak_ratio(
     return num / np.where(np.abs(den) > 1e-12, den, np.copysign(1e-12, den + 0.0))
 
 
+def _power_law_background(x: np.ndarray, s: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """``n x L`` power law ``A x^-r`` fitted (log-log least squares) to the points ``fit`` of ``s``."""
+    lx = np.log(x)
+    ly = np.log(np.maximum(s[:, fit], 1e-12))
+    design = np.column_stack([np.ones(fit.sum()), lx[fit]])
+    coef, *_ = np.linalg.lstsq(design, ly.T, rcond=None)  # 2 x n
+    return np.exp(coef[0][:, None] + coef[1][:, None] * lx[None, :])
+
+
+def _first_rise(x: np.ndarray, y: np.ndarray, level: float | np.ndarray) -> np.ndarray:
+    """Where each row of ``y`` (``n x K``, rising) first reaches ``level``, linearly interpolated.
+
+    "Reaches" asks two points in a row at or above ``level``, so that one noisy point does not
+    count. A row that never reaches it gives NaN.
+    """
+    level = np.broadcast_to(np.asarray(level, dtype=float).reshape(-1, 1), (len(y), 1))
+    above = y >= level
+    sustained = above[:, :-1] & above[:, 1:]
+    hit = sustained.any(axis=1)
+    k = np.argmax(sustained, axis=1)
+    rows = np.arange(len(y))
+    k0 = np.maximum(k - 1, 0)
+    y0, y1 = y[rows, k0], y[rows, k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where((k > 0) & (y1 != y0), (level[:, 0] - y0) / (y1 - y0), 0.0)
+    out = x[k0] + np.clip(t, 0.0, 1.0) * (x[k] - x[k0])
+    return np.where(hit, out, np.nan)
+
+
+def edge_onset(
+    spectra: np.ndarray, axis: np.ndarray, window: tuple[float, float], fraction: float = 0.5
+) -> np.ndarray:
+    """Energy where a core-loss edge in ``window`` reaches ``fraction`` of its step height.
+
+    The first quarter of the window is the pre-edge: a power law ``A E^-r`` fitted there is
+    extrapolated and subtracted; the step height is the mean net signal over the last quarter.
+    NaN where the net signal never rises to ``fraction`` of it.
+    """
+    if not 0 < fraction < 1:
+        raise TargetError(f"edge_onset: fraction must lie in (0, 1), got {fraction}")
+    m = _window_mask(axis, window, "edge_onset")
+    if m.sum() < 8 or axis[m].min() <= 0:
+        raise TargetError(
+            f"edge_onset window [{window[0]}, {window[1]}] holds {int(m.sum())} points of the axis; "
+            f"it needs at least 8, all above 0"
+        )
+    x, s = axis[m], spectra[:, m]
+    q = max(2, len(x) // 4)
+    pre = np.zeros(len(x), dtype=bool)
+    pre[:q] = True
+    net = s - _power_law_background(x, s, pre)
+    height = net[:, -q:].mean(axis=1)
+    return _first_rise(x, net, fraction * height)
+
+
 @dataclass(frozen=True)
 class Target:
     """A named scalariser bound to its parameters."""
@@ -93,6 +148,7 @@ TARGETS: dict[str, Callable[..., np.ndarray]] = {
     "band_intensity": band_intensity,
     "peak_position": peak_position,
     "peak_ratio": peak_ratio,
+    "edge_onset": edge_onset,
 }
 
 

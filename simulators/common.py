@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "stable_hash",
@@ -32,6 +32,9 @@ __all__ = [
     "SimOptions",
     "options_error",
     "gaussian_blur",
+    "RealismOptions",
+    "ProbePlacement",
+    "DoseLedger",
 ]
 
 PICOMETRE = 1e-12
@@ -182,3 +185,107 @@ def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
             acc += w * np.take(padded, np.arange(k, k + n), axis=axis)
         out = acc
     return out
+
+
+# --- realism: where the probe really lands, and what earlier measurements did to the sample -----
+
+
+class RealismOptions(SimOptions):
+    """Instrument artefacts shared by the simulators; every one is off (0) by default.
+
+    Noise-like artefacts (probe placement error) are keyed on (seed, position, repeat); drift
+    follows the simulated clock and damage follows the measurements made so far, because that is
+    what they are.
+    """
+
+    drift_offset_m: float = Field(
+        0.0, ge=0, description="scan drift between the survey and spectroscopy (m); direction from the seed"
+    )
+    drift_rate_m_per_s: float = Field(
+        0.0, ge=0, description="further drift per second of simulated time (m/s); direction from the seed"
+    )
+    probe_error_m: float = Field(0.0, ge=0, description="std of the probe placement error per axis (m)")
+    damage_radius_m: float = Field(
+        0.0, ge=0, description="reach of the sample change a measurement causes (m); 0 disables damage"
+    )
+
+
+def _unit_vector(seed: int, kind: str) -> np.ndarray:
+    angle = rng_for(seed, kind).uniform(0.0, 2.0 * math.pi)
+    return np.array([math.cos(angle), math.sin(angle)])
+
+
+@dataclass(frozen=True)
+class ProbePlacement:
+    """Where the probe lands when ``position`` is asked for: drift plus a placement error.
+
+    ``actual = requested + drift_offset u1 + drift_rate t u2 + e``, with unit vectors ``u1``,
+    ``u2`` drawn from the seed, ``t`` the simulated clock and ``e ~ N(0, probe_error^2 I)`` keyed
+    on (seed, position, repeat).
+
+    Example:
+        >>> ProbePlacement.from_options(7, opts).actual((1e-9, 2e-9), clock_s=0.5, repeat=0)
+    """
+
+    seed: int
+    drift_offset_m: float = 0.0
+    drift_rate_m_per_s: float = 0.0
+    probe_error_m: float = 0.0
+
+    @classmethod
+    def from_options(cls, seed: int, opts: RealismOptions) -> "ProbePlacement":
+        return cls(seed, opts.drift_offset_m, opts.drift_rate_m_per_s, opts.probe_error_m)
+
+    def drift_m(self, clock_s: float) -> np.ndarray:
+        """Drift ``2`` (x, y) in metres at simulated time ``clock_s``."""
+        out = np.zeros(2)
+        if self.drift_offset_m > 0:
+            out += self.drift_offset_m * _unit_vector(self.seed, "drift-offset")
+        if self.drift_rate_m_per_s > 0:
+            out += self.drift_rate_m_per_s * float(clock_s) * _unit_vector(self.seed, "drift-rate")
+        return out
+
+    def actual(self, position: Iterable[float], clock_s: float, repeat: int) -> tuple[float, float]:
+        """The (x, y) in metres that is really probed for the requested ``position``."""
+        xy = np.array([float(v) for v in position])
+        shifted = xy + self.drift_m(clock_s)
+        if self.probe_error_m > 0:
+            rng = rng_for(self.seed, "probe-error", *position_key(xy), int(repeat))
+            shifted = shifted + rng.normal(0.0, self.probe_error_m, size=2)
+        return float(shifted[0]), float(shifted[1])
+
+
+class DoseLedger:
+    """Exposure accumulated by the sample: each measurement leaves a Gaussian footprint.
+
+    ``exposure(p) = sum_k amount_k exp(-|p - q_k|^2 / (2 radius^2))`` over the measured places
+    ``q_k``. A sum, so the state after a set of measurements does not depend on their order.
+
+    Example:
+        >>> ledger = DoseLedger(radius_m=2e-10); ledger.deposit((0.0, 0.0))
+        >>> ledger.exposure(np.array([[0.0, 0.0]]))
+        array([1.])
+    """
+
+    def __init__(self, radius_m: float) -> None:
+        if not radius_m > 0:
+            raise ValueError(f"a dose footprint needs radius_m > 0, got {radius_m}")
+        self.radius_m = float(radius_m)
+        self._places: list[tuple[float, float]] = []
+        self._amounts: list[float] = []
+
+    def deposit(self, position: Iterable[float], amount: float = 1.0) -> None:
+        x, y = (float(v) for v in position)
+        self._places.append((x, y))
+        self._amounts.append(float(amount))
+
+    def exposure(self, sites: np.ndarray) -> np.ndarray:
+        """Accumulated exposure ``N`` at ``sites`` ``N x 2`` (x, y) m."""
+        sites = np.asarray(sites, dtype=float).reshape(-1, 2)
+        if not self._places:
+            return np.zeros(len(sites))
+        d2 = ((sites[:, None, :] - np.asarray(self._places)[None]) ** 2).sum(-1)
+        return np.exp(-d2 / (2 * self.radius_m**2)) @ np.asarray(self._amounts)
+
+    def __len__(self) -> int:
+        return len(self._places)

@@ -43,3 +43,41 @@ def test_unknown_target_and_bad_window():
         make_target("nope")
     with pytest.raises(TargetError, match="low < high"):
         make_target("band_intensity", window=(3.0, 2.0))
+
+
+# --- core-loss edge onset ------------------------------------------------------------------------
+
+from scipy.special import erf  # noqa: E402
+
+
+def _edge(e: np.ndarray, onset: float, width: float = 0.5, background: float = 3.0) -> np.ndarray:
+    """Power-law background (E^-3) plus an erf step of height 1 centred on ``onset``."""
+    return background * (e / 150.0) ** -3 + 0.5 * (1 + erf((e - onset) / (np.sqrt(2) * width)))
+
+
+def test_edge_onset_finds_the_half_height_of_an_analytic_step():
+    e = np.linspace(140.0, 190.0, 501)
+    spectra = np.stack([_edge(e, 160.0), _edge(e, 163.3), _edge(e, 161.7, background=30.0)])
+    got = make_target("edge_onset", window=(150.0, 180.0))(spectra, e)
+    np.testing.assert_allclose(got, [160.0, 163.3, 161.7], atol=0.02)
+    # fraction 0.16 of an erf step sits one width below its centre
+    low = make_target("edge_onset", window=(150.0, 180.0), fraction=0.1587)(spectra[:1], e)
+    np.testing.assert_allclose(low, [159.5], atol=0.02)
+
+
+def test_edge_onset_ignores_a_single_noisy_point_and_is_nan_without_an_edge():
+    e = np.linspace(140.0, 190.0, 501)
+    s = _edge(e, 165.0)
+    s[(e > 158.0) & (e < 158.15)] += 5.0  # one spiky channel between pre-edge fit and edge
+    t = make_target("edge_onset", window=(150.0, 180.0))
+    assert t(s, e) == pytest.approx(165.0, abs=0.02)
+    flat = 3.0 * (e / 150.0) ** -3
+    assert np.isnan(t(flat - 0.01 * (e > 170), e))  # the "edge" falls: no onset
+
+
+def test_edge_onset_rejects_a_bad_fraction_or_window():
+    e = np.linspace(140.0, 190.0, 501)
+    with pytest.raises(TargetError, match="fraction"):
+        make_target("edge_onset", window=(150.0, 180.0), fraction=1.5)(np.ones(501), e)
+    with pytest.raises(TargetError, match="at least 8"):
+        make_target("edge_onset", window=(150.0, 150.3))(np.ones(501), e)
