@@ -104,7 +104,8 @@ def edge_onset(
 
     The first quarter of the window is the pre-edge: a power law ``A E^-r`` fitted there is
     extrapolated and subtracted; the step height is the mean net signal over the last quarter.
-    NaN where the net signal never rises to ``fraction`` of it.
+    NaN where there is no rising step (height <= 0) or the net signal never reaches ``fraction``
+    of it.
     """
     if not 0 < fraction < 1:
         raise TargetError(f"edge_onset: fraction must lie in (0, 1), got {fraction}")
@@ -120,7 +121,8 @@ def edge_onset(
     pre[:q] = True
     net = s - _power_law_background(x, s, pre)
     height = net[:, -q:].mean(axis=1)
-    return _first_rise(x, net, fraction * height)
+    onset = _first_rise(x, net, fraction * height)
+    return np.where(height > 0, onset, np.nan)  # no rise above the background: no edge
 
 
 @dataclass(frozen=True)
