@@ -125,6 +125,66 @@ def edge_onset(
     return np.where(height > 0, onset, np.nan)  # no rise above the background: no edge
 
 
+def _fold_loop(spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split a loop over the unfolded bias into its branches on one ascending bias grid.
+
+    The axis holds ``2 p + 1`` values ``u``; the applied bias is ``u`` for the first ``p + 1``
+    points (up) and ``2 u_p - u`` after (back down). Returns ``(bias, up, down)``: bias ``p + 1``
+    ascending, each branch ``n x (p + 1)`` in the order of ``bias``.
+    """
+    n = len(axis)
+    if n % 2 == 0 or n < 9:
+        raise TargetError(
+            f"a hysteresis loop needs an odd number (>= 9) of points on its unfolded bias axis "
+            f"(a sweep up and back that turns at the middle point), got {n}"
+        )
+    p = n // 2
+    bias = axis[: p + 1]
+    return bias, spectra[:, : p + 1], spectra[:, p:][:, ::-1]
+
+
+def _saturation(up: np.ndarray, down: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Low and high saturation of a loop: mean of both branches over the ``k`` extreme biases."""
+    low = np.concatenate([up[:, :k], down[:, :k]], axis=1).mean(axis=1)
+    high = np.concatenate([up[:, -k:], down[:, -k:]], axis=1).mean(axis=1)
+    return low, high
+
+
+def _switching_biases(spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bias where each branch crosses the loop's midline: ``(V_up, V_down)``, each ``n``."""
+    bias, up, down = _fold_loop(spectra, axis)
+    low, high = _saturation(up, down)
+    mid = (low + high) / 2
+    return _first_rise(bias, up, mid), _first_rise(bias, down, mid)
+
+
+def loop_area(spectra: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Area enclosed by a hysteresis loop, ``int (R_down - R_up) dV`` (response x V)."""
+    bias, up, down = _fold_loop(spectra, axis)
+    return np.trapezoid(down - up, bias, axis=1)
+
+
+def coercive_bias(spectra: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Half the loop's opening, ``(V_up - V_down) / 2``, at the midline crossings of the branches."""
+    v_up, v_down = _switching_biases(spectra, axis)
+    return (v_up - v_down) / 2
+
+
+def imprint(spectra: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Horizontal offset of the loop, ``(V_up + V_down) / 2``."""
+    v_up, v_down = _switching_biases(spectra, axis)
+    return (v_up + v_down) / 2
+
+
+def nucleation_bias(spectra: np.ndarray, axis: np.ndarray, level: float = 0.1) -> np.ndarray:
+    """Bias at which the up branch has switched ``level`` of the way from low to high saturation."""
+    if not 0 < level < 1:
+        raise TargetError(f"nucleation_bias: level must lie in (0, 1), got {level}")
+    bias, up, down = _fold_loop(spectra, axis)
+    low, high = _saturation(up, down)
+    return _first_rise(bias, up, low + level * (high - low))
+
+
 @dataclass(frozen=True)
 class Target:
     """A named scalariser bound to its parameters."""
@@ -151,6 +211,10 @@ TARGETS: dict[str, Callable[..., np.ndarray]] = {
     "peak_position": peak_position,
     "peak_ratio": peak_ratio,
     "edge_onset": edge_onset,
+    "loop_area": loop_area,
+    "coercive_bias": coercive_bias,
+    "imprint": imprint,
+    "nucleation_bias": nucleation_bias,
 }
 
 

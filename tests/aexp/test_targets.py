@@ -81,3 +81,48 @@ def test_edge_onset_rejects_a_bad_fraction_or_window():
         make_target("edge_onset", window=(150.0, 180.0), fraction=1.5)(np.ones(501), e)
     with pytest.raises(TargetError, match="at least 8"):
         make_target("edge_onset", window=(150.0, 150.3))(np.ones(501), e)
+
+
+# --- hysteresis loops over an unfolded bias axis ---------------------------------------------------
+
+
+def _loop(vc_up: float, vc_down: float, width: float = 0.5, amp: float = 2.0, vmax: float = 10.0, p: int = 400):
+    """A tanh loop on the unfolded axis: up -vmax..vmax on the first p + 1 points, then back."""
+    u = np.linspace(-vmax, 3 * vmax, 2 * p + 1)
+    bias = np.where(np.arange(2 * p + 1) <= p, u, 2 * vmax - u)
+    vc = np.where(np.arange(2 * p + 1) <= p, vc_up, vc_down)
+    return u, amp * np.tanh((bias - vc) / width)
+
+
+def _lncosh(x):
+    return np.logaddexp(x, -x) - np.log(2.0)
+
+
+def test_loop_targets_on_an_analytic_loop():
+    u, r = _loop(vc_up=3.0, vc_down=-1.0)  # coercive 2 V, imprint +1 V
+    assert make_target("coercive_bias")(r, u) == pytest.approx(2.0, abs=1e-3)
+    assert make_target("imprint")(r, u) == pytest.approx(1.0, abs=1e-3)
+    # tanh reaches -0.8 (10 % of the way up) at x = -atanh(0.8) widths before the crossing
+    assert make_target("nucleation_bias")(r, u) == pytest.approx(3.0 - 0.5 * np.arctanh(0.8), abs=1e-3)
+    assert make_target("nucleation_bias", level=0.5)(r, u) == pytest.approx(3.0, abs=1e-3)
+    # area: amp * width * [lncosh((V - vc_down)/w) - lncosh((V - vc_up)/w)] between -10 and 10
+    w, a = 0.5, 2.0
+    exact = a * w * ((_lncosh((10 + 1) / w) - _lncosh((10 - 3) / w)) - (_lncosh((-10 + 1) / w) - _lncosh((-10 - 3) / w)))
+    assert make_target("loop_area")(r, u) == pytest.approx(exact, rel=1e-4)
+    assert exact == pytest.approx(2 * a * 4.0, rel=1e-3)  # saturated: 2 A (V_up - V_down)
+
+
+def test_loop_targets_batch_and_order_of_branches():
+    u, wide = _loop(4.0, -4.0)
+    _, narrow = _loop(1.0, -1.0)
+    areas = make_target("loop_area")(np.stack([wide, narrow]), u)
+    assert areas[0] > 3 * areas[1] > 0
+    _, reversed_loop = _loop(-2.0, 2.0)  # a loop run the wrong way round encloses negative area
+    assert make_target("loop_area")(reversed_loop, u) < 0
+
+
+def test_loop_targets_need_a_sweep_that_turns_in_the_middle():
+    with pytest.raises(TargetError, match="odd number"):
+        make_target("loop_area")(np.zeros(100), np.linspace(-1, 3, 100))
+    with pytest.raises(TargetError, match="level"):
+        make_target("nucleation_bias", level=0)(np.zeros(101), np.linspace(-1, 3, 101))
