@@ -32,6 +32,7 @@ __all__ = [
     "SimOptions",
     "options_error",
     "gaussian_blur",
+    "PlacementOptions",
     "RealismOptions",
     "ProbePlacement",
     "DoseLedger",
@@ -190,12 +191,11 @@ def gaussian_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
 # --- realism: where the probe really lands, and what earlier measurements did to the sample -----
 
 
-class RealismOptions(SimOptions):
-    """Instrument artefacts shared by the simulators; every one is off (0) by default.
+class PlacementOptions(SimOptions):
+    """Where the probe lands: scan drift and placement error, off (0) by default.
 
-    Noise-like artefacts (probe placement error) are keyed on (seed, position, repeat); drift
-    follows the simulated clock and damage follows the measurements made so far, because that is
-    what they are.
+    The placement error is keyed on (seed, position, repeat); drift follows the simulated clock,
+    because that is what drift does.
     """
 
     drift_offset_m: float = Field(
@@ -205,6 +205,14 @@ class RealismOptions(SimOptions):
         0.0, ge=0, description="further drift per second of simulated time (m/s); direction from the seed"
     )
     probe_error_m: float = Field(0.0, ge=0, description="std of the probe placement error per axis (m)")
+
+
+class RealismOptions(PlacementOptions):
+    """Placement artefacts plus measurement-induced sample change (damage), all off by default.
+
+    Damage follows the measurements made so far (a sum of footprints, so not their order).
+    """
+
     damage_radius_m: float = Field(
         0.0, ge=0, description="reach of the sample change a measurement causes (m); 0 disables damage"
     )
@@ -233,7 +241,7 @@ class ProbePlacement:
     probe_error_m: float = 0.0
 
     @classmethod
-    def from_options(cls, seed: int, opts: RealismOptions) -> "ProbePlacement":
+    def from_options(cls, seed: int, opts: PlacementOptions) -> "ProbePlacement":
         return cls(seed, opts.drift_offset_m, opts.drift_rate_m_per_s, opts.probe_error_m)
 
     def drift_m(self, clock_s: float) -> np.ndarray:

@@ -59,7 +59,7 @@ from aexp.instrument import MeasurementFailed, check_position
 from aexp.targets import Target
 from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
 
-from .common import SimClock, SimOptions, gaussian_blur, position_key, rng_for
+from .common import PlacementOptions, ProbePlacement, SimClock, gaussian_blur, position_key, rng_for
 
 __all__ = ["PlasmonicSimulator", "PlasmonicOptions", "ModeSpec", "Particle", "DEFAULT_MODES"]
 
@@ -107,7 +107,7 @@ def _check_range(value: tuple[float, float], low: float, strict_order: bool) -> 
     return value
 
 
-class PlasmonicOptions(SimOptions):
+class PlasmonicOptions(PlacementOptions):
     """Options of :class:`PlasmonicSimulator`; units are in the names (m, eV, s)."""
 
     survey_pixels: int = Field(128, ge=8, le=4096, description="survey is survey_pixels x survey_pixels")
@@ -425,7 +425,9 @@ class PlasmonicSimulator:
                 f"repeat {repeat}, command {command_id!r}"
             )
         xy = (float(position[0]), float(position[1]))
-        expected = self.noiseless_spectra(np.array([xy]))[0]
+        # drift and placement error (none by default) move the beam off the requested place
+        actual = ProbePlacement.from_options(self.seed, self.options).actual(xy, now - self.options.measurement_time_s, repeat)
+        expected = self.noiseless_spectra(np.array([actual]))[0]
         counts = rng_for(self.seed, "measure", *key, repeat).poisson(expected).astype(float)
         return Measurement(
             spectrum=counts,

@@ -162,3 +162,46 @@ class TestGaussianBlur:
         out = gaussian_blur(img, 5.0)
         assert out.sum() == pytest.approx(9.0)
         assert np.ptp(out) < 0.5  # nearly flat: the blur is far wider than the image
+
+
+# --- realism: probe placement and dose ledger ------------------------------------------------------
+
+from simulators.common import DoseLedger, ProbePlacement  # noqa: E402
+
+
+class TestProbePlacement:
+    def test_off_by_default_lands_where_asked(self) -> None:
+        assert ProbePlacement(seed=1).actual((1e-9, 2e-9), clock_s=5.0, repeat=3) == (1e-9, 2e-9)
+
+    def test_drift_offset_then_rate_on_the_clock(self) -> None:
+        p = ProbePlacement(seed=1, drift_offset_m=2e-9, drift_rate_m_per_s=1e-9)
+        d0, d3 = p.drift_m(0.0), p.drift_m(3.0)
+        assert np.linalg.norm(d0) == pytest.approx(2e-9)
+        assert np.linalg.norm(d3 - d0) == pytest.approx(3e-9)
+        np.testing.assert_allclose(ProbePlacement(seed=1, drift_offset_m=2e-9).drift_m(0.0), d0, rtol=1e-12)  # seeded
+        assert np.linalg.norm(ProbePlacement(seed=2, drift_offset_m=2e-9).drift_m(0.0) - d0) > 1e-10
+
+    def test_placement_error_is_keyed_on_position_and_repeat(self) -> None:
+        p = ProbePlacement(seed=4, probe_error_m=1e-10)
+        a0, a1 = p.actual((1e-9, 1e-9), 0.0, 0), p.actual((1e-9, 1e-9), 0.0, 1)
+        assert a0 == p.actual((1e-9, 1e-9), 7.0, 0)  # not the clock, not the call count
+        assert a0 != a1
+        errors = np.array([p.actual((k * 1e-9, 0.0), 0.0, 0) for k in range(400)]) - [[k * 1e-9, 0.0] for k in range(400)]
+        assert errors.std() == pytest.approx(1e-10, rel=0.15)
+
+
+class TestDoseLedger:
+    def test_exposure_is_a_sum_of_gaussian_footprints_in_any_order(self) -> None:
+        a, b = DoseLedger(radius_m=1e-9), DoseLedger(radius_m=1e-9)
+        for q in [(0.0, 0.0), (1e-9, 0.0), (0.0, 0.0)]:
+            a.deposit(q)
+        for q in [(0.0, 0.0), (0.0, 0.0), (1e-9, 0.0)]:
+            b.deposit(q)
+        sites = np.array([[0.0, 0.0], [1e-9, 0.0], [1e-6, 0.0]])
+        np.testing.assert_allclose(a.exposure(sites), b.exposure(sites))
+        np.testing.assert_allclose(a.exposure(sites), [2 + np.exp(-0.5), 1 + 2 * np.exp(-0.5), 0.0])
+        assert len(a) == 3 and DoseLedger(1e-9).exposure(sites).tolist() == [0.0, 0.0, 0.0]
+
+    def test_needs_a_positive_radius(self) -> None:
+        with pytest.raises(ValueError, match="radius_m"):
+            DoseLedger(radius_m=0.0)

@@ -362,3 +362,15 @@ def test_load_instrument_through_the_entry_point() -> None:
         load_instrument("plasmonic", {"dose": 0}, seed=1)
     with pytest.raises(ValueError, match="seed: unknown option"):
         load_instrument("plasmonic", {"seed": 4}, seed=1)
+
+
+def test_probe_placement_error_moves_the_beam_and_stays_order_independent() -> None:
+    a, b = (40e-9, 52e-9), (20e-9, 30e-9)
+    plain = PlasmonicSimulator(seed=SEED, survey_pixels=64, n_particles=3)
+    s1 = PlasmonicSimulator(seed=SEED, survey_pixels=64, n_particles=3, probe_error_m=2e-9)
+    s2 = PlasmonicSimulator(seed=SEED, survey_pixels=64, n_particles=3, probe_error_m=2e-9)
+    first = [s1.measure(a).spectrum, s1.measure(b).spectrum]
+    second = [s2.measure(b).spectrum, s2.measure(a).spectrum]
+    np.testing.assert_array_equal(first[0], second[1])
+    np.testing.assert_array_equal(first[1], second[0])
+    assert not np.array_equal(first[0], plain.measure(a).spectrum)
