@@ -105,7 +105,7 @@ class LatticeOptions(RealismOptions):
     delocalisation_m: float = Field(1.0e-10, gt=0, description="reach of the inelastic signal (m)")
     shift_per_vacancy_ev: float = Field(0.5, description="onset shift per missing X neighbour (eV)")
     shift_per_dopant_ev: float = Field(0.4, description="onset shift per dopant M neighbour (eV)")
-    shift_per_strain_ev: float = Field(-15.0, description="onset shift per unit dilatation (eV)")
+    shift_per_strain_ev: float = Field(-5.0, description="onset shift per unit dilatation (eV)")
     dose: float = Field(2000.0, gt=0, description="expected counts per channel per unit edge step")
     measurement_time_s: float = Field(0.1, ge=0, description="simulated time per spectrum (s)")
     damage_threshold: float = Field(

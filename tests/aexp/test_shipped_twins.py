@@ -1,0 +1,35 @@
+"""The shipped configs of the lattice and ferroelectric twins run end to end (shrunk to be fast)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aexp.bench import run_bench
+from aexp.config import load_config
+from aexp.instrument import load_instrument
+from aexp.loop import run_experiment
+from aexp.session import SessionReader
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+SHRINK = {
+    "lattice-dkl.yaml": {"instrument.options.survey_pixels": 72},
+    "ferroelectric-dkl.yaml": {"instrument.options.survey_pixels": 32, "instrument.options.n_defects": 2},
+}
+FAST = {"embedder.epochs": 1, "surrogate.iterations": 10, "surrogate.warm_iterations": 2, "stopping.max_steps": 3}
+
+
+@pytest.mark.parametrize("name", sorted(SHRINK))
+def test_shipped_twin_config_runs_and_benches(name, tmp_path):
+    cfg = load_config(CONFIGS / name).with_overrides(**SHRINK[name], **FAST)
+    inst = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=0)
+    folder, result = run_experiment(cfg, inst, tmp_path / "run", seed=0, progress=False)
+    assert len(result.steps) == cfg.budget
+    assert sum(s.status == "ok" for s in result.steps) >= cfg.budget - 1
+    assert (folder / "session.png").exists()
+    manifest = SessionReader(folder).manifest
+    if cfg.candidates.mode == "atoms":
+        assert manifest["candidates"]["grid_shape"] is None and manifest["candidates"]["count"] > 50
+    res = run_bench(cfg, seeds=[0], policies=["dkl-rvae", "random"], progress=False, log=lambda s: None)
+    assert res["n_candidates"] == manifest["candidates"]["count"]
+    assert all(0.0 <= np.mean(p["discovery"]) <= 1.0 for p in res["policies"].values())
