@@ -219,7 +219,8 @@ class LatticeSimulator:
         pts = np.vstack([metal, chalc])
         kind = np.array([METAL] * len(metal) + [CHALCOGEN] * len(chalc), dtype=object)
         centres = rng.uniform(0.0, extent, size=(o.n_strain_centres, 2))
-        amps = o.strain_amplitude * rng.choice([-1.0, 1.0], size=o.n_strain_centres) * rng.uniform(0.5, 1.0, size=o.n_strain_centres)
+        signs = rng.choice([-1.0, 1.0], size=o.n_strain_centres)  # compressive or tensile bumps
+        amps = o.strain_amplitude * signs * rng.uniform(0.5, 1.0, size=o.n_strain_centres)
         disp, dil = _strain(pts, centres, amps, o.strain_length_m)
         pts = pts + disp
         margin = a  # columns just outside the field still blur into it

@@ -32,7 +32,9 @@ Spectrum at a beam position ``r`` on the energy-loss axis ``E`` (eV), in expecte
              = exp(-d_out / aloof_decay_m) / 2              outside (aloof excitation)
 
 Measured spectrum: Poisson counts around ``S``, drawn from a generator keyed by (seed, position in
-picometres, repeat), so noise never depends on the order of measurements.
+picometres, repeat), so noise never depends on the order of measurements. ``S`` is taken where the
+beam really lands: the requested place moved by scan drift and a placement error
+(``drift_offset_m``, ``drift_rate_m_per_s``, ``probe_error_m``; all 0 by default).
 
 Ground truth (not part of the Instrument protocol): :meth:`PlasmonicSimulator.noiseless_spectra`,
 :meth:`PlasmonicSimulator.truth`, :meth:`PlasmonicSimulator.particles`.
@@ -426,7 +428,8 @@ class PlasmonicSimulator:
             )
         xy = (float(position[0]), float(position[1]))
         # drift and placement error (none by default) move the beam off the requested place
-        actual = ProbePlacement.from_options(self.seed, self.options).actual(xy, now - self.options.measurement_time_s, repeat)
+        placement = ProbePlacement.from_options(self.seed, self.options)
+        actual = placement.actual(xy, now - self.options.measurement_time_s, repeat)  # at the start
         expected = self.noiseless_spectra(np.array([actual]))[0]
         counts = rng_for(self.seed, "measure", *key, repeat).poisson(expected).astype(float)
         return Measurement(
