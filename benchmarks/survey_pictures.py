@@ -45,7 +45,7 @@ def lattice_picture(seed: int, out: Path) -> Path:
     for ax in axes:
         ax.set_axis_off()
     path = out / "lattice-survey.png"
-    fig.savefig(path, dpi=72)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
     return path
 
@@ -68,7 +68,7 @@ def ferroelectric_picture(seed: int, out: Path) -> Path:
     for ax in axes:
         ax.set_axis_off()
     path = out / "ferroelectric-survey.png"
-    fig.savefig(path, dpi=72)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
     return path
 
