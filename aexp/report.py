@@ -24,7 +24,7 @@ def _grid_map(values: np.ndarray, candidates: Candidates) -> np.ndarray | None:
 def _scatter_map(ax, values: np.ndarray, candidates: Candidates, shape: tuple[int, int]):
     """Candidates as dots at their survey pixels, coloured by ``values`` (``N``), image orientation."""
     px = candidates.pixels
-    dot = float(np.clip(4e4 / max(len(px), 1), 2.0, 30.0))  # fewer candidates, bigger dots
+    dot = float(np.clip(1.5e4 / max(len(px), 1), 2.0, 30.0))  # fewer candidates, bigger dots
     im = ax.scatter(px[:, 1], px[:, 0], c=np.asarray(values, dtype=float), cmap="magma",
                     s=dot, edgecolors="none")
     ax.set_xlim(-0.5, shape[1] - 0.5)
