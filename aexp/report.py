@@ -1,4 +1,9 @@
-"""Figures of a session: where the probe went, what the model believes, how the target evolved."""
+"""Figures of a session: where the probe went, what the model believes, how the target evolved.
+
+:func:`session_figure` is the 2x2 overview ``aexp run`` writes at the end; :func:`write_report`
+(``aexp report FOLDER``) draws a recorded session into PNGs and one self-contained HTML page, refitting
+the model from the record at chosen steps for its maps.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .types import Candidates, Survey
+from .types import Candidates, Step, Survey
 
 if TYPE_CHECKING:
     from .loop import CampaignResult
+    from .policies import Decision, Policy, SelectionContext
+    from .session import SessionReader
 
 __all__ = ["session_figure", "write_report", "discovery_curve", "latency_table", "travel_per_step"]
 
@@ -99,7 +106,7 @@ def _pyplot():
     return plt
 
 
-def default_map_steps(steps: list) -> list[int]:
+def default_map_steps(steps: list[Step]) -> list[int]:
     """First, middle and last policy step (fewer if the session has fewer)."""
     policy = [s.step for s in steps if s.phase == "policy"]
     if not policy:
@@ -113,7 +120,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _survey_figure(survey: Survey, steps: list, path: Path) -> Path:
+def _survey_figure(survey: Survey, steps: list[Step], path: Path) -> Path:
     plt = _pyplot()
     rc = np.array([s.pixel for s in steps], dtype=float).reshape(-1, 2)
     ok = np.array([s.status == "ok" for s in steps], dtype=bool)
@@ -128,7 +135,7 @@ def _survey_figure(survey: Survey, steps: list, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _maps_figure(maps: dict[int, dict[str, np.ndarray]], candidates: Candidates, steps: list,
+def _maps_figure(maps: dict[int, dict[str, np.ndarray]], candidates: Candidates, steps: list[Step],
                  path: Path) -> Path:
     """One row per chosen step: predicted mean, uncertainty, acquisition (the chosen point starred)."""
     plt = _pyplot()
@@ -148,7 +155,7 @@ def _maps_figure(maps: dict[int, dict[str, np.ndarray]], candidates: Candidates,
     return _save(fig, path)
 
 
-def _target_figure(steps: list, path: Path) -> Path:
+def _target_figure(steps: list[Step], path: Path) -> Path:
     plt = _pyplot()
     order = np.arange(len(steps))
     t = np.array([np.nan if s.target is None else s.target for s in steps])
@@ -163,7 +170,7 @@ def _target_figure(steps: list, path: Path) -> Path:
     return _save(fig, path)
 
 
-def travel_per_step(steps: list) -> np.ndarray:
+def travel_per_step(steps: list[Step]) -> np.ndarray:
     """Probe travel from the previous step's position, metres (0 for the first step)."""
     xy = np.array([s.position for s in steps], dtype=float).reshape(-1, 2)
     d = np.zeros(len(xy))
@@ -171,7 +178,7 @@ def travel_per_step(steps: list) -> np.ndarray:
     return d
 
 
-def _travel_figure(steps: list, path: Path) -> Path:
+def _travel_figure(steps: list[Step], path: Path) -> Path:
     plt = _pyplot()
     d = travel_per_step(steps) * 1e9
     fig, ax = plt.subplots(figsize=(7, 3.5), constrained_layout=True)
@@ -180,7 +187,7 @@ def _travel_figure(steps: list, path: Path) -> Path:
     return _save(fig, path)
 
 
-def discovery_curve(steps: list, truth: np.ndarray, fraction: float = 0.01) -> np.ndarray:
+def discovery_curve(steps: list[Step], truth: np.ndarray, fraction: float = 0.01) -> np.ndarray:
     """Fraction of the true top ``fraction`` of candidates measured after each step -> ``n``."""
     k = max(1, int(np.ceil(fraction * len(truth))))
     top = set(np.argsort(-np.asarray(truth), kind="stable")[:k].tolist())
@@ -197,7 +204,7 @@ def _discovery_figure(curve: np.ndarray, path: Path) -> Path:
     return _save(fig, path)
 
 
-def latency_table(steps: list) -> dict[str, np.ndarray]:
+def latency_table(steps: list[Step]) -> dict[str, np.ndarray]:
     """Seconds per step: ``fit``, ``select``, ``move+measure`` and ``record+other``.
 
     ``record+other`` is ``decision_s - fit_s - select_s``: the time from the previous measurement's
@@ -211,7 +218,7 @@ def latency_table(steps: list) -> dict[str, np.ndarray]:
             "record+other": np.maximum(col("decision_s") - fit - select, 0.0)}
 
 
-def _latency_figure(steps: list, path: Path) -> Path:
+def _latency_figure(steps: list[Step], path: Path) -> Path:
     plt = _pyplot()
     parts = latency_table(steps)
     fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
@@ -227,11 +234,11 @@ def _latency_figure(steps: list, path: Path) -> Path:
 class _MapCapture:
     """Wraps a policy to keep its mean / std / acquisition maps at chosen steps (decisions unchanged)."""
 
-    def __init__(self, policy, steps: set[int]) -> None:
+    def __init__(self, policy: "Policy", steps: set[int]) -> None:
         self.policy, self.steps, self.name = policy, steps, policy.name
         self.maps: dict[int, dict[str, np.ndarray]] = {}
 
-    def select(self, ctx):
+    def select(self, ctx: "SelectionContext") -> "Decision":
         ctx.want_maps = ctx.step in self.steps
         decision = self.policy.select(ctx)
         if decision.maps is not None:
@@ -239,7 +246,7 @@ class _MapCapture:
         return decision
 
 
-def _model_maps(reader, steps_wanted: list[int]) -> tuple[Candidates | None, dict[int, dict[str, np.ndarray]]]:
+def _model_maps(reader: "SessionReader", steps_wanted: list[int]) -> tuple[Candidates | None, dict[int, dict[str, np.ndarray]]]:
     """Replay the session up to the last wanted step, refitting as the run did, keeping the maps."""
     from .loop import build_policy, campaign, prepare, torch_settings
     from .replay import SessionInstrument, _recorded_config
@@ -260,7 +267,7 @@ def _model_maps(reader, steps_wanted: list[int]) -> tuple[Candidates | None, dic
     return prepared.candidates, capture.maps
 
 
-def _truth(reader, positions: np.ndarray, notes: list[str]) -> np.ndarray | None:
+def _truth(reader: "SessionReader", positions: np.ndarray, notes: list[str]) -> np.ndarray | None:
     """The noiseless target of every candidate, if the recorded instrument can tell it (a simulator
     or a full-grid data set) and is still the one recorded; else ``None`` and a note says why."""
     from .instrument import load_instrument
