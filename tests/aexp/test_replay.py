@@ -169,3 +169,19 @@ def test_resume_stops_at_the_first_divergence_and_writes_nothing(session):
     with pytest.raises(ReplayDivergence, match="step 4"):
         resume_session(session)
     assert _digest(session) == before
+
+
+def test_version_differences_are_warnings(session):
+    from aexp.replay import version_warnings
+
+    manifest = json.loads((session / "manifest.json").read_text())
+    assert version_warnings(manifest) == []
+    manifest["versions"]["torch"] = "1.0.0"
+    assert version_warnings(manifest) == [f"torch {torch.__version__} here, 1.0.0 when recorded"]
+
+
+def test_a_step_without_its_spectrum_cannot_be_replayed(session):
+    _rewrite_step(session, 0, spectrum_row=None)
+    reader = SessionReader(session)
+    with pytest.raises(NotRecorded, match="step 0 has no recorded spectrum"):
+        SessionInstrument(reader).measure(reader.steps[0].position)
