@@ -23,5 +23,9 @@ test: setup
 bench: setup
 	$(BIN)/aexp bench configs/plasmonic-dkl.yaml --seeds 0,1,2,3,4 --json bench.json
 
+data/grid.npz: | $(BIN)/aexp
+	$(BIN)/python -m simulators.grid_dataset --out $@ --seed 0 --stride 2 \
+		--option survey_pixels=128 --option n_particles=8 --option dose=200
+
 clean:
 	rm -rf $(VENV) runs *.egg-info

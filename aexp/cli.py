@@ -1,4 +1,5 @@
-"""The ``aexp`` command line: ``run``, ``check``, ``bench``.
+"""The ``aexp`` command line: ``run``, ``check``, ``bench``; ``replay``, ``resume``, ``export``,
+``report`` (in :mod:`aexp.session_commands`).
 
 Errors a user can act on (a bad config, an occupied output folder, an unknown instrument) print one
 clear message and exit with status 2; Ctrl-C exits with 130 after the completed steps are on disk.
@@ -60,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--policies", default=None, help="comma-separated subset of the policies")
     bench.add_argument("--steps", type=_nonnegative, default=None)
     bench.add_argument("--quiet", action="store_true")
+
+    from .session_commands import add_parsers
+
+    add_parsers(sub)  # replay, resume, export, report
     return p
 
 
@@ -168,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .instrument import UnknownInstrument
     from .session import SessionError
 
-    commands = {"run": _cmd_run, "check": _cmd_check, "bench": _cmd_bench}
+    from .session_commands import COMMANDS
+
+    commands = {"run": _cmd_run, "check": _cmd_check, "bench": _cmd_bench, **COMMANDS}
     try:
         return commands[args.command](args)
     except (ConfigError, SessionError, UnknownInstrument, ValueError) as exc:

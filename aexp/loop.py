@@ -11,14 +11,16 @@ recorded with ``status: "failed"``, its candidate is never tried again, and the 
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -32,7 +34,16 @@ from .session import FORMAT_VERSION, MemoryRecorder, SessionWriter
 from .targets import Target
 from .types import Candidates, InstrumentDescription, Step, Survey
 
-__all__ = ["CampaignResult", "run_campaign", "run_experiment", "initial_indices", "versions"]
+__all__ = [
+    "CampaignResult",
+    "run_campaign",
+    "run_experiment",
+    "initial_indices",
+    "features_digest",
+    "step_rng",
+    "torch_settings",
+    "versions",
+]
 
 Recorder = SessionWriter | MemoryRecorder
 StepCallback = Callable[[Step, int], None]
@@ -77,6 +88,39 @@ def initial_indices(n_initial: int, seed: int, allowed: np.ndarray) -> np.ndarra
     return rng.permutation(pool)[:n_initial]
 
 
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    """The randomness of decision ``step`` (Thompson draws, random policies): a function of the seed
+    and the step alone, so a replay or a resumed run draws exactly what the original run drew."""
+    return np.random.default_rng([seed, 0x5E1EC7, step])
+
+
+@contextmanager
+def torch_settings(num_threads: int | None = None) -> Iterator[dict[str, Any]]:
+    """Run a block with deterministic torch algorithms and a fixed intra-op thread count.
+
+    Float reductions may be split differently with another thread count, which can change the last
+    bits of a fit and, rarely, a decision; so the count is recorded in the manifest and applied on
+    replay. Yields the settings in force; the previous ones are restored afterwards.
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        # warn_only: an op with no deterministic kernel warns instead of stopping an experiment
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        yield {"num_threads": torch.get_num_threads(), "deterministic": True}
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def features_digest(features: torch.Tensor) -> str:
+    """SHA-256 of the float64 feature matrix: a replay checks it rebuilt the same embedding."""
+    data = features.detach().to("cpu", torch.float64).contiguous().numpy()
+    return hashlib.sha256(data.tobytes()).hexdigest()
+
+
 def _finite(value: float | None) -> float | None:
     """JSON has no inf/nan: a non-finite model value is recorded as null."""
     return float(value) if value is not None and np.isfinite(value) else None
@@ -102,18 +146,20 @@ def run_campaign(
     record_spectra: bool = True,
     on_step: StepCallback | None = None,
     session_id: str = "",
+    stop_after: int | None = None,
 ) -> CampaignResult:
     """Measure ``n_initial`` random candidates, then ``max_steps`` chosen by ``policy``.
 
     Each step is handed to ``recorder`` (durable for a :class:`SessionWriter`) before the next
     command goes to the instrument. A position outside the instrument's bounds is never sent.
+    ``stop_after`` ends the campaign after that many steps without changing the budget the policy
+    sees (a replay of a record that stopped early).
     """
     bounds = instrument.bounds
     axis = instrument.describe().spectrum_axis.values()
     inside = bounds.contains(candidates.positions)
     excluded = ~inside  # never measurable; never sent
     init = list(initial_indices(n_initial, seed, inside))
-    rng = np.random.default_rng([seed, 0x5E1EC7])
     measured: list[int] = []
     targets: list[float] = []
     steps: list[Step] = []
@@ -122,7 +168,7 @@ def run_campaign(
     received = start
     stop_reason = "budget"
 
-    for k in range(budget):
+    for k in range(budget if stop_after is None else min(budget, stop_after)):
         if wall_time_s is not None and time.perf_counter() - start > wall_time_s:
             stop_reason = "wall_time"
             break
@@ -130,7 +176,7 @@ def run_campaign(
             stop_reason = "no candidates left"
             break
         decision, phase = _decide(
-            k, init, excluded, policy, features, candidates, measured, targets, budget, rng
+            k, init, excluded, policy, features, candidates, measured, targets, budget, step_rng(seed, k)
         )
         idx = decision.index
         decision_s = time.perf_counter() - received
@@ -179,6 +225,7 @@ def run_campaign(
 
     maps = None
     if want_final_maps and len(measured) >= 2 and (~excluded).any():
+        rng = step_rng(seed, len(steps))
         ctx = _context(features, candidates, measured, targets, excluded, 1, len(steps), rng, True)
         maps = policy.select(ctx).maps
     return CampaignResult(steps=steps, maps=maps, stop_reason=stop_reason)
@@ -254,8 +301,19 @@ def build_policy(
     )
 
 
-def manifest(cfg: ExperimentConfig, prepared: Prepared, seed: int, session_id: str) -> dict[str, Any]:
+def manifest(
+    cfg: ExperimentConfig,
+    prepared: Prepared,
+    seed: int,
+    session_id: str,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What ``manifest.json`` holds; ``settings`` are the torch settings in force (:func:`torch_settings`)."""
     cands = prepared.candidates
+    settings = settings or {
+        "num_threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
     return {
         "format_version": FORMAT_VERSION,
         "session_id": session_id,
@@ -266,8 +324,8 @@ def manifest(cfg: ExperimentConfig, prepared: Prepared, seed: int, session_id: s
         "versions": versions(),
         "torch": {
             "device": prepared.device,
-            "num_threads": torch.get_num_threads(),
-            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "num_threads": settings["num_threads"],
+            "deterministic": settings["deterministic"],
         },
         "instrument": prepared.description.to_dict(),
         "spectrum_axis": prepared.description.spectrum_axis.to_dict(),
@@ -281,7 +339,7 @@ def manifest(cfg: ExperimentConfig, prepared: Prepared, seed: int, session_id: s
             "grid_shape": list(cands.grid_shape) if cands.grid_shape else None,
             "patch_shape": list(cands.patches.shape[1:]),
         },
-        "features": prepared.feature_info,
+        "features": {**prepared.feature_info, "sha256": features_digest(prepared.features)},
     }
 
 
@@ -307,35 +365,16 @@ def run_experiment(
     result: CampaignResult | None = None
     status = "failed"
     try:
-        prepared = prepare(cfg, instrument, seed, progress=progress)
-        policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
-        writer.write_json("manifest.json", manifest(cfg, prepared, seed, session_id))
-        writer.write_array("survey", prepared.survey.image)
-        writer.write_array("candidates", prepared.candidates.positions)
-        writer.write_array("pixels", prepared.candidates.pixels)
-        result = run_campaign(
-            instrument=instrument,
-            candidates=prepared.candidates,
-            features=prepared.features,
-            target=cfg.target.build(),
-            policy=policy,
-            n_initial=cfg.policy.n_initial,
-            max_steps=cfg.stopping.max_steps,
-            recorder=writer,
-            seed=seed,
-            wall_time_s=cfg.stopping.wall_time_s,
-            want_final_maps=cfg.recording.figure,
-            record_spectra=cfg.recording.spectra,
-            on_step=on_step,
-            session_id=session_id,
-        )
+        with torch_settings() as settings:
+            prepared = prepare(cfg, instrument, seed, progress=progress)
+            policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
+            writer.write_json("manifest.json", manifest(cfg, prepared, seed, session_id, settings))
+            writer.write_array("survey", prepared.survey.image)
+            writer.write_array("candidates", prepared.candidates.positions)
+            writer.write_array("pixels", prepared.candidates.pixels)
+            result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step)
         status = "completed"
-        if cfg.recording.figure:
-            from .report import session_figure
-
-            result.extra["figure"] = str(
-                session_figure(writer.folder, prepared.survey, prepared.candidates, result)
-            )
+        finish_figure(cfg, writer.folder, prepared, result)
         return writer.folder, result
     except KeyboardInterrupt:
         status = "interrupted"
@@ -345,15 +384,60 @@ def run_experiment(
         if not (writer.folder / "manifest.json").exists():
             shutil.rmtree(writer.folder, ignore_errors=True)  # nothing was recorded yet
         else:
-            summary = {"status": status}
-            if result is not None:
-                best = result.best
-                summary.update(
-                    steps=len(result.steps),
-                    ok=len(result.ok_steps),
-                    stop_reason=result.stop_reason,
-                    best_target=best.target if best else None,
-                    best_index=best.index if best else None,
-                    figure=result.extra.get("figure"),
-                )
-            writer.write_json("summary.json", summary)
+            writer.write_json("summary.json", summary(status, result))
+
+
+def campaign(
+    cfg: ExperimentConfig,
+    instrument: Instrument,
+    prepared: Prepared,
+    policy: Policy,
+    recorder: Recorder,
+    seed: int,
+    session_id: str,
+    on_step: StepCallback | None = None,
+    stop_after: int | None = None,
+) -> CampaignResult:
+    """:func:`run_campaign` with everything taken from the config (run, replay and resume alike)."""
+    return run_campaign(
+        instrument=instrument,
+        candidates=prepared.candidates,
+        features=prepared.features,
+        target=cfg.target.build(),
+        policy=policy,
+        n_initial=cfg.policy.n_initial,
+        max_steps=cfg.stopping.max_steps,
+        recorder=recorder,
+        seed=seed,
+        wall_time_s=cfg.stopping.wall_time_s,
+        want_final_maps=cfg.recording.figure and stop_after is None,
+        record_spectra=cfg.recording.spectra,
+        on_step=on_step,
+        session_id=session_id,
+        stop_after=stop_after,
+    )
+
+
+def finish_figure(cfg: ExperimentConfig, folder: Path, prepared: Prepared, result: CampaignResult) -> None:
+    """Write ``session.png`` when the config asks for it (after the last step)."""
+    if cfg.recording.figure:
+        from .report import session_figure
+
+        result.extra["figure"] = str(session_figure(folder, prepared.survey, prepared.candidates, result))
+
+
+def summary(status: str, result: CampaignResult | None, **extra: Any) -> dict[str, Any]:
+    """What ``summary.json`` holds: how the run ended, and its best step."""
+    out: dict[str, Any] = {"status": status}
+    if result is not None:
+        best = result.best
+        out.update(
+            steps=len(result.steps),
+            ok=len(result.ok_steps),
+            stop_reason=result.stop_reason,
+            best_target=best.target if best else None,
+            best_index=best.index if best else None,
+            figure=result.extra.get("figure"),
+        )
+    out.update(extra)
+    return out

@@ -32,7 +32,7 @@ import numpy as np
 
 from .types import Step
 
-__all__ = ["FORMAT_VERSION", "SessionError", "SessionWriter", "SessionReader", "MemoryRecorder"]
+__all__ = ["FORMAT_VERSION", "SessionError", "SessionWriter", "SessionReader", "MemoryRecorder", "write_json"]
 
 FORMAT_VERSION = 1
 SPECTRUM_DTYPE = "<f8"
@@ -59,6 +59,30 @@ def _write_durable(path: Path, write) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def _set_aside(path: Path, size: int) -> Path:
+    """Move the bytes of ``path`` past ``size`` to a new ``recovered-<n>.bin``, then cut them off."""
+    n = 0
+    while (path.parent / f"recovered-{n}.bin").exists():
+        n += 1
+    with open(path, "rb") as fh:
+        fh.seek(size)
+        tail = fh.read()
+    aside = path.parent / f"recovered-{n}.bin"
+    header = json.dumps({"from": path.name, "offset": size, "bytes": len(tail)}).encode() + b"\n"
+    _write_durable(aside, lambda out: out.write(header + tail))
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return aside
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Replace ``path`` with ``data`` as JSON, atomically and durably."""
+    _write_durable(path, lambda fh: fh.write(json.dumps(data, indent=2).encode()))
+    return path
 
 
 @contextmanager
@@ -96,16 +120,43 @@ class SessionWriter:
                 raise SessionError(f"{self.folder} is not a session folder; refusing to overwrite it")
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._open(rows=0, length=None)
+
+    def _open(self, rows: int, length: int | None) -> None:
         self._steps = open(self.folder / "steps.jsonl", "ab")
         self._spectra = open(self.folder / "spectra.bin", "ab")
-        self._rows = 0
-        self._length: int | None = None
+        self._rows = rows
+        self._length = length
         _fsync_dir(self.folder)
 
+    @classmethod
+    def append_to(cls, reader: "SessionReader") -> "SessionWriter":
+        """Reopen a recorded session to add steps after its last complete one (``aexp resume``).
+
+        Bytes past the last complete record (a torn step line, a spectrum row whose step line was
+        never written, a torn row) are first moved, unchanged, to ``recovered-<n>.bin`` in the
+        folder, so appending can never glue a new record onto a torn one and nothing is lost.
+        """
+        folder = reader.folder
+        length = reader.spectrum_length
+        rows = sum(1 for s in reader.steps if s.spectrum_row is not None)
+        keep = {
+            "steps.jsonl": reader.steps_bytes,
+            "spectra.bin": rows * (length or 0) * np.dtype(SPECTRUM_DTYPE).itemsize,
+        }
+        for name, size in keep.items():
+            path = folder / name
+            if path.exists() and path.stat().st_size > size:
+                extra = path.stat().st_size - size
+                aside = _set_aside(path, size)
+                reader.dropped.append(f"{name}: {extra} bytes past the last complete step moved to {aside.name}")
+        self = cls.__new__(cls)
+        self.folder = folder
+        self._open(rows=rows, length=length if rows else None)
+        return self
+
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
-        path = self.folder / name
-        _write_durable(path, lambda fh: fh.write(json.dumps(data, indent=2).encode()))
-        return path
+        return write_json(self.folder / name, data)
 
     def write_array(self, name: str, array: np.ndarray) -> Path:
         path = self.folder / f"{name}.npy"
@@ -178,22 +229,55 @@ class SessionReader:
     Attributes:
         manifest: the parsed ``manifest.json``.
         steps: complete steps, in order.
-        dropped: human-readable notes on anything ignored (a torn last line, a short spectrum row).
+        dropped: human-readable notes on anything ignored (a torn last line, a short spectrum row,
+            steps whose spectrum row was cut off by a truncated ``spectra.bin``).
+        steps_bytes: length of ``steps.jsonl`` up to the end of the last complete step.
+
+    Raises:
+        SessionError: the folder is not a session, its manifest is unreadable, it was written by a
+            newer format version, or a record before the last one is corrupt.
     """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         manifest = self.folder / "manifest.json"
+        if not self.folder.is_dir():
+            raise SessionError(f"{self.folder} is not a session folder (no such folder)")
         if not manifest.is_file():
             raise SessionError(f"{self.folder} is not a session folder (no manifest.json)")
-        self.manifest: dict[str, Any] = json.loads(manifest.read_text())
-        version = self.manifest.get("format_version")
-        if version != FORMAT_VERSION:
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SessionError(f"{manifest}: not valid JSON ({exc})") from None
+        version = self.manifest.get("format_version") if isinstance(self.manifest, dict) else None
+        if not isinstance(version, int) or version < 1:
+            raise SessionError(f"{manifest}: no valid format_version (got {version!r})")
+        if version > FORMAT_VERSION:
             raise SessionError(
-                f"{self.folder}: session format version {version}; this aexp reads {FORMAT_VERSION}"
+                f"{self.folder}: session format version {version} is newer than this aexp reads "
+                f"({FORMAT_VERSION}); upgrade aexp to read it"
             )
         self.dropped: list[str] = []
+        self.steps_bytes = 0
         self.steps = self._read_steps()
+        self._drop_steps_without_spectra()
+
+    @property
+    def spectrum_length(self) -> int | None:
+        """``L``, values per spectrum row (``None`` if the manifest has no spectrum axis)."""
+        n = self.manifest.get("spectrum_axis", {}).get("n")
+        return int(n) if n else None
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The parsed ``summary.json``; ``None`` while a run is going on or after a hard crash."""
+        path = self.folder / "summary.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SessionError(f"{path}: not valid JSON ({exc})") from None
 
     def _read_steps(self) -> list[Step]:
         path = self.folder / "steps.jsonl"
@@ -206,21 +290,76 @@ class SessionReader:
         for n, line in enumerate(lines, start=1):
             try:
                 steps.append(Step.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
                 raise SessionError(f"{path}: line {n} is not a valid step record: {exc}") from None
+            if steps[-1].step != n - 1:
+                raise SessionError(f"{path}: line {n} records step {steps[-1].step}, expected {n - 1}")
+        self.steps_bytes = len(raw) - len(tail)
         return steps
 
+    def _spectrum_rows(self) -> int:
+        """Complete rows in ``spectra.bin`` (from its size; nothing is read)."""
+        length, path = self.spectrum_length, self.folder / "spectra.bin"
+        if not length or not path.exists():
+            return 0
+        return path.stat().st_size // (length * np.dtype(SPECTRUM_DTYPE).itemsize)
+
+    def _drop_steps_without_spectra(self) -> None:
+        """A step line is written after its spectrum row, so a missing row means a truncated file:
+        keep the steps before the first one whose row is gone, and say what was dropped."""
+        rows = self._spectrum_rows()
+        for n, step in enumerate(self.steps):
+            if step.spectrum_row is not None and step.spectrum_row >= rows:
+                lost = self.steps[n:]
+                self.dropped.append(
+                    f"spectra.bin: holds {rows} complete rows; steps {lost[0].step}..{lost[-1].step} "
+                    f"({len(lost)}) point past it and are ignored"
+                )
+                raw = (self.folder / "steps.jsonl").read_bytes()
+                self.steps_bytes = _line_offset(raw, n)  # where the first dropped line starts
+                self.steps = self.steps[:n]
+                return
+
     def array(self, name: str) -> np.ndarray:
-        return np.load(self.folder / f"{name}.npy", allow_pickle=False)
+        """``name.npy`` of the session (``survey``, ``candidates``, ``pixels``)."""
+        path = self.folder / f"{name}.npy"
+        try:
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise SessionError(f"{self.folder}: {path.name} is missing") from None
+        except (ValueError, EOFError, OSError) as exc:
+            raise SessionError(f"{path}: unreadable or truncated ({exc})") from None
 
     def spectra(self) -> np.ndarray:
         """All complete spectrum rows, ``rows x L`` float64 (empty if none were recorded)."""
-        length = self.manifest.get("spectrum_axis", {}).get("n")
+        length = self.spectrum_length
         path = self.folder / "spectra.bin"
         if not length or not path.exists():
             return np.empty((0, length or 0))
         data = np.fromfile(path, dtype=SPECTRUM_DTYPE)
         whole = data.size // length
         if data.size % length:
-            self.dropped.append(f"spectra.bin: torn last row ({data.size % length} values) ignored")
+            note = f"spectra.bin: torn last row ({data.size % length} values) ignored"
+            if note not in self.dropped:
+                self.dropped.append(note)
         return data[: whole * length].reshape(whole, length)
+
+    def spectrum(self, step: Step) -> np.ndarray | None:
+        """The spectrum recorded with ``step`` (``L`` float64), or ``None`` if it has none."""
+        if step.spectrum_row is None or not self.spectrum_length:
+            return None
+        n = self.spectrum_length
+        with open(self.folder / "spectra.bin", "rb") as fh:
+            fh.seek(step.spectrum_row * n * np.dtype(SPECTRUM_DTYPE).itemsize)
+            row = np.frombuffer(fh.read(n * np.dtype(SPECTRUM_DTYPE).itemsize), dtype=SPECTRUM_DTYPE)
+        if row.size != n:
+            raise SessionError(f"{self.folder}: spectrum row {step.spectrum_row} is cut off")
+        return row.astype(np.float64)
+
+
+def _line_offset(raw: bytes, n: int) -> int:
+    """Byte offset where line ``n`` (0-based) of ``raw`` starts."""
+    offset = 0
+    for _ in range(n):
+        offset = raw.index(b"\n", offset) + 1
+    return offset

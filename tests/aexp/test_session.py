@@ -81,3 +81,59 @@ def test_non_finite_target_cannot_be_written_as_json(tmp_path):
     with pytest.raises(ValueError):
         w.append_step(_step(0, target=float("nan")))
     w.close()
+
+
+def test_truncated_spectra_drop_the_steps_that_lost_their_row(tmp_path):
+    folder = _session(tmp_path / "s", n=5)
+    with open(folder / "spectra.bin", "r+b") as fh:
+        fh.truncate(3 * 4 * 8 + 5)  # three whole rows and a few bytes of the fourth
+    r = SessionReader(folder)
+    assert [s.step for s in r.steps] == [0, 1, 2]
+    assert any("steps 3..4 (2)" in d for d in r.dropped)
+    assert r.steps_bytes == len(b"".join((folder / "steps.jsonl").read_bytes().splitlines(True)[:3]))
+
+
+def test_unreadable_pieces_are_named(tmp_path):
+    folder = _session(tmp_path / "s")
+    np.save(folder / "survey.npy", np.zeros((1, 8, 8), np.float32))
+    raw = (folder / "survey.npy").read_bytes()
+    (folder / "survey.npy").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(SessionError, match="survey.npy: unreadable or truncated"):
+        SessionReader(folder).array("survey")
+    with pytest.raises(SessionError, match="candidates.npy is missing"):
+        SessionReader(folder).array("candidates")
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(SessionError, match="manifest.json: not valid JSON"):
+        SessionReader(folder)
+    with pytest.raises(SessionError, match="no such folder"):
+        SessionReader(tmp_path / "missing")
+
+
+def test_a_corrupt_record_before_the_last_is_an_error_not_a_silent_skip(tmp_path):
+    folder = _session(tmp_path / "s")
+    lines = (folder / "steps.jsonl").read_bytes().splitlines(True)
+    (folder / "steps.jsonl").write_bytes(lines[0] + b"garbage\n" + lines[2])
+    with pytest.raises(SessionError, match="line 2 is not a valid step record"):
+        SessionReader(folder)
+
+
+def test_appending_after_a_crash_sets_the_torn_bytes_aside(tmp_path):
+    folder = _session(tmp_path / "s")
+    with open(folder / "steps.jsonl", "ab") as fh:
+        fh.write(b'{"step": 3, "ind')
+    with open(folder / "spectra.bin", "ab") as fh:
+        fh.write(np.full(4, 7.0).tobytes() + b"\x01\x02")  # a row whose step never landed + a torn one
+    reader = SessionReader(folder)
+    w = SessionWriter.append_to(reader)
+    w.append_step(_step(3, target=3.0), np.full(4, 3.0))
+    w.close()
+    r = SessionReader(folder)
+    assert [s.step for s in r.steps] == [0, 1, 2, 3] and r.dropped == []
+    assert r.steps[3].spectrum_row == 3 and r.spectra()[3].tolist() == [3.0] * 4
+    aside = sorted(p.name for p in folder.glob("recovered-*.bin"))
+    assert aside == ["recovered-0.bin", "recovered-1.bin"]
+    header, body = (folder / "recovered-0.bin").read_bytes().split(b"\n", 1)
+    assert json.loads(header)["from"] == "steps.jsonl" and body == b'{"step": 3, "ind'
+    header, body = (folder / "recovered-1.bin").read_bytes().split(b"\n", 1)
+    assert json.loads(header)["bytes"] == 34 and body[:32] == np.full(4, 7.0).tobytes()
+    assert any("recovered-0.bin" in d for d in reader.dropped)

@@ -1,0 +1,442 @@
+"""Trusting a session: re-run its decisions on its own measurements, and resume it after a crash.
+
+- :func:`verify_session` (``aexp replay FOLDER --verify``) rebuilds the experiment from the manifest
+  (config, seed, torch thread count) and runs the same loop with a :class:`SessionInstrument` that
+  answers every measurement with the recorded one. Every decision must be the recorded one: the same
+  candidate, phase and status at every step, and the model's numbers within :data:`TOLERANCE`.
+- :func:`resume_session` (``aexp resume FOLDER``) replays the complete steps the same way, which
+  rebuilds exactly the model state the run had (the surrogate is refitted, warm-started, at each
+  step from the recorded data), then goes on with the live instrument named in the manifest up to
+  the recorded budget, appending to the same folder.
+
+Both need the recorded spectra (``recording.spectra: true``, the default): the target of a step is
+recomputed from its spectrum, as in the original run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ExperimentConfig, load_config, parse_config
+from .instrument import (
+    Instrument,
+    InstrumentError,
+    InstrumentTimeout,
+    MeasurementFailed,
+    OutOfBounds,
+    load_instrument,
+)
+from .loop import (
+    CampaignResult,
+    Prepared,
+    StepCallback,
+    build_policy,
+    campaign,
+    features_digest,
+    finish_figure,
+    prepare,
+    summary,
+    torch_settings,
+    versions,
+)
+from .session import SessionError, SessionReader, SessionWriter, write_json
+from .types import Bounds, InstrumentDescription, Measurement, PixelTransform, Step, Survey
+
+__all__ = [
+    "TOLERANCE",
+    "NotRecorded",
+    "ReplayDivergence",
+    "ResumeOutcome",
+    "SessionInstrument",
+    "VerifyReport",
+    "compare_steps",
+    "verify_session",
+    "resume_session",
+    "version_warnings",
+]
+
+#: How close a replayed model value (acquisition, predicted mean and std, target) must be to the
+#: recorded one: ``|replayed - recorded| <= atol + rtol * |recorded|``. Candidate index, phase and
+#: status must be equal. With the recorded thread count on the same machine the values agree bit for
+#: bit; the tolerance leaves room for another CPU's floating-point kernels.
+TOLERANCE = {"rtol": 1e-6, "atol": 1e-9}
+_VALUES = ("target", "acquisition", "predicted_mean", "predicted_std")
+_EXACT = ("index", "phase", "status")
+_ERRORS = {c.__name__: c for c in (MeasurementFailed, InstrumentTimeout, OutOfBounds, InstrumentError)}
+
+
+class NotRecorded(ValueError):
+    """A replay was asked for a measurement the record does not hold."""
+
+
+class ReplayDivergence(RuntimeError):
+    """A replayed decision differs from the recorded one.
+
+    Attributes:
+        step: the first diverging step.
+        field: what differs (``index``, ``acquisition``, ...).
+        replayed, recorded: the two values.
+    """
+
+    def __init__(self, step: int, field: str, replayed: Any, recorded: Any, detail: str = "") -> None:
+        self.step, self.field, self.replayed, self.recorded = step, field, replayed, recorded
+        super().__init__(
+            f"step {step} diverges in {field}: the replay chose {replayed!r}, the record has "
+            f"{recorded!r}{detail}"
+        )
+
+
+def _position_key(position: tuple[float, float]) -> tuple[int, int]:
+    # picometres: the same candidate position computed twice may differ in the last bit
+    return (round(float(position[0]) * 1e12), round(float(position[1]) * 1e12))
+
+
+class SessionInstrument:
+    """An :class:`~aexp.instrument.Instrument` that answers with what a session recorded.
+
+    ``survey()`` is ``survey.npy``; ``measure(position)`` returns the spectrum recorded at that
+    position, or raises the recorded failure. Only measured positions exist: any other raises
+    :class:`NotRecorded`.
+    """
+
+    def __init__(self, reader: SessionReader) -> None:
+        self.reader = reader
+        man = reader.manifest
+        try:
+            self._description = InstrumentDescription.from_dict(man["instrument"])
+            self._transform = PixelTransform.from_dict(man["survey"]["transform"])
+            self._channels = tuple(man["survey"]["channels"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SessionError(f"{reader.folder}/manifest.json: incomplete instrument record ({exc})") from None
+        self._by_position: dict[tuple[int, int], list[Step]] = {}
+        for step in reader.steps:
+            self._by_position.setdefault(_position_key(step.position), []).append(step)
+        self.served = 0
+
+    @property
+    def bounds(self) -> Bounds:
+        return self._description.bounds
+
+    def describe(self) -> InstrumentDescription:
+        return self._description
+
+    def survey(self) -> Survey:
+        return Survey(self.reader.array("survey"), self._transform, self._channels)
+
+    def has(self, position: tuple[float, float]) -> bool:
+        """Whether a recorded measurement at ``position`` is still unserved."""
+        return bool(self._by_position.get(_position_key(position)))
+
+    def measure(self, position: tuple[float, float], command_id: str = "") -> Measurement:
+        queue = self._by_position.get(_position_key(position))
+        if not queue:
+            raise NotRecorded(
+                f"{self.reader.folder} holds no measurement at (x={position[0]:.6g} m, "
+                f"y={position[1]:.6g} m); a session replays only its {len(self.reader.steps)} "
+                f"recorded steps"
+            )
+        step = queue.pop(0)
+        self.served += 1
+        spectrum = self.reader.spectrum(step)
+        if spectrum is None:
+            if step.status == "ok":
+                raise NotRecorded(
+                    f"{self.reader.folder}: step {step.step} has no recorded spectrum "
+                    f"(recording.spectra was off), so its measurement cannot be replayed"
+                )
+            name, _, message = (step.error or "InstrumentError: failed").partition(": ")
+            raise _ERRORS.get(name, InstrumentError)(message)
+        return Measurement(
+            spectrum=spectrum,
+            axis=self._description.spectrum_axis,
+            position=(float(position[0]), float(position[1])),
+            duration_s=float(step.timings.get("instrument_s", 0.0)),
+            metadata={"replayed_step": step.step},
+        )
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= TOLERANCE["atol"] + TOLERANCE["rtol"] * abs(b)
+
+
+def compare_steps(replayed: Step, recorded: Step) -> ReplayDivergence | None:
+    """The first difference between a replayed and a recorded step (``None`` if they agree)."""
+    for name in _EXACT:
+        a, b = getattr(replayed, name), getattr(recorded, name)
+        if a != b:
+            detail = ""
+            if name == "index":
+                detail = (f" (replayed acquisition {replayed.acquisition!r}, recorded "
+                          f"{recorded.acquisition!r})")
+            return ReplayDivergence(recorded.step, name, a, b, detail)
+    for name in _VALUES:
+        a, b = getattr(replayed, name), getattr(recorded, name)
+        if (a is None) != (b is None) or (a is not None and not _close(a, b)):
+            return ReplayDivergence(recorded.step, name, a, b,
+                                    f" (tolerance rtol {TOLERANCE['rtol']:g}, atol {TOLERANCE['atol']:g})")
+    return None
+
+
+def _deviation(replayed: Step, recorded: Step) -> dict[str, float]:
+    out = {}
+    for name in _VALUES:
+        a, b = getattr(replayed, name), getattr(recorded, name)
+        if a is not None and b is not None:
+            out[name] = abs(a - b) / max(abs(b), 1e-300) if b else abs(a)
+    return out
+
+
+class _Checker:
+    """A recorder that checks each replayed step against the record instead of writing it.
+
+    Steps past the record go to ``writer`` (resume), opened on the first such step.
+    """
+
+    def __init__(self, recorded: list[Step], reader: SessionReader | None = None) -> None:
+        self.recorded = recorded
+        self.reader = reader
+        self.writer: SessionWriter | None = None
+        self.checked = 0
+        self.max_deviation: dict[str, float] = {name: 0.0 for name in _VALUES}
+        self.folder = reader.folder if reader is not None else None
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        raise SessionError("a replay never rewrites the session's files")
+
+    def write_array(self, name: str, array: np.ndarray) -> None:
+        raise SessionError("a replay never rewrites the session's files")
+
+    def append_step(self, step: Step, spectrum: np.ndarray | None = None) -> Step:
+        k = step.step
+        if k < len(self.recorded):
+            recorded = self.recorded[k]
+            problem = compare_steps(step, recorded)
+            if problem is not None:
+                raise problem
+            for name, dev in _deviation(step, recorded).items():
+                self.max_deviation[name] = max(self.max_deviation[name], dev)
+            step.spectrum_row = recorded.spectrum_row
+            self.checked += 1
+            return step
+        if self.reader is None:
+            raise ReplayDivergence(k, "length", f"a step {k}", f"{len(self.recorded)} steps")
+        if self.writer is None:
+            self.writer = SessionWriter.append_to(self.reader)
+        return self.writer.append_step(step, spectrum)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of a successful ``replay --verify``.
+
+    Attributes:
+        steps: steps checked (all complete steps of the session).
+        max_deviation: largest relative deviation seen per value (0.0 when bit-identical).
+        warnings: version or embedding differences that did not change a decision.
+        dropped: what the reader ignored (torn tail, truncated rows).
+    """
+
+    steps: int
+    max_deviation: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def _recorded_config(reader: SessionReader) -> ExperimentConfig:
+    try:
+        return parse_config(reader.manifest["config"], source=f"{reader.folder}/manifest.json config")
+    except KeyError:
+        raise SessionError(f"{reader.folder}/manifest.json has no config") from None
+
+
+def version_warnings(manifest: dict[str, Any]) -> list[str]:
+    """One line per package whose version differs from the one that recorded the session."""
+    now, then = versions(), manifest.get("versions", {})
+    return [
+        f"{pkg} {now.get(pkg, 'missing')} here, {was} when recorded"
+        for pkg, was in sorted(then.items())
+        if now.get(pkg) != was
+    ]
+
+
+def _check_prepared(reader: SessionReader, prepared: Prepared, warnings: list[str]) -> None:
+    """The rebuilt candidates must be the recorded ones; a different embedding is worth a warning."""
+    recorded = reader.array("candidates")
+    if recorded.shape != prepared.candidates.positions.shape or not np.array_equal(
+        recorded, prepared.candidates.positions
+    ):
+        raise SessionError(
+            f"{reader.folder}: the candidates rebuilt from the survey ({len(prepared.candidates)}) "
+            f"differ from candidates.npy ({len(recorded)})"
+        )
+    digest = reader.manifest.get("features", {}).get("sha256")
+    if digest and digest != features_digest(prepared.features):
+        warnings.append("the rebuilt features differ from the recorded ones (sha256)")
+
+
+def verify_session(
+    folder: str | Path, progress: bool = False, on_step: StepCallback | None = None
+) -> VerifyReport:
+    """Re-run every recorded decision on the recorded measurements (see the module docstring).
+
+    Raises:
+        ReplayDivergence: at the first step whose decision differs from the record.
+        SessionError: the folder is not a readable session.
+    """
+    reader = SessionReader(folder)
+    man = reader.manifest
+    cfg = _recorded_config(reader).with_overrides(**{"stopping.wall_time_s": None})
+    seed = int(man["seed"])
+    warnings = version_warnings(man)
+    instrument = SessionInstrument(reader)
+    checker = _Checker(reader.steps)
+    with torch_settings(man.get("torch", {}).get("num_threads")):
+        prepared = prepare(cfg, instrument, seed, progress=progress)
+        _check_prepared(reader, prepared, warnings)
+        policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
+        result = campaign(cfg, instrument, prepared, policy, checker, seed, man.get("session_id", ""),
+                          on_step, stop_after=len(reader.steps))
+    if len(result.steps) != len(reader.steps):
+        k = len(result.steps)
+        raise ReplayDivergence(k, "length", f"stop after {k} steps ({result.stop_reason})",
+                               f"{len(reader.steps)} steps")
+    return VerifyReport(len(reader.steps), checker.max_deviation, warnings, list(reader.dropped))
+
+
+class _Resumed:
+    """The recorded measurements first (they are replayed), then the live instrument."""
+
+    def __init__(self, recorded: SessionInstrument, live: Instrument) -> None:
+        self.recorded, self.live = recorded, live
+
+    @property
+    def bounds(self) -> Bounds:
+        return self.live.bounds
+
+    def describe(self) -> InstrumentDescription:
+        return self.live.describe()
+
+    def survey(self) -> Survey:
+        return self.live.survey()
+
+    def measure(self, position: tuple[float, float], command_id: str = "") -> Measurement:
+        if self.recorded.has(position):
+            return self.recorded.measure(position, command_id)
+        return self.live.measure(position, command_id)
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Dotted keys where two JSON-like values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if a == b else [path or "<top level>"]
+
+
+def _check_config(cfg: ExperimentConfig, config_path: Path | None) -> None:
+    """A config given to ``resume`` must be the recorded one (its budget is always the recorded one)."""
+    if config_path is None:
+        return
+    given = load_config(config_path).with_overrides(**{"stopping.max_steps": cfg.stopping.max_steps})
+    diff = _differences(given.to_dict(), cfg.to_dict())
+    if diff:
+        raise SessionError(
+            f"{config_path} no longer matches the config recorded in the session: {', '.join(diff)} "
+            f"differ; resume continues the recorded experiment only (nothing was written)"
+        )
+
+
+def _check_instrument(reader: SessionReader, instrument: Instrument, prepared: Prepared) -> None:
+    diff = _differences(instrument.describe().to_dict(), reader.manifest.get("instrument"))
+    if diff:
+        raise SessionError(
+            f"the instrument no longer matches the one recorded in {reader.folder}: "
+            f"{', '.join(diff)} differ (nothing was written)"
+        )
+    if not np.array_equal(prepared.survey.image, reader.array("survey")):
+        raise SessionError(
+            f"the instrument's survey differs from {reader.folder}/survey.npy: the sample or its "
+            f"position changed, so the recorded decisions no longer apply (nothing was written)"
+        )
+
+
+@dataclass
+class ResumeOutcome:
+    """What ``resume`` did: ``replayed`` recorded steps verified, ``new`` steps measured."""
+
+    folder: Path
+    replayed: int
+    new: int
+    result: CampaignResult | None
+    warnings: list[str]
+
+
+def resume_session(
+    folder: str | Path,
+    *,
+    config_path: Path | None = None,
+    instrument: Instrument | None = None,
+    progress: bool = False,
+    on_step: StepCallback | None = None,
+) -> ResumeOutcome:
+    """Continue an interrupted session up to its recorded budget (see the module docstring).
+
+    Args:
+        folder: the session.
+        config_path: optional YAML the user expects to be running; must match the recorded config.
+        instrument: the live instrument; by default the one the manifest names, with its seed.
+
+    Raises:
+        SessionError: bad folder, a config or instrument that no longer matches the record.
+        ReplayDivergence: replaying the recorded steps did not reproduce them (nothing is written).
+    """
+    reader = SessionReader(folder)
+    man = reader.manifest
+    cfg = _recorded_config(reader)
+    _check_config(cfg, config_path)
+    seed = int(man["seed"])
+    recorded = reader.steps
+    previous = reader.summary or {}
+    if previous.get("status") == "completed" or len(recorded) >= cfg.budget:
+        return ResumeOutcome(reader.folder, 0, 0, None, ["nothing to resume: the run has ended"])
+    warnings = version_warnings(man)
+    if instrument is None:
+        instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
+    checker = _Checker(recorded, reader)
+    result: CampaignResult | None = None
+    status = "failed"
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    try:
+        with torch_settings(man.get("torch", {}).get("num_threads")):
+            prepared = prepare(cfg, instrument, seed, progress=progress)
+            _check_instrument(reader, instrument, prepared)
+            _check_prepared(reader, prepared, warnings)
+            policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
+            mixed = _Resumed(SessionInstrument(reader), instrument)
+            result = campaign(cfg, mixed, prepared, policy, checker, seed, man.get("session_id", ""),
+                              on_step)
+        status = "completed"
+        finish_figure(cfg, reader.folder, prepared, result)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        checker.close()
+        if checker.writer is not None or result is not None:
+            resumes = list(previous.get("resumes", []))
+            resumes.append({"started": started, "from_step": len(recorded), "dropped": reader.dropped})
+            write_json(reader.folder / "summary.json", summary(status, result, resumes=resumes))
+    new = len(result.steps) - len(recorded) if result is not None else 0
+    return ResumeOutcome(reader.folder, len(recorded), new, result, warnings)
+

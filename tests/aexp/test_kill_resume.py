@@ -1,0 +1,110 @@
+"""Crash safety end to end: SIGKILL a real ``aexp run`` at a random moment, ``aexp resume``, then
+``aexp replay --verify``. The quick test runs one trial; the slow one 20 (``pytest -m slow``)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from aexp.config import parse_config
+from aexp.instrument import load_instrument
+from aexp.loop import run_experiment
+
+CONFIG = {
+    "name": "kill-resume",
+    "instrument": {"driver": "plasmonic",
+                   "options": {"survey_pixels": 32, "n_particles": 2, "size_range_m": [6e-9, 10e-9],
+                               "fail_probability": 0.1}},
+    "candidates": {"stride": 2, "patch_size": 8},
+    "embedder": "none",
+    "surrogate": {"iterations": 20, "warm_iterations": 5},
+    "policy": {"kind": "dkl", "acquisition": "thompson", "n_initial": 3},
+    "target": {"name": "band_intensity", "window": [1.0, 3.0]},
+    "stopping": {"max_steps": 9},
+    "recording": {"figure": False},
+}
+BUDGET = 12
+SEED = 5
+TIMEOUT_S = 180
+
+
+def _aexp(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "aexp.cli", *args], capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"aexp {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def _complete_lines(folder):
+    path = folder / "steps.jsonl"
+    raw = path.read_bytes() if path.exists() else b""
+    return raw[: raw.rfind(b"\n") + 1].splitlines()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The decisions of an uninterrupted run."""
+    inst = load_instrument("plasmonic", CONFIG["instrument"]["options"], seed=SEED)
+    folder, res = run_experiment(parse_config(CONFIG), inst, tmp_path_factory.mktemp("ref") / "s",
+                                 seed=SEED, progress=False)
+    return [(s.index, s.status, s.target) for s in res.steps]
+
+
+def kill_resume_verify(tmp_path, trial: int) -> dict:
+    """One trial; returns what was on disk at the kill and what the session holds after resume."""
+    rng = np.random.default_rng([trial, 77])
+    wait_steps = int(rng.integers(1, BUDGET - 1))
+    delay = float(rng.uniform(0.0, 0.3))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    folder = tmp_path / f"run{trial}"
+    proc = subprocess.Popen([sys.executable, "-m", "aexp.cli", "run", str(config), "--out", str(folder),
+                             "--seed", str(SEED), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + TIMEOUT_S
+    while len(_complete_lines(folder)) < wait_steps and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=TIMEOUT_S)
+    proc.stderr.close()
+    at_kill = _complete_lines(folder)
+    torn = (folder / "steps.jsonl").stat().st_size - sum(len(x) + 1 for x in at_kill)
+    _aexp("resume", str(folder), "--quiet")
+    verify = _aexp("replay", str(folder), "--verify", "--quiet", check=False)
+    after = _complete_lines(folder)
+    steps = [json.loads(x) for x in after]
+    return {
+        "killed_after": len(at_kill),
+        "torn_bytes": torn,
+        "lost": sum(1 for a, b in zip(at_kill, after) if a != b) + max(0, len(at_kill) - len(after)),
+        "duplicated": len(steps) - len({s["index"] for s in steps}),
+        "steps": [(s["index"], s["status"], s["target"]) for s in steps],
+        "verified": verify.returncode == 0,
+        "verify_message": verify.stdout + verify.stderr,
+    }
+
+
+def _check(out, reference):
+    assert out["lost"] == 0 and out["duplicated"] == 0
+    assert out["steps"] == reference  # as if it had never been killed
+    assert out["verified"], out["verify_message"]
+
+
+def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path, reference):
+    _check(kill_resume_verify(tmp_path, trial=0), reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(1, 21))
+def test_kill_9_then_resume_many_trials(tmp_path, reference, trial):
+    out = kill_resume_verify(tmp_path, trial)
+    print("trial", trial, {k: out[k] for k in ("killed_after", "torn_bytes", "lost", "duplicated", "verified")})
+    _check(out, reference)
