@@ -55,6 +55,7 @@ __all__ = [
     "decode",
     "error_payload",
     "raise_remote_error",
+    "exception_from_payload",
     "survey_to_wire",
     "survey_from_wire",
     "measurement_to_wire",
@@ -213,13 +214,18 @@ def encode_error(msg_id: str | None, exc: BaseException) -> list[Any]:
     return _encode({"id": msg_id, "error": error_payload(exc)}, None)
 
 
-def raise_remote_error(error: Mapping[str, Any]) -> None:
-    """Raise the typed exception a structured error reply stands for."""
+def exception_from_payload(error: Mapping[str, Any]) -> InstrumentError:
+    """The typed exception a structured error ``{code, type, message}`` stands for."""
     cls = _ERROR_TYPES.get(str(error.get("type")), RemoteError)
     message = str(error.get("message", ""))
     if cls is RemoteError and error.get("type") != "RemoteError":
         message = f"{error.get('type')}: {message}"
-    raise cls(message)
+    return cls(message)
+
+
+def raise_remote_error(error: Mapping[str, Any]) -> None:
+    """Raise the typed exception a structured error reply stands for."""
+    raise exception_from_payload(error)
 
 
 # --- decoding ---
