@@ -328,3 +328,35 @@ def test_serve_command_refuses_a_public_bind_without_keys():
     )
     assert proc.returncode == 2
     assert "refusing to bind tcp://0.0.0.0:5999 without CURVE keys" in proc.stderr
+
+
+def test_serve_command_with_faults_and_keys_new(tmp_path):
+    from aexp.cli import main
+
+    assert main(["keys", "new", str(tmp_path / "k"), "--name", "lab"]) == 0
+    assert (tmp_path / "k" / "lab.key").exists() and (tmp_path / "k" / "lab.key_secret").stat().st_mode & 0o077 == 0
+    assert main(["keys", "new", str(tmp_path / "k"), "--name", "lab"]) == 2  # never overwrites a key
+    faults = tmp_path / "f.yaml"
+    faults.write_text("seed: 1\nrefuse: {probability: 1.0}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aexp.cli", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
+         "-o", "survey_pixels=32", "-o", "n_particles=1", "--faults", str(faults)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        address = proc.stdout.readline().split()[-1]
+        call(address, "lease", {"client": "a"})
+        reply = call(address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": "c"})
+        assert reply.error["type"] == "OutOfBounds" and "refused" in reply.error["message"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_describe_command_prints_the_description(server, capsys):
+    from aexp.cli import main
+
+    assert main(["describe", server.address]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["name"] == "counting" and out["protocol_version"] == PROTOCOL_VERSION
+    assert out["spectrum_axis"]["n"] == 32
