@@ -5,13 +5,16 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import zmq
 import zmq.auth
 
-from aexp.config import parse_config
+from aexp.cli import main
+from aexp.config import check_against, load_config, parse_config
 from aexp.instrument import InstrumentTimeout, MeasurementFailed, OutOfBounds, load_instrument
 from aexp.loop import run_experiment
 from aexp.serve import InstrumentServer, ServerAction, ServerConfig
@@ -257,3 +260,31 @@ def test_a_campaign_survives_the_server_being_killed_and_restarted(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+NET_CONFIGS = [p for p in sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+               if load_config(p).instrument.driver == "zmq"]
+
+
+def test_there_is_a_shipped_network_config():
+    assert [p.name for p in NET_CONFIGS] == ["plasmonic-zmq.yaml"]
+
+
+@pytest.mark.parametrize("path", NET_CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_network_config_fits_the_served_simulator(serve, path):
+    cfg = load_config(path)
+    assert cfg.instrument.options["address"] == "tcp://127.0.0.1:5555"  # the default of aexp serve
+    s = serve(instrument=PlasmonicSimulator(seed=cfg.seed))  # `aexp serve --sim plasmonic`, on a free port
+    local = cfg.with_overrides(**{"instrument.options": {**cfg.instrument.options, "address": s.address}})
+    with load_instrument("zmq", local.instrument.options) as inst:
+        check_against(local, inst.describe(), source=str(path))
+
+
+def test_check_without_a_server_says_so(tmp_path, capsys):
+    cfg = small_config(f"tcp://127.0.0.1:{free_port()}").with_overrides(
+        **{"instrument.options": {"address": f"tcp://127.0.0.1:{free_port()}", "timeout_s": 0.1, "retries": 1}})
+    p = tmp_path / "net.yaml"
+    p.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["check", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "InstrumentTimeout" in err and "no reply from tcp://127.0.0.1:" in err and "'aexp serve' running" in err
