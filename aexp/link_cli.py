@@ -42,7 +42,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--allow", type=Path, default=None, metavar="DIR", help="client public keys accepted")
     serve.add_argument("--lease-s", type=float, default=60.0, help="lease expiry after the last command")
     serve.add_argument("--executed-log", type=Path, default=None, metavar="FILE",
-                       help="append executed measure command ids here (JSON lines)")
+                       help="append executed measure commands and results here (JSON lines)")
+    serve.add_argument("--log-no-fsync", action="store_true",
+                       help="flush the executed log without fsync (survives a crash of the server, not of the computer)")
 
     describe = sub.add_parser("describe", help="print what the instrument at ADDR can do")
     describe.add_argument("address", metavar="ADDR")
@@ -74,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.faults is not None:
         instrument, hooks = _faulty(instrument, args.faults, args.seed)
     config = ServerConfig(bind=args.bind, keys=args.keys, allow=args.allow, lease_s=args.lease_s,
-                          executed_log=args.executed_log)
+                          executed_log=args.executed_log, log_fsync=not args.log_no_fsync)
     import zmq
 
     try:

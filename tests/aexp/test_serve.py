@@ -209,15 +209,16 @@ def test_stored_results_are_bounded():
         s.stop()
 
 
-def test_a_restarted_server_answers_from_its_executed_log(tmp_path):
+@pytest.mark.parametrize("fsync", [True, False])
+def test_a_restarted_server_answers_from_its_executed_log(tmp_path, fsync):
     log = tmp_path / "executed.jsonl"
     params = {"lease": "a", "position": [2e-9, 1e-9], "command_id": "c0"}
-    s = start(executed_log=log)
+    s = start(executed_log=log, log_fsync=fsync)
     call(s.address, "lease", {"client": "a"})
     first = call(s.address, "measure", params)
     s.stop()
     assert [json.loads(line)["command_id"] for line in log.read_text().splitlines()] == ["c0"]
-    s = start(executed_log=log)  # a new process on the same log, with a fresh instrument
+    s = start(executed_log=log, log_fsync=fsync)  # a new process on the same log, with a fresh instrument
     try:
         assert call(s.address, "status", {"command_id": "c0"}).result["state"] == "done"
         call(s.address, "lease", {"client": "a"})
