@@ -64,6 +64,7 @@ import zmq.auth
 from pydantic import BaseModel, ConfigDict, Field
 
 from .instrument import Instrument, InstrumentError, MeasurementFailed
+from .types import InstrumentDescription
 from .wire import (
     PROTOCOL_VERSION, InvalidParams, LeaseHeld, LeaseRequired, Limits, Message,
     ProtocolError, UnknownMethod, decode, encode_error, encode_result, error_payload,
@@ -122,8 +123,10 @@ class ServerAction:
 class ServerHooks(Protocol):
     """Decides, per request, whether the reply goes out normally, late, never, or the server restarts.
 
-    ``delay`` and ``drop`` apply after the method ran; ``restart`` happens before it runs (the
-    server loses its memory of leases and stored results, as a crashed process would).
+    ``delay`` and ``drop`` apply after the method ran; ``restart`` happens before it runs: the
+    server closes its socket (queued requests are lost), forgets the lease, and binds again after
+    ``seconds``, as a crashed and restarted process would; its executed-command log, a file in
+    that case, is kept.
     """
 
     def on_request(self, method: str, params: dict[str, Any]) -> ServerAction: ...
@@ -293,6 +296,7 @@ class InstrumentServer:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+        self._desc: InstrumentDescription | None = None
         self._methods: dict[str, tuple[bool, Callable[[Message], Reply]]] = {
             "hello": (False, self._hello), "describe": (False, self._describe),
             "ping": (False, self._ping), "status": (False, self._status),
@@ -420,7 +424,7 @@ class InstrumentServer:
             return encode_error(msg.id, exc)
 
     def _restart(self, ctx: zmq.Context, sock: zmq.Socket, down_s: float) -> zmq.Socket:
-        log.warning("fault: server restart (down %.2f s); leases and stored results are lost", down_s)
+        log.warning("fault: server restart (down %.2f s); the lease and queued requests are lost", down_s)
         sock.close(linger=0)
         self._reset_memory()
         time.sleep(down_s)
@@ -431,8 +435,8 @@ class InstrumentServer:
     def _hello(self, msg: Message) -> Reply:
         return {"protocol_version": PROTOCOL_VERSION, "instrument": self._description().name}, {}
 
-    def _description(self):
-        if not hasattr(self, "_desc"):
+    def _description(self) -> InstrumentDescription:
+        if self._desc is None:  # asked once: a description does not change while serving
             self._desc = self.instrument.describe()
         return self._desc
 
