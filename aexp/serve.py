@@ -325,13 +325,18 @@ class InstrumentServer:
             raise InsecureBind(f"--allow {self.config.allow}: not a folder of client public keys")
 
     def _open(self, ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+        keys = zmq.auth.load_certificate(secret_key_file(self.config.keys)) if self.config.keys else None
         sock = ctx.socket(zmq.ROUTER)
         sock.linger = self.config.linger_ms  # a positive linger: a reply sent just before close still leaves
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)  # larger frames: peer dropped
-        if self.config.keys is not None:
-            public, secret = zmq.auth.load_certificate(secret_key_file(self.config.keys))
-            sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
-        sock.bind(endpoint)
+        if keys is not None:
+            sock.curve_publickey, sock.curve_secretkey = keys
+            sock.curve_server = True
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError:
+            sock.close(linger=0)  # an open socket would block the context's termination
+            raise
         return sock
 
     def serve(self, stop: threading.Event | None = None, on_ready: Callable[[str], None] | None = None) -> None:
@@ -344,25 +349,26 @@ class InstrumentServer:
         self._check_security()
         stop = stop or self._stop
         ctx = zmq.Context()
-        auth = None
-        if self.config.keys is not None:
-            from zmq.auth.thread import ThreadAuthenticator
-
-            auth = ThreadAuthenticator(ctx)
-            auth.start()
-            auth.configure_curve(domain="*", location=str(self.config.allow))
-        sock = self._open(ctx, self.config.bind)
-        self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        log.info("serving %s on %s", type(self.instrument).__name__, self.address)
-        self._ready.set()
-        if on_ready is not None:
-            on_ready(self.address)
+        auth, sock = None, None
         try:
+            if self.config.keys is not None:
+                from zmq.auth.thread import ThreadAuthenticator
+
+                auth = ThreadAuthenticator(ctx)
+                auth.start()
+                auth.configure_curve(domain="*", location=str(self.config.allow))
+            sock = self._open(ctx, self.config.bind)
+            self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            log.info("serving %s on %s", type(self.instrument).__name__, self.address)
+            self._ready.set()
+            if on_ready is not None:
+                on_ready(self.address)
             while not stop.is_set():
                 if sock.poll(_POLL_MS, zmq.POLLIN):
                     sock = self._handle(ctx, sock, sock.recv_multipart(copy=False))
         finally:
-            sock.close()
+            if sock is not None:
+                sock.close()
             if auth is not None:
                 auth.stop()
             ctx.term()

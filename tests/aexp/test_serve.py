@@ -361,3 +361,19 @@ def test_describe_command_prints_the_description(server, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["name"] == "counting" and out["protocol_version"] == PROTOCOL_VERSION
     assert out["spectrum_axis"]["n"] == 32
+
+
+def test_serve_command_on_an_address_in_use_is_a_clear_error(server, capsys):
+    from aexp.cli import main
+
+    assert main(["serve", "--sim", "plasmonic", "--bind", server.address, "-o", "survey_pixels=32",
+                 "-o", "n_particles=1"]) == 2
+    assert f"cannot serve on {server.address}" in capsys.readouterr().err
+    assert_alive(server.address)
+
+
+def test_a_missing_or_bad_server_key_is_a_clear_error(tmp_path):
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    with pytest.raises(InsecureBind, match="expected exactly one .key_secret file, found 0"):
+        InstrumentServer(CountingInstrument(), ServerConfig(bind="tcp://127.0.0.1:*", keys=allow, allow=allow)).serve()
