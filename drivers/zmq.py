@@ -141,12 +141,17 @@ class ZmqInstrument:
             self._sock = self._connect()
         msg_id = uuid.uuid4().hex
         t0 = time.perf_counter()
-        self._sock.send_multipart(encode_request(msg_id, method, params), copy=False)
-        if not self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
-            log.warning("%s: no reply from %s within %.2f s; reconnecting", method, self.options.address, timeout_s)
+        try:
+            self._sock.send_multipart(encode_request(msg_id, method, params), copy=False)
+            if not self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+                log.warning("%s: no reply from %s within %.2f s; reconnecting", method, self.options.address, timeout_s)
+                self._reset()
+                return None
+            frames = self._sock.recv_multipart(copy=False)
+        except BaseException:  # e.g. Ctrl-C while waiting: a REQ socket would stay owed a reply
             self._reset()
-            return None
-        reply = decode(self._sock.recv_multipart(copy=False), self.limits)
+            raise
+        reply = decode(frames, self.limits)
         self.round_trips_s.append(time.perf_counter() - t0)
         if reply.id != msg_id and reply.error is None:
             raise MalformedMessage(f"{method}: reply to request {reply.id!r} arrived for {msg_id!r}")
