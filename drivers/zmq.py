@@ -108,7 +108,6 @@ class ZmqInstrument:
         self._greeted = False
         self._leased = False
         self._description: InstrumentDescription | None = None
-        self.round_trips_s: list[float] = []
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> "ZmqInstrument":
@@ -152,7 +151,7 @@ class ZmqInstrument:
             self._reset()
             raise
         reply = decode(frames, self.limits)
-        self.round_trips_s.append(time.perf_counter() - t0)
+        log.debug("%s: reply in %.3f ms", method, (time.perf_counter() - t0) * 1e3)
         if reply.id != msg_id and reply.error is None:
             raise MalformedMessage(f"{method}: reply to request {reply.id!r} arrived for {msg_id!r}")
         if reply.error is not None:
