@@ -17,7 +17,8 @@ lease       -       take or renew the single controller lease (``client`` id, ex
 release     yes     give the lease back
 survey      yes     the survey image (raw float32 frame)
 measure     yes     one spectrum at ``position``; a repeated ``command_id`` returns the stored
-                    result and measures nothing
+                    result and measures nothing; ``metadata.server_wall_s`` is the instrument's
+                    wall time
 abort       yes     stop what the instrument is doing (``abort()`` if the instrument has one)
 ==========  ======  ====================================================================
 
@@ -493,7 +494,11 @@ class InstrumentServer:
                 raise outcome
             return outcome
         try:
-            outcome: Any = measurement_to_wire(self.instrument.measure(position, command_id=cid))
+            t0 = time.perf_counter()
+            meta, arrays = measurement_to_wire(self.instrument.measure(position, command_id=cid))
+            # the instrument's own wall time, so a client can tell link time from instrument time
+            meta["metadata"] = {**meta["metadata"], "server_wall_s": time.perf_counter() - t0}
+            outcome: Any = (meta, arrays)
         except InstrumentError as exc:
             outcome = exc
         self._remember(cid, position, outcome)

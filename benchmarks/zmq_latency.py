@@ -5,7 +5,9 @@
    server, codec and lazy-pirate client. Median and p99 latency, MB/s of payload.
 2. Overhead per step: the plasmonic simulator (2,048 channels) measured in-process and through
    ``aexp serve`` in another process, interleaved call by call so that machine noise hits both
-   alike; overhead = median(network) - median(in-process). Each call has a fresh command id, so
+   alike; overhead = median(network) - median(in-process). ``link_median_ms`` is the median of
+   (round trip - the server's own wall time in the instrument) per call: the link's share alone,
+   less sensitive to the server process being slowed by other jobs. Each call has a fresh command id, so
    every one measures. Three servers: no executed-command log, a log flushed per command
    (survives a server crash), a log fsync'ed per command (survives power loss; the default).
 
@@ -117,7 +119,7 @@ def overhead(repeats: int, executed_log: str) -> dict[str, float]:
     rng = np.random.default_rng(1)
     b = local.bounds
     positions = rng.uniform([b.xmin, b.ymin], [b.xmax, b.ymax], size=(repeats, 2))
-    t_local, t_net = [], []
+    t_local, t_net, t_server = [], [], []
     try:
         with ZmqInstrument(address=address, timeout_s=10.0) as inst:
             inst.survey()
@@ -125,8 +127,9 @@ def overhead(repeats: int, executed_log: str) -> dict[str, float]:
                 t0 = time.perf_counter()
                 local.measure(tuple(xy), command_id=f"l{i}")
                 t1 = time.perf_counter()
-                inst.measure(tuple(xy), command_id=f"n{i}")
+                m = inst.measure(tuple(xy), command_id=f"n{i}")
                 t_net.append(time.perf_counter() - t1)
+                t_server.append(m.metadata["server_wall_s"])
                 t_local.append(t1 - t0)
     finally:
         proc.terminate()
@@ -137,6 +140,8 @@ def overhead(repeats: int, executed_log: str) -> dict[str, float]:
     return {"in_process_median_ms": med_local * 1e3, "network_median_ms": med_net * 1e3,
             "overhead_median_ms": (med_net - med_local) * 1e3,
             "overhead_paired_median_ms": float(np.median(diffs)) * 1e3,
+            "server_instrument_median_ms": float(np.median(t_server)) * 1e3,
+            "link_median_ms": float(np.median(np.asarray(t_net) - np.asarray(t_server))) * 1e3,
             "ratio_network_to_in_process": med_net / med_local, "n": repeats}
 
 

@@ -376,3 +376,11 @@ def test_a_missing_or_bad_server_key_is_a_clear_error(tmp_path):
     allow.mkdir()
     with pytest.raises(InsecureBind, match="expected exactly one .key_secret file, found 0"):
         InstrumentServer(CountingInstrument(), ServerConfig(bind="tcp://127.0.0.1:*", keys=allow, allow=allow)).serve()
+
+
+def test_measure_reports_the_instruments_wall_time(server):
+    call(server.address, "lease", {"client": "a"})
+    reply = call(server.address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": "c"})
+    assert reply.result["metadata"]["command_id"] == "c"
+    assert isinstance(reply.result["metadata"]["server_wall_s"], float)
+    assert reply.result["metadata"]["server_wall_s"] >= 0.0
