@@ -60,7 +60,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 def _faulty(instrument: Any, path: Path, seed: int) -> tuple[Any, Any]:
-    found = [ep for ep in entry_points(group="aexp.faults") if ep.name == "yaml"]
+    from .serve import FAULTS_ENTRY_POINT_GROUP
+
+    found = [ep for ep in entry_points(group=FAULTS_ENTRY_POINT_GROUP) if ep.name == "yaml"]
     if not found:
         raise ValueError("--faults: no fault injector registered (entry point 'yaml' in group 'aexp.faults')")
     return found[0].load()(instrument, path, seed=seed)
