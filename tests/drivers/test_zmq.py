@@ -222,7 +222,8 @@ def steps_of(folder):
 
 def test_a_campaign_over_the_network_matches_the_in_process_one(serve, tmp_path):
     s = serve()
-    cfg = small_config(s.address)
+    cfg = small_config(s.address).with_overrides(
+        **{"policy.kind": "dkl", "surrogate.iterations": 20, "surrogate.warm_iterations": 5})
     with load_instrument("zmq", cfg.instrument.options) as inst:
         net, _ = run_experiment(cfg, inst, tmp_path / "net", progress=False)
     local, _ = run_experiment(
