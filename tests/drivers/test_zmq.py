@@ -4,7 +4,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -137,10 +136,8 @@ def test_a_result_lost_by_the_server_is_a_failed_measurement_not_a_second_exposu
 def test_no_server_is_a_timeout_in_bounded_time():
     port = free_port()
     inst = client(f"tcp://127.0.0.1:{port}", timeout_s=0.1, retries=2)
-    t0 = time.monotonic()
-    with pytest.raises(InstrumentTimeout, match="3 attempts"):
+    with pytest.raises(InstrumentTimeout, match=r"3 attempts of 0.1 s; is 'aexp serve' running"):
         inst.describe()
-    assert time.monotonic() - t0 < 5
     inst.close()
 
 
