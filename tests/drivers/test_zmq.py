@@ -189,7 +189,7 @@ def curve_keys(tmp_path):
 def test_curve_accepts_only_allowed_clients(serve, curve_keys):
     s = serve(keys=curve_keys["server"], allow=curve_keys["allow"])
     server_key = curve_keys["server"] / "server.key"
-    with client(s.address, keys=curve_keys["good"], server_key=server_key) as good:
+    with client(s.address, keys=curve_keys["good"], server_key=server_key, timeout_s=3.0) as good:
         assert good.describe().name == "plasmonic"
     with client(s.address, keys=curve_keys["bad"], server_key=server_key, retries=1) as bad:
         with pytest.raises(InstrumentTimeout):
