@@ -173,17 +173,27 @@ class ZmqInstrument:
         )
 
     def _drive(self, method: str, params: dict[str, Any], timeout_s: float | None = None,
-                once: bool = False) -> Message | None:
-        """A command that drives the instrument: take the lease first; lease again if it was lost."""
+               once: bool = False) -> Message | None:
+        """A command that drives the instrument: take the lease first; lease again if it was lost.
+
+        ``once``: a single attempt that returns ``None`` on a missed deadline (for ``measure``,
+        whose re-sending is decided by ``status``); otherwise re-sent like any idempotent call.
+        """
         if not self._leased:
             self.lease()
         params = {**params, "lease": self.client_id}
+
+        def send() -> Message | None:
+            if once:
+                return self._once(method, params, timeout_s or self.options.timeout_s)
+            return self._call(method, params, timeout_s)
+
         try:
-            return self._once(method, params, timeout_s or self.options.timeout_s) if once else self._call(method, params, timeout_s)
+            return send()
         except LeaseRequired:  # the server restarted or our lease expired: nothing ran; lease and resend
             log.info("%s: lease lost on the server; leasing again", method)
             self.lease()
-            return self._once(method, params, timeout_s or self.options.timeout_s) if once else self._call(method, params, timeout_s)
+            return send()
 
     # --- protocol verbs ---
 
