@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     from .session_commands import add_parsers
 
     add_parsers(sub)  # replay, resume, export, report
+
+    from .link_cli import add_subcommands
+
+    add_subcommands(sub)  # serve, describe, keys
     return p
 
 
@@ -170,16 +174,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .config import ConfigError
-    from .instrument import UnknownInstrument
+    from .instrument import InstrumentError, UnknownInstrument
+    from .link_cli import COMMANDS as LINK_COMMANDS
     from .session import SessionError
 
     from .session_commands import COMMANDS
 
     commands = {"run": _cmd_run, "check": _cmd_check, "bench": _cmd_bench, **COMMANDS}
+    commands.update(LINK_COMMANDS)
     try:
         return commands[args.command](args)
     except (ConfigError, SessionError, UnknownInstrument, ValueError) as exc:
         print(f"aexp {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InstrumentError as exc:  # e.g. no server at the configured address
+        print(f"aexp {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\naexp: interrupted; every completed step is on disk", file=sys.stderr)

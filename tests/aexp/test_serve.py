@@ -1,0 +1,386 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aexp.instrument import check_position
+from aexp.serve import InsecureBind, InstrumentServer, ServerAction, ServerConfig, is_loopback
+from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
+from aexp.wire import PROTOCOL_VERSION, VersionMismatch, decode, encode_request, raise_remote_error
+
+AXIS = SpectrumAxis("energy_loss", "eV", 0.0, 4.0, 32)
+DEADLINE_MS = 3000
+
+
+class CountingInstrument:
+    """8x8 survey; the spectrum is the position's x in nm repeated. Counts measure calls."""
+
+    bounds = Bounds(0.0, 7e-9, 0.0, 7e-9)
+
+    def __init__(self):
+        self.measured = []
+
+    def describe(self):
+        return InstrumentDescription("counting", self.bounds, (1, 8, 8), ("haadf",), AXIS, measurement_time_s=0.01)
+
+    def survey(self):
+        return Survey(np.arange(64, dtype=np.float32).reshape(1, 8, 8), PixelTransform.square(1e-9), ("haadf",))
+
+    def measure(self, position, command_id=""):
+        check_position(self.bounds, position)
+        self.measured.append(command_id)
+        return Measurement(np.full(AXIS.n, position[0] * 1e9), AXIS, tuple(position), 0.01, {"command_id": command_id})
+
+
+class Script:
+    """Server hooks that play a list of actions for measure requests, then reply normally."""
+
+    def __init__(self, *actions):
+        self.actions = list(actions)
+        self.methods = []
+
+    def on_request(self, method, params):
+        self.methods.append(method)
+        if method == "measure" and self.actions:
+            return self.actions.pop(0)
+        return ServerAction()
+
+
+def start(instrument=None, hooks=None, **config):
+    server = InstrumentServer(instrument or CountingInstrument(), ServerConfig(bind="tcp://127.0.0.1:*", **config), hooks)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def server():
+    s = start(lease_s=5.0)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server():
+    s = start(max_message_bytes=64 * 1024)
+    yield s
+    s.stop()
+
+
+def request(address, frames, deadline_ms=DEADLINE_MS):
+    """Send raw frames on a fresh REQ socket; the decoded reply, or None if none came in time."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(address)
+    try:
+        sock.send_multipart(frames)
+        if not sock.poll(deadline_ms):
+            return None
+        return decode(sock.recv_multipart(copy=False))
+    finally:
+        sock.close()
+
+
+def call(address, method, params=None, msg_id="t"):
+    return request(address, encode_request(msg_id, method, params or {}))
+
+
+def header(**kw):
+    h = {"v": PROTOCOL_VERSION, "id": "h", "method": "ping", "params": {}, "arrays": []}
+    h.update(kw)
+    return json.dumps(h).encode()
+
+
+def assert_alive(address):
+    reply = call(address, "ping")
+    assert reply is not None and reply.result == {"pong": True}
+
+
+def test_loopback_detection():
+    for ep in ("tcp://127.0.0.1:5555", "tcp://localhost:1", "tcp://[::1]:5", "ipc:///tmp/x", "inproc://a"):
+        assert is_loopback(ep), ep
+    for ep in ("tcp://*:5555", "tcp://0.0.0.0:5555", "tcp://192.168.1.4:5555", "tcp://eth0:5555"):
+        assert not is_loopback(ep), ep
+
+
+def test_non_loopback_bind_without_keys_is_refused():
+    with pytest.raises(InsecureBind, match=r"refusing to bind tcp://0.0.0.0:\* without CURVE keys"):
+        InstrumentServer(CountingInstrument(), ServerConfig(bind="tcp://0.0.0.0:*")).serve()
+
+
+def test_keys_without_allow_list_are_refused(tmp_path):
+    with pytest.raises(InsecureBind, match="--keys needs --allow"):
+        InstrumentServer(CountingInstrument(), ServerConfig(bind="tcp://0.0.0.0:*", keys=tmp_path)).serve()
+
+
+def test_handshake_describe_and_survey(server):
+    hello = call(server.address, "hello", {"protocol_version": PROTOCOL_VERSION})
+    assert hello.result == {"protocol_version": PROTOCOL_VERSION, "instrument": "counting"}
+    desc = call(server.address, "describe").result
+    assert desc["name"] == "counting" and desc["measurement_time_s"] == 0.01
+    call(server.address, "lease", {"client": "a"})
+    reply = call(server.address, "survey", {"lease": "a"})
+    np.testing.assert_array_equal(reply.arrays["image"], np.arange(64, dtype=np.float32).reshape(1, 8, 8))
+
+
+def test_version_mismatch_is_answered_naming_both_versions(server):
+    reply = request(server.address, [header(v=PROTOCOL_VERSION + 1)])
+    assert reply.error["type"] == "VersionMismatch"
+    with pytest.raises(VersionMismatch, match=rf"version {PROTOCOL_VERSION + 1}.*version {PROTOCOL_VERSION}"):
+        raise_remote_error(reply.error)
+    assert_alive(server.address)
+
+
+def test_unknown_method_and_bad_params_are_named(server):
+    reply = call(server.address, "self_destruct")
+    assert reply.error["type"] == "UnknownMethod" and "self_destruct" in reply.error["message"]
+    call(server.address, "lease", {"client": "a"})
+    reply = call(server.address, "measure", {"lease": "a", "position": "here", "command_id": "c"})
+    assert reply.error["type"] == "InvalidParams" and "'position'" in reply.error["message"]
+    reply = call(server.address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": 5})
+    assert reply.error["type"] == "InvalidParams" and "'command_id'" in reply.error["message"]
+    assert_alive(server.address)
+
+
+def test_commands_that_drive_the_instrument_need_the_lease(server):
+    reply = call(server.address, "measure", {"position": [1e-9, 1e-9], "command_id": "c"})
+    assert reply.error["type"] == "LeaseRequired"
+    assert call(server.address, "lease", {"client": "first"}).result["client"] == "first"
+    reply = call(server.address, "lease", {"client": "second"})
+    assert reply.error["type"] == "LeaseHeld" and "'first'" in reply.error["message"]
+    assert call(server.address, "survey", {"lease": "second"}).error["type"] == "LeaseRequired"
+    assert call(server.address, "release", {"lease": "first"}).result == {"released": True}
+    assert call(server.address, "lease", {"client": "second"}).error is None
+    assert server.instrument.measured == []
+
+
+def test_lease_expires():
+    s = start(lease_s=1.0)
+    try:
+        call(s.address, "lease", {"client": "first"})
+        assert call(s.address, "lease", {"client": "second"}).error["type"] == "LeaseHeld"
+        time.sleep(1.1)
+        assert call(s.address, "lease", {"client": "second"}).error is None
+    finally:
+        s.stop()
+
+
+def test_repeated_command_id_returns_the_stored_result(server):
+    call(server.address, "lease", {"client": "a"})
+    params = {"lease": "a", "position": [3e-9, 1e-9], "command_id": "c1"}
+    first, again = call(server.address, "measure", params), call(server.address, "measure", params)
+    np.testing.assert_array_equal(first.arrays["spectrum"], again.arrays["spectrum"])
+    assert server.instrument.measured == ["c1"]
+    assert [e["command_id"] for e in server.executed.entries] == ["c1"]
+    assert call(server.address, "status", {"command_id": "c1"}).result["state"] == "done"
+    assert call(server.address, "status", {"command_id": "c2"}).result["state"] == "unknown"
+    moved = call(server.address, "measure", {**params, "position": [4e-9, 1e-9]})
+    assert moved.error["type"] == "InvalidParams" and "already used" in moved.error["message"]
+
+
+def test_instrument_errors_are_typed_and_stored(server):
+    call(server.address, "lease", {"client": "a"})
+    params = {"lease": "a", "position": [1.0, 1.0], "command_id": "far"}
+    for _ in range(2):
+        assert call(server.address, "measure", params).error["type"] == "OutOfBounds"
+    assert len(server.executed.entries) == 1
+
+
+def test_stored_results_are_bounded():
+    s = start(results_kept=2)
+    try:
+        call(s.address, "lease", {"client": "a"})
+        for i in range(3):
+            call(s.address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": f"c{i}"})
+        states = [call(s.address, "status", {"command_id": f"c{i}"}).result["state"] for i in range(3)]
+        assert states == ["lost", "done", "done"]
+        again = call(s.address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": "c0"})
+        assert again.error["type"] == "MeasurementFailed" and "not measuring twice" in again.error["message"]
+        assert s.instrument.measured == ["c0", "c1", "c2"]
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_a_restarted_server_answers_from_its_executed_log(tmp_path, fsync):
+    log = tmp_path / "executed.jsonl"
+    params = {"lease": "a", "position": [2e-9, 1e-9], "command_id": "c0"}
+    s = start(executed_log=log, log_fsync=fsync)
+    call(s.address, "lease", {"client": "a"})
+    first = call(s.address, "measure", params)
+    s.stop()
+    assert [json.loads(line)["command_id"] for line in log.read_text().splitlines()] == ["c0"]
+    s = start(executed_log=log, log_fsync=fsync)  # a new process on the same log, with a fresh instrument
+    try:
+        assert call(s.address, "status", {"command_id": "c0"}).result["state"] == "done"
+        call(s.address, "lease", {"client": "a"})
+        again = call(s.address, "measure", params)
+        np.testing.assert_array_equal(again.arrays["spectrum"], first.arrays["spectrum"])
+        assert again.result == first.result and s.instrument.measured == []
+    finally:
+        s.stop()
+
+
+def test_hooks_drop_delay_and_restart():
+    hooks = Script(ServerAction("drop"), ServerAction("restart", 0.05), ServerAction("delay", 0.05))
+    s = start(hooks=hooks)
+    try:
+        call(s.address, "lease", {"client": "a"})
+        params = {"lease": "a", "position": [1e-9, 1e-9], "command_id": "c0"}
+        assert request(s.address, encode_request("m", "measure", params), deadline_ms=300) is None  # dropped
+        assert s.instrument.measured == ["c0"]
+        assert call(s.address, "status", {"command_id": "c0"}).result["state"] == "done"
+        # restart before the measurement completes: nothing measured, the lease is forgotten
+        assert request(s.address, encode_request("m", "measure", {**params, "command_id": "c1"}), 300) is None
+        assert call(s.address, "status", {"command_id": "c1"}).result["state"] == "unknown"
+        assert call(s.address, "measure", params).error["type"] == "LeaseRequired"  # (delayed 0.05 s)
+        call(s.address, "lease", {"client": "a"})
+        assert call(s.address, "measure", params).error is None  # answered from the executed log
+        assert s.instrument.measured == ["c0"]
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize(
+    "frames, error",
+    [
+        ([b"{not json"], "MalformedMessage"),
+        ([header(arrays=[{"name": "a", "dtype": "<f8", "shape": [4]}])], "MalformedMessage"),
+        ([header(), b"stray"], "MalformedMessage"),
+        ([header(arrays=[{"name": "a", "dtype": "<f8", "shape": [4]}]), b"x" * 8], "MalformedMessage"),
+        ([header(arrays=[{"name": "a", "dtype": "<f8", "shape": [2**31, 2**31]}]), b"x" * 8], "MalformedMessage"),
+        ([header(arrays=[{"name": "a", "dtype": "|O", "shape": [1]}]), b"x" * 8], "MalformedMessage"),
+        ([header(method=None)], "MalformedMessage"),
+        ([header(params=[])], "MalformedMessage"),
+    ],
+)
+def test_malformed_requests_get_structured_errors(shared_server, frames, error):
+    reply = request(shared_server.address, frames)
+    assert reply.error["type"] == error and reply.error["code"] == 400
+    assert_alive(shared_server.address)
+
+
+def test_oversized_messages_are_dropped_and_the_server_goes_on(shared_server):
+    frames = encode_request("big", "ping", {}, {"a": np.zeros(16 * 1024)})  # 128 KiB > 64 KiB limit
+    assert request(shared_server.address, frames, deadline_ms=300) is None
+    assert_alive(shared_server.address)
+
+
+params_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    method=st.sampled_from(["hello", "describe", "ping", "status", "lease", "release", "survey", "measure",
+                            "abort", "nope", ""]),
+    params=st.dictionaries(st.sampled_from(["position", "command_id", "lease", "client", "x"]), params_values, max_size=4),
+    extra_frames=st.lists(st.binary(max_size=16), max_size=2),
+    lie=st.booleans(),
+)
+def test_fuzzed_requests_get_an_answer_and_the_server_goes_on(shared_server, method, params, extra_frames, lie):
+    arrays = [{"name": "a", "dtype": "<f4", "shape": [3]}] if lie else []
+    try:
+        head = header(method=method, params=params, arrays=arrays)
+    except ValueError:  # NaN in params: not JSON; send it as the server would see a bad header
+        head = b'{"v": 1, "id": "h", "method": ' + json.dumps(method).encode() + b', "params": NaN}'
+    reply = request(shared_server.address, [head, *extra_frames])
+    assert reply is not None
+    assert (reply.error is None) != (reply.result is None)
+    assert_alive(shared_server.address)
+
+
+def test_serve_command_prints_its_address_and_stops_on_sigterm(tmp_path):
+    log = tmp_path / "ids.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aexp.cli", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
+         "-o", "survey_pixels=32", "-o", "n_particles=1", "--executed-log", str(log)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving on tcp://127.0.0.1:")
+        address = line.split()[-1]
+        assert call(address, "describe").result["name"] == "plasmonic"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert "shutting down" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_command_refuses_a_public_bind_without_keys():
+    proc = subprocess.run(
+        [sys.executable, "-m", "aexp.cli", "serve", "--sim", "plasmonic", "--bind", "tcp://0.0.0.0:5999"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "refusing to bind tcp://0.0.0.0:5999 without CURVE keys" in proc.stderr
+
+
+def test_serve_command_with_faults_and_keys_new(tmp_path):
+    from aexp.cli import main
+
+    assert main(["keys", "new", str(tmp_path / "k"), "--name", "lab"]) == 0
+    assert (tmp_path / "k" / "lab.key").exists() and (tmp_path / "k" / "lab.key_secret").stat().st_mode & 0o077 == 0
+    assert main(["keys", "new", str(tmp_path / "k"), "--name", "lab"]) == 2  # never overwrites a key
+    faults = tmp_path / "f.yaml"
+    faults.write_text("seed: 1\nrefuse: {probability: 1.0}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aexp.cli", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
+         "-o", "survey_pixels=32", "-o", "n_particles=1", "--faults", str(faults)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        address = proc.stdout.readline().split()[-1]
+        call(address, "lease", {"client": "a"})
+        reply = call(address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": "c"})
+        assert reply.error["type"] == "OutOfBounds" and "refused" in reply.error["message"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_describe_command_prints_the_description(server, capsys):
+    from aexp.cli import main
+
+    assert main(["describe", server.address]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["name"] == "counting" and out["protocol_version"] == PROTOCOL_VERSION
+    assert out["spectrum_axis"]["n"] == 32
+
+
+def test_serve_command_on_an_address_in_use_is_a_clear_error(server, capsys):
+    from aexp.cli import main
+
+    assert main(["serve", "--sim", "plasmonic", "--bind", server.address, "-o", "survey_pixels=32",
+                 "-o", "n_particles=1"]) == 2
+    assert f"cannot serve on {server.address}" in capsys.readouterr().err
+    assert_alive(server.address)
+
+
+def test_a_missing_or_bad_server_key_is_a_clear_error(tmp_path):
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    with pytest.raises(InsecureBind, match="expected exactly one .key_secret file, found 0"):
+        InstrumentServer(CountingInstrument(), ServerConfig(bind="tcp://127.0.0.1:*", keys=allow, allow=allow)).serve()
+
+
+def test_measure_reports_the_instruments_wall_time(server):
+    call(server.address, "lease", {"client": "a"})
+    reply = call(server.address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": "c"})
+    assert reply.result["metadata"]["command_id"] == "c"
+    assert isinstance(reply.result["metadata"]["server_wall_s"], float)
+    assert reply.result["metadata"]["server_wall_s"] >= 0.0
