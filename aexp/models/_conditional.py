@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import BaseVAE, KLWeight, _as_float_tensor, _check_finite, check_int
+from .base import BaseVAE, KLWeight, _as_float_tensor, _check_finite, check_int, gaussian_kl
 from .decoders import CoordinateDecoder
 from .rvae import SHIFT_SCALE
 
@@ -33,12 +33,27 @@ __all__ = [
     "check_class_labels",
     "check_values",
     "geometric_names",
+    "latent_priors",
 ]
 
 
 def geometric_names(rotation: bool, translation: bool) -> list[str]:
     """Names of the geometric latents, in the order every model encodes them."""
     return (["angle"] if rotation else []) + (["dx", "dy"] if translation else [])
+
+
+def latent_priors(rotation: bool, translation: bool, rotation_prior: float,
+                  translation_prior: float) -> list[tuple[str, slice, float]]:
+    """KL groups of ``[angle, dx, dy, z...]`` (geometric ones where switched on), as the rVAE's."""
+    priors, first = [], 0
+    if rotation:
+        priors.append(("kl_angle", slice(0, 1), float(rotation_prior)))
+        first = 1
+    if translation:
+        priors.append(("kl_shift", slice(first, first + 2), float(translation_prior) / SHIFT_SCALE))
+        first += 2
+    priors.append(("kl_content", slice(first, None), 1.0))
+    return priors
 
 
 def check_class_labels(y: Any, n: int, n_classes: int, *, allow_unlabelled: bool) -> torch.Tensor:
@@ -222,6 +237,22 @@ class PairedVAE(BaseVAE):
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach() * len(rows)
         return {name: float(total) / len(data) for name, total in sums.items()}
+
+    def _elbo_rows(self, network, x, c, noise, repeats=1) -> dict[str, torch.Tensor]:
+        """Reconstruction and KL terms per row for patches ``x`` (``N``) paired with conditions
+        ``c`` (``N * repeats x m``, ``repeats`` consecutive rows per patch)."""
+        if len(x) == 0:  # a batch without labelled (or unlabelled) patches; the coordinate
+            # decoder's backward pass cannot take an empty batch
+            names = ["reconstruction"] + [name for name, _, _ in self._latent_priors()]
+            return {name: x.new_zeros(0) for name in names}
+        mean, log_var = network.encoder(x, c, repeats)
+        eps = torch.randn(mean.shape, generator=noise, device=mean.device, dtype=mean.dtype)
+        raw = network.decoder(mean + eps * torch.exp(0.5 * log_var), c)
+        target = x.repeat_interleave(repeats, dim=0) if repeats > 1 else x
+        rows = {"reconstruction": self._reconstruction(raw, target)}
+        for name, columns, prior_std in self._latent_priors():
+            rows[name] = gaussian_kl(mean[:, columns], log_var[:, columns], prior_std)
+        return rows
 
     def _decoder_latents(self, z: Any) -> torch.Tensor:
         """``z`` -> ``n x n_latents``: content-only rows (``n x latent_dim``) get zero geometric

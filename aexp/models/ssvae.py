@@ -38,8 +38,8 @@ from ._conditional import (
     check_class_labels,
     check_values,
     geometric_names,
+    latent_priors,
 )
-from .rvae import SHIFT_SCALE
 
 __all__ = ["SSVAE"]
 
@@ -159,15 +159,7 @@ class SSVAE(PairedVAE):
         return geometric_names(self.rotation, self.translation) + [f"z{i + 1}" for i in range(self.latent_dim)]
 
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
-        priors, first = [], 0
-        if self.rotation:
-            priors.append(("kl_angle", slice(0, 1), float(self.rotation_prior)))
-            first = 1
-        if self.translation:
-            priors.append(("kl_shift", slice(first, first + 2), float(self.translation_prior) / SHIFT_SCALE))
-            first += 2
-        priors.append(("kl_content", slice(first, None), 1.0))
-        return priors
+        return latent_priors(self.rotation, self.translation, self.rotation_prior, self.translation_prior)
 
     def _build_network(self) -> nn.Module:
         return _SSVAENetwork(self._patch_shape(), self.latent_dim, self.output_dim, self._regression,
@@ -201,22 +193,6 @@ class SSVAE(PairedVAE):
             del self._target_scaling
 
     # ----------------------------------------------------------------- loss
-
-    def _elbo_rows(self, network, x, c, noise, repeats=1) -> dict[str, torch.Tensor]:
-        """Reconstruction and KL terms per row for patches ``x`` (``N``) paired with conditions
-        ``c`` (``N * repeats x m``, ``repeats`` consecutive rows per patch)."""
-        if len(x) == 0:  # a batch without labelled (or unlabelled) patches; the coordinate
-            # decoder's backward pass cannot take an empty batch
-            names = ["reconstruction"] + [name for name, _, _ in self._latent_priors()]
-            return {name: x.new_zeros(0) for name in names}
-        mean, log_var = network.encoder(x, c, repeats)
-        eps = torch.randn(mean.shape, generator=noise, device=mean.device, dtype=mean.dtype)
-        raw = network.decoder(mean + eps * torch.exp(0.5 * log_var), c)
-        target = x.repeat_interleave(repeats, dim=0) if repeats > 1 else x
-        rows = {"reconstruction": self._reconstruction(raw, target)}
-        for name, columns, prior_std in self._latent_priors():
-            rows[name] = gaussian_kl(mean[:, columns], log_var[:, columns], prior_std)
-        return rows
 
     @property
     def _supervised_weight(self) -> float:
