@@ -42,8 +42,9 @@ def geometric_names(rotation: bool, translation: bool) -> list[str]:
     return (["angle"] if rotation else []) + (["dx", "dy"] if translation else [])
 
 
-def latent_priors(rotation: bool, translation: bool, rotation_prior: float,
-                  translation_prior: float) -> list[tuple[str, slice, float]]:
+def latent_priors(
+    rotation: bool, translation: bool, rotation_prior: float, translation_prior: float
+) -> list[tuple[str, slice, float]]:
     """KL groups of ``[angle, dx, dy, z...]`` (geometric ones where switched on), as the rVAE's."""
     priors, first = [], 0
     if rotation:
@@ -65,8 +66,11 @@ def check_class_labels(y: Any, n: int, n_classes: int, *, allow_unlabelled: bool
     if labels.ndim != 1 or len(labels) != n:
         raise ValueError(f"y must have shape ({n},), one label per patch of X; got {labels.shape}")
     if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
-        if not (np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels))
-                and np.array_equal(labels, np.round(labels))):
+        if not (
+            np.issubdtype(labels.dtype, np.floating)
+            and np.all(np.isfinite(labels))
+            and np.array_equal(labels, np.round(labels))
+        ):
             raise ValueError(f"y must hold integer class labels; got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
     low = -1 if allow_unlabelled else 0
@@ -87,7 +91,9 @@ def check_values(y: Any, n: int, dim: int, *, allow_unlabelled: bool, what: str 
     if values.ndim == 1 and dim == 1:
         values = values[:, None]
     if values.ndim != 2 or tuple(values.shape) != (n, dim):
-        raise ValueError(f"{what} must have shape ({n}, {dim}) (or ({n},) for one value); got {tuple(values.shape)}")
+        raise ValueError(
+            f"{what} must have shape ({n}, {dim}) (or ({n},) for one value); got {tuple(values.shape)}"
+        )
     missing = torch.isnan(values)
     partly = missing.any(dim=1) & ~missing.all(dim=1)
     bad = torch.isinf(values).any(dim=1) | partly | (missing.any(dim=1) & (not allow_unlabelled))
@@ -106,16 +112,21 @@ class ConditionalEncoder(nn.Module):
     Shapes: ``x`` N x C x h x w (or N x F), ``c`` (N*K) x m with ``repeats = K`` -> (N*K) x n_latents.
     """
 
-    def __init__(self, in_features: int, condition_dim: int, hidden: int, n_latents: int,
-                 initial_log_var: float = -3.0):
+    def __init__(
+        self, in_features: int, condition_dim: int, hidden: int, n_latents: int, initial_log_var: float = -3.0
+    ):
         super().__init__()
         self.patch = nn.Linear(in_features, hidden)
         self.condition = nn.Linear(condition_dim, hidden, bias=False)
-        self.body = nn.Sequential(nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2 * n_latents))
+        self.body = nn.Sequential(
+            nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2 * n_latents)
+        )
         with torch.no_grad():  # narrow start, as in MLPEncoder: see its docstring
             self.body[-1].bias[n_latents:] += initial_log_var
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, repeats: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.patch(x.flatten(1))
         if repeats > 1:
             h = h.repeat_interleave(repeats, dim=0)
@@ -133,7 +144,10 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         self.body = nn.Sequential(
-            nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+            nn.Linear(n_in, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, hidden),
+            nn.Tanh(),
             nn.Linear(hidden, int(np.prod(self.shape))),
         )
 
@@ -149,8 +163,16 @@ class ConditionalDecoder(nn.Module):
     them an :class:`MLPDecoder` maps ``[z, c]`` to the pixels, which costs far less per patch.
     """
 
-    def __init__(self, shape: tuple[int, int, int], latent_dim: int, condition_dim: int,
-                 rotation: bool, translation: bool, hidden: int, layers: int):
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        latent_dim: int,
+        condition_dim: int,
+        rotation: bool,
+        translation: bool,
+        hidden: int,
+        layers: int,
+    ):
         super().__init__()
         self.rotation, self.translation = rotation, translation
         self.n_geometric = len(geometric_names(rotation, translation))
@@ -188,12 +210,14 @@ class PairedVAE(BaseVAE):
     def _check_targets(self, y: Any, n: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def _paired_loss_terms(self, network: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                           noise: torch.Generator) -> dict[str, torch.Tensor]:
+    def _paired_loss_terms(
+        self, network: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def _after_fit(self, targets: torch.Tensor) -> None:
-        """Store what the model learned about ``y`` (e.g. its scaling) in ``network_``."""
+        """Store what the model learned about ``y`` (e.g. its scaling, kept in ``_fit_context``
+        by ``_check_targets``) in ``network_``."""
 
     def fit(
         self,
@@ -211,15 +235,26 @@ class PairedVAE(BaseVAE):
         :meth:`BaseVAE.fit`."""
         self._validate_hyperparameters()
         n = len(self._check_patches(X, min_samples=2))
-        targets = self._check_targets(y, n)
-        # The base loop hands each batch's row indices to _train_epoch; the targets ride along.
-        self._fit_targets = targets
+        # What _check_targets learns about y (its scaling, ...) lives in _fit_context until
+        # _after_fit moves it into the network; the base loop hands each batch's row indices to
+        # _train_epoch, and the targets ride along in _fit_targets. Neither outlives the call.
+        self._fit_context: dict[str, Any] = {}
         try:
-            super().fit(X, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                        kl_weight=kl_weight, progress=progress)
+            targets = self._check_targets(y, n)
+            self._fit_targets = targets
+            super().fit(
+                X,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                kl_weight=kl_weight,
+                progress=progress,
+            )
+            self._after_fit(targets)
         finally:
-            del self._fit_targets
-        self._after_fit(targets)
+            del self._fit_context
+            self.__dict__.pop("_fit_targets", None)
         return self
 
     def _train_epoch(self, network, optimiser, data, order, batch_size, kl_weight, noise) -> dict[str, float]:

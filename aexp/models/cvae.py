@@ -40,13 +40,17 @@ CONDITIONS = ("class", "continuous")
 
 
 class _CVAENetwork(nn.Module):
-    def __init__(self, shape, latent_dim, condition_dim, rotation, translation, hidden, decoder_layers,
-                 encoder_hidden):
+    def __init__(
+        self, shape, latent_dim, condition_dim, rotation, translation, hidden, decoder_layers, encoder_hidden
+    ):
         super().__init__()
         n_geometric = len(geometric_names(rotation, translation))
-        self.encoder = ConditionalEncoder(int(np.prod(shape)), condition_dim, encoder_hidden, n_geometric + latent_dim)
-        self.decoder = ConditionalDecoder(shape, latent_dim, condition_dim, rotation, translation, hidden,
-                                          decoder_layers)
+        self.encoder = ConditionalEncoder(
+            int(np.prod(shape)), condition_dim, encoder_hidden, n_geometric + latent_dim
+        )
+        self.decoder = ConditionalDecoder(
+            shape, latent_dim, condition_dim, rotation, translation, hidden, decoder_layers
+        )
         # Scaling of continuous covariates; saved with the weights.
         self.register_buffer("condition_mean", torch.zeros(condition_dim))
         self.register_buffer("condition_std", torch.ones(condition_dim))
@@ -120,14 +124,24 @@ class CVAE(PairedVAE):
 
     @property
     def latent_names(self) -> list[str]:
-        return geometric_names(self.rotation, self.translation) + [f"z{i + 1}" for i in range(self.latent_dim)]
+        return geometric_names(self.rotation, self.translation) + [
+            f"z{i + 1}" for i in range(self.latent_dim)
+        ]
 
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
         return latent_priors(self.rotation, self.translation, self.rotation_prior, self.translation_prior)
 
     def _build_network(self) -> nn.Module:
-        return _CVAENetwork(self._patch_shape(), self.latent_dim, self.condition_dim, self.rotation,
-                            self.translation, self.hidden, self.decoder_layers, self.encoder_hidden)
+        return _CVAENetwork(
+            self._patch_shape(),
+            self.latent_dim,
+            self.condition_dim,
+            self.rotation,
+            self.translation,
+            self.hidden,
+            self.decoder_layers,
+            self.encoder_hidden,
+        )
 
     # ----------------------------------------------------------------- conditions
 
@@ -137,15 +151,15 @@ class CVAE(PairedVAE):
             return F.one_hot(labels, self.condition_dim).to(torch.float32)
         values = check_values(y, n, self.condition_dim, allow_unlabelled=False)
         std = values.std(dim=0)
-        self._condition_scaling = (values.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std)))
-        return (values - self._condition_scaling[0]) / self._condition_scaling[1]
+        mean, std = values.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std))
+        self._fit_context["condition_scaling"] = (mean, std)
+        return (values - mean) / std
 
     def _after_fit(self, targets: torch.Tensor) -> None:
         if self.condition == "continuous":
-            mean, std = self._condition_scaling
+            mean, std = self._fit_context["condition_scaling"]
             self.network_.condition_mean.copy_(mean)
             self.network_.condition_std.copy_(std)
-            del self._condition_scaling
 
     def _conditions(self, y: Any, n: int) -> torch.Tensor:
         """``y`` of ``n`` rows -> the network's condition vectors ``n x condition_dim``."""

@@ -139,8 +139,9 @@ class ShiftVAE(BaseVAE):
 
     def _build_network(self) -> nn.Module:
         channels, _, length = self._patch_shape()
-        return _ShiftVAENetwork(channels, length, self.latent_dim, self.hidden, self.decoder_layers,
-                                self.encoder_hidden)
+        return _ShiftVAENetwork(
+            channels, length, self.latent_dim, self.hidden, self.decoder_layers, self.encoder_hidden
+        )
 
     def decode(self, z: Any, *, batch_size: int = 1024) -> np.ndarray:
         """Mean spectra for latents ``z`` (``n x k`` content only, shift 0; or ``n x (1 + k)``), in

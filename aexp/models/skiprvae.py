@@ -58,16 +58,20 @@ class SkipCoordinateDecoder(nn.Module):
             for layer in [*self.skips, self.out_skip]:
                 layer.weight.zero_()
 
-    def forward(self, z: torch.Tensor, angle: torch.Tensor | None = None,
-                shift: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, angle: torch.Tensor | None = None, shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
         n = z.shape[0]
         points = self.grid.expand(n, -1, -1)
         if angle is not None:  # R(angle) p = cos(angle) p + sin(angle) J p
-            points = torch.cos(angle)[:, None, None] * self.grid + torch.sin(angle)[:, None, None] * self.grid_turned
+            points = (
+                torch.cos(angle)[:, None, None] * self.grid
+                + torch.sin(angle)[:, None, None] * self.grid_turned
+            )
         if shift is not None:
             points = points + shift[:, None, :]
         h = torch.tanh(self.coordinates(points) + self.content(z)[:, None, :])
-        for layer, skip in zip(self.hidden, self.skips):
+        for layer, skip in zip(self.hidden, self.skips, strict=True):
             h = torch.tanh(layer(h) + skip(z)[:, None, :])
         out = self.out(h) + self.out_skip(z)[:, None, :]  # N x HW x C
         channels, height, width = self.shape
@@ -103,5 +107,11 @@ class SkipRVAE(RVAE):
     """
 
     def _build_network(self) -> nn.Module:
-        return _SkipRVAENetwork(self._patch_shape(), self.latent_dim, self.translation, self.hidden,
-                                self.decoder_layers, self.encoder_hidden)
+        return _SkipRVAENetwork(
+            self._patch_shape(),
+            self.latent_dim,
+            self.translation,
+            self.hidden,
+            self.decoder_layers,
+            self.encoder_hidden,
+        )

@@ -47,20 +47,34 @@ TASKS = ("classification", "regression")
 
 
 class _SSVAENetwork(nn.Module):
-    def __init__(self, shape, latent_dim, output_dim, regression, rotation, translation, hidden,
-                 decoder_layers, encoder_hidden):
+    def __init__(
+        self,
+        shape,
+        latent_dim,
+        output_dim,
+        regression,
+        rotation,
+        translation,
+        hidden,
+        decoder_layers,
+        encoder_hidden,
+    ):
         super().__init__()
         self.regression = regression
         n_geometric = len(geometric_names(rotation, translation))
         features = int(np.prod(shape))
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(features, encoder_hidden), nn.Tanh(),
-            nn.Linear(encoder_hidden, encoder_hidden), nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(features, encoder_hidden),
+            nn.Tanh(),
+            nn.Linear(encoder_hidden, encoder_hidden),
+            nn.Tanh(),
             nn.Linear(encoder_hidden, 2 * output_dim if regression else output_dim),
         )
         self.encoder = ConditionalEncoder(features, output_dim, encoder_hidden, n_geometric + latent_dim)
-        self.decoder = ConditionalDecoder(shape, latent_dim, output_dim, rotation, translation, hidden,
-                                          decoder_layers)
+        self.decoder = ConditionalDecoder(
+            shape, latent_dim, output_dim, rotation, translation, hidden, decoder_layers
+        )
         # Scaling of regression targets; saved with the weights.
         self.register_buffer("target_mean", torch.zeros(output_dim))
         self.register_buffer("target_std", torch.ones(output_dim))
@@ -156,15 +170,25 @@ class SSVAE(PairedVAE):
 
     @property
     def latent_names(self) -> list[str]:
-        return geometric_names(self.rotation, self.translation) + [f"z{i + 1}" for i in range(self.latent_dim)]
+        return geometric_names(self.rotation, self.translation) + [
+            f"z{i + 1}" for i in range(self.latent_dim)
+        ]
 
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
         return latent_priors(self.rotation, self.translation, self.rotation_prior, self.translation_prior)
 
     def _build_network(self) -> nn.Module:
-        return _SSVAENetwork(self._patch_shape(), self.latent_dim, self.output_dim, self._regression,
-                             self.rotation, self.translation, self.hidden, self.decoder_layers,
-                             self.encoder_hidden)
+        return _SSVAENetwork(
+            self._patch_shape(),
+            self.latent_dim,
+            self.output_dim,
+            self._regression,
+            self.rotation,
+            self.translation,
+            self.hidden,
+            self.decoder_layers,
+            self.encoder_hidden,
+        )
 
     # ----------------------------------------------------------------- labels
 
@@ -175,22 +199,20 @@ class SSVAE(PairedVAE):
             if len(labelled) < 2:
                 raise ValueError(f"y has {len(labelled)} labelled rows (not NaN); at least 2 are needed")
             std = labelled.std(dim=0)
-            self._target_scaling = (labelled.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std)))
-            self._label_boost = n / len(labelled)
-            return (values - self._target_scaling[0]) / self._target_scaling[1]
+            mean, std = labelled.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std))
+            self._fit_context.update(target_scaling=(mean, std), label_boost=n / len(labelled))
+            return (values - mean) / std
         labels = check_class_labels(y, n, self.output_dim, allow_unlabelled=True)
         if not (labels >= 0).any():
             raise ValueError("y has no labelled patch (all are -1); label at least one per class")
-        self._label_boost = n / int((labels >= 0).sum())
+        self._fit_context["label_boost"] = n / int((labels >= 0).sum())
         return labels
 
     def _after_fit(self, targets: torch.Tensor) -> None:
-        del self._label_boost
         if self._regression:
-            mean, std = self._target_scaling
+            mean, std = self._fit_context["target_scaling"]
             self.network_.target_mean.copy_(mean)
             self.network_.target_std.copy_(std)
-            del self._target_scaling
 
     # ----------------------------------------------------------------- loss
 
@@ -200,7 +222,7 @@ class SSVAE(PairedVAE):
         # otherwise be outweighed by the unlabelled ones' pull towards whichever class
         # reconstructs best; the same balance as cycling through the labelled set once per
         # pass over the unlabelled one.
-        return self.classifier_weight * self._label_boost
+        return self.classifier_weight * self._fit_context["label_boost"]
 
     def _paired_loss_terms(self, network, x, y, noise) -> dict[str, torch.Tensor]:
         n = len(x)
@@ -273,6 +295,7 @@ class SSVAE(PairedVAE):
             values = check_values(y, len(latents), self.output_dim, allow_unlabelled=False)
             c = (values - self.network_.target_mean.cpu()) / self.network_.target_std.cpu()
         else:
-            c = F.one_hot(check_class_labels(y, len(latents), self.output_dim, allow_unlabelled=False),
-                          self.output_dim).to(torch.float32)
+            c = F.one_hot(
+                check_class_labels(y, len(latents), self.output_dim, allow_unlabelled=False), self.output_dim
+            ).to(torch.float32)
         return self._decode_conditioned(latents, c, batch_size)

@@ -110,8 +110,13 @@ class VED(PairedVAE):
         return [("kl_content", slice(0, None), 1.0)]
 
     def _build_network(self) -> nn.Module:
-        return _VEDNetwork(self._patch_shape(), _as_chw(self.output_shape, "output_shape"), self.latent_dim,
-                           self.hidden, self.encoder_hidden)
+        return _VEDNetwork(
+            self._patch_shape(),
+            _as_chw(self.output_shape, "output_shape"),
+            self.latent_dim,
+            self.hidden,
+            self.encoder_hidden,
+        )
 
     # ----------------------------------------------------------------- outputs
 
@@ -127,14 +132,13 @@ class VED(PairedVAE):
         lo = out.amin(dim=(0, 2, 3))
         span = out.amax(dim=(0, 2, 3)) - lo
         span = torch.where(span > 0, span, torch.ones_like(span))
-        self._output_scaling = (lo, span)
+        self._fit_context["output_scaling"] = (lo, span)
         return (out - lo.view(1, -1, 1, 1)) / span.view(1, -1, 1, 1)
 
     def _after_fit(self, targets: torch.Tensor) -> None:
-        lo, span = self._output_scaling
+        lo, span = self._fit_context["output_scaling"]
         self.network_.output_min.copy_(lo)
         self.network_.output_range.copy_(span)
-        del self._output_scaling
 
     def _paired_loss_terms(self, network, x, y, noise) -> dict[str, torch.Tensor]:
         mean, log_var = network.encoder(x)

@@ -24,7 +24,9 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data):
     X, _, labels = data
-    return CVAE(input_shape=(SIZE, SIZE), condition_dim=2).fit(X, labels, epochs=15, batch_size=64, progress=False)
+    return CVAE(input_shape=(SIZE, SIZE), condition_dim=2).fit(
+        X, labels, epochs=15, batch_size=64, progress=False
+    )
 
 
 def test_decoding_draws_the_conditioned_class(fitted, data):

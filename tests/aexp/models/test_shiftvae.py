@@ -32,7 +32,9 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data):
     X, _, _ = data
-    return ShiftVAE(input_shape=(LENGTH,), latent_dim=2, hidden=16).fit(X, epochs=40, batch_size=32, progress=False)
+    return ShiftVAE(input_shape=(LENGTH,), latent_dim=2, hidden=16).fit(
+        X, epochs=40, batch_size=32, progress=False
+    )
 
 
 def test_shift_latent_tracks_true_shift(fitted, data):
@@ -48,7 +50,9 @@ def test_decoded_shift_moves_the_spectrum(fitted):
     z[1, 0] = 0.25  # shift by 0.25 grid units: features move 0.25 * (L - 1) / 2 = ~8 channels left
     spectra = fitted.decode(z)
     assert spectra.shape == (2, LENGTH)
-    lag = np.argmax(np.correlate(spectra[0] - spectra[0].mean(), spectra[1] - spectra[1].mean(), "full")) - (LENGTH - 1)
+    lag = np.argmax(np.correlate(spectra[0] - spectra[0].mean(), spectra[1] - spectra[1].mean(), "full")) - (
+        LENGTH - 1
+    )
     assert 6 <= lag <= 10, lag
     np.testing.assert_allclose(fitted.decode(z[:1, 1:]), spectra[:1], atol=1e-6)  # content only
     with pytest.raises(ValueError, match=r"z must have shape \(n, 2\) .* or \(n, 3\)"):

@@ -23,7 +23,9 @@ def test_without_skips_the_decoder_is_the_rvae_decoder():
         for layer in [*skip.skips, skip.out_skip]:
             layer.weight.zero_()
         z, angle, shift = torch.randn(4, 3), torch.tensor([0.0, 0.5, -2.0, math.pi]), 0.2 * torch.randn(4, 2)
-        torch.testing.assert_close(skip(z, angle, shift), reference(z, angle=angle, shift=shift), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            skip(z, angle, shift), reference(z, angle=angle, shift=shift), atol=1e-5, rtol=1e-5
+        )
         torch.testing.assert_close(skip(z), reference(z), atol=1e-5, rtol=1e-5)
         # With skips, z changes the output of the last layer directly.
         skip.out_skip.weight.fill_(1.0)

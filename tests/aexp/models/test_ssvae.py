@@ -67,7 +67,9 @@ def test_regression_recovers_a_continuous_target(split):
     X, _, angles, X_val, _, angles_val = split
     y = angles.copy()
     y[40:] = np.nan  # unlabelled
-    model = SSVAE((SIZE, SIZE), output_dim=1, task="regression").fit(X, y, epochs=15, batch_size=64, progress=False)
+    model = SSVAE((SIZE, SIZE), output_dim=1, task="regression").fit(
+        X, y, epochs=15, batch_size=64, progress=False
+    )
     predicted = model.predict(X_val)
     assert predicted.shape == (400, 1)
     assert np.corrcoef(predicted[:, 0], angles_val)[0, 1] >= 0.8
@@ -118,7 +120,11 @@ def test_regression_scaling_survives_save_load(tmp_path):
         ({}, np.array([0, 1, 2, 0, 1, 0, 1, -1]), r"y\[2\] = 2 is not a class label"),
         ({}, np.array([0.5] * 8), "integer class labels"),
         ({"task": "regression", "output_dim": 1}, np.array([1.0] + [np.nan] * 7), "1 labelled rows"),
-        ({"task": "regression", "output_dim": 1}, np.array([1.0, np.inf] + [0.0] * 6), "row 1 holds NaN or inf"),
+        (
+            {"task": "regression", "output_dim": 1},
+            np.array([1.0, np.inf] + [0.0] * 6),
+            "row 1 holds NaN or inf",
+        ),
         ({"task": "regression", "output_dim": 2}, np.zeros((8, 3)), r"y must have shape \(8, 2\)"),
         ({"task": "ordinal"}, np.zeros(8, int), "task must be one of"),
         ({"output_dim": 1}, np.zeros(8, int), "output_dim"),
@@ -138,3 +144,12 @@ def test_bad_patches_raise():
         SSVAE((8, 8)).fit(X, np.zeros(8, int), progress=False)
     with pytest.raises(ValueError, match="shape"):
         SSVAE((8, 8)).fit(np.zeros((8, 9, 9)), np.zeros(8, int), progress=False)
+
+
+def test_failed_fit_leaves_no_fit_state_behind():
+    X = np.random.default_rng(0).random((8, 8, 8))
+    model = SSVAE((8, 8), task="regression", output_dim=1)
+    with pytest.raises(ValueError, match="epochs"):
+        model.fit(X, np.arange(8.0), epochs=0, progress=False)
+    assert not hasattr(model, "network_")
+    assert not {"_fit_context", "_fit_targets"} & set(vars(model))

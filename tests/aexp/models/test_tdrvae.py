@@ -15,15 +15,20 @@ def blinking_sites(n_frames=9, sites_per_side=8, seed=0, noise=0.05):
     """
     rng = np.random.default_rng(seed)
     size = SPACING * sites_per_side
-    centres = np.array([(SPACING // 2 + SPACING * i, SPACING // 2 + SPACING * j)
-                        for i in range(sites_per_side) for j in range(sites_per_side)])
+    centres = np.array(
+        [
+            (SPACING // 2 + SPACING * i, SPACING // 2 + SPACING * j)
+            for i in range(sites_per_side)
+            for j in range(sites_per_side)
+        ]
+    )
     blinks = rng.permutation(len(centres)) < len(centres) // 2
     phase = rng.integers(2, size=len(centres))
     rr, cc = np.mgrid[:size, :size]
     frames = np.zeros((n_frames, size, size), np.float32)
     for t in range(n_frames):
         on = ~blinks | ((t + phase) % 2 == 0)
-        for (r, c), lit in zip(centres, on):
+        for (r, c), lit in zip(centres, on, strict=True):
             if lit:
                 frames[t] += np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * 1.5**2))
     frames += noise * rng.standard_normal(frames.shape).astype(np.float32)
