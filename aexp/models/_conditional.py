@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .base import BaseVAE, KLWeight, _as_float_tensor, _check_finite, check_int, gaussian_kl
 from .decoders import CoordinateDecoder
@@ -189,13 +188,6 @@ class ConditionalDecoder(nn.Module):
         first = int(self.rotation)
         shift = SHIFT_SCALE * latents[:, first : first + 2] if self.translation else None
         return self.render(content, angle=angle, shift=shift)
-
-
-def condition_vector(values: torch.Tensor, n_classes: int | None) -> torch.Tensor:
-    """Labels ``N`` (int) -> one-hot ``N x n_classes``; values ``N x d`` pass unchanged."""
-    if n_classes is None:
-        return values
-    return F.one_hot(values, n_classes).to(torch.float32)
 
 
 class PairedVAE(BaseVAE):

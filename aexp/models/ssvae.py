@@ -5,7 +5,9 @@ Three networks: a classifier ``q(y | x)``, an encoder ``q(z | x, y)`` and a deco
 ``p(x | z, y)``. Per patch, with ``c(y)`` the decoder's condition (one-hot class or the scaled
 value) and ``ELBO(x, y) = reconstruction(x | z, y) + w KL(q(z | x, y) || p(z))``:
 
-* labelled ``(x, y)``:      ``ELBO(x, y) + classifier_weight * (-log q(y | x))``
+* labelled ``(x, y)``:      ``ELBO(x, y) + classifier_weight * (N / N_labelled) * (-log q(y | x))``
+  (the factor ``N / N_labelled`` weighs the labelled patches as if every patch were labelled, the
+  balance of cycling through the labelled set once per pass over the unlabelled one)
 * unlabelled, classes:      ``sum_y q(y | x) ELBO(x, y) + w KL(q(y | x) || uniform)``
   (exact enumeration over the classes: the unlabelled part of a batch costs ``n_classes`` times)
 * unlabelled, regression:   ``ELBO(x, y~q(y | x)) + w KL(q(y | x) || N(0, 1))`` (reparameterised)
