@@ -42,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latent-dim", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=128, help="decoder width (32 suits --rotation)")
     parser.add_argument("--classifier-weight", type=float, default=20.0)
+    parser.add_argument("--classifier", default="mlp", choices=["mlp", "conv"], help="q(y|x) network")
     parser.add_argument("--rotation", action="store_true", help="ss-rVAE: angle and shift latents")
     parser.add_argument("--baseline", action="store_true", help="also train on the labelled cards alone")
     parser.add_argument("--seed", type=int, default=0)
@@ -57,6 +58,7 @@ def train_and_score(X, y, validation, args) -> dict[str, float]:
         latent_dim=args.latent_dim,
         output_dim=4,
         classifier_weight=args.classifier_weight,
+        classifier=args.classifier,
         rotation=args.rotation,
         translation=args.rotation,
         hidden=args.hidden,

@@ -48,6 +48,28 @@ __all__ = ["SSVAE"]
 TASKS = ("classification", "regression")
 
 
+CLASSIFIERS = ("mlp", "conv")
+
+
+def _conv_classifier(channels: int, n_out: int) -> nn.Sequential:
+    """Small CNN ``N x C x h x w -> N x n_out``: three 3x3 conv layers (16, 32, 64 channels, ReLU,
+    2x2 max-pooling after the first two) and a global average pool, which makes its output
+    nearly independent of where the object sits in the patch."""
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, n_out),
+    )
+
+
 class _SSVAENetwork(nn.Module):
     def __init__(
         self,
@@ -60,19 +82,24 @@ class _SSVAENetwork(nn.Module):
         hidden,
         decoder_layers,
         encoder_hidden,
+        classifier,
     ):
         super().__init__()
         self.regression = regression
         n_geometric = len(geometric_names(rotation, translation))
         features = int(np.prod(shape))
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(features, encoder_hidden),
-            nn.Tanh(),
-            nn.Linear(encoder_hidden, encoder_hidden),
-            nn.Tanh(),
-            nn.Linear(encoder_hidden, 2 * output_dim if regression else output_dim),
-        )
+        n_out = 2 * output_dim if regression else output_dim
+        if classifier == "conv":
+            self.classifier = _conv_classifier(shape[0], n_out)
+        else:
+            self.classifier = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(features, encoder_hidden),
+                nn.Tanh(),
+                nn.Linear(encoder_hidden, encoder_hidden),
+                nn.Tanh(),
+                nn.Linear(encoder_hidden, n_out),
+            )
         self.encoder = ConditionalEncoder(features, output_dim, encoder_hidden, n_geometric + latent_dim)
         self.decoder = ConditionalDecoder(
             shape, latent_dim, output_dim, rotation, translation, hidden, decoder_layers
@@ -105,11 +132,13 @@ class SSVAE(PairedVAE):
         task: ``"classification"`` (``y``: ints, ``-1`` = unlabelled) or ``"regression"``
             (``y``: ``N`` or ``N x output_dim`` floats, NaN row = unlabelled).
         classifier_weight: weight of the labelled patches' classification (or regression) loss.
+        classifier: ``"mlp"`` (two tanh layers of ``encoder_hidden``) or ``"conv"`` (a small
+            CNN with global average pooling; far less sensitive to where the object sits).
         rotation, translation: add ``angle`` / ``(dx, dy)`` latents and draw with the
             coordinate decoder (ss-rVAE).
         hidden: width of the decoder's layers.
         decoder_layers: hidden layers of the coordinate decoder (with geometric latents).
-        encoder_hidden: width of the classifier's and encoder's hidden layers.
+        encoder_hidden: width of the encoder's (and the MLP classifier's) hidden layers.
         rotation_prior, translation_prior: as in :class:`~aexp.models.rvae.RVAE`.
         likelihood, noise_std, device: see :class:`~aexp.models.base.BaseVAE`.
 
@@ -126,6 +155,7 @@ class SSVAE(PairedVAE):
         output_dim: int = 2,
         task: str = "classification",
         classifier_weight: float = 20.0,
+        classifier: str = "mlp",
         rotation: bool = False,
         translation: bool = False,
         hidden: int = 128,
@@ -141,6 +171,7 @@ class SSVAE(PairedVAE):
         self.output_dim = output_dim
         self.task = task
         self.classifier_weight = classifier_weight
+        self.classifier = classifier
         self.rotation = rotation
         self.translation = translation
         self.hidden = hidden
@@ -157,6 +188,10 @@ class SSVAE(PairedVAE):
             raise ValueError(f"task must be one of {TASKS}; got {self.task!r}")
         check_int("output_dim", self.output_dim, 2 if self.task == "classification" else 1)
         check_positive("classifier_weight", self.classifier_weight)
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {CLASSIFIERS}; got {self.classifier!r}")
+        if self.classifier == "conv" and min(self._patch_shape()[1:]) < 4:
+            raise ValueError(f"classifier='conv' needs patches of at least 4 x 4; got {self.input_shape!r}")
         for name in ("rotation", "translation"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
@@ -190,6 +225,7 @@ class SSVAE(PairedVAE):
             self.hidden,
             self.decoder_layers,
             self.encoder_hidden,
+            self.classifier,
         )
 
     # ----------------------------------------------------------------- labels

@@ -35,6 +35,15 @@ def test_classifies_held_out_patches_well_above_chance(classifier, split):
     np.testing.assert_array_equal(proba.argmax(axis=1), classifier.predict(X_val))
 
 
+def test_conv_classifier_classifies_held_out_patches(split):
+    X, y, _, X_val, labels_val, _ = split
+    model = SSVAE((SIZE, SIZE), output_dim=2, classifier="conv").fit(
+        X, y, epochs=10, batch_size=64, progress=False
+    )
+    assert isinstance(model.network_.classifier[0], torch.nn.Conv2d)
+    assert (model.predict(X_val) == labels_val).mean() >= 0.75  # chance: 0.5
+
+
 def test_history_holds_every_term(classifier):
     for key in ("reconstruction", "kl_content", "kl_class", "classification", "loss"):
         assert len(classifier.history_[key]) == 15, key
@@ -129,6 +138,7 @@ def test_regression_scaling_survives_save_load(tmp_path):
         ({"task": "ordinal"}, np.zeros(8, int), "task must be one of"),
         ({"output_dim": 1}, np.zeros(8, int), "output_dim"),
         ({"classifier_weight": 0.0}, np.zeros(8, int), "classifier_weight"),
+        ({"classifier": "cnn"}, np.zeros(8, int), "classifier must be one of"),
     ],
 )
 def test_bad_labels_and_settings_raise(params, y, message):
