@@ -1,0 +1,165 @@
+import numpy as np
+import pytest
+import torch
+
+from aexp.models.rvae import RVAE
+from aexp.models.ssvae import SSVAE
+from test_rvae import glyph_patches
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def split():
+    """600 training glyphs of which 20 are labelled, and 400 held-out glyphs (other seed)."""
+    X, angles, labels = glyph_patches(600, max_angle_deg=40, seed=1)
+    X_val, angles_val, labels_val = glyph_patches(400, max_angle_deg=40, seed=2)
+    y = np.full(len(X), -1)
+    y[:20] = labels[:20]
+    return X, y, angles, X_val, labels_val, angles_val
+
+
+@pytest.fixture(scope="module")
+def classifier(split):
+    X, y, *_ = split
+    return SSVAE(input_shape=(SIZE, SIZE), output_dim=2).fit(X, y, epochs=15, batch_size=64, progress=False)
+
+
+def test_classifies_held_out_patches_well_above_chance(classifier, split):
+    _, _, _, X_val, labels_val, _ = split
+    accuracy = (classifier.predict(X_val) == labels_val).mean()
+    assert accuracy >= 0.85, accuracy
+    proba = classifier.predict_proba(X_val)
+    assert proba.shape == (400, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(proba.argmax(axis=1), classifier.predict(X_val))
+
+
+def test_conv_classifier_classifies_held_out_patches(split):
+    X, y, _, X_val, labels_val, _ = split
+    model = SSVAE((SIZE, SIZE), output_dim=2, classifier="conv").fit(
+        X, y, epochs=10, batch_size=64, progress=False
+    )
+    assert isinstance(model.network_.classifier[0], torch.nn.Conv2d)
+    assert (model.predict(X_val) == labels_val).mean() >= 0.75  # chance: 0.5
+
+
+def test_history_holds_every_term(classifier):
+    for key in ("reconstruction", "kl_content", "kl_class", "classification", "loss"):
+        assert len(classifier.history_[key]) == 15, key
+    assert classifier.history_["reconstruction"][-1] < classifier.history_["reconstruction"][0]
+
+
+def test_decoding_follows_the_requested_class(classifier, split):
+    X, y, *_ = split
+    images = classifier.decode(np.zeros((2, 2)), [0, 1])
+    assert images.shape == (2, SIZE, SIZE)
+    assert np.array_equal(classifier.predict(images), [0, 1])
+    with pytest.raises(ValueError, match=r"y must have shape \(2,\)"):
+        classifier.decode(np.zeros((2, 2)), [0])
+    with pytest.raises(ValueError, match="not a class label"):
+        classifier.decode(np.zeros((2, 2)), [0, -1])
+
+
+def test_rotation_latents_come_first():
+    X, angles, labels = glyph_patches(96, size=8, seed=3)
+    y = np.where(np.arange(96) < 16, labels, -1)
+    model = SSVAE((8, 8), latent_dim=3, rotation=True, translation=True, hidden=8, encoder_hidden=16)
+    model.fit(X, y, epochs=2, batch_size=32, progress=False)
+    assert model.latent_names == ["angle", "dx", "dy", "z1", "z2", "z3"]
+    assert {"kl_angle", "kl_shift"} <= set(model.history_)
+    assert model.encode(X[:5]).shape == (5, 6)
+    assert model.decode(np.zeros((3, 6)), [0, 1, 1]).shape == (3, 8, 8)
+
+
+def test_regression_recovers_a_continuous_target(split):
+    X, _, angles, X_val, _, angles_val = split
+    y = angles.copy()
+    y[40:] = np.nan  # unlabelled
+    model = SSVAE((SIZE, SIZE), output_dim=1, task="regression").fit(
+        X, y, epochs=15, batch_size=64, progress=False
+    )
+    predicted = model.predict(X_val)
+    assert predicted.shape == (400, 1)
+    assert np.corrcoef(predicted[:, 0], angles_val)[0, 1] >= 0.8
+    assert "regression" in model.history_ and "kl_target" in model.history_
+    assert model.decode(np.zeros((2, 2)), [0.1, -0.2]).shape == (2, SIZE, SIZE)
+    with pytest.raises(ValueError, match="predict_proba is for task='classification'"):
+        model.predict_proba(X_val)
+
+
+def test_same_seed_same_model():
+    X, _, labels = glyph_patches(64, size=8, seed=4)
+    y = np.where(np.arange(64) < 8, labels, -1)
+    fit = lambda seed: SSVAE((8, 8), hidden=8, encoder_hidden=16).fit(  # noqa: E731
+        X, y, epochs=2, batch_size=16, seed=seed, progress=False
+    )
+    np.testing.assert_array_equal(fit(3).encode(X), fit(3).encode(X))
+    assert not np.array_equal(fit(3).encode(X), fit(4).encode(X))
+
+
+def test_save_load_round_trip(classifier, split, tmp_path):
+    X, *_ = split
+    path = tmp_path / "ssvae.pt"
+    classifier.save(path)
+    assert "optimizer" not in torch.load(path, weights_only=True)
+    loaded = SSVAE.load(path)
+    np.testing.assert_array_equal(loaded.encode(X[:50]), classifier.encode(X[:50]))
+    np.testing.assert_array_equal(loaded.predict_proba(X[:50]), classifier.predict_proba(X[:50]))
+    with pytest.raises(ValueError, match="holds a SSVAE, not a RVAE"):
+        RVAE.load(path)
+
+
+def test_regression_scaling_survives_save_load(tmp_path):
+    X, angles, _ = glyph_patches(48, size=8, seed=5)
+    y = 100.0 + 10.0 * angles
+    model = SSVAE((8, 8), output_dim=1, task="regression", hidden=8, encoder_hidden=16)
+    model.fit(X, y, epochs=2, batch_size=16, progress=False)
+    assert 80.0 < float(model.predict(X).mean()) < 120.0  # in the units of y, not standardised
+    model.save(tmp_path / "r.pt")
+    np.testing.assert_array_equal(SSVAE.load(tmp_path / "r.pt").predict(X), model.predict(X))
+
+
+@pytest.mark.parametrize(
+    ("params", "y", "message"),
+    [
+        ({}, None, "y is required"),
+        ({}, np.zeros(7, int), r"y must have shape \(8,\)"),
+        ({}, np.full(8, -1), "no labelled patch"),
+        ({}, np.array([0, 1, 2, 0, 1, 0, 1, -1]), r"y\[2\] = 2 is not a class label"),
+        ({}, np.array([0.5] * 8), "integer class labels"),
+        ({"task": "regression", "output_dim": 1}, np.array([1.0] + [np.nan] * 7), "1 labelled rows"),
+        (
+            {"task": "regression", "output_dim": 1},
+            np.array([1.0, np.inf] + [0.0] * 6),
+            "row 1 holds NaN or inf",
+        ),
+        ({"task": "regression", "output_dim": 2}, np.zeros((8, 3)), r"y must have shape \(8, 2\)"),
+        ({"task": "ordinal"}, np.zeros(8, int), "task must be one of"),
+        ({"output_dim": 1}, np.zeros(8, int), "output_dim"),
+        ({"classifier_weight": 0.0}, np.zeros(8, int), "classifier_weight"),
+        ({"classifier": "cnn"}, np.zeros(8, int), "classifier must be one of"),
+    ],
+)
+def test_bad_labels_and_settings_raise(params, y, message):
+    X = np.random.default_rng(0).random((8, 8, 8))
+    with pytest.raises(ValueError, match=message):
+        SSVAE((8, 8), **params).fit(X, y, progress=False)
+
+
+def test_bad_patches_raise():
+    X = np.random.default_rng(0).random((8, 8, 8))
+    X[3, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf in 1 of 8 rows"):
+        SSVAE((8, 8)).fit(X, np.zeros(8, int), progress=False)
+    with pytest.raises(ValueError, match="shape"):
+        SSVAE((8, 8)).fit(np.zeros((8, 9, 9)), np.zeros(8, int), progress=False)
+
+
+def test_failed_fit_leaves_no_fit_state_behind():
+    X = np.random.default_rng(0).random((8, 8, 8))
+    model = SSVAE((8, 8), task="regression", output_dim=1)
+    with pytest.raises(ValueError, match="epochs"):
+        model.fit(X, np.arange(8.0), epochs=0, progress=False)
+    assert not hasattr(model, "network_")
+    assert not {"_fit_context", "_fit_targets"} & set(vars(model))
