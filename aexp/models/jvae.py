@@ -13,7 +13,7 @@ discrete part:
 Loss per patch, with ``KL_y = KL(q(y | x) || uniform)``:
 
     reconstruction + w(epoch) * (KL of the continuous latents) + gamma * |KL_y - C(epoch)|
-                   + gamma * KL(mean of q(y | x) over the batch || uniform)
+                   + balance_gamma * KL(mean of q(y | x) over the batch || uniform)
 
 where the capacity ``C`` grows linearly from 0 to ``log(n_classes)`` over ``capacity_epochs``
 (capacity annealing: the classes are forced into use gradually, which keeps the model from
@@ -95,6 +95,7 @@ class JVAE(BaseVAE):
         temperature: ``(start, end)`` of the Gumbel-softmax temperature schedule.
         capacity_epochs: epochs over which the class capacity grows to ``log(n_classes)``.
         capacity_gamma: weight of the capacity penalty.
+        balance_gamma: weight of the class-usage penalty (0 turns it off).
         hidden, decoder_layers, encoder, encoder_hidden: as :class:`~aexp.models.vae.VAE`.
         likelihood, noise_std, device: see :class:`~aexp.models.base.BaseVAE`.
 
@@ -113,6 +114,7 @@ class JVAE(BaseVAE):
         temperature: Sequence[float] = (1.0, 0.67),
         capacity_epochs: int = 10,
         capacity_gamma: float = 50.0,
+        balance_gamma: float = 200.0,
         hidden: int = 32,
         decoder_layers: int = 2,
         encoder: str = "mlp",
@@ -127,6 +129,7 @@ class JVAE(BaseVAE):
         self.temperature = temperature
         self.capacity_epochs = capacity_epochs
         self.capacity_gamma = capacity_gamma
+        self.balance_gamma = balance_gamma
         self.hidden = hidden
         self.decoder_layers = decoder_layers
         self.encoder = encoder
@@ -146,6 +149,10 @@ class JVAE(BaseVAE):
         check_positive("temperature end", temps[1])
         check_int("capacity_epochs", self.capacity_epochs, 0)
         check_positive("capacity_gamma", self.capacity_gamma)
+        if isinstance(self.balance_gamma, bool) or not isinstance(self.balance_gamma, (int, float)) or not (
+            0 <= self.balance_gamma < math.inf
+        ):
+            raise ValueError(f"balance_gamma must be a finite number >= 0; got {self.balance_gamma!r}")
         check_int("hidden", self.hidden, 1)
         check_int("decoder_layers", self.decoder_layers, 0)
         check_int("encoder_hidden", self.encoder_hidden, 1)
@@ -205,7 +212,7 @@ class JVAE(BaseVAE):
         # Confident per-patch assignments can all pick one class (the capacity is met, z does the
         # rest): the batch's class usage is held near uniform too.
         usage = q.mean(dim=0)
-        terms["penalty_balance"] = self.capacity_gamma * (usage * (usage * self.n_classes).log()).sum()
+        terms["penalty_balance"] = self.balance_gamma * torch.special.xlogy(usage, usage * self.n_classes).sum()
         return terms
 
     # ----------------------------------------------------------------- use
@@ -257,6 +264,7 @@ class JRVAE(JVAE):
         temperature: Sequence[float] = (1.0, 0.67),
         capacity_epochs: int = 10,
         capacity_gamma: float = 50.0,
+        balance_gamma: float = 200.0,
         hidden: int = 32,
         decoder_layers: int = 2,
         encoder: str = "mlp",
@@ -272,7 +280,7 @@ class JRVAE(JVAE):
     ):
         super().__init__(
             input_shape, latent_dim, n_classes, discrete, temperature, capacity_epochs, capacity_gamma,
-            hidden, decoder_layers, encoder, encoder_hidden, likelihood, noise_std, device,
+            balance_gamma, hidden, decoder_layers, encoder, encoder_hidden, likelihood, noise_std, device,
         )
         self.translation = translation
         self.rotation_prior = rotation_prior

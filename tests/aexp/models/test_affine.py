@@ -47,3 +47,20 @@ def test_rvae_scale_latent_and_bad_priors():
         AffineVAE(input_shape=(8, 8), shear_prior=0).fit(np.random.rand(4, 8, 8), epochs=1, progress=False)
     with pytest.raises(ValueError, match="scale must be True or False"):
         RVAE(input_shape=(8, 8), scale="yes").fit(np.random.rand(4, 8, 8), epochs=1, progress=False)
+
+
+def _shear_correlation(n_per_suit, size, epochs, batch_size, **kwargs):
+    cards = make_cards(n_per_suit, rotation_deg=12, shear_deg=20, size=size, seed=0)
+    model = AffineVAE(input_shape=(size, size), latent_dim=2, **kwargs)
+    model.fit(cards.images, epochs=epochs, batch_size=batch_size, seed=0, progress=False)
+    shear = model.encode(cards.images)[:, model.latent_names.index("shear")]
+    return abs(np.corrcoef(shear, np.tan(cards.shear))[0, 1])
+
+
+def test_shear_latent_follows_true_shear_quick():
+    assert _shear_correlation(60, 24, 30, 32, hidden=16, decoder_layers=1) >= 0.6
+
+
+@pytest.mark.slow
+def test_shear_latent_follows_true_shear_on_high_shear_cards():
+    assert _shear_correlation(250, 32, 60, 128) >= 0.9
