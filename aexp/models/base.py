@@ -331,6 +331,9 @@ class BaseVAE:
 
     # ----------------------------------------------------------------- subclass contract
 
+    _min_latent_dim = 1
+    """Fewest content latents the model works with (a model with a class latent can do with 0)."""
+
     def _build_network(self) -> nn.Module:
         raise NotImplementedError
 
@@ -350,7 +353,7 @@ class BaseVAE:
     def _validate_hyperparameters(self) -> None:
         """Raise ValueError for a bad hyper-parameter. Subclasses extend this."""
         self._patch_shape()
-        check_int("latent_dim", self.latent_dim, 1)
+        check_int("latent_dim", self.latent_dim, self._min_latent_dim)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}; got {self.likelihood!r}")
         check_positive("noise_std", self.noise_std)

@@ -26,6 +26,8 @@ expensive piece of an rVAE. Three things keep it cheap without changing the func
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -157,7 +159,9 @@ class CoordinateDecoder(nn.Module):
         # J p for the quarter turn J = [[0, -1], [1, 0]]: R(a) p = cos(a) p + sin(a) J p.
         self.register_buffer("grid_turned", torch.stack([-grid[:, 1], grid[:, 0]], 1), persistent=False)
         self.coordinates = nn.Linear(2, hidden)
-        self.content = nn.Linear(latent_dim, hidden, bias=False)
+        with warnings.catch_warnings():  # latent_dim 0 (content from a class input only) is fine
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.content = nn.Linear(latent_dim, hidden, bias=False)
         self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
         self.out = nn.Linear(hidden, self.shape[0])
 

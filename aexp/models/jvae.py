@@ -89,7 +89,8 @@ class JVAE(BaseVAE):
 
     Args:
         input_shape: ``(h, w)`` or ``(C, h, w)``.
-        latent_dim: continuous content latents ``k``.
+        latent_dim: continuous content latents ``k`` (0 allowed: the class is then the only
+            content, which forces the classes to carry what tells patches apart).
         n_classes: classes of the discrete latent.
         discrete: ``"gumbel"`` or ``"enumerate"``.
         temperature: ``(start, end)`` of the Gumbel-softmax temperature schedule.
@@ -104,6 +105,8 @@ class JVAE(BaseVAE):
         >>> m.predict(cards.images)[:3]
         array([2, 2, 2])
     """
+
+    _min_latent_dim = 0
 
     def __init__(
         self,

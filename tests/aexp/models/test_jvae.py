@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aexp.datasets import make_cards
-from aexp.models import JRVAE, JVAE
+from aexp.models import JRVAE, JVAE, RVAE
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +82,12 @@ def test_decode_takes_probabilities_or_a_class_index(cards):
 def test_bad_hyperparameters_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         JVAE(input_shape=(8, 8), **kwargs).fit(np.random.rand(4, 8, 8), epochs=1, progress=False)
+
+
+def test_class_can_be_the_only_content(cards):
+    model = JVAE(input_shape=(16, 16), latent_dim=0, n_classes=3, discrete="enumerate", hidden=8, decoder_layers=0)
+    model.fit(cards.images, epochs=1, progress=False)
+    assert model.latent_names == ["p_class1", "p_class2", "p_class3"]
+    assert model.decode([[0], [2]]).shape == (2, 16, 16)
+    with pytest.raises(ValueError, match="latent_dim must be an integer >= 1"):
+        RVAE(input_shape=(16, 16), latent_dim=0).fit(cards.images, epochs=1, progress=False)
