@@ -25,6 +25,7 @@ probabilities; :meth:`predict` the most likely class.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,7 +59,9 @@ class _JointNetwork(nn.Module):
         self.geometric = tuple(geometric)
         self.n_classes = n_classes
         channels, height, width = shape
-        self.encoder = make_encoder(encoder, shape, encoder_hidden, len(self.geometric) + latent_dim)
+        with warnings.catch_warnings():  # a jVAE with latent_dim 0 has an encoder with no outputs
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.encoder = make_encoder(encoder, shape, encoder_hidden, len(self.geometric) + latent_dim)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(channels * height * width, encoder_hidden),
