@@ -75,6 +75,7 @@ class EmbedderConfig(_Section):
     kind: Literal["rvae", "vae", "affine", "jvae", "jrvae", "none"] = "rvae"
     latent_dim: int = Field(2, ge=1, description="content latents (rotation and shift come extra)")
     hidden: int = Field(32, ge=4)
+    decoder_layers: int = Field(2, ge=0, description="hidden x hidden layers of the coordinate decoder")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(3e-3, gt=0)

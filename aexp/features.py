@@ -58,6 +58,7 @@ def embed_candidates(
         input_shape=tuple(patches.shape[1:]),
         latent_dim=cfg.latent_dim,
         hidden=cfg.hidden,
+        decoder_layers=cfg.decoder_layers,
         translation=cfg.translation,
         rotation_prior=cfg.rotation_prior,
         n_classes=cfg.n_classes,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SUITS", "Cards", "make_cards", "cards_regime", "semi_supervised_split", "REGIMES"]
+__all__ = ["SUITS", "REGIMES", "Cards", "SemiSupervisedSplit", "make_cards", "cards_regime", "semi_supervised_split"]
 
 SUITS = ("clubs", "spades", "diamonds", "hearts")
 """Suit names, in the order of the labels 0..3."""

@@ -35,3 +35,15 @@ def test_config_rejects_unknown_kind_and_too_few_classes():
     with pytest.raises(ValueError, match="n_classes"):
         EmbedderConfig(kind="jrvae", n_classes=1)
     assert EmbedderConfig(kind="jrvae").n_classes == 4 and JRVAE(input_shape=(4, 4)).n_classes == 2
+
+
+def test_decoder_layers_reach_the_model():
+    img = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
+    candidates = grid_candidates(Survey(img, PixelTransform.square(1e-9), ("haadf",)), 2, 4)
+    cfg = EmbedderConfig(kind="rvae", epochs=1, hidden=4, decoder_layers=0)
+    _, info = embed_candidates(candidates, cfg, seed=0, progress=False)
+    one = EmbedderConfig(kind="rvae", epochs=1, hidden=4, decoder_layers=1)
+    _, info_one = embed_candidates(candidates, one, seed=0, progress=False)
+    assert info["final_loss"]["loss"] != info_one["final_loss"]["loss"]
+    with pytest.raises(ValueError, match="decoder_layers"):
+        EmbedderConfig(decoder_layers=-1)
