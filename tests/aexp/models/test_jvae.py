@@ -91,3 +91,14 @@ def test_class_can_be_the_only_content(cards):
     assert model.decode([[0], [2]]).shape == (2, 16, 16)
     with pytest.raises(ValueError, match="latent_dim must be an integer >= 1"):
         RVAE(input_shape=(16, 16), latent_dim=0).fit(cards.images, epochs=1, progress=False)
+
+
+@pytest.mark.slow
+def test_jrvae_classes_are_the_four_suits():
+    from aexp.models.metrics import cluster_purity
+
+    cards = make_cards(250, rotation_deg=12, shear_deg=1, size=32, seed=0)
+    model = JRVAE(input_shape=(32, 32), latent_dim=0, n_classes=4, temperature=(1.0, 0.3), capacity_epochs=30,
+                  noise_std=0.2)
+    model.fit(cards.images, epochs=100, seed=0, progress=False)
+    assert cluster_purity(model.predict(cards.images), cards.label) >= 0.9
