@@ -76,16 +76,19 @@ class CandidatesConfig(_Section):
 
 
 class EmbedderConfig(_Section):
-    """How patches become features: an rVAE's latent means, or the raw patch (``none``)."""
+    """How patches become features: a model's latent means (``rvae``, ``vae``, ``affine``, ``jvae``,
+    ``jrvae``), or the raw patch (``none``)."""
 
-    kind: Literal["rvae", "none"] = "rvae"
+    kind: Literal["rvae", "vae", "affine", "jvae", "jrvae", "none"] = "rvae"
     latent_dim: int = Field(2, ge=1, description="content latents (rotation and shift come extra)")
     hidden: int = Field(32, ge=4)
+    decoder_layers: int = Field(2, ge=0, description="hidden x hidden layers of the coordinate decoder")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(3e-3, gt=0)
     rotation_prior: float = Field(math.pi / 3, gt=0, description="prior std of the angle, radians")
     translation: bool = True
+    n_classes: int = Field(4, ge=2, description="classes of the discrete latent (jvae, jrvae)")
     features: Literal["all", "content"] = Field(
         "all", description="feed the surrogate all latents or only the content ones"
     )

@@ -1,6 +1,7 @@
 """From candidate patches to the feature vectors the surrogate sees.
 
-``embedder: rvae`` trains an rVAE on all candidate patches (no targets involved, so nothing is
+``embedder: rvae`` (or any kind in :data:`aexp.models.EMBEDDERS`: vae, affine, jvae, jrvae)
+trains that model on all candidate patches (no targets involved, so nothing is
 learned from the answers) and uses its latent means; ``embedder: none`` uses the flattened patch.
 Either way each feature column is standardised over the candidates.
 """
@@ -50,25 +51,27 @@ def embed_candidates(
     if cfg.kind == "none":
         flat = patches.reshape(len(patches), -1)
         return standardise(flat), {"kind": "none", "dim": int(flat.shape[1])}
-    from .models import RVAE  # the models pull in more of torch; import only when used
+    from .models import make_embedder  # the models pull in more of torch; import only when used
 
-    model = RVAE(
+    model = make_embedder(
+        cfg.kind,
         input_shape=tuple(patches.shape[1:]),
         latent_dim=cfg.latent_dim,
         hidden=cfg.hidden,
+        decoder_layers=cfg.decoder_layers,
         translation=cfg.translation,
         rotation_prior=cfg.rotation_prior,
+        n_classes=cfg.n_classes,
         device=device,
     )
     model.fit(
         patches, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress
     )
     z = model.encode(patches)
-    n_geometric = 3 if cfg.translation else 1
     if cfg.features == "content":
-        z = z[:, n_geometric:]
+        z = z[:, len(model.geometric_names) :]
     info = {
-        "kind": "rvae",
+        "kind": cfg.kind,
         "dim": int(z.shape[1]),
         "final_loss": {k: float(v[-1]) for k, v in getattr(model, "history_", {}).items() if len(v)},
     }

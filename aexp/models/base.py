@@ -10,10 +10,14 @@ stores them), :meth:`BaseVAE.fit` learns, and learned state carries a trailing u
 * ``_latent_priors()`` -> ``[(name, columns, prior_std), ...]``: one KL term per group of latents,
   ``KL(N(mean, var) || N(0, prior_std^2))``, reported in ``history_`` under ``name``;
 
-and may override ``_loss_terms`` (e.g. for discrete latents) or ``_full_latents`` (what
+and may override ``_loss_terms`` (e.g. for discrete latents), ``_start_epoch`` (per-epoch
+schedules), ``_encode_batch`` (what :meth:`encode` returns) or ``_full_latents`` (what
 :meth:`decode` accepts). The training loss per patch is
 
-    reconstruction + kl_weight(epoch) * sum of the KL terms
+    reconstruction + kl_weight(epoch) * sum of the KL terms + sum of the penalty terms
+
+where KL terms are the loss terms named ``kl_*`` and penalty terms (already weighted, e.g. a
+capacity constraint) those named ``penalty_*``.
 
 with a Gaussian (fixed ``noise_std``) or Bernoulli reconstruction term on patches scaled per channel
 to [0, 1] by the minimum and maximum seen in ``fit``.
@@ -35,10 +39,18 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from .decoders import CoordinateDecoder
+
 __all__ = [
     "BaseVAE",
     "NotFittedError",
     "MLPEncoder",
+    "ConvEncoder",
+    "ENCODERS",
+    "make_encoder",
+    "GEOMETRIC_LATENTS",
+    "SHIFT_SCALE",
+    "InvariantNetwork",
     "gaussian_kl",
     "kl_schedule",
     "check_int",
@@ -130,6 +142,124 @@ class MLPEncoder(nn.Module):
         return mean, log_var
 
 
+class ConvEncoder(nn.Module):
+    """Patch -> mean and log-variance, through three stride-2 3x3 convolutions (16, 32, 32
+    channels, SiLU) and one hidden tanh layer of width ``hidden``.
+
+    Shapes: ``N x C x h x w -> (N x n_latents, N x n_latents)``. Sees local shapes that an MLP on
+    raw pixels has to learn position by position; costs more per patch than :class:`MLPEncoder`.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], hidden: int, n_latents: int, initial_log_var: float = -3.0):
+        super().__init__()
+        channels, height, width = shape
+        for _ in range(3):  # each stride-2 convolution with padding 1 halves the side, rounding up
+            height, width = (height + 1) // 2, (width + 1) // 2
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 16, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Flatten(),
+            nn.Linear(32 * height * width, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, 2 * n_latents),
+        )
+        with torch.no_grad():
+            self.body[-1].bias[n_latents:] += initial_log_var
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_var = self.body(x).chunk(2, dim=-1)
+        return mean, log_var
+
+
+ENCODERS = ("mlp", "conv")
+
+
+def make_encoder(kind: str, shape: tuple[int, int, int], hidden: int, n_latents: int) -> nn.Module:
+    """An encoder of ``kind`` (``"mlp"`` or ``"conv"``) for patches of ``shape`` = ``(C, h, w)``."""
+    if kind == "conv":
+        return ConvEncoder(shape, hidden, n_latents)
+    if kind == "mlp":
+        return MLPEncoder(shape[0] * shape[1] * shape[2], hidden, n_latents)
+    raise ValueError(f"encoder must be one of {ENCODERS}; got {kind!r}")
+
+
+GEOMETRIC_LATENTS = ("angle", "dx", "dy", "scale", "shear")
+"""Geometric latents in the order they come first in every model's encoding."""
+
+SHIFT_SCALE = 0.1
+"""Grid shift per unit of the shift latents: shift = SHIFT_SCALE * (dx, dy)."""
+
+
+def grid_transform(latents: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Keyword arguments of :class:`~aexp.models.decoders.CoordinateDecoder` for the geometric
+    latents ``names`` (a subsequence of :data:`GEOMETRIC_LATENTS`), which are the first columns
+    of ``latents`` (N x d).
+
+    The grid point ``p`` goes to ``R(angle) Sh(shear) p / exp(scale) + 0.1 (dx, dy)`` with
+    ``Sh(k) = [[1, k], [0, 1]]``: ``scale`` is the log-magnification of the decoded object and
+    ``shear`` the shear factor (about the shear angle in radians, for small angles).
+    """
+    col = {name: i for i, name in enumerate(names)}
+    out: dict[str, torch.Tensor] = {}
+    if "dx" in col:
+        out["shift"] = SHIFT_SCALE * latents[:, [col["dx"], col["dy"]]]
+    angle = latents[:, col["angle"]] if "angle" in col else None
+    if "scale" not in col and "shear" not in col:
+        if angle is not None:
+            out["angle"] = angle
+        return out
+    n = len(latents)
+    eye = torch.eye(2, dtype=latents.dtype, device=latents.device).expand(n, 2, 2)
+    matrix = eye
+    if "shear" in col:
+        shear = torch.zeros(n, 2, 2, dtype=latents.dtype, device=latents.device)
+        shear[:, 0, 1] = latents[:, col["shear"]]
+        matrix = eye + shear
+    if angle is not None:
+        c, s = torch.cos(angle), torch.sin(angle)
+        rotation = torch.stack([torch.stack([c, -s], 1), torch.stack([s, c], 1)], 1)
+        matrix = rotation @ matrix
+    if "scale" in col:
+        matrix = matrix * torch.exp(-latents[:, col["scale"]]).view(n, 1, 1)
+    out["matrix"] = matrix
+    return out
+
+
+class InvariantNetwork(nn.Module):
+    """Encoder + coordinate decoder whose first latents are geometric.
+
+    ``encode``: ``N x C x h x w -> (mean, log_var)``, each ``N x (len(geometric) + latent_dim)``;
+    ``decode``: latents in the same layout -> raw patches ``N x C x h x w``. With no geometric
+    latents it is a plain VAE with a coordinate decoder.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        latent_dim: int,
+        geometric: Sequence[str],
+        hidden: int,
+        decoder_layers: int,
+        encoder: str = "mlp",
+        encoder_hidden: int = 128,
+    ):
+        super().__init__()
+        self.geometric = tuple(geometric)
+        self.encoder = make_encoder(encoder, shape, encoder_hidden, len(self.geometric) + latent_dim)
+        self.decoder = CoordinateDecoder(shape, latent_dim, hidden, decoder_layers)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        transform = grid_transform(latents, self.geometric)
+        return self.decoder(latents[:, len(self.geometric) :], **transform)
+
+
 def check_int(name: str, value: Any, minimum: int) -> int:
     """``value`` as an int, or ValueError if it is not an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
@@ -201,6 +331,9 @@ class BaseVAE:
 
     # ----------------------------------------------------------------- subclass contract
 
+    _min_latent_dim = 1
+    """Fewest content latents the model works with (a model with a class latent can do with 0)."""
+
     def _build_network(self) -> nn.Module:
         raise NotImplementedError
 
@@ -209,13 +342,18 @@ class BaseVAE:
         """Names of the columns of :meth:`encode`, in order."""
         raise NotImplementedError
 
+    @property
+    def geometric_names(self) -> list[str]:
+        """The geometric latents (a prefix of :attr:`latent_names`); none for a plain VAE."""
+        return []
+
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
         raise NotImplementedError
 
     def _validate_hyperparameters(self) -> None:
         """Raise ValueError for a bad hyper-parameter. Subclasses extend this."""
         self._patch_shape()
-        check_int("latent_dim", self.latent_dim, 1)
+        check_int("latent_dim", self.latent_dim, self._min_latent_dim)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}; got {self.likelihood!r}")
         check_positive("noise_std", self.noise_std)
@@ -274,6 +412,18 @@ class BaseVAE:
         _check_finite(x, "X")
         return x.reshape(len(x), *shape)
 
+    def _check_labels(self, y: Any, n: int) -> np.ndarray | None:
+        """``y`` as a 1-d array of ``n`` finite labels (or None), or ValueError naming the problem.
+        Subclasses that learn from labels narrow this (integer classes, NaN for unlabelled...)."""
+        if y is None:
+            return None
+        labels = np.asarray(y)
+        if labels.ndim != 1 or len(labels) != n:
+            raise ValueError(f"y must hold one label per patch: shape ({n},); got {labels.shape}")
+        if labels.dtype == object or not np.issubdtype(labels.dtype, np.number):
+            raise ValueError(f"y must hold numbers; got dtype {labels.dtype}")
+        return labels
+
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         lo = torch.as_tensor(self.data_min_, device=x.device).view(1, -1, 1, 1)
         span = torch.as_tensor(self.data_range_, device=x.device).view(1, -1, 1, 1)
@@ -301,6 +451,10 @@ class BaseVAE:
     def _mean_image(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(raw) if self.likelihood == "bernoulli" else raw
 
+    def _start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before every training epoch (``epoch`` counts from 0). Models with their own
+        schedules (temperature, capacity) update them here."""
+
     def _loss_terms(
         self, network: nn.Module, x: torch.Tensor, noise: torch.Generator
     ) -> dict[str, torch.Tensor]:
@@ -326,6 +480,7 @@ class BaseVAE:
     def fit(
         self,
         X: Any,
+        y: Any = None,
         *,
         epochs: int = 20,
         batch_size: int = 128,
@@ -335,6 +490,9 @@ class BaseVAE:
         progress: bool = True,
     ) -> "BaseVAE":
         """Train on patches ``X`` (``N x h x w`` or ``N x C x h x w``) with Adam; returns self.
+
+        ``y`` (one label per patch) is checked against ``X`` and passed to models that learn from
+        labels; the unsupervised models here do not use it.
 
         Every call starts from a fresh network seeded by ``seed``: the same seed and data give the
         same model on the same machine and torch build. ``kl_weight`` is a number, a per-epoch
@@ -348,6 +506,7 @@ class BaseVAE:
         seed = check_int("seed", seed, 0)
         weights = kl_schedule(kl_weight, epochs)
         x = self._check_patches(X, min_samples=2)
+        self._check_labels(y, len(x))
 
         lo = x.amin(dim=(0, 2, 3))
         span = x.amax(dim=(0, 2, 3)) - lo
@@ -363,6 +522,7 @@ class BaseVAE:
         bar = tqdm(range(epochs), desc=f"{type(self).__name__} fit", unit="epoch", disable=not progress)
         for epoch in bar:
             start = time.perf_counter()
+            self._start_epoch(epoch, epochs)
             order = torch.randperm(len(data), generator=shuffle).to(self.device)
             means = self._train_epoch(network, optimiser, data, order, batch_size, weights[epoch], noise)
             if not math.isfinite(means["loss"]):
@@ -397,7 +557,8 @@ class BaseVAE:
             batch = data[order[first : first + batch_size]]
             terms = self._loss_terms(network, batch, noise)
             kl = sum(value for name, value in terms.items() if name.startswith("kl_"))
-            terms["loss"] = terms["reconstruction"] + kl_weight * kl
+            penalty = sum(value for name, value in terms.items() if name.startswith("penalty_"))
+            terms["loss"] = terms["reconstruction"] + kl_weight * kl + penalty
             optimiser.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimiser.step()
@@ -417,8 +578,12 @@ class BaseVAE:
         with torch.inference_mode():
             for first in range(0, len(x), batch_size):
                 batch = self._normalise(x[first : first + batch_size].to(self.device))
-                out[first : first + batch_size] = self.network_.encode(batch)[0].cpu()
+                out[first : first + batch_size] = self._encode_batch(batch).cpu()
         return out.numpy()
+
+    def _encode_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised patches -> the columns of :meth:`encode` (default: the latent means)."""
+        return self.network_.encode(x)[0]
 
     def _full_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Latents given to :meth:`decode` -> ``n x n_latents``. Subclasses may accept more."""

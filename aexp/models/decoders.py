@@ -26,6 +26,8 @@ expensive piece of an rVAE. Three things keep it cheap without changing the func
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -101,6 +103,30 @@ class _LinearSigmoid(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+class _AffineSigmoid(torch.autograd.Function):
+    """``s[n, p, :] = sigmoid(grid[p] @ U[n]^T + c[n])`` for a per-sample first-layer weight
+    ``U[n] = W M[n]`` (``M`` the sample's 2 x 2 grid transform).
+
+    Shapes: ``grid`` P x 2, ``u`` N x H x 2, ``c`` N x H -> ``s`` N x P x H.
+    """
+
+    @staticmethod
+    def forward(ctx, grid: torch.Tensor, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        points = grid.expand(u.shape[0], *grid.shape)
+        s = torch.sigmoid_(torch.baddbmm(c.unsqueeze(1), points, u.transpose(1, 2)))
+        ctx.save_for_backward(points, s)
+        return s
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        points, s = ctx.saved_tensors
+        d = _sigmoid_backward(grad, s)
+        grad_u = torch.bmm(d.transpose(1, 2), points) if ctx.needs_input_grad[1] else None
+        grad_c = d.sum(dim=1) if ctx.needs_input_grad[2] else None
+        return None, grad_u, grad_c
+
+
 class CoordinateDecoder(nn.Module):
     """Coordinate decoder: content latents + angle + shift -> patch.
 
@@ -133,7 +159,9 @@ class CoordinateDecoder(nn.Module):
         # J p for the quarter turn J = [[0, -1], [1, 0]]: R(a) p = cos(a) p + sin(a) J p.
         self.register_buffer("grid_turned", torch.stack([-grid[:, 1], grid[:, 0]], 1), persistent=False)
         self.coordinates = nn.Linear(2, hidden)
-        self.content = nn.Linear(latent_dim, hidden, bias=False)
+        with warnings.catch_warnings():  # latent_dim 0 (content from a class input only) is fine
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.content = nn.Linear(latent_dim, hidden, bias=False)
         self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
         self.out = nn.Linear(hidden, self.shape[0])
 
@@ -142,21 +170,32 @@ class CoordinateDecoder(nn.Module):
         z: torch.Tensor,
         angle: torch.Tensor | None = None,
         shift: torch.Tensor | None = None,
+        matrix: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``z`` N x k, ``angle`` N (radians) or None, ``shift`` N x 2 (grid units) or None ->
-        N x C x height x width."""
+        """``z`` N x k, ``angle`` N (radians) or None, ``shift`` N x 2 (grid units) or None,
+        ``matrix`` N x 2 x 2 or None -> N x C x height x width.
+
+        ``matrix`` is a general linear map of the grid (``M p + shift`` replaces ``R(angle) p +
+        shift``; give it for scale or shear, and leave ``angle`` None). The rotation-only path is
+        the faster one.
+        """
         n = z.shape[0]
         w, b = self.coordinates.weight, self.coordinates.bias
-        if angle is None:
-            angle = z.new_zeros(n)
-        cs = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
-        # Pre-activations are doubled (sigmoid(2a) stands for tanh(a)); see the module docstring.
-        ab = 2.0 * torch.stack([self.grid @ w.t(), self.grid_turned @ w.t()])
         c = self.content(z) + b
         if shift is not None:
             c = c + shift @ w.t()
-        s = _RotatedSigmoid.apply(cs, ab, 2.0 * c)
-        s = s.view(-1, s.shape[-1])
+        # Pre-activations are doubled (sigmoid(2a) stands for tanh(a)); see the module docstring.
+        if matrix is not None:
+            if angle is not None:
+                raise ValueError("give either angle or matrix to the decoder, not both")
+            s = _AffineSigmoid.apply(self.grid, 2.0 * (w @ matrix), 2.0 * c)
+        else:
+            if angle is None:
+                angle = z.new_zeros(n)
+            cs = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+            ab = 2.0 * torch.stack([self.grid @ w.t(), self.grid_turned @ w.t()])
+            s = _RotatedSigmoid.apply(cs, ab, 2.0 * c)
+        s = s.reshape(-1, s.shape[-1])
         for layer in self.hidden:
             lw, lb = layer.weight, layer.bias
             s = _LinearSigmoid.apply(s, 4.0 * lw, 2.0 * (lb - lw.sum(dim=1)))

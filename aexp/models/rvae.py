@@ -1,13 +1,14 @@
-"""Rotation-invariant VAE (rVAE): rotation and translation get latents of their own.
+"""Rotation-invariant VAE (rVAE): rotation, translation and (optionally) scale get latents of their own.
 
-The encoder maps a patch to a diagonal Gaussian over ``[angle, dx, dy, z_1..z_k]``. The decoder is a
-:class:`~aexp.models.decoders.CoordinateDecoder`: it turns the pixel grid by ``angle`` (radians),
-moves it by ``0.1 * (dx, dy)`` (grid units; the patch spans [-1, 1]) and draws the pixel values from
-the content latents ``z``, so ``z`` describes the object and not its orientation or position. The
-loss per patch is
+The encoder maps a patch to a diagonal Gaussian over ``[angle, dx, dy, (scale), z_1..z_k]``. The
+decoder is a :class:`~aexp.models.decoders.CoordinateDecoder`: it turns the pixel grid by ``angle``
+(radians), divides it by the magnification ``exp(scale)``, moves it by ``0.1 * (dx, dy)`` (grid
+units; the patch spans [-1, 1]) and draws the pixel values from the content latents ``z``, so ``z``
+describes the object and not its orientation, size or position. The loss per patch is
 
     reconstruction + w(epoch) * [KL(z || N(0, 1)) + KL(angle || N(0, rotation_prior^2))
-                                 + KL(0.1 (dx, dy) || N(0, translation_prior^2))]
+                                 + KL(0.1 (dx, dy) || N(0, translation_prior^2))
+                                 + KL(scale || N(0, scale_prior^2))]
 
 The angle prior is a proper Gaussian (its KL includes the mean term), so ``rotation_prior`` should
 cover the rotations expected in the data. The angle is recovered up to the symmetry of the object
@@ -23,51 +24,35 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import BaseVAE, MLPEncoder, check_int, check_positive
-from .decoders import CoordinateDecoder
+from .base import ENCODERS, SHIFT_SCALE, BaseVAE, InvariantNetwork, check_int, check_positive
 
-__all__ = ["RVAE"]
-
-SHIFT_SCALE = 0.1
-"""Grid shift per unit of the shift latents: shift = SHIFT_SCALE * (dx, dy)."""
-
-
-class _RVAENetwork(nn.Module):
-    def __init__(self, shape, latent_dim, translation, hidden, decoder_layers, encoder_hidden):
-        super().__init__()
-        self.n_geometric = 3 if translation else 1
-        channels, height, width = shape
-        self.encoder = MLPEncoder(channels * height * width, encoder_hidden, self.n_geometric + latent_dim)
-        self.decoder = CoordinateDecoder(shape, latent_dim, hidden, decoder_layers)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(x)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        shift = SHIFT_SCALE * latents[:, 1:3] if self.n_geometric == 3 else None
-        return self.decoder(latents[:, self.n_geometric :], angle=latents[:, 0], shift=shift)
+__all__ = ["RVAE", "SHIFT_SCALE"]
 
 
 class RVAE(BaseVAE):
-    """Rotation- (and translation-) invariant VAE for image patches.
+    """Rotation- (and translation-, optionally scale-) invariant VAE for image patches.
 
-    Encoded columns: ``[angle, dx, dy, z_1..z_k]``, or ``[angle, z_1..z_k]`` with
-    ``translation=False``. ``angle`` is in radians; a positive angle turns the decoded patch
-    counter-clockwise as displayed with row 0 at the top (``angle = pi/2`` gives
-    ``np.rot90(patch)``). The shift latents move the decoder's grid by ``0.1 * (dx, dy)`` (the
-    patch spans [-1, 1]): the decoded content moves ``0.05 * dx * (h - 1)`` pixels up (towards
-    row 0) and ``0.05 * dy * (w - 1)`` pixels right.
+    Encoded columns: ``[angle, dx, dy, (scale), z_1..z_k]``; ``dx, dy`` only with
+    ``translation=True`` and ``scale`` only with ``scale=True``. ``angle`` is in radians; a positive
+    angle turns the decoded patch counter-clockwise as displayed with row 0 at the top
+    (``angle = pi/2`` gives ``np.rot90(patch)``). The shift latents move the decoder's grid by
+    ``0.1 * (dx, dy)`` (the patch spans [-1, 1]): the decoded content moves ``0.05 * dx * (h - 1)``
+    pixels up (towards row 0) and ``0.05 * dy * (w - 1)`` pixels right. ``scale`` is the
+    log-magnification of the decoded object.
 
     Args:
         input_shape: ``(h, w)`` or ``(C, h, w)``.
         latent_dim: number of content latents ``k``.
         hidden: width of the decoder's per-pixel layers (the main cost, ~``hidden^2`` per pixel).
         decoder_layers: hidden ``hidden x hidden`` tanh layers after the decoder's first layer.
-        encoder_hidden: width of the encoder's two hidden layers.
+        encoder_hidden: width of the encoder's hidden layers.
         translation: learn shift latents ``(dx, dy)``.
         rotation_prior: standard deviation (radians) of the Gaussian prior on the angle.
         translation_prior: standard deviation of the prior on the shift ``0.1 * (dx, dy)``, in
             units of the patch half-width (0.1 makes the shift latents standard normal).
+        scale: learn a scale latent (log-magnification).
+        scale_prior: standard deviation of the prior on the log-magnification.
+        encoder: ``"mlp"`` or ``"conv"`` (see :func:`~aexp.models.base.make_encoder`).
         likelihood, noise_std, device: see :class:`~aexp.models.base.BaseVAE`.
 
     Example:
@@ -88,6 +73,9 @@ class RVAE(BaseVAE):
         translation: bool = True,
         rotation_prior: float = math.pi / 3,
         translation_prior: float = 0.1,
+        scale: bool = False,
+        scale_prior: float = 0.2,
+        encoder: str = "mlp",
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
@@ -99,42 +87,72 @@ class RVAE(BaseVAE):
         self.translation = translation
         self.rotation_prior = rotation_prior
         self.translation_prior = translation_prior
+        self.scale = scale
+        self.scale_prior = scale_prior
+        self.encoder = encoder
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
         check_int("hidden", self.hidden, 1)
         check_int("decoder_layers", self.decoder_layers, 0)
         check_int("encoder_hidden", self.encoder_hidden, 1)
-        if not isinstance(self.translation, bool):
-            raise ValueError(f"translation must be True or False; got {self.translation!r}")
+        for flag in ("translation", "scale"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
         check_positive("rotation_prior", self.rotation_prior)
         check_positive("translation_prior", self.translation_prior)
+        check_positive("scale_prior", self.scale_prior)
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}; got {self.encoder!r}")
+
+    @property
+    def geometric_names(self) -> list[str]:
+        """The geometric latents, in the order they lead :meth:`encode`'s columns."""
+        names = ["angle"]
+        if self.translation:
+            names += ["dx", "dy"]
+        if self.scale:
+            names.append("scale")
+        return names
 
     @property
     def latent_names(self) -> list[str]:
-        geometric = ["angle", "dx", "dy"] if self.translation else ["angle"]
-        return geometric + [f"z{i + 1}" for i in range(self.latent_dim)]
+        return self.geometric_names + [f"z{i + 1}" for i in range(self.latent_dim)]
+
+    def _geometric_priors(self) -> dict[str, tuple[str, float]]:
+        """Geometric latent -> (KL term name, prior standard deviation in latent units)."""
+        return {
+            "angle": ("kl_angle", float(self.rotation_prior)),
+            "dx": ("kl_shift", float(self.translation_prior) / SHIFT_SCALE),
+            "dy": ("kl_shift", float(self.translation_prior) / SHIFT_SCALE),
+            "scale": ("kl_scale", float(self.scale_prior)),
+        }
 
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
-        t = 3 if self.translation else 1
-        priors = [("kl_angle", slice(0, 1), float(self.rotation_prior))]
-        if self.translation:
-            priors.append(("kl_shift", slice(1, 3), float(self.translation_prior) / SHIFT_SCALE))
-        priors.append(("kl_content", slice(t, None), 1.0))
+        table = self._geometric_priors()
+        priors: list[tuple[str, slice, float]] = []
+        for i, name in enumerate(self.geometric_names):
+            term, std = table[name]
+            if name == "dy":
+                continue  # dx and dy share one term (the shift)
+            width = 2 if name == "dx" else 1
+            priors.append((term, slice(i, i + width), std))
+        priors.append(("kl_content", slice(len(self.geometric_names), None), 1.0))
         return priors
 
     def _build_network(self) -> nn.Module:
-        return _RVAENetwork(
+        return InvariantNetwork(
             self._patch_shape(),
             self.latent_dim,
-            self.translation,
+            self.geometric_names,
             self.hidden,
             self.decoder_layers,
+            self.encoder,
             self.encoder_hidden,
         )
 
     def _full_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Content-only latents (``n x k``) get zero angle and shift; ``n x n_latents`` pass."""
+        """Content-only latents (``n x k``) get zero geometric latents; ``n x n_latents`` pass."""
         if z.shape[1] == self.latent_dim:
             return torch.cat([z.new_zeros(len(z), self.n_latents - self.latent_dim), z], dim=1)
         if z.shape[1] == self.n_latents:

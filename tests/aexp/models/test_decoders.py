@@ -81,3 +81,26 @@ def test_defaults_without_angle_or_shift(layers):
     z = torch.randn(4, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     zeros = torch.zeros(4, dtype=torch.float64)
     torch.testing.assert_close(dec(z), dec(z, angle=zeros, shift=torch.zeros(4, 2, dtype=torch.float64)))
+
+
+def _rotation(angle):
+    c, s = torch.cos(angle), torch.sin(angle)
+    return torch.stack([torch.stack([c, -s], 1), torch.stack([s, c], 1)], 1)
+
+
+def test_matrix_path_equals_rotation_path_and_has_exact_gradients():
+    torch.manual_seed(0)
+    dec = CoordinateDecoder((2, 9, 7), latent_dim=3, hidden=8, layers=1).double()
+    z, angle = torch.randn(4, 3, dtype=torch.double), torch.randn(4, dtype=torch.double)
+    shift = 0.1 * torch.randn(4, 2, dtype=torch.double)
+    by_angle = dec(z, angle=angle, shift=shift)
+    by_matrix = dec(z, shift=shift, matrix=_rotation(angle))
+    torch.testing.assert_close(by_matrix, by_angle)
+    matrix = torch.randn(4, 2, 2, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda m, zz: dec(zz, shift=shift, matrix=m), (matrix, z.requires_grad_()))
+
+
+def test_angle_and_matrix_together_are_refused():
+    dec = CoordinateDecoder((1, 5, 5), latent_dim=1, hidden=4)
+    with pytest.raises(ValueError, match="angle or matrix"):
+        dec(torch.zeros(1, 1), angle=torch.zeros(1), matrix=torch.eye(2).expand(1, 2, 2))

@@ -290,3 +290,35 @@ def test_use_before_fit_raises():
     model, _ = _small_fit(0)
     with pytest.raises(ValueError, match="row 1"):
         model.encode(X)
+
+
+# --- on the cards data set: quick versions of benchmarks/cards.py ----------------------------------
+
+
+def _cards_scores(model_cls, n_per_suit, size, epochs, rotation_deg, batch_size=128, **kwargs):
+    from aexp.datasets import make_cards
+    from aexp.models.metrics import circular_correlation as circ
+    from aexp.models.metrics import kmeans_purity
+
+    cards = make_cards(n_per_suit, rotation_deg, 1.0, size=size, seed=0)
+    model = model_cls(input_shape=(size, size), latent_dim=2, **kwargs)
+    model.fit(cards.images, epochs=epochs, batch_size=batch_size, seed=0, progress=False)
+    z = model.encode(cards.images)
+    per_suit = [abs(circ(z[cards.label == k, 0], cards.angle[cards.label == k])) for k in range(4)]
+    return per_suit, kmeans_purity(z[:, len(model.geometric_names) :], cards.label)
+
+
+def test_angle_latent_tracks_card_rotation_quick():
+    per_suit, _ = _cards_scores(RVAE, 60, 24, 30, 60.0, batch_size=32, hidden=16, decoder_layers=1)
+    assert min(per_suit) >= 0.7, per_suit  # an untrained or broken angle path scores ~0
+
+
+@pytest.mark.slow
+def test_rvae_on_cards_tracks_angle_and_separates_suits_where_a_vae_does_not():
+    from aexp.models import VAE
+
+    per_suit, purity = _cards_scores(RVAE, 250, 32, 60, 60.0)
+    assert min(per_suit) >= 0.95, per_suit
+    assert purity >= 0.9
+    _, vae_purity = _cards_scores(VAE, 250, 32, 60, 60.0)
+    assert vae_purity < 0.9

@@ -1,0 +1,11 @@
+"""Synthetic data sets with known factors of variation, for checking what the embedders learn."""
+
+from .cards import (
+    SUITS,
+    Cards,
+    cards_regime,
+    make_cards,
+    semi_supervised_split,
+)
+
+__all__ = ["SUITS", "Cards", "cards_regime", "make_cards", "semi_supervised_split"]

@@ -1,0 +1,105 @@
+"""Bad input to any model: errors that name the problem, and nothing half-done."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aexp.models import EMBEDDERS, JRVAE, RVAE, VAE, AffineVAE, make_embedder
+from aexp.models.base import grid_transform
+
+SHAPE = (8, 8)
+
+
+def _small(kind):
+    return make_embedder(kind, input_shape=SHAPE, hidden=4, decoder_layers=0, encoder_hidden=8)
+
+
+@pytest.mark.parametrize("kind", sorted(EMBEDDERS))
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.zeros((4, 8, 9)), r"shape \(N, 8, 8\)"),
+        (np.zeros((4, 64)), r"shape \(N, 8, 8\)"),
+        (np.zeros((4, 8, 8), dtype=complex), "complex"),
+        (np.array([["a"] * 8] * 8 * 4).reshape(4, 8, 8), "real numbers"),
+        (np.where(np.arange(256).reshape(4, 8, 8) == 70, np.nan, 0.0), r"NaN or inf in 1 of 4 rows \(first: row 1\)"),
+        (np.zeros((1, 8, 8)), "at least 2"),
+    ],
+)
+def test_bad_training_data_is_refused_by_every_model(kind, X, match):
+    model = _small(kind)
+    with pytest.raises(ValueError, match=match):
+        model.fit(X, epochs=1, progress=False)
+    assert not hasattr(model, "network_")
+
+
+@pytest.mark.parametrize(
+    "y, match", [(np.zeros(3), r"one label per patch: shape \(4,\)"), (np.array(["a"] * 4), "numbers")]
+)
+def test_labels_that_do_not_match_are_refused(y, match):
+    with pytest.raises(ValueError, match=match):
+        _small("rvae").fit(np.random.default_rng(0).random((4, 8, 8)), y, epochs=1, progress=False)
+
+
+def test_labels_of_the_right_length_are_accepted():
+    X = np.random.default_rng(0).random((4, 8, 8))
+    _small("vae").fit(X, np.arange(4), epochs=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "rvae.pt"
+    X = np.random.default_rng(0).random((6, 8, 8)).astype(np.float32)
+    _small("rvae").fit(X, epochs=1, progress=False).save(path)
+    return path
+
+
+@pytest.mark.parametrize("cls", [VAE, AffineVAE, JRVAE])
+def test_checkpoint_of_another_model_type_is_named(saved, cls):
+    with pytest.raises(ValueError, match=f"holds a RVAE, not a {cls.__name__}"):
+        cls.load(saved)
+
+
+def test_checkpoint_of_another_version_or_format(saved, tmp_path):
+    checkpoint = torch.load(saved, weights_only=True)
+    checkpoint["version"] = 99
+    torch.save(checkpoint, tmp_path / "v99.pt")
+    with pytest.raises(ValueError, match="version 99 is not supported"):
+        RVAE.load(tmp_path / "v99.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an aexp model checkpoint"):
+        RVAE.load(tmp_path / "other.pt")
+
+
+def test_checkpoints_hold_no_optimiser_and_load_weights_only(saved):
+    checkpoint = torch.load(saved, weights_only=True)
+    assert set(checkpoint) == {"format", "version", "model", "config", "state_dict", "data_min", "data_range", "history"}
+    assert not any("optim" in key or "exp_avg" in key for key in checkpoint["state_dict"])
+
+
+def test_decode_checks_its_latents():
+    X = np.random.default_rng(0).random((6, 8, 8))
+    model = _small("affine").fit(X, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="2-d array"):
+        model.decode(np.zeros(4))
+    with pytest.raises(ValueError, match="angle, dx, dy, shear, z1, z2"):
+        model.decode(np.zeros((1, 5)))
+    with pytest.raises(ValueError, match="NaN"):
+        model.decode(np.full((1, 6), np.nan))
+
+
+def test_grid_transform_composes_rotation_shear_scale_shift_in_order():
+    names = ["angle", "dx", "dy", "scale", "shear"]
+    latents = torch.tensor([[0.7, 1.0, -2.0, math.log(1.3), 0.25, 5.0]], dtype=torch.double)
+    out = grid_transform(latents, names)
+    c, s = math.cos(0.7), math.sin(0.7)
+    expected = torch.tensor([[c, -s], [s, c]], dtype=torch.double) @ torch.tensor(
+        [[1.0, 0.25], [0.0, 1.0]], dtype=torch.double
+    ) / 1.3
+    torch.testing.assert_close(out["matrix"][0], expected)
+    torch.testing.assert_close(out["shift"][0], torch.tensor([0.1, -0.2], dtype=torch.double))
+    rotation_only = grid_transform(latents[:, :3], ["angle", "dx", "dy"])
+    assert "matrix" not in rotation_only and rotation_only["angle"].item() == pytest.approx(0.7)
+    assert grid_transform(latents[:, 5:], []) == {}
