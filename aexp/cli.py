@@ -1,5 +1,5 @@
 """The ``aexp`` command line: ``run``, ``check``, ``bench``; ``replay``, ``resume``, ``export``,
-``report`` (in :mod:`aexp.session_commands`).
+``report`` (in :mod:`aexp.session_commands`); ``serve``, ``describe``, ``keys`` (in :mod:`aexp.link_cli`).
 
 Errors a user can act on (a bad config, an occupied output folder, an unknown instrument) print one
 clear message and exit with status 2; Ctrl-C exits with 130 after the completed steps are on disk.

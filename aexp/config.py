@@ -79,7 +79,7 @@ class EmbedderConfig(_Section):
     """How patches become features: a model's latent means (``rvae``, ``vae``, ``affine``, ``jvae``,
     ``jrvae``), or the raw patch (``none``)."""
 
-    kind: Literal["rvae", "vae", "affine", "jvae", "jrvae", "none"] = "rvae"
+    kind: Literal["rvae", "vae", "affine", "jvae", "jrvae", "skiprvae", "none"] = "rvae"
     latent_dim: int = Field(2, ge=1, description="content latents (rotation and shift come extra)")
     hidden: int = Field(32, ge=4)
     decoder_layers: int = Field(2, ge=0, description="hidden x hidden layers of the coordinate decoder")

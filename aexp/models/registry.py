@@ -15,6 +15,7 @@ from .affine import AffineVAE
 from .base import BaseVAE
 from .jvae import JRVAE, JVAE
 from .rvae import RVAE
+from .skiprvae import SkipRVAE
 from .vae import VAE
 
 __all__ = ["EMBEDDERS", "make_embedder"]
@@ -25,6 +26,7 @@ EMBEDDERS: dict[str, type[BaseVAE]] = {
     "affine": AffineVAE,
     "jvae": JVAE,
     "jrvae": JRVAE,
+    "skiprvae": SkipRVAE,
 }
 """Embedder kind -> model class."""
 

@@ -9,7 +9,7 @@ from aexp.types import PixelTransform, Survey
 
 
 def test_make_embedder_builds_each_kind_and_drops_options_it_does_not_take():
-    assert sorted(EMBEDDERS) == ["affine", "jrvae", "jvae", "rvae", "vae"]
+    assert sorted(EMBEDDERS) == ["affine", "jrvae", "jvae", "rvae", "skiprvae", "vae"]
     vae = make_embedder("vae", input_shape=(8, 8), latent_dim=3, rotation_prior=1.0, n_classes=4)
     assert isinstance(vae, VAE) and vae.latent_dim == 3 and not hasattr(vae, "rotation_prior")
     assert isinstance(make_embedder("affine", input_shape=(8, 8)), AffineVAE)
@@ -18,7 +18,7 @@ def test_make_embedder_builds_each_kind_and_drops_options_it_does_not_take():
         make_embedder("pca", input_shape=(8, 8))
 
 
-@pytest.mark.parametrize("kind, all_dim, content_dim", [("vae", 2, 2), ("affine", 6, 2), ("jrvae", 9, 6)])
+@pytest.mark.parametrize("kind, all_dim, content_dim", [("vae", 2, 2), ("affine", 6, 2), ("jrvae", 9, 6), ("skiprvae", 5, 2)])
 def test_every_kind_works_as_the_loops_embedder(kind, all_dim, content_dim):
     img = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
     candidates = grid_candidates(Survey(img, PixelTransform.square(1e-9), ("haadf",)), 2, 4)
