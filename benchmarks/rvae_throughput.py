@@ -23,7 +23,6 @@ import time
 
 def _one(args: argparse.Namespace) -> dict:
     """Train one setting in this process and measure it."""
-    import numpy as np
     import torch
 
     from aexp.datasets import make_cards

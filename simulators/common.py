@@ -23,6 +23,8 @@ from typing import Any, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aexp.types import Bounds, InstrumentDescription, PixelTransform, SpectrumAxis
+
 __all__ = [
     "stable_hash",
     "rng_for",
@@ -297,3 +299,42 @@ class DoseLedger:
 
     def __len__(self) -> int:
         return len(self._places)
+
+
+class SquareScan:
+    """The Instrument-protocol pieces every twin with a square survey of square pixels shares.
+
+    A subclass has ``options`` with ``survey_pixels``, ``pixel_size_m`` and ``measurement_time_s``,
+    and ``_axis``, its spectrum axis.
+    """
+
+    options: Any
+    _axis: SpectrumAxis
+
+    @property
+    def bounds(self) -> Bounds:
+        """Extent of the survey pixel centres: ``[0, (W-1) s] x [0, (H-1) s]``."""
+        extent = (self.options.survey_pixels - 1) * self.options.pixel_size_m
+        return Bounds(0.0, extent, 0.0, extent)
+
+    @property
+    def transform(self) -> PixelTransform:
+        return PixelTransform.square(self.options.pixel_size_m)
+
+    @property
+    def axis(self) -> SpectrumAxis:
+        return self._axis
+
+    def _description(self, name: str, channels: tuple[str, ...], extra: dict[str, Any]) -> InstrumentDescription:
+        """What ``describe()`` returns: the shared fields plus the twin's own ``extra``."""
+        n = self.options.survey_pixels
+        return InstrumentDescription(
+            name=name,
+            bounds=self.bounds,
+            survey_shape=(len(channels), n, n),
+            channels=channels,
+            spectrum_axis=self._axis,
+            units="m",
+            measurement_time_s=self.options.measurement_time_s,
+            extra={"pixel_size_m": self.options.pixel_size_m, **extra},
+        )

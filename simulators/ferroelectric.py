@@ -48,7 +48,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,9 +57,9 @@ from scipy import ndimage
 
 from aexp.instrument import check_position
 from aexp.targets import Target
-from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
+from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import DoseLedger, ProbePlacement, RealismOptions, SimClock, position_key, rng_for
+from .common import SquareScan, DoseLedger, ProbePlacement, RealismOptions, SimClock, position_key, rng_for
 
 __all__ = ["FerroelectricSimulator", "FerroelectricOptions", "LOOP_PARAMETERS"]
 
@@ -118,7 +117,7 @@ def _unit_gradient_divergence(phi: np.ndarray) -> np.ndarray:
     return np.gradient(gr / norm, axis=0) + np.gradient(gc / norm, axis=1)
 
 
-class FerroelectricSimulator:
+class FerroelectricSimulator(SquareScan):
     """Simulated PFM with band-excitation spectroscopy (an ``aexp.instrument.Instrument``).
 
     Args:
@@ -196,36 +195,12 @@ class FerroelectricSimulator:
 
     # --- Instrument protocol ---
 
-    @property
-    def bounds(self) -> Bounds:
-        extent = (self.options.survey_pixels - 1) * self.options.pixel_size_m
-        return Bounds(0.0, extent, 0.0, extent)
-
-    @property
-    def transform(self) -> PixelTransform:
-        return PixelTransform.square(self.options.pixel_size_m)
-
-    @property
-    def axis(self) -> SpectrumAxis:
-        return self._axis
-
     def describe(self) -> InstrumentDescription:
-        n = self.options.survey_pixels
-        return InstrumentDescription(
-            name=NAME,
-            bounds=self.bounds,
-            survey_shape=(2, n, n),
-            channels=("amplitude", "phase"),
-            spectrum_axis=self._axis,
-            units="m",
-            measurement_time_s=self.options.measurement_time_s,
-            extra={
-                "pixel_size_m": self.options.pixel_size_m,
-                "bias_max_v": self.options.bias_max_v,
-                "spectrum_units": "piezoresponse (a.u.)",
-                "axis_note": "unfolded bias: applied V = u for the first half, 2 bias_max_v - u after",
-            },
-        )
+        return self._description(NAME, ("amplitude", "phase"), {
+            "bias_max_v": self.options.bias_max_v,
+            "spectrum_units": "piezoresponse (a.u.)",
+            "axis_note": "unfolded bias: applied V = u for the first half, 2 bias_max_v - u after",
+        })
 
     def survey(self) -> Survey:
         """Amplitude (a.u.) and phase (deg) images ``2 x H x W`` float32; the same on every call."""

@@ -63,9 +63,9 @@ from scipy.special import erf
 
 from aexp.instrument import check_position
 from aexp.targets import Target
-from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
+from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import DoseLedger, ProbePlacement, RealismOptions, SimClock, position_key, rng_for
+from .common import SquareScan, DoseLedger, ProbePlacement, RealismOptions, SimClock, position_key, rng_for
 
 __all__ = ["LatticeSimulator", "LatticeOptions", "Atoms"]
 
@@ -169,7 +169,7 @@ def _strain(points: np.ndarray, centres: np.ndarray, amps: np.ndarray, length: f
     return u, dil
 
 
-class LatticeSimulator:
+class LatticeSimulator(SquareScan):
     """Simulated atomic-resolution STEM-EELS on an MX2 monolayer (an ``aexp.instrument.Instrument``).
 
     Args:
@@ -275,36 +275,12 @@ class LatticeSimulator:
 
     # --- Instrument protocol ---
 
-    @property
-    def bounds(self) -> Bounds:
-        extent = (self.options.survey_pixels - 1) * self.options.pixel_size_m
-        return Bounds(0.0, extent, 0.0, extent)
-
-    @property
-    def transform(self) -> PixelTransform:
-        return PixelTransform.square(self.options.pixel_size_m)
-
-    @property
-    def axis(self) -> SpectrumAxis:
-        return self._axis
-
     def describe(self) -> InstrumentDescription:
-        n = self.options.survey_pixels
-        return InstrumentDescription(
-            name=NAME,
-            bounds=self.bounds,
-            survey_shape=(1, n, n),
-            channels=("haadf",),
-            spectrum_axis=self._axis,
-            units="m",
-            measurement_time_s=self.options.measurement_time_s,
-            extra={
-                "pixel_size_m": self.options.pixel_size_m,
-                "lattice_constant_m": self.options.lattice_constant_m,
-                "dose": self.options.dose,
-                "spectrum_units": "counts",
-            },
-        )
+        return self._description(NAME, ("haadf",), {
+            "lattice_constant_m": self.options.lattice_constant_m,
+            "dose": self.options.dose,
+            "spectrum_units": "counts",
+        })
 
     def survey(self) -> Survey:
         """HAADF image ``1 x H x W`` float32 of the pristine sample; the same on every call."""

@@ -59,9 +59,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aexp.instrument import MeasurementFailed, check_position
 from aexp.targets import Target
-from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
+from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import PlacementOptions, ProbePlacement, SimClock, gaussian_blur, position_key, rng_for
+from .common import SquareScan, PlacementOptions, ProbePlacement, SimClock, gaussian_blur, position_key, rng_for
 
 __all__ = ["PlasmonicSimulator", "PlasmonicOptions", "ModeSpec", "Particle", "DEFAULT_MODES"]
 
@@ -334,7 +334,7 @@ def place_particles(opts: PlasmonicOptions, seed: int) -> tuple[Particle, ...]:
 # --- the instrument --------------------------------------------------------------------------
 
 
-class PlasmonicSimulator:
+class PlasmonicSimulator(SquareScan):
     """Simulated STEM-EELS on plasmonic nanoparticles (implements ``aexp.instrument.Instrument``).
 
     Args:
@@ -367,37 +367,12 @@ class PlasmonicSimulator:
 
     # --- Instrument protocol ---
 
-    @property
-    def bounds(self) -> Bounds:
-        """Extent of the survey pixel centres: ``[0, (W-1) s] x [0, (H-1) s]``."""
-        extent = (self.options.survey_pixels - 1) * self.options.pixel_size_m
-        return Bounds(0.0, extent, 0.0, extent)
-
-    @property
-    def transform(self) -> PixelTransform:
-        return PixelTransform.square(self.options.pixel_size_m)
-
-    @property
-    def axis(self) -> SpectrumAxis:
-        return self._axis
-
     def describe(self) -> InstrumentDescription:
-        n = self.options.survey_pixels
-        return InstrumentDescription(
-            name=NAME,
-            bounds=self.bounds,
-            survey_shape=(1, n, n),
-            channels=("haadf",),
-            spectrum_axis=self._axis,
-            units="m",
-            measurement_time_s=self.options.measurement_time_s,
-            extra={
-                "pixel_size_m": self.options.pixel_size_m,
-                "n_particles": len(self._particles),
-                "dose": self.options.dose,
-                "spectrum_units": "counts",
-            },
-        )
+        return self._description(NAME, ("haadf",), {
+            "n_particles": len(self._particles),
+            "dose": self.options.dose,
+            "spectrum_units": "counts",
+        })
 
     def survey(self) -> Survey:
         """HAADF image ``1 x H x W`` float32; identical on every call for a given seed."""

@@ -2,7 +2,6 @@
 ``aexp replay --verify``. The quick test runs one trial; the slow one 20 (``pytest -m slow``)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

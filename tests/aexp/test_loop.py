@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aexp.config import ConfigError, parse_config
-from aexp.instrument import MeasurementFailed, OutOfBounds, check_position
+from aexp.instrument import MeasurementFailed, check_position
 from aexp.loop import initial_indices, run_campaign, run_experiment
 from aexp.patches import grid_candidates
 from aexp.policies import make_policy
