@@ -58,6 +58,27 @@ class InstrumentConfig(_Section):
     driver: str = Field(description="registered instrument name, e.g. 'plasmonic'")
     options: dict[str, Any] = Field(default_factory=dict, description="passed to the driver")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_options(cls, data: Any) -> Any:
+        """``{driver: zmq, address: ...}`` means ``{driver: zmq, options: {address: ...}}``.
+
+        The driver checks its own options when it is built (``aexp check`` builds it), so a
+        misspelt key is still an error naming the key.
+        """
+        if not isinstance(data, dict):
+            return data
+        flat = {k: v for k, v in data.items() if k not in ("driver", "options")}
+        if not flat:
+            return data
+        options = data.get("options") or {}
+        if not isinstance(options, dict):
+            return data  # let the field's own check name the problem
+        both = sorted(set(flat) & set(options))
+        if both:
+            raise ValueError(f"{both} given both beside driver and under options; give each once")
+        return {"driver": data.get("driver"), "options": {**options, **flat}}
+
 
 class CandidatesConfig(_Section):
     """Probe positions with a square patch around each: a regular grid over the survey

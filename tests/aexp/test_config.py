@@ -59,6 +59,23 @@ def test_embedder_none_spelled_as_in_yaml():
     assert cfg.embedder.kind == "none"
 
 
+def test_instrument_options_may_stand_beside_the_driver():
+    flat = parse_config({**MINIMAL, "instrument": {"driver": "zmq", "address": "tcp://127.0.0.1:5555"}})
+    nested = parse_config({**MINIMAL, "instrument": {"driver": "zmq", "options": {"address": "tcp://127.0.0.1:5555"}}})
+    assert flat.instrument == nested.instrument
+    assert flat.instrument.options == {"address": "tcp://127.0.0.1:5555"}
+    with pytest.raises(ConfigError, match=r"instrument: .*'address'.* both"):
+        parse_config({**MINIMAL, "instrument": {"driver": "zmq", "address": "a", "options": {"address": "b"}}})
+
+
+def test_a_misspelt_flat_instrument_option_is_named_when_the_instrument_is_built():
+    from aexp.instrument import load_instrument
+
+    cfg = parse_config({**MINIMAL, "instrument": {"driver": "plasmonic", "survey_pixel": 64}})
+    with pytest.raises(ValueError, match="survey_pixel"):
+        load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=0)
+
+
 def test_unknown_key_is_named_with_file_and_section(tmp_path):
     p = _write(tmp_path, yaml.safe_dump({**MINIMAL, "policy": {"kind": "dkl", "betta": 2}}))
     with pytest.raises(ConfigError, match=r"exp.yaml: policy.betta: unknown key"):
