@@ -268,10 +268,6 @@ class PairedVAE(BaseVAE):
     def _elbo_rows(self, network, x, c, noise, repeats=1) -> dict[str, torch.Tensor]:
         """Reconstruction and KL terms per row for patches ``x`` (``N``) paired with conditions
         ``c`` (``N * repeats x m``, ``repeats`` consecutive rows per patch)."""
-        if len(x) == 0:  # a batch without labelled (or unlabelled) patches; the coordinate
-            # decoder's backward pass cannot take an empty batch
-            names = ["reconstruction"] + [name for name, _, _ in self._latent_priors()]
-            return {name: x.new_zeros(0) for name in names}
         mean, log_var = network.encoder(x, c, repeats)
         eps = torch.randn(mean.shape, generator=noise, device=mean.device, dtype=mean.dtype)
         raw = network.decoder(mean + eps * torch.exp(0.5 * log_var), c)

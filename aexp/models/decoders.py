@@ -76,7 +76,9 @@ class _RotatedSigmoid(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         cs, ab, s = ctx.saved_tensors
         d = _sigmoid_backward(grad, s)
-        flat, ab_flat = d.view(d.shape[0], -1), ab.view(2, -1)
+        # Explicit widths: with an empty batch (N = 0) a -1 in view() would be ambiguous.
+        ab_flat = ab.view(2, ab[0].numel())
+        flat = d.view(d.shape[0], ab_flat.shape[1])
         grad_cs = flat @ ab_flat.t() if ctx.needs_input_grad[0] else None
         grad_ab = (cs.t() @ flat).view_as(ab) if ctx.needs_input_grad[1] else None
         grad_c = d.sum(dim=1) if ctx.needs_input_grad[2] else None

@@ -104,3 +104,37 @@ def test_angle_and_matrix_together_are_refused():
     dec = CoordinateDecoder((1, 5, 5), latent_dim=1, hidden=4)
     with pytest.raises(ValueError, match="angle or matrix"):
         dec(torch.zeros(1, 1), angle=torch.zeros(1), matrix=torch.eye(2).expand(1, 2, 2))
+
+
+@pytest.mark.parametrize("layers", [0, 2])
+@pytest.mark.parametrize("path", ["angle", "matrix", "default"])
+def test_empty_batch_runs_forward_and_backward(layers, path):
+    """A batch of N = 0 (e.g. no unlabelled patch in a semi-supervised batch) decodes to an empty
+    patch stack and adds nothing to any gradient."""
+    dec = _decoder(shape=(2, 5, 4), hidden=4, layers=layers)
+    g = torch.Generator().manual_seed(5)
+
+    def inputs(n):
+        z = torch.randn(n, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        extra = {}
+        if path == "angle":
+            extra["angle"] = torch.randn(n, generator=g, dtype=torch.float64, requires_grad=True)
+            extra["shift"] = torch.randn(n, 2, generator=g, dtype=torch.float64, requires_grad=True)
+        elif path == "matrix":
+            extra["matrix"] = torch.randn(n, 2, 2, generator=g, dtype=torch.float64, requires_grad=True)
+        return z, extra
+
+    z0, extra0 = inputs(0)
+    empty = dec(z0, **extra0)
+    assert empty.shape == (0, 2, 5, 4)
+    z, extra = inputs(3)
+    params = tuple(dec.parameters())
+    alone = torch.autograd.grad(dec(z, **extra).square().sum(), params)
+    leaves = (z0, *extra0.values())
+    both = torch.autograd.grad(
+        dec(z, **extra).square().sum() + dec(z0, **extra0).square().sum(), params + leaves
+    )
+    for a, b in zip(alone, both[: len(params)]):
+        torch.testing.assert_close(b, a)
+    for leaf, grad in zip(leaves, both[len(params) :]):
+        assert grad.shape == leaf.shape

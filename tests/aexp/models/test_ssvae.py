@@ -163,3 +163,23 @@ def test_failed_fit_leaves_no_fit_state_behind():
         model.fit(X, np.arange(8.0), epochs=0, progress=False)
     assert not hasattr(model, "network_")
     assert not {"_fit_context", "_fit_targets"} & set(vars(model))
+
+
+@pytest.mark.parametrize("rotation", [False, True])
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_batches_without_labelled_or_unlabelled_patches_train(rotation, task):
+    """Batches of 2 from 3 labelled patches in 12 include all-labelled and all-unlabelled ones
+    (their other half is an empty batch through the decoder); a fully labelled set has no
+    unlabelled patch at all. Both train to a finite, falling loss."""
+    X, angles, labels = glyph_patches(12, size=8, seed=3)
+    if task == "classification":
+        ys = [np.where(np.arange(12) < 3, labels, -1), labels]
+    else:
+        ys = [np.where(np.arange(12) < 3, angles, np.nan), angles]
+    for y in ys:
+        model = SSVAE(
+            (8, 8), output_dim=2 if task == "classification" else 1, task=task, rotation=rotation,
+            translation=rotation, hidden=4, decoder_layers=1, encoder_hidden=8,
+        ).fit(X, y, epochs=3, batch_size=2, progress=False)
+        loss = model.history_["loss"]
+        assert np.all(np.isfinite(loss)) and loss[-1] < loss[0], loss
