@@ -302,6 +302,21 @@ def _check_finite(tensor: torch.Tensor, what: str) -> None:
         )
 
 
+def _checkpoint_value(value: Any) -> Any:
+    """A hyper-parameter in a form ``torch.load(weights_only=True)`` reads back as it was given:
+    tuples stay tuples (so ``get_params()`` is the same after :meth:`BaseVAE.load`), arrays become
+    lists, numpy scalars Python numbers and devices their names."""
+    if isinstance(value, tuple):
+        return tuple(_checkpoint_value(v) for v in value)
+    if isinstance(value, (list, np.ndarray)):
+        return [_checkpoint_value(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.device):
+        return str(value)
+    return value
+
+
 class BaseVAE:
     """Base class of the VAE embedders (see the module docstring for the subclass contract).
 
@@ -618,13 +633,7 @@ class BaseVAE:
         """Write config, weights, normalisation and history to ``path`` (``torch.save``; readable
         with ``torch.load(path, weights_only=True)``). No optimiser state is stored."""
         self._check_fitted()
-        config = {}
-        for name, value in self.get_params().items():
-            if isinstance(value, (tuple, np.ndarray)):
-                value = [v.item() if isinstance(v, np.generic) else v for v in value]
-            elif isinstance(value, torch.device):
-                value = str(value)
-            config[name] = value
+        config = {name: _checkpoint_value(value) for name, value in self.get_params().items()}
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,

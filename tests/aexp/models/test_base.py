@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aexp.models import EMBEDDERS, JRVAE, RVAE, VAE, AffineVAE, make_embedder
+from aexp.models import CVAE, EMBEDDERS, JRVAE, RVAE, SSVAE, VAE, VED, AffineVAE, ShiftVAE, make_embedder
 from aexp.models.base import grid_transform
 
 SHAPE = (8, 8)
@@ -103,3 +103,44 @@ def test_grid_transform_composes_rotation_shear_scale_shift_in_order():
     rotation_only = grid_transform(latents[:, :3], ["angle", "dx", "dy"])
     assert "matrix" not in rotation_only and rotation_only["angle"].item() == pytest.approx(0.7)
     assert grid_transform(latents[:, 5:], []) == {}
+
+
+def _fitted_for_round_trip(name):
+    """A tiny fitted model of every kind, built with tuple hyper-parameters."""
+    rng = np.random.default_rng(0)
+    X = rng.random((6, 8, 8)).astype(np.float32)
+    small = dict(hidden=4, encoder_hidden=8)
+    if name in EMBEDDERS:
+        return make_embedder(name, input_shape=SHAPE, decoder_layers=0, **small).fit(X, epochs=1, progress=False)
+    if name == "ssvae":
+        return SSVAE(SHAPE, rotation=True, decoder_layers=0, **small).fit(
+            X, np.array([0, 1, -1, -1, -1, -1]), epochs=1, progress=False
+        )
+    if name == "cvae":
+        return CVAE(SHAPE, **small).fit(X, np.array([0, 1, 0, 1, 0, 1]), epochs=1, progress=False)
+    if name == "ved":
+        return VED(SHAPE, (5,), **small).fit(X, rng.random((6, 5)), epochs=1, progress=False)
+    return ShiftVAE((16,), **small).fit(rng.random((6, 16)), epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("name", [*sorted(EMBEDDERS), "ssvae", "cvae", "ved", "shiftvae"])
+def test_save_load_keeps_every_hyperparameter_as_given(name, tmp_path):
+    model = _fitted_for_round_trip(name)
+    model.save(tmp_path / "m.pt")
+    loaded = type(model).load(tmp_path / "m.pt")
+    params = loaded.get_params()
+    assert params == model.get_params()
+    assert {k: type(v) for k, v in params.items()} == {k: type(v) for k, v in model.get_params().items()}
+    assert isinstance(params["input_shape"], tuple)
+    assert repr(loaded) == repr(model)
+
+
+def test_save_load_keeps_lists_lists_and_turns_numpy_values_into_python_ones(tmp_path):
+    X = np.random.default_rng(0).random((6, 8, 8))
+    model = RVAE(input_shape=np.array([8, 8]), latent_dim=np.int64(2), hidden=4, decoder_layers=0)
+    model.fit(X, epochs=1, progress=False).save(tmp_path / "a.pt")
+    params = RVAE.load(tmp_path / "a.pt").get_params()
+    assert params["input_shape"] == [8, 8] and type(params["input_shape"][0]) is int
+    assert params["latent_dim"] == 2 and type(params["latent_dim"]) is int
+    RVAE(input_shape=[8, 8], hidden=4, decoder_layers=0).fit(X, epochs=1, progress=False).save(tmp_path / "b.pt")
+    assert RVAE.load(tmp_path / "b.pt").input_shape == [8, 8]
