@@ -12,7 +12,8 @@ checks, encoders) and coordinate decoder (:mod:`aexp.models.decoders`):
 * :class:`CVAE` — encoder and decoder conditioned on a class or covariates;
 * :class:`VED` — encoder-decoder between patches and spectra (:func:`im2spec`, :func:`spec2im`);
 * :class:`ShiftVAE` — 1-D spectra with a shift latent;
-* :func:`time_delay_patches` — frames ``t - dt, t, t + dt`` stacked as channels for the rVAE.
+* :func:`time_delay_patches` — frames ``t - dt, t, t + dt`` stacked as channels for the rVAE;
+* :func:`latent_traversal`, :func:`latent_scatter` — figures of a fitted embedder's latents.
 
 Every model encodes to latent means with the geometric latents first, in the order
 ``[angle, dx, dy, (scale), (shear), z...]``. :func:`make_embedder` builds one by name
@@ -23,6 +24,7 @@ or spectra to train (SSVAE, CVAE, VED) are used directly, not as the loop's embe
 from .affine import AffineVAE
 from .base import BaseVAE, NotFittedError
 from .cvae import CVAE
+from .figures import LatentScatter, latent_scatter, latent_traversal
 from .jvae import JRVAE, JVAE
 from .registry import EMBEDDERS, make_embedder
 from .rvae import RVAE
@@ -37,4 +39,5 @@ __all__ = [
     "AffineVAE", "BaseVAE", "CVAE", "EMBEDDERS", "JRVAE", "JVAE", "NotFittedError", "RVAE", "SSVAE",
     "ShiftVAE", "SkipRVAE", "TimeDelayPatches", "VAE", "VED", "im2spec", "make_embedder", "spec2im",
     "time_delay_patches",
+    "LatentScatter", "latent_scatter", "latent_traversal",
 ]
