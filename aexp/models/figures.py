@@ -83,7 +83,9 @@ def _content_columns(model: BaseVAE) -> slice:
     return slice(start, start + model.latent_dim)
 
 
-def _traversal_latents(model: BaseVAE, dims: tuple[int, ...], values: np.ndarray, label: int | None) -> np.ndarray:
+def _traversal_latents(
+    model: BaseVAE, dims: tuple[int, ...], values: np.ndarray, label: int | None
+) -> np.ndarray:
     """The ``decode`` input of a traversal: ``n_rows * n x n_latents`` float32, row-major over the
     mosaic. Column ``c`` of the mosaic sets ``dims[0]`` to ``values[c]``; row ``r`` sets ``dims[1]``
     to ``values[::-1][r]`` (largest at the top, as on a plot's y axis). Everything else is 0; a

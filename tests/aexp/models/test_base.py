@@ -111,7 +111,8 @@ def _fitted_for_round_trip(name):
     X = rng.random((6, 8, 8)).astype(np.float32)
     small = dict(hidden=4, encoder_hidden=8)
     if name in EMBEDDERS:
-        return make_embedder(name, input_shape=SHAPE, decoder_layers=0, **small).fit(X, epochs=1, progress=False)
+        model = make_embedder(name, input_shape=SHAPE, decoder_layers=0, **small)
+        return model.fit(X, epochs=1, progress=False)
     if name == "ssvae":
         return SSVAE(SHAPE, rotation=True, decoder_layers=0, **small).fit(
             X, np.array([0, 1, -1, -1, -1, -1]), epochs=1, progress=False
@@ -142,5 +143,6 @@ def test_save_load_keeps_lists_lists_and_turns_numpy_values_into_python_ones(tmp
     params = RVAE.load(tmp_path / "a.pt").get_params()
     assert params["input_shape"] == [8, 8] and type(params["input_shape"][0]) is int
     assert params["latent_dim"] == 2 and type(params["latent_dim"]) is int
-    RVAE(input_shape=[8, 8], hidden=4, decoder_layers=0).fit(X, epochs=1, progress=False).save(tmp_path / "b.pt")
+    listed = RVAE(input_shape=[8, 8], hidden=4, decoder_layers=0).fit(X, epochs=1, progress=False)
+    listed.save(tmp_path / "b.pt")
     assert RVAE.load(tmp_path / "b.pt").input_shape == [8, 8]
