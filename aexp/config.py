@@ -125,6 +125,9 @@ class SurrogateConfig(_Section):
     iterations: int = Field(200, ge=1, description="Adam iterations of the first fit")
     warm_iterations: int = Field(50, ge=0, description="Adam iterations of each warm-started refit")
     base_kernel: bool = Field(True, description="add an ARD kernel on the raw inputs to the deep kernel")
+    gp_until: int = Field(
+        0, ge=0, description="measured points below which an exact ARD GP on the inputs stands in for the DKL"
+    )
     position: bool = Field(
         True, description="append the candidate's standardised (x, y) to the surrogate's inputs"
     )

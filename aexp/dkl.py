@@ -270,8 +270,35 @@ class DKLSurrogate:
         self.seed = int(seed)
         self.device = torch.device(device)
         self._model: DeepKernelGP | None = None
+        self._start: dict[str, Tensor] | None = None
         self.loss_history_: list[float] = []
         self.n_fits_ = 0
+
+    def start_from(self, gp: Any) -> "DKLSurrogate":
+        """Begin the first fit where a fitted exact ARD GP on the same inputs left off.
+
+        The base kernel takes the GP's lengthscales (and output scale), the likelihood its noise
+        and the mean its constant; the deep term starts with a tenth of that output scale. The
+        DKL then begins as that GP and learns a correction from there, instead of relearning the
+        kernel from library defaults. Needs ``base_kernel=True``.
+        """
+        if not self.base_kernel:
+            raise ValueError("start_from needs base_kernel=True: the GP's kernel becomes the base kernel")
+        covar = gp.covar_module
+        scale = getattr(covar, "outputscale", None)
+        kernel = covar.base_kernel if scale is not None else covar
+        lengthscale = kernel.lengthscale.detach().reshape(-1)
+        if lengthscale.numel() != self.input_dim:
+            raise ValueError(f"the GP has {lengthscale.numel()} lengthscales; this DKL has "
+                             f"{self.input_dim} inputs")
+        opts = {"dtype": DTYPE, "device": self.device}
+        self._start = {
+            "lengthscale": lengthscale.to(**opts),
+            "outputscale": (scale.detach() if scale is not None else torch.tensor(1.0)).to(**opts),
+            "noise": gp.likelihood.noise.detach().reshape(-1).to(**opts),
+            "constant": gp.mean_module.constant.detach().reshape(-1).to(**opts),
+        }
+        return self
 
     @property
     def model(self) -> DeepKernelGP:
@@ -299,6 +326,8 @@ class DKLSurrogate:
             steps = self.warm_iterations
         else:
             steps = self.iterations
+            if self._start is not None:
+                _begin_as_gp(model, self._start)
         self.loss_history_ = _train(model, steps, self.lr)
         model.eval()
         self._model = model
@@ -365,6 +394,16 @@ class DKLSurrogate:
         if self.kernel == "rbf":
             return RBFKernel(ard_num_dims=len(dims), active_dims=tuple(dims))
         return MaternKernel(nu=2.5, ard_num_dims=len(dims), active_dims=tuple(dims))
+
+
+def _begin_as_gp(model: DeepKernelGP, start: dict[str, Tensor]) -> None:
+    """Set a fresh two-term model's base kernel, noise and mean to a fitted GP's (see ``start_from``)."""
+    deep, base = model.covar_module.kernels
+    base.base_kernel.lengthscale = start["lengthscale"].reshape(1, -1)
+    base.outputscale = start["outputscale"]
+    deep.outputscale = 0.1 * start["outputscale"]
+    model.likelihood.noise = start["noise"].clamp_min(1e-4)
+    model.mean_module.constant = start["constant"]
 
 
 def _train(model: DeepKernelGP, steps: int, lr: float) -> list[float]:

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from botorch.acquisition import (
     UpperConfidenceBound,
 )
 from botorch.acquisition.thompson_sampling import PathwiseThompsonSampling
+from botorch.exceptions.warnings import InputDataWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.model import Model
@@ -312,6 +314,65 @@ class PositionGP:
         return torch.cat(out).numpy()
 
 
+class StagedSurrogate:
+    """An exact GP on the inputs while data are few, then deep kernel learning.
+
+    A neural feature map fitted to a handful of points is poorly determined, while an ARD GP
+    on the same inputs (here, the embedding) has a few hyper-parameters that L-BFGS fits well.
+    Below ``switch_at`` measured points :class:`PositionGP` (it takes any inputs) is the
+    surrogate; from then on the DKL surrogate. At the switch the DKL starts from the GP's kernel,
+    noise and mean (:meth:`DKLSurrogate.start_from`), so it begins as that GP and learns a
+    correction; later fits are warm-started as usual.
+
+    Args:
+        dkl: the surrogate used from ``switch_at`` points on.
+        switch_at: number of measured points at which the DKL takes over.
+        seed: seeds the GP's hyper-parameter restarts.
+    """
+
+    def __init__(self, dkl: DKLSurrogate, switch_at: int, seed: int = 0) -> None:
+        self.dkl = dkl
+        self.gp = PositionGP(seed=seed)
+        self.switch_at = int(switch_at)
+        self._active: Surrogate | None = None
+
+    @property
+    def active(self) -> Surrogate:
+        if self._active is None:
+            raise RuntimeError("StagedSurrogate has not been fitted yet: call fit(X, y) first")
+        return self._active
+
+    @property
+    def model(self) -> Any:
+        return self.active.model
+
+    def fit(self, X: torch.Tensor, y: np.ndarray) -> "StagedSurrogate":
+        """``X``: ``n x D``, ``y``: ``n``; the GP below ``switch_at`` points, the DKL from then on."""
+        if len(y) < self.switch_at:
+            self._active = self.gp
+            with warnings.catch_warnings():
+                # the inputs are standardised features, not the unit cube botorch checks for; the
+                # ARD lengthscales absorb the scale
+                warnings.simplefilter("ignore", InputDataWarning)
+                self.gp.fit(self._place(X), y)
+            return self
+        if self._active is self.gp:  # the switch: the DKL begins as the GP it replaces
+            self.dkl.start_from(self.gp.model)
+        self._active = self.dkl
+        self.dkl.fit(X, y)
+        return self
+
+    def predict(self, X: torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        return self.active.predict(self._place(X), chunk=chunk)
+
+    def _place(self, X: torch.Tensor) -> torch.Tensor:
+        """The GP stage runs on the CPU (it is small); the DKL on its own device."""
+        return torch.as_tensor(X).cpu() if self._active is self.gp else X
+
+    def posterior_sample(self, X: torch.Tensor, seed: int, chunk: int = 1024) -> np.ndarray:
+        return self.active.posterior_sample(self._place(X), seed=seed, chunk=chunk)
+
+
 class GPXYPolicy(SurrogatePolicy):
     """``gp-xy`` baseline: the acquisitions of :class:`SurrogatePolicy` on a GP over positions.
 
@@ -424,6 +485,7 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
         raise ValueError(f"unknown policy {kind!r}; known policies: {', '.join(POLICY_KINDS)}")
     _check_acquisition(acquisition, beta)
     options = dict(surrogate_options or {})
+    gp_until = int(options.pop("gp_until", 0))
     known = ("feature_dim", "hidden", "kernel", "lr", "iterations", "warm_iterations", "base_kernel")
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -436,5 +498,7 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
         return GPXYPolicy(acquisition, beta, seed=seed)
     if input_dim is None:
         raise ValueError("policy 'dkl' needs input_dim (the number of feature columns)")
-    surrogate = DKLSurrogate(input_dim, seed=seed, device=device, **options)
+    surrogate: Surrogate = DKLSurrogate(input_dim, seed=seed, device=device, **options)
+    if gp_until > 0:
+        surrogate = StagedSurrogate(surrogate, gp_until, seed=seed)
     return SurrogatePolicy(surrogate, acquisition, beta, name="dkl")

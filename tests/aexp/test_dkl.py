@@ -146,3 +146,30 @@ def test_input_validation(data):
         s.predict(bad_X)
     with pytest.raises(ValueError, match="unknown kernel"):
         DKLSurrogate(input_dim=5, kernel="periodic")
+
+
+def test_start_from_a_gp_begins_the_dkl_as_that_gp(data):
+    from aexp.policies import PositionGP
+
+    X, y = data
+    gp = PositionGP(seed=0).fit(X, y.numpy())
+    dkl = DKLSurrogate(input_dim=X.shape[1], iterations=0, seed=0).start_from(gp.model).fit(X, y)
+    deep, base = dkl.model.covar_module.kernels
+    torch.testing.assert_close(base.base_kernel.lengthscale.reshape(-1),
+                               gp.model.covar_module.lengthscale.reshape(-1).double())
+    assert float(deep.outputscale.detach()) == pytest.approx(0.1 * float(base.outputscale.detach()), rel=1e-6)
+    torch.testing.assert_close(dkl.model.likelihood.noise, gp.model.likelihood.noise.double().clamp_min(1e-4))
+    gp_mean, _ = gp.predict(X)
+    dkl_mean, _ = dkl.predict(X)
+    assert np.corrcoef(gp_mean, dkl_mean)[0, 1] > 0.95  # the small deep term barely moves it
+
+
+def test_start_from_needs_the_base_kernel_and_matching_inputs(data):
+    from aexp.policies import PositionGP
+
+    X, y = data
+    gp = PositionGP(seed=0).fit(X, y.numpy())
+    with pytest.raises(ValueError, match="base_kernel"):
+        DKLSurrogate(input_dim=X.shape[1], base_kernel=False).start_from(gp.model)
+    with pytest.raises(ValueError, match="lengthscales"):
+        DKLSurrogate(input_dim=X.shape[1] + 1).start_from(gp.model)

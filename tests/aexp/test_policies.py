@@ -15,7 +15,9 @@ from aexp.policies import (
     NoCandidatesLeft,
     RandomPolicy,
     RasterPolicy,
+    PositionGP,
     SelectionContext,
+    StagedSurrogate,
     SurrogatePolicy,
     make_policy,
 )
@@ -254,3 +256,27 @@ def test_make_policy_builds_each_kind_and_rejects_bad_requests():
     assert make_policy("random", surrogate_options={"lr": 0.1}).name == "random"  # dkl-only
     with pytest.raises(ValueError, match="beta"):
         make_policy("gp-xy", beta=-1.0)
+
+
+@pytest.mark.parametrize("acquisition", ["ucb", "thompson"])
+def test_staged_surrogate_is_a_gp_on_the_inputs_until_the_switch_then_the_dkl(acquisition):
+    policy = _dkl(gp_until=20, acquisition=acquisition)
+    staged = policy.surrogate
+    assert isinstance(staged, StagedSurrogate) and staged.switch_at == 20
+    few = MEASURED[:12]
+    early = policy.select(_context(few))
+    assert staged.active is staged.gp and isinstance(staged.gp, PositionGP)
+    assert torch.equal(staged.model.train_inputs[0], FEATURES[torch.as_tensor(few)].double())
+    late = policy.select(_context(MEASURED))
+    assert staged.active is staged.dkl and staged.model is staged.dkl.model
+    for decision, measured in ((early, few), (late, MEASURED)):
+        assert decision.index not in set(measured.tolist())
+        assert math.isfinite(decision.predicted_mean) and decision.predicted_std > 0
+
+
+def test_gp_until_zero_is_the_plain_dkl_and_negative_is_refused():
+    assert isinstance(_dkl(gp_until=0).surrogate, DKLSurrogate)
+    from aexp.config import SurrogateConfig
+
+    with pytest.raises(ValueError, match="gp_until"):
+        SurrogateConfig(gp_until=-1)
