@@ -110,6 +110,16 @@ class EmbedderConfig(_Section):
     rotation_prior: float = Field(math.pi / 3, gt=0, description="prior std of the angle, radians")
     translation: bool = True
     n_classes: int = Field(4, ge=2, description="classes of the discrete latent (jvae, jrvae)")
+    noise_std: float = Field(
+        0.1, gt=0, description="Gaussian likelihood width, in units of each channel's scaled range"
+    )
+    clip_percentile: float = Field(
+        0.0,
+        ge=0,
+        lt=50,
+        description="clip each channel to its [p, 100 - p] percentiles over the candidates before "
+        "the embedder scales it to [0, 1], so a few bright pixels cannot squash the rest (0: off)",
+    )
     features: Literal["all", "content"] = Field(
         "all", description="feed the surrogate all latents or only the content ones"
     )

@@ -16,7 +16,14 @@ import torch
 from .config import EmbedderConfig, ExperimentConfig
 from .types import Candidates
 
-__all__ = ["resolve_device", "embed_candidates", "standardise", "with_position", "surrogate_inputs"]
+__all__ = [
+    "resolve_device",
+    "embed_candidates",
+    "clip_channels",
+    "standardise",
+    "with_position",
+    "surrogate_inputs",
+]
 
 
 def resolve_device(device: str) -> str:
@@ -33,6 +40,20 @@ def standardise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     std = x.std(axis=0)
     return (x - x.mean(axis=0)) / np.where(std > 1e-12, std, 1.0)
+
+
+def clip_channels(patches: np.ndarray, percentile: float) -> np.ndarray:
+    """Patches ``N x C x h x w`` with each channel clipped to its ``[p, 100 - p]`` percentiles over
+    all patches (``p = 0``: returned as they are).
+
+    The embedders scale each channel's full range to [0, 1]; on an atomic-resolution survey a few
+    heavy dopant columns would then squeeze every other column into a sliver of that range, below
+    the likelihood's width, and the model would learn nothing from them.
+    """
+    if percentile <= 0:
+        return patches
+    lo, hi = np.percentile(patches, [percentile, 100.0 - percentile], axis=(0, 2, 3))
+    return np.clip(patches, lo[None, :, None, None], hi[None, :, None, None]).astype(patches.dtype)
 
 
 def embed_candidates(
@@ -53,6 +74,7 @@ def embed_candidates(
         return standardise(flat), {"kind": "none", "dim": int(flat.shape[1])}
     from .models import make_embedder  # the models pull in more of torch; import only when used
 
+    patches = clip_channels(patches, cfg.clip_percentile)
     model = make_embedder(
         cfg.kind,
         input_shape=tuple(patches.shape[1:]),
@@ -62,6 +84,7 @@ def embed_candidates(
         translation=cfg.translation,
         rotation_prior=cfg.rotation_prior,
         n_classes=cfg.n_classes,
+        noise_std=cfg.noise_std,
         device=device,
     )
     model.fit(

@@ -59,6 +59,15 @@ def test_embedder_none_spelled_as_in_yaml():
     assert cfg.embedder.kind == "none"
 
 
+def test_embedder_scaling_options_are_bounded():
+    cfg = parse_config({**MINIMAL, "embedder": {"clip_percentile": 0.5, "noise_std": 0.05}})
+    assert (cfg.embedder.clip_percentile, cfg.embedder.noise_std) == (0.5, 0.05)
+    with pytest.raises(ConfigError, match=r"embedder.clip_percentile: .*less than 50"):
+        parse_config({**MINIMAL, "embedder": {"clip_percentile": 50}})
+    with pytest.raises(ConfigError, match=r"embedder.noise_std: .*greater than 0"):
+        parse_config({**MINIMAL, "embedder": {"noise_std": 0}})
+
+
 def test_instrument_options_may_stand_beside_the_driver():
     flat = parse_config({**MINIMAL, "instrument": {"driver": "zmq", "address": "tcp://127.0.0.1:5555"}})
     nested = parse_config({**MINIMAL, "instrument": {"driver": "zmq", "options": {"address": "tcp://127.0.0.1:5555"}}})

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from aexp.config import EmbedderConfig
-from aexp.features import embed_candidates, resolve_device, standardise, with_position
+from aexp.features import clip_channels, embed_candidates, resolve_device, standardise, with_position
 from aexp.patches import grid_candidates
 from aexp.types import PixelTransform, Survey
 
@@ -41,3 +41,41 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_clip_channels_clips_each_channel_to_its_own_percentiles():
+    rng = np.random.default_rng(1)
+    patches = rng.normal(size=(200, 2, 4, 4)).astype(np.float32)
+    patches[:, 1] *= 100.0
+    patches[0, 0, 0, 0] = 1e4  # one hot pixel in channel 0
+    out = clip_channels(patches, 1.0)
+    assert out.shape == patches.shape and out.dtype == np.float32
+    for c in range(2):
+        lo, hi = np.percentile(patches[:, c], [1.0, 99.0])
+        assert out[:, c].max() == pytest.approx(hi, rel=1e-6)
+        assert out[:, c].min() == pytest.approx(lo, rel=1e-6)
+        inside = (patches[:, c] > lo) & (patches[:, c] < hi)
+        np.testing.assert_array_equal(out[:, c][inside], patches[:, c][inside])
+    assert clip_channels(patches, 0.0) is patches
+
+
+def test_embedder_sees_clipped_patches_and_the_configured_noise(monkeypatch):
+    import aexp.models as models
+
+    made = []
+    real = models.make_embedder
+
+    def spy(kind, input_shape, **options):
+        made.append(real(kind, input_shape, **options))
+        return made[-1]
+
+    monkeypatch.setattr(models, "make_embedder", spy)
+    c = _candidates()
+    c.patches[0, 0, 1, 1] = 1e3  # a bright outlier that would set the scaling's range
+    cfg = EmbedderConfig(kind="rvae", epochs=1, clip_percentile=2.0, noise_std=0.05)
+    f, _ = embed_candidates(c, cfg, seed=0, progress=False)
+    model = made[-1]
+    assert model.noise_std == 0.05
+    hi = np.percentile(c.patches, 98.0)
+    assert float(model.data_min_[0] + model.data_range_[0]) == pytest.approx(hi, rel=1e-5)
+    assert f.shape == (36, 5) and np.all(np.isfinite(f))
