@@ -480,7 +480,15 @@ class BaseVAE:
         terms = {"reconstruction": self._reconstruction(network.decode(sample), x).mean()}
         for name, columns, prior_std in self._latent_priors():
             terms[name] = gaussian_kl(mean[:, columns], log_var[:, columns], prior_std).mean()
+        terms.update(self._penalty_terms(network, x, mean, noise))
         return terms
+
+    def _penalty_terms(
+        self, network: nn.Module, x: torch.Tensor, mean: torch.Tensor, noise: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Extra, already weighted loss terms (names ``penalty_*``) given the batch ``x`` and its
+        latent means ``mean`` (``N x n_latents``). Default: none."""
+        return {}
 
     # ----------------------------------------------------------------- fit
 
@@ -489,8 +497,12 @@ class BaseVAE:
         # it for them and give the caller's state back afterwards.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
-            network = self._build_network()
+            network = self._wrap_network(self._build_network())
         return network.to(self.device)
+
+    def _wrap_network(self, network: nn.Module) -> nn.Module:
+        """Hook for models that add a module around any ``_build_network()`` (default: none)."""
+        return network
 
     def fit(
         self,
