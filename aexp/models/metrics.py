@@ -57,7 +57,9 @@ def symmetric_circular_correlation(
     predicted = np.asarray(predicted, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
     if predicted.shape != true.shape or predicted.ndim != 1:
-        raise ValueError(f"predicted and true must be 1-d of equal length; got {predicted.shape} and {true.shape}")
+        raise ValueError(
+            f"predicted and true must be 1-d of equal length; got {predicted.shape} and {true.shape}"
+        )
     orders = np.broadcast_to(np.asarray(order), predicted.shape)
     if not np.issubdtype(orders.dtype, np.integer) or (orders < 1).any():
         raise ValueError(f"order must be integers >= 1 (one per sample or one for all); got {order!r}")

@@ -13,7 +13,9 @@ describes the object and not its orientation, size or position. The loss per pat
 The angle prior is a proper Gaussian (its KL includes the mean term), so ``rotation_prior`` should
 cover the rotations expected in the data. The angle is recovered up to the symmetry of the object
 and a global sign and offset (the "canonical" orientation the decoder settles on is arbitrary,
-and may differ between classes of objects).
+and may differ between classes of objects unless ``orientation=True``). For rotations beyond about
++-90 deg, ``equivariance`` and ``rotation_prior_warmup`` help the encoder find the angle; see
+:mod:`aexp.models.orientation`.
 """
 
 from __future__ import annotations
@@ -128,7 +130,9 @@ class RVAE(BaseVAE):
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}; got {self.encoder!r}")
         if self.orientation and self.latent_dim < 1:
-            raise ValueError("orientation=True needs latent_dim >= 1: the orientation is learned from the content")
+            raise ValueError(
+                "orientation=True needs latent_dim >= 1: the orientation is learned from the content"
+            )
         if isinstance(self.equivariance, bool) or not isinstance(self.equivariance, Real) or not (
             0 <= self.equivariance < math.inf
         ):
