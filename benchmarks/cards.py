@@ -22,7 +22,8 @@ tuned on the scores):
         --orientation --equivariance 1000 --rotation-prior-warmup 10    # the wide-rotation options
 
 ``--orientation``, ``--equivariance`` and ``--rotation-prior-warmup`` set the rVAE and affine
-VAE options of the same names (see ``aexp.models.orientation``); by default they are off.
+VAE options of the same names (see ``aexp.models.orientation``), ``--shear-prior-warmup`` the
+affine VAE's; by default they are off.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def affine_experiment(args) -> dict:
     out = {}
     for rotation in (12.0, args.rotation):
         cards = make_cards(args.n_per_suit, rotation, 20.0, size=args.size, seed=args.seed)
-        model = AffineVAE(input_shape=(args.size, args.size), latent_dim=2, **_invariant_options(args))
+        model = AffineVAE(input_shape=(args.size, args.size), latent_dim=2, **_invariant_options(args),
+                          shear_prior_warmup=args.shear_prior_warmup)
         seconds = _fit(model, cards.images, args)
         z = model.encode(cards.images)
         shear = z[:, model.latent_names.index("shear")]
@@ -132,6 +134,7 @@ def main() -> None:
     parser.add_argument("--orientation", action="store_true", help="learned canonical orientation per content")
     parser.add_argument("--equivariance", type=float, default=0.0, help="encoder equivariance weight (0: off)")
     parser.add_argument("--rotation-prior-warmup", type=int, default=0, help="epochs of angle-prior warm-up")
+    parser.add_argument("--shear-prior-warmup", type=int, default=0, help="epochs of shear-prior warm-up (affine)")
     parser.add_argument("--rotation-prior", type=float, default=math.pi / 3, help="angle prior std (rad)")
     parser.add_argument("--json")
     parser.add_argument("--quiet", action="store_true")

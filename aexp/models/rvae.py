@@ -30,10 +30,18 @@ from torch import nn
 from .base import ENCODERS, SHIFT_SCALE, BaseVAE, InvariantNetwork, check_int, check_positive
 from .orientation import OrientedNetwork, equivariance_penalty
 
-__all__ = ["RVAE", "SHIFT_SCALE", "ROTATION_WARMUP_START"]
+__all__ = ["RVAE", "SHIFT_SCALE", "ROTATION_WARMUP_START", "warmup_factor"]
 
 ROTATION_WARMUP_START = 0.05
-"""Width of the angle prior at the first warm-up epoch, as a fraction of ``rotation_prior``."""
+"""Width of a warmed-up prior (angle, shear) at the first epoch, as a fraction of its full width."""
+
+
+def warmup_factor(epoch: int, warmup: int) -> float:
+    """Width factor of a prior in ``epoch`` of a ``warmup``-epoch geometric warm-up:
+    ``ROTATION_WARMUP_START`` at epoch 0, 1 from epoch ``warmup`` on (always 1 if ``warmup`` is 0)."""
+    if not warmup:
+        return 1.0
+    return ROTATION_WARMUP_START ** max(0.0, 1.0 - epoch / warmup)
 
 
 class RVAE(BaseVAE):
@@ -186,9 +194,7 @@ class RVAE(BaseVAE):
 
     def _start_epoch(self, epoch: int, epochs: int) -> None:
         super()._start_epoch(epoch, epochs)
-        warmup = self.rotation_prior_warmup
-        # factor ROTATION_WARMUP_START at epoch 0, 1 from epoch `warmup` on
-        self._warmup_factor = ROTATION_WARMUP_START ** max(0.0, 1.0 - epoch / warmup) if warmup else 1.0
+        self._warmup_factor = warmup_factor(epoch, self.rotation_prior_warmup)
 
     def _wrap_network(self, network: nn.Module) -> nn.Module:
         if not self.orientation:

@@ -10,7 +10,7 @@ from aexp.models import RVAE, AffineVAE
 from aexp.models.base import InvariantNetwork
 from aexp.models.metrics import circular_correlation, kmeans_purity, symmetric_circular_correlation
 from aexp.models.orientation import OrientedNetwork, equivariance_penalty, rotate_patches
-from aexp.models.rvae import ROTATION_WARMUP_START
+from aexp.models.rvae import ROTATION_WARMUP_START, warmup_factor
 
 
 def test_rotate_patches_turns_like_the_cards_and_the_decoder():
@@ -111,6 +111,20 @@ def test_rotation_prior_warmup_widens_the_angle_prior_geometrically():
     assert widths[2] == pytest.approx(ROTATION_WARMUP_START**0.5)
     assert widths[4:] == [1.0, 1.0]
     assert all(a < b for a, b in zip(widths[:4], widths[1:5]))
+    assert [warmup_factor(epoch, 0) for epoch in range(3)] == [1.0, 1.0, 1.0]
+
+
+def test_shear_prior_warmup_widens_the_shear_prior_and_is_checked():
+    model = AffineVAE(input_shape=(8, 8), shear_prior=0.3, shear_prior_warmup=2)
+    widths = []
+    for epoch in range(3):
+        model._start_epoch(epoch, 3)
+        widths.append(model._geometric_priors()["shear"][1])
+        assert model._geometric_priors()["angle"][1] == pytest.approx(math.pi / 3)  # not warmed up
+    assert widths == pytest.approx([0.3 * ROTATION_WARMUP_START, 0.3 * ROTATION_WARMUP_START**0.5, 0.3])
+    cards = make_cards(5, 60, 1.0, size=8, seed=0)
+    with pytest.raises(ValueError, match="shear_prior_warmup must be an integer >= 0"):
+        AffineVAE(input_shape=(8, 8), shear_prior_warmup=-2).fit(cards.images, epochs=1, progress=False)
 
 
 def _angle_scores(rotation_deg, seed=0, **options):
