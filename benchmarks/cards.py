@@ -22,8 +22,7 @@ tuned on the scores):
         --orientation --equivariance 1000 --rotation-prior-warmup 10    # the wide-rotation options
 
 ``--orientation``, ``--equivariance`` and ``--rotation-prior-warmup`` set the rVAE and affine
-VAE options of the same names (see ``aexp.models.orientation``), ``--shear-prior-warmup`` the
-affine VAE's; by default they are off.
+VAE options of the same names (see ``aexp.models.orientation``); by default they are off.
 """
 
 from __future__ import annotations
@@ -59,11 +58,17 @@ def _angle_scores(z_angle: np.ndarray, cards) -> dict:
     per_suit_symmetric = [
         symmetric_circular_correlation(z_angle[s], cards.angle[s], n) for s, n in zip(suits, SUIT_SYMMETRY)
     ]
+    # each suit's mean offset of the latent from the true angle (deg; modulo 180 for the diamond)
+    offsets = [
+        float(np.degrees(np.angle(np.exp(1j * n * (z_angle[s] - cards.angle[s])).mean()) / n))
+        for s, n in zip(suits, SUIT_SYMMETRY)
+    ]
     return {
         "angle_circ_global": abs(circular_correlation(z_angle, cards.angle)),
         "angle_circ_global_symmetric": symmetric_circular_correlation(z_angle, cards.angle, order),
         "angle_circ_per_suit": per_suit,
         "angle_circ_per_suit_symmetric": per_suit_symmetric,
+        "angle_offset_per_suit_deg": offsets,
     }
 
 
@@ -94,8 +99,7 @@ def affine_experiment(args) -> dict:
     out = {}
     for rotation in (12.0, args.rotation):
         cards = make_cards(args.n_per_suit, rotation, 20.0, size=args.size, seed=args.seed)
-        model = AffineVAE(input_shape=(args.size, args.size), latent_dim=2, **_invariant_options(args),
-                          shear_prior_warmup=args.shear_prior_warmup)
+        model = AffineVAE(input_shape=(args.size, args.size), latent_dim=2, **_invariant_options(args))
         seconds = _fit(model, cards.images, args)
         z = model.encode(cards.images)
         shear = z[:, model.latent_names.index("shear")]
@@ -134,7 +138,6 @@ def main() -> None:
     parser.add_argument("--orientation", action="store_true", help="learned canonical orientation per content")
     parser.add_argument("--equivariance", type=float, default=0.0, help="encoder equivariance weight (0: off)")
     parser.add_argument("--rotation-prior-warmup", type=int, default=0, help="epochs of angle-prior warm-up")
-    parser.add_argument("--shear-prior-warmup", type=int, default=0, help="epochs of shear-prior warm-up (affine)")
     parser.add_argument("--rotation-prior", type=float, default=math.pi / 3, help="angle prior std (rad)")
     parser.add_argument("--json")
     parser.add_argument("--quiet", action="store_true")

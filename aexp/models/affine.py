@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .base import check_int, check_positive
-from .rvae import RVAE, warmup_factor
+from .base import check_positive
+from .rvae import RVAE
 
 __all__ = ["AffineVAE"]
 
@@ -25,10 +25,6 @@ class AffineVAE(RVAE):
 
     Args:
         shear_prior: standard deviation of the Gaussian prior on the shear factor ``k``.
-        shear_prior_warmup: epochs over which the shear prior's width grows geometrically from
-            ``ROTATION_WARMUP_START * shear_prior`` to ``shear_prior`` (0: no warm-up). Holding the
-            shear near zero first lets the angle settle before the shear explains part of a turn;
-            with wide rotations it raises the shear latent's correlation with the true shear.
         others: as :class:`~aexp.models.rvae.RVAE`.
 
     Example:
@@ -57,7 +53,6 @@ class AffineVAE(RVAE):
         orientation: bool = False,
         equivariance: float = 0.0,
         rotation_prior_warmup: int = 0,
-        shear_prior_warmup: int = 0,
     ):
         super().__init__(
             input_shape, latent_dim, hidden, decoder_layers, encoder_hidden, translation,
@@ -66,21 +61,14 @@ class AffineVAE(RVAE):
             rotation_prior_warmup=rotation_prior_warmup,
         )
         self.shear_prior = shear_prior
-        self.shear_prior_warmup = shear_prior_warmup
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
         check_positive("shear_prior", self.shear_prior)
-        check_int("shear_prior_warmup", self.shear_prior_warmup, 0)
 
     @property
     def geometric_names(self) -> list[str]:
         return super().geometric_names + ["shear"]
 
-    def _start_epoch(self, epoch: int, epochs: int) -> None:
-        super()._start_epoch(epoch, epochs)
-        self._shear_warmup_factor = warmup_factor(epoch, self.shear_prior_warmup)
-
     def _geometric_priors(self) -> dict[str, tuple[str, float]]:
-        shear_std = float(self.shear_prior) * getattr(self, "_shear_warmup_factor", 1.0)
-        return super()._geometric_priors() | {"shear": ("kl_shear", shear_std)}
+        return super()._geometric_priors() | {"shear": ("kl_shear", float(self.shear_prior))}

@@ -114,19 +114,6 @@ def test_rotation_prior_warmup_widens_the_angle_prior_geometrically():
     assert [warmup_factor(epoch, 0) for epoch in range(3)] == [1.0, 1.0, 1.0]
 
 
-def test_shear_prior_warmup_widens_the_shear_prior_and_is_checked():
-    model = AffineVAE(input_shape=(8, 8), shear_prior=0.3, shear_prior_warmup=2)
-    widths = []
-    for epoch in range(3):
-        model._start_epoch(epoch, 3)
-        widths.append(model._geometric_priors()["shear"][1])
-        assert model._geometric_priors()["angle"][1] == pytest.approx(math.pi / 3)  # not warmed up
-    assert widths == pytest.approx([0.3 * ROTATION_WARMUP_START, 0.3 * ROTATION_WARMUP_START**0.5, 0.3])
-    cards = make_cards(5, 60, 1.0, size=8, seed=0)
-    with pytest.raises(ValueError, match="shear_prior_warmup must be an integer >= 0"):
-        AffineVAE(input_shape=(8, 8), shear_prior_warmup=-2).fit(cards.images, epochs=1, progress=False)
-
-
 def _angle_scores(rotation_deg, seed=0, **options):
     cards = make_cards(100, rotation_deg, 1.0, size=24, seed=seed)
     model = RVAE(input_shape=(24, 24), latent_dim=2, **options)
