@@ -10,8 +10,9 @@ stores them), :meth:`BaseVAE.fit` learns, and learned state carries a trailing u
 * ``_latent_priors()`` -> ``[(name, columns, prior_std), ...]``: one KL term per group of latents,
   ``KL(N(mean, var) || N(0, prior_std^2))``, reported in ``history_`` under ``name``;
 
-and may override ``_loss_terms`` (e.g. for discrete latents), ``_start_epoch`` (per-epoch
-schedules), ``_encode_batch`` (what :meth:`encode` returns) or ``_full_latents`` (what
+and may override ``_loss_terms`` (e.g. for discrete latents), ``_penalty_terms`` (extra terms
+of the default loss), ``_start_epoch`` (per-epoch schedules), ``_wrap_network`` (a module around
+the built network), ``_encode_batch`` (what :meth:`encode` returns) or ``_full_latents`` (what
 :meth:`decode` accepts). The training loss per patch is
 
     reconstruction + kl_weight(epoch) * sum of the KL terms + sum of the penalty terms

@@ -33,7 +33,7 @@ from .orientation import OrientedNetwork, equivariance_penalty
 __all__ = ["RVAE", "SHIFT_SCALE", "ROTATION_WARMUP_START", "warmup_factor"]
 
 ROTATION_WARMUP_START = 0.05
-"""Width of a warmed-up prior (angle, shear) at the first epoch, as a fraction of its full width."""
+"""Width of the angle prior at the first warm-up epoch, as a fraction of ``rotation_prior``."""
 
 
 def warmup_factor(epoch: int, warmup: int) -> float:

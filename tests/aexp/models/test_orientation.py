@@ -140,7 +140,8 @@ def test_orientation_gives_one_offset_for_all_suits_quick():
 
 @pytest.mark.slow
 def test_orientation_beats_the_plain_model_on_one_offset():
-    assert _angle_scores(12)["global"] < 0.9 <= _angle_scores(12, orientation=True)["global"]
+    plain, oriented = _angle_scores(12)["global"], _angle_scores(12, orientation=True)["global"]
+    assert oriented >= 0.95 and oriented >= plain + 0.04
 
 
 def test_equivariance_recovers_wide_rotations_quick():
