@@ -29,10 +29,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SUITS", "REGIMES", "Cards", "SemiSupervisedSplit", "make_cards", "cards_regime", "semi_supervised_split"]
+__all__ = ["SUITS", "SUIT_SYMMETRY", "REGIMES", "Cards", "SemiSupervisedSplit", "make_cards", "cards_regime", "semi_supervised_split"]
 
 SUITS = ("clubs", "spades", "diamonds", "hearts")
 """Suit names, in the order of the labels 0..3."""
+
+SUIT_SYMMETRY = (1, 1, 2, 1)
+"""Rotational symmetry order of each suit's glyph: the rhombus (diamonds) looks the same after a
+half turn, so its angle is only defined modulo pi; the other glyphs have no rotational symmetry."""
 
 REGIMES = {
     (12, 1): "low rotation, low shear",

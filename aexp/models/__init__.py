@@ -14,6 +14,10 @@ checks, encoders) and coordinate decoder (:mod:`aexp.models.decoders`):
 * :class:`ShiftVAE` — 1-D spectra with a shift latent;
 * :func:`time_delay_patches` — frames ``t - dt, t, t + dt`` stacked as channels for the rVAE;
 * :func:`latent_traversal`, :func:`latent_scatter` — figures of a fitted embedder's latents.
+* :mod:`aexp.models.orientation` — the rVAE options for wide rotations and one angle offset
+  across classes (encoder equivariance, learned canonical orientation);
+* :mod:`aexp.models.metrics` — scores against known truth (circular correlation, also modulo a
+  glyph's symmetry; k-means purity).
 
 Every model encodes to latent means with the geometric latents first, in the order
 ``[angle, dx, dy, (scale), (shear), z...]``. :func:`make_embedder` builds one by name

@@ -50,10 +50,15 @@ class AffineVAE(RVAE):
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        orientation: bool = False,
+        equivariance: float = 0.0,
+        rotation_prior_warmup: int = 0,
     ):
         super().__init__(
             input_shape, latent_dim, hidden, decoder_layers, encoder_hidden, translation,
             rotation_prior, translation_prior, scale, scale_prior, encoder, likelihood, noise_std, device,
+            orientation=orientation, equivariance=equivariance,
+            rotation_prior_warmup=rotation_prior_warmup,
         )
         self.shear_prior = shear_prior
 

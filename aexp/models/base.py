@@ -10,8 +10,9 @@ stores them), :meth:`BaseVAE.fit` learns, and learned state carries a trailing u
 * ``_latent_priors()`` -> ``[(name, columns, prior_std), ...]``: one KL term per group of latents,
   ``KL(N(mean, var) || N(0, prior_std^2))``, reported in ``history_`` under ``name``;
 
-and may override ``_loss_terms`` (e.g. for discrete latents), ``_start_epoch`` (per-epoch
-schedules), ``_encode_batch`` (what :meth:`encode` returns) or ``_full_latents`` (what
+and may override ``_loss_terms`` (e.g. for discrete latents), ``_penalty_terms`` (extra terms
+of the default loss), ``_start_epoch`` (per-epoch schedules), ``_wrap_network`` (a module around
+the built network), ``_encode_batch`` (what :meth:`encode` returns) or ``_full_latents`` (what
 :meth:`decode` accepts). The training loss per patch is
 
     reconstruction + kl_weight(epoch) * sum of the KL terms + sum of the penalty terms
@@ -480,7 +481,15 @@ class BaseVAE:
         terms = {"reconstruction": self._reconstruction(network.decode(sample), x).mean()}
         for name, columns, prior_std in self._latent_priors():
             terms[name] = gaussian_kl(mean[:, columns], log_var[:, columns], prior_std).mean()
+        terms.update(self._penalty_terms(network, x, mean, noise))
         return terms
+
+    def _penalty_terms(
+        self, network: nn.Module, x: torch.Tensor, mean: torch.Tensor, noise: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Extra, already weighted loss terms (names ``penalty_*``) given the batch ``x`` and its
+        latent means ``mean`` (``N x n_latents``). Default: none."""
+        return {}
 
     # ----------------------------------------------------------------- fit
 
@@ -489,8 +498,12 @@ class BaseVAE:
         # it for them and give the caller's state back afterwards.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
-            network = self._build_network()
+            network = self._wrap_network(self._build_network())
         return network.to(self.device)
+
+    def _wrap_network(self, network: nn.Module) -> nn.Module:
+        """Hook for models that add a module around any ``_build_network()`` (default: none)."""
+        return network
 
     def fit(
         self,

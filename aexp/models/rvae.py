@@ -13,20 +13,35 @@ describes the object and not its orientation, size or position. The loss per pat
 The angle prior is a proper Gaussian (its KL includes the mean term), so ``rotation_prior`` should
 cover the rotations expected in the data. The angle is recovered up to the symmetry of the object
 and a global sign and offset (the "canonical" orientation the decoder settles on is arbitrary,
-and may differ between classes of objects).
+and may differ between classes of objects unless ``orientation=True``). For rotations beyond about
++-90 deg, ``equivariance`` and ``rotation_prior_warmup`` help the encoder find the angle; see
+:mod:`aexp.models.orientation`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Real
 
 import torch
 from torch import nn
 
 from .base import ENCODERS, SHIFT_SCALE, BaseVAE, InvariantNetwork, check_int, check_positive
+from .orientation import OrientedNetwork, equivariance_penalty
 
-__all__ = ["RVAE", "SHIFT_SCALE"]
+__all__ = ["RVAE", "SHIFT_SCALE", "ROTATION_WARMUP_START", "warmup_factor"]
+
+ROTATION_WARMUP_START = 0.05
+"""Width of the angle prior at the first warm-up epoch, as a fraction of ``rotation_prior``."""
+
+
+def warmup_factor(epoch: int, warmup: int) -> float:
+    """Width factor of a prior in ``epoch`` of a ``warmup``-epoch geometric warm-up:
+    ``ROTATION_WARMUP_START`` at epoch 0, 1 from epoch ``warmup`` on (always 1 if ``warmup`` is 0)."""
+    if not warmup:
+        return 1.0
+    return ROTATION_WARMUP_START ** max(0.0, 1.0 - epoch / warmup)
 
 
 class RVAE(BaseVAE):
@@ -54,6 +69,17 @@ class RVAE(BaseVAE):
         scale_prior: standard deviation of the prior on the log-magnification.
         encoder: ``"mlp"`` or ``"conv"`` (see :func:`~aexp.models.base.make_encoder`).
         likelihood, noise_std, device: see :class:`~aexp.models.base.BaseVAE`.
+        orientation: learn each object's canonical orientation from its content latents, so the
+            angle of every class is measured from that class's mean orientation (one offset for
+            all classes). See :mod:`aexp.models.orientation`. Needs ``latent_dim >= 1``.
+        equivariance: weight of the encoder-equivariance penalty (0: off). Turned copies of each
+            batch must encode to the turned angle and the same content; needed for rotations
+            beyond about +-90 deg. Costs one more encoder pass per batch. See
+            :mod:`aexp.models.orientation`.
+        rotation_prior_warmup: epochs over which the angle prior's width grows geometrically from
+            ``ROTATION_WARMUP_START * rotation_prior`` to ``rotation_prior`` (0: no warm-up). The
+            narrow prior holds the angles near zero while the decoder first learns each class, so
+            the templates start at the classes' mean orientation rather than anywhere.
 
     Example:
         >>> m = RVAE(input_shape=(16, 16), latent_dim=2).fit(patches, epochs=20, progress=False)
@@ -79,6 +105,9 @@ class RVAE(BaseVAE):
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        orientation: bool = False,
+        equivariance: float = 0.0,
+        rotation_prior_warmup: int = 0,
     ):
         super().__init__(input_shape, latent_dim, likelihood, noise_std, device)
         self.hidden = hidden
@@ -90,20 +119,32 @@ class RVAE(BaseVAE):
         self.scale = scale
         self.scale_prior = scale_prior
         self.encoder = encoder
+        self.orientation = orientation
+        self.equivariance = equivariance
+        self.rotation_prior_warmup = rotation_prior_warmup
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
         check_int("hidden", self.hidden, 1)
         check_int("decoder_layers", self.decoder_layers, 0)
         check_int("encoder_hidden", self.encoder_hidden, 1)
-        for flag in ("translation", "scale"):
+        for flag in ("translation", "scale", "orientation"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
         check_positive("rotation_prior", self.rotation_prior)
+        check_int("rotation_prior_warmup", self.rotation_prior_warmup, 0)
         check_positive("translation_prior", self.translation_prior)
         check_positive("scale_prior", self.scale_prior)
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}; got {self.encoder!r}")
+        if self.orientation and self.latent_dim < 1:
+            raise ValueError(
+                "orientation=True needs latent_dim >= 1: the orientation is learned from the content"
+            )
+        if isinstance(self.equivariance, bool) or not isinstance(self.equivariance, Real) or not (
+            0 <= self.equivariance < math.inf
+        ):
+            raise ValueError(f"equivariance must be a finite number >= 0; got {self.equivariance!r}")
 
     @property
     def geometric_names(self) -> list[str]:
@@ -122,7 +163,7 @@ class RVAE(BaseVAE):
     def _geometric_priors(self) -> dict[str, tuple[str, float]]:
         """Geometric latent -> (KL term name, prior standard deviation in latent units)."""
         return {
-            "angle": ("kl_angle", float(self.rotation_prior)),
+            "angle": ("kl_angle", float(self.rotation_prior) * getattr(self, "_warmup_factor", 1.0)),
             "dx": ("kl_shift", float(self.translation_prior) / SHIFT_SCALE),
             "dy": ("kl_shift", float(self.translation_prior) / SHIFT_SCALE),
             "scale": ("kl_scale", float(self.scale_prior)),
@@ -150,6 +191,25 @@ class RVAE(BaseVAE):
             self.encoder,
             self.encoder_hidden,
         )
+
+    def _start_epoch(self, epoch: int, epochs: int) -> None:
+        super()._start_epoch(epoch, epochs)
+        self._warmup_factor = warmup_factor(epoch, self.rotation_prior_warmup)
+
+    def _wrap_network(self, network: nn.Module) -> nn.Module:
+        if not self.orientation:
+            return network
+        return OrientedNetwork(network, len(self.geometric_names), self.latent_dim)
+
+    def _penalty_terms(
+        self, network: nn.Module, x: torch.Tensor, mean: torch.Tensor, noise: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        if not self.equivariance:
+            return {}
+        # dx, dy turn with the patch; every other geometric latent (scale, shear) does not.
+        invariant = [i for i, name in enumerate(self.latent_names) if name not in ("angle", "dx", "dy")]
+        penalty = equivariance_penalty(network, x, mean, invariant, noise)
+        return {"penalty_equivariance": float(self.equivariance) * penalty.mean()}
 
     def _full_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Content-only latents (``n x k``) get zero geometric latents; ``n x n_latents`` pass."""

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from aexp.datasets import SUITS, cards_regime, make_cards, semi_supervised_split
+from aexp.datasets import SUIT_SYMMETRY, SUITS, cards_regime, make_cards, semi_supervised_split
 from aexp.datasets.cards import render
 from aexp.models.decoders import coordinate_grid
 
@@ -36,6 +36,15 @@ def test_suits_are_distinct_glyphs_and_diamond_is_symmetric():
     np.testing.assert_allclose(np.rot90(diamond, 2), diamond, atol=1e-6)
     heart = upright[SUITS.index("hearts")]
     assert np.abs(np.rot90(heart, 2) - heart).mean() > 0.05  # hearts point down
+
+
+def test_suit_symmetry_orders_match_the_glyphs():
+    for k, order in enumerate(SUIT_SYMMETRY):
+        upright = render(k, 0.0, 0.0, 1.0, (0.0, 0.0), 48)
+        turned = render(k, 2 * math.pi / order, 0.0, 1.0, (0.0, 0.0), 48)
+        assert np.abs(turned - upright).mean() < 1e-3, SUITS[k]  # unchanged by its symmetry turn
+        half = render(k, math.pi / order, 0.0, 1.0, (0.0, 0.0), 48)
+        assert np.abs(half - upright).mean() > 0.02, SUITS[k]  # and by no smaller turn of that kind
 
 
 def test_transform_matches_the_decoder_conventions():

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from aexp.models.metrics import circular_correlation, cluster_purity, kmeans, kmeans_purity
+from aexp.models.metrics import (
+    circular_correlation,
+    cluster_purity,
+    kmeans,
+    kmeans_purity,
+    symmetric_circular_correlation,
+)
 
 
 def test_circular_correlation_allows_offset_and_sign():
@@ -27,3 +33,41 @@ def test_cluster_purity_counts_majorities_and_checks_shapes():
     assert cluster_purity(np.array([0, 0, 1, 1]), np.array([2, 2, 2, 3])) == 0.75
     with pytest.raises(ValueError, match="differ in shape"):
         cluster_purity(np.zeros(3, int), np.zeros(4, int))
+
+
+def test_symmetric_circular_correlation_equals_plain_one_for_asymmetric_angles():
+    rng = np.random.default_rng(2)
+    angle = rng.uniform(-2, 2, 400)
+    assert symmetric_circular_correlation(angle + 0.7, angle) == pytest.approx(1.0, abs=1e-5)
+    assert symmetric_circular_correlation(-angle + 0.2, angle) == pytest.approx(1.0, abs=1e-5)
+    noisy = angle + 0.3 * rng.standard_normal(400)
+    plain = abs(circular_correlation(noisy, angle))
+    assert symmetric_circular_correlation(noisy, angle) == pytest.approx(plain, abs=0.01)
+    assert symmetric_circular_correlation(rng.uniform(-3, 3, 400), angle) < 0.15
+
+
+def test_symmetric_circular_correlation_forgives_half_turns_of_two_fold_samples_only():
+    rng = np.random.default_rng(3)
+    angle = rng.uniform(-2, 2, 800)
+    two_fold = np.arange(800) >= 600  # the last quarter: a rhombus
+    flipped = angle + 0.4 + np.where(two_fold, np.pi * rng.integers(0, 2, 800), 0.0)
+    order = np.where(two_fold, 2, 1)
+    assert abs(circular_correlation(flipped, angle)) < 0.8  # the plain figure suffers
+    assert symmetric_circular_correlation(flipped, angle, order) == pytest.approx(1.0, abs=1e-5)
+    # a half turn of an asymmetric sample is an error, and is counted as one
+    wrong = flipped + np.where(~two_fold & (np.arange(800) % 2 == 0), np.pi, 0.0)
+    assert symmetric_circular_correlation(wrong, angle, order) < 0.5
+    # one offset for all: a class with its own offset lowers the score
+    own_offset = angle + np.where(np.arange(800) < 300, 0.0, 1.2)
+    assert symmetric_circular_correlation(own_offset, angle) < 0.9
+    # random predictions score near zero even for symmetric samples (no credit from the folding)
+    assert symmetric_circular_correlation(rng.uniform(-3, 3, 800), angle, 2) < 0.15
+
+
+def test_symmetric_circular_correlation_checks_its_inputs():
+    with pytest.raises(ValueError, match="equal length"):
+        symmetric_circular_correlation(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="order must be integers >= 1"):
+        symmetric_circular_correlation(np.zeros(3), np.zeros(3), order=np.array([1, 0, 2]))
+    with pytest.raises(ValueError, match="order must be integers >= 1"):
+        symmetric_circular_correlation(np.zeros(3), np.zeros(3), order=1.5)
