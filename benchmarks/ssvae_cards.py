@@ -44,6 +44,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--classifier-weight", type=float, default=20.0)
     parser.add_argument("--classifier", default="mlp", choices=["mlp", "conv"], help="q(y|x) network")
     parser.add_argument("--rotation", action="store_true", help="ss-rVAE: angle and shift latents")
+    parser.add_argument(
+        "--renderer", default="coordinate", choices=["coordinate", "resample"], help="decoder with --rotation"
+    )
     parser.add_argument("--baseline", action="store_true", help="also train on the labelled cards alone")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -62,6 +65,7 @@ def train_and_score(X, y, validation, args) -> dict[str, float]:
         rotation=args.rotation,
         translation=args.rotation,
         hidden=args.hidden,
+        renderer=args.renderer,
         device=args.device,
     )
     start = time.perf_counter()
