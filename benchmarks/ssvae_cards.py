@@ -47,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--renderer", default="coordinate", choices=["coordinate", "resample"], help="decoder with --rotation"
     )
+    parser.add_argument(
+        "--align-classifier", action="store_true", help="with --rotation: classify the patch turned back by the pose"
+    )
     parser.add_argument("--baseline", action="store_true", help="also train on the labelled cards alone")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -66,6 +69,7 @@ def train_and_score(X, y, validation, args) -> dict[str, float]:
         translation=args.rotation,
         hidden=args.hidden,
         renderer=args.renderer,
+        align_classifier=args.align_classifier,
         device=args.device,
     )
     start = time.perf_counter()

@@ -201,7 +201,7 @@ class ResampledDecoder(nn.Module):
         self, z: torch.Tensor, angle: torch.Tensor | None = None, shift: torch.Tensor | None = None
     ) -> torch.Tensor:
         image = self.upright(z)
-        if angle is None and shift is None:
+        if (angle is None and shift is None) or not len(z):  # affine_grid refuses an empty batch
             return image
         grid = transform_grid(angle, shift, self.shape, z)
         return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)

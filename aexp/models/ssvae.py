@@ -12,9 +12,17 @@ value) and ``ELBO(x, y) = reconstruction(x | z, y) + w KL(q(z | x, y) || p(z))``
   (exact enumeration over the classes: the unlabelled part of a batch costs ``n_classes`` times)
 * unlabelled, regression:   ``ELBO(x, y~q(y | x)) + w KL(q(y | x) || N(0, 1))`` (reparameterised)
 
-``w`` is the epoch's KL weight. With ``rotation``/``translation`` the decoder is the rVAE's
-coordinate decoder and the encoder adds ``angle``/``dx, dy`` latents (an ss-rVAE): the classifier
-then sees the patch as it is, while the decoder needs no class-specific copies of every turn.
+``w`` is the epoch's KL weight. With ``rotation``/``translation`` the encoder adds ``angle``/``dx,
+dy`` latents and the decoder turns and moves what it draws (an ss-rVAE): it needs no
+class-specific copies of every turn. It draws per pixel with the rVAE's coordinate decoder
+(``renderer="coordinate"``) or draws the upright patch once with an MLP and resamples it
+(``renderer="resample"``), which costs one MLP pass per patch and class instead of one per pixel.
+
+By default the classifier sees the patch as it is, so it learns turned patches only from the
+unlabelled ones, through the reconstruction term. With ``align_classifier`` the geometric latents
+come from a pose encoder ``q(angle, dx, dy | x)`` that does not see the class, and the classifier
+sees each patch turned and moved back by that pose: labelled patches in one orientation then
+teach it to name patches in any orientation the pose encoder has learned from the unlabelled ones.
 
 Unlabelled patches are marked in ``y``: ``-1`` for classification, a NaN (whole row) for
 regression. Regression targets are standardised by the labelled values' mean and standard
@@ -198,11 +206,17 @@ class SSVAE(PairedVAE):
         classifier_weight: weight of the labelled patches' classification (or regression) loss.
         classifier: ``"mlp"`` (two tanh layers of ``encoder_hidden``) or ``"conv"`` (a small
             CNN with global average pooling; far less sensitive to where the object sits).
-        rotation, translation: add ``angle`` / ``(dx, dy)`` latents and draw with the
-            coordinate decoder (ss-rVAE).
+        rotation, translation: add ``angle`` / ``(dx, dy)`` latents and turn / move the decoded
+            patch (ss-rVAE).
         hidden: width of the decoder's layers.
         decoder_layers: hidden layers of the coordinate decoder (with geometric latents).
         encoder_hidden: width of the encoder's (and the MLP classifier's) hidden layers.
+        renderer: with geometric latents, ``"coordinate"`` (per-pixel coordinate decoder with
+            ``decoder_layers`` hidden layers) or ``"resample"`` (an MLP of width ``hidden`` draws
+            the upright patch, ``grid_sample`` turns and moves it; far cheaper on large patches).
+        align_classifier: classify each patch turned and moved back by a class-free pose
+            encoder's angle and shift (needs ``rotation`` or ``translation``); see the module
+            docstring. Default False: the classifier sees the patch as it is.
         rotation_prior, translation_prior: as in :class:`~aexp.models.rvae.RVAE`.
         likelihood, noise_std, device: see :class:`~aexp.models.base.BaseVAE`.
 

@@ -44,6 +44,25 @@ def test_conv_classifier_classifies_held_out_patches(split):
     assert (model.predict(X_val) == labels_val).mean() >= 0.75  # chance: 0.5
 
 
+def test_aligned_classifier_learns_turned_glyphs_from_upright_labels():
+    """40 labelled glyphs within +-3 deg, 600 unlabelled ones within +-75 deg: the pose encoder
+    learns the turns from the unlabelled glyphs, and the classifier, which sees every glyph turned
+    back, names held-out glyphs turned far beyond anything labelled."""
+    X_lab, _, labels = glyph_patches(40, max_angle_deg=3, seed=1)
+    X_unl, _, _ = glyph_patches(600, max_angle_deg=75, seed=2)
+    X_val, angles_val, labels_val = glyph_patches(400, max_angle_deg=75, seed=3)
+    model = SSVAE(
+        (SIZE, SIZE), output_dim=2, classifier="conv", rotation=True, translation=True,
+        renderer="resample", align_classifier=True, hidden=64, encoder_hidden=64,
+    ).fit(np.concatenate([X_lab, X_unl]), np.r_[labels, np.full(600, -1)], epochs=20, batch_size=64, progress=False)
+    correct = model.predict(X_val) == labels_val
+    assert correct.mean() >= 0.9, correct.mean()  # chance: 0.5
+    assert correct[np.abs(angles_val) > np.radians(30)].mean() >= 0.85
+    assert model.latent_names[:3] == ["angle", "dx", "dy"]
+    angle = model.encode(X_val)[:, 0]
+    assert abs(np.corrcoef(angle, angles_val)[0, 1]) >= 0.8  # the pose it turns back by
+
+
 def test_history_holds_every_term(classifier):
     for key in ("reconstruction", "kl_content", "kl_class", "classification", "loss"):
         assert len(classifier.history_[key]) == 15, key
@@ -139,6 +158,9 @@ def test_regression_scaling_survives_save_load(tmp_path):
         ({"output_dim": 1}, np.zeros(8, int), "output_dim"),
         ({"classifier_weight": 0.0}, np.zeros(8, int), "classifier_weight"),
         ({"classifier": "cnn"}, np.zeros(8, int), "classifier must be one of"),
+        ({"renderer": "spline", "rotation": True}, np.zeros(8, int), "renderer must be one of"),
+        ({"align_classifier": True}, np.zeros(8, int), "align_classifier=True needs geometric latents"),
+        ({"align_classifier": 1, "rotation": True}, np.zeros(8, int), "align_classifier must be True or False"),
     ],
 )
 def test_bad_labels_and_settings_raise(params, y, message):
@@ -183,3 +205,20 @@ def test_batches_without_labelled_or_unlabelled_patches_train(rotation, task):
         ).fit(X, y, epochs=3, batch_size=2, progress=False)
         loss = model.history_["loss"]
         assert np.all(np.isfinite(loss)) and loss[-1] < loss[0], loss
+
+
+def test_aligned_resampled_model_trains_on_one_sided_batches_and_survives_save_load(tmp_path):
+    """Batches of 2 from 3 labelled glyphs in 12 include all-labelled and all-unlabelled ones."""
+    X, _, labels = glyph_patches(12, size=8, seed=3)
+    model = SSVAE(
+        (8, 8), classifier="conv", rotation=True, translation=True, renderer="resample",
+        align_classifier=True, hidden=8, encoder_hidden=8,
+    ).fit(X, np.where(np.arange(12) < 3, labels, -1), epochs=3, batch_size=2, progress=False)
+    loss = model.history_["loss"]
+    assert np.all(np.isfinite(loss)) and loss[-1] < loss[0], loss
+    model.save(tmp_path / "aligned.pt")
+    loaded = SSVAE.load(tmp_path / "aligned.pt")
+    assert loaded.get_params() == model.get_params()
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    np.testing.assert_array_equal(loaded.encode(X), model.encode(X))
+    assert loaded.decode(np.zeros((2, 2)), [0, 1]).shape == (2, 8, 8)
