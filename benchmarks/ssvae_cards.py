@@ -50,6 +50,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--align-classifier", action="store_true", help="with --rotation: classify the patch turned back by the pose"
     )
+    parser.add_argument("--classifier-downsample", type=int, default=1, help="q(y|x) sees patches pooled by this")
     parser.add_argument("--baseline", action="store_true", help="also train on the labelled cards alone")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -70,6 +71,7 @@ def train_and_score(X, y, validation, args) -> dict[str, float]:
         hidden=args.hidden,
         renderer=args.renderer,
         align_classifier=args.align_classifier,
+        classifier_downsample=args.classifier_downsample,
         device=args.device,
     )
     start = time.perf_counter()

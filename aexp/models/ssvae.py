@@ -136,20 +136,23 @@ class _SSVAENetwork(nn.Module):
         classifier,
         renderer,
         align_classifier,
+        classifier_downsample,
     ):
         super().__init__()
         self.regression = regression
         self.rotation, self.translation = rotation, translation
         self.align_classifier = align_classifier
+        self.classifier_downsample = classifier_downsample
         n_geometric = len(geometric_names(rotation, translation))
         features = int(np.prod(shape))
         n_out = 2 * output_dim if regression else output_dim
+        seen = [shape[0]] + [-(-side // classifier_downsample) for side in shape[1:]]  # what the classifier sees
         if classifier == "conv":
             self.classifier = _conv_classifier(shape[0], n_out)
         else:
             self.classifier = nn.Sequential(
                 nn.Flatten(),
-                nn.Linear(features, encoder_hidden),
+                nn.Linear(int(np.prod(seen)), encoder_hidden),
                 nn.Tanh(),
                 nn.Linear(encoder_hidden, encoder_hidden),
                 nn.Tanh(),
@@ -178,6 +181,8 @@ class _SSVAENetwork(nn.Module):
             first = int(self.rotation)
             shift = SHIFT_SCALE * pose[:, first : first + 2] if self.translation else None
             x = upright_patches(x, angle, shift)
+        if self.classifier_downsample > 1:
+            x = F.avg_pool2d(x, self.classifier_downsample, ceil_mode=True)
         return self.classifier(x)
 
     def condition(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,6 +222,8 @@ class SSVAE(PairedVAE):
         align_classifier: classify each patch turned and moved back by a class-free pose
             encoder's angle and shift (needs ``rotation`` or ``translation``); see the module
             docstring. Default False: the classifier sees the patch as it is.
+        classifier_downsample: the classifier sees patches average-pooled by this factor (2: a
+            48 x 48 patch as 24 x 24), which divides the conv classifier's cost by its square.
         rotation_prior, translation_prior: as in :class:`~aexp.models.rvae.RVAE`.
         likelihood, noise_std, device: see :class:`~aexp.models.base.BaseVAE`.
 
@@ -241,6 +248,7 @@ class SSVAE(PairedVAE):
         encoder_hidden: int = 128,
         renderer: str = "coordinate",
         align_classifier: bool = False,
+        classifier_downsample: int = 1,
         rotation_prior: float = math.pi / 3,
         translation_prior: float = 0.1,
         likelihood: str = "gaussian",
@@ -259,6 +267,7 @@ class SSVAE(PairedVAE):
         self.encoder_hidden = encoder_hidden
         self.renderer = renderer
         self.align_classifier = align_classifier
+        self.classifier_downsample = classifier_downsample
         self.rotation_prior = rotation_prior
         self.translation_prior = translation_prior
 
@@ -272,8 +281,12 @@ class SSVAE(PairedVAE):
         check_positive("classifier_weight", self.classifier_weight)
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}; got {self.classifier!r}")
-        if self.classifier == "conv" and min(self._patch_shape()[1:]) < 4:
-            raise ValueError(f"classifier='conv' needs patches of at least 4 x 4; got {self.input_shape!r}")
+        check_int("classifier_downsample", self.classifier_downsample, 1)
+        if self.classifier == "conv" and min(self._patch_shape()[1:]) < 4 * self.classifier_downsample:
+            raise ValueError(
+                f"classifier='conv' needs patches of at least 4 x 4 after classifier_downsample="
+                f"{self.classifier_downsample}; got {self.input_shape!r}"
+            )
         for name in ("rotation", "translation", "align_classifier"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
@@ -314,6 +327,7 @@ class SSVAE(PairedVAE):
             self.classifier,
             self.renderer,
             self.align_classifier,
+            self.classifier_downsample,
         )
 
     # ----------------------------------------------------------------- labels

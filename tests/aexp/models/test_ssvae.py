@@ -161,6 +161,8 @@ def test_regression_scaling_survives_save_load(tmp_path):
         ({"renderer": "spline", "rotation": True}, np.zeros(8, int), "renderer must be one of"),
         ({"align_classifier": True}, np.zeros(8, int), "align_classifier=True needs geometric latents"),
         ({"align_classifier": 1, "rotation": True}, np.zeros(8, int), "align_classifier must be True or False"),
+        ({"classifier_downsample": 0}, np.zeros(8, int), "classifier_downsample must be an integer >= 1"),
+        ({"classifier": "conv", "classifier_downsample": 3}, np.zeros(8, int), "at least 4 x 4 after classifier_downsample=3"),
     ],
 )
 def test_bad_labels_and_settings_raise(params, y, message):
@@ -222,3 +224,14 @@ def test_aligned_resampled_model_trains_on_one_sided_batches_and_survives_save_l
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     np.testing.assert_array_equal(loaded.encode(X), model.encode(X))
     assert loaded.decode(np.zeros((2, 2)), [0, 1]).shape == (2, 8, 8)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_downsampled_classifier_sees_pooled_patches(kind):
+    X, _, labels = glyph_patches(24, size=SIZE, seed=6)
+    model = SSVAE((SIZE, SIZE), classifier=kind, classifier_downsample=2, hidden=8, encoder_hidden=8)
+    model.fit(X, np.where(np.arange(24) < 6, labels, -1), epochs=1, batch_size=8, progress=False)
+    seen = []
+    model.network_.classifier.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    assert model.predict(X).shape == (24,)
+    assert seen == [(24, 1, SIZE // 2, SIZE // 2)]
