@@ -146,7 +146,8 @@ class _SSVAENetwork(nn.Module):
         n_geometric = len(geometric_names(rotation, translation))
         features = int(np.prod(shape))
         n_out = 2 * output_dim if regression else output_dim
-        seen = [shape[0]] + [-(-side // classifier_downsample) for side in shape[1:]]  # what the classifier sees
+        # The classifier's input: avg_pool2d with ceil_mode rounds each side up.
+        seen = [shape[0]] + [-(-side // classifier_downsample) for side in shape[1:]]
         if classifier == "conv":
             self.classifier = _conv_classifier(shape[0], n_out)
         else:

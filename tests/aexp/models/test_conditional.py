@@ -74,7 +74,9 @@ def test_upright_patches_undoes_the_decoders_transform():
 
 
 def test_resampled_decoder_takes_gradients_and_an_empty_batch():
-    dec = ConditionalDecoder((1, 8, 8), 2, 3, rotation=True, translation=True, hidden=8, layers=1, renderer="resample")
+    dec = ConditionalDecoder(
+        (1, 8, 8), 2, 3, rotation=True, translation=True, hidden=8, layers=1, renderer="resample"
+    )
     assert isinstance(dec.render, ResampledDecoder)
     latents = torch.randn(4, 5, requires_grad=True)
     dec(latents, torch.eye(3)[[0, 1, 2, 0]]).square().sum().backward()
@@ -86,5 +88,7 @@ def test_resampled_decoder_takes_gradients_and_an_empty_batch():
 
 @pytest.mark.parametrize("renderer", ["coordinate", "resample"])
 def test_without_geometric_latents_the_renderer_is_a_plain_mlp(renderer):
-    dec = ConditionalDecoder((1, 8, 8), 2, 3, rotation=False, translation=False, hidden=8, layers=1, renderer=renderer)
+    dec = ConditionalDecoder(
+        (1, 8, 8), 2, 3, rotation=False, translation=False, hidden=8, layers=1, renderer=renderer
+    )
     assert type(dec.render).__name__ == "MLPDecoder"
