@@ -10,8 +10,14 @@ validation accuracy.
 For context the same model is also trained on the labelled cards alone (``--baseline``): the
 difference is what the unlabelled cards contribute.
 
+    python benchmarks/ssvae_cards.py --rotation --renderer resample --align-classifier \
+        --classifier conv --classifier-downsample 2 --epochs 20 --threads 1 --baseline
     python benchmarks/ssvae_cards.py --rotation --epochs 80 --json ssvae_cards.json
     python benchmarks/ssvae_cards.py --per-suit 20,300,100 --size 32 --epochs 5   # a quick look
+
+The first line is the ss-rVAE whose classifier sees every card turned and moved back by the pose
+encoder (see :class:`aexp.models.ssvae.SSVAE`); ``--seed`` sets the cards, the weights and the
+training noise alike.
 """
 
 from __future__ import annotations
@@ -44,6 +50,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--classifier-weight", type=float, default=20.0)
     parser.add_argument("--classifier", default="mlp", choices=["mlp", "conv"], help="q(y|x) network")
     parser.add_argument("--rotation", action="store_true", help="ss-rVAE: angle and shift latents")
+    parser.add_argument(
+        "--renderer", default="coordinate", choices=["coordinate", "resample"], help="decoder with --rotation"
+    )
+    parser.add_argument(
+        "--align-classifier", action="store_true", help="with --rotation: classify the card turned back"
+    )
+    parser.add_argument(
+        "--classifier-downsample", type=int, default=1, help="q(y|x) sees patches pooled by this factor"
+    )
     parser.add_argument("--baseline", action="store_true", help="also train on the labelled cards alone")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -62,6 +77,9 @@ def train_and_score(X, y, validation, args) -> dict[str, float]:
         rotation=args.rotation,
         translation=args.rotation,
         hidden=args.hidden,
+        renderer=args.renderer,
+        align_classifier=args.align_classifier,
+        classifier_downsample=args.classifier_downsample,
         device=args.device,
     )
     start = time.perf_counter()

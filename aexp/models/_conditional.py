@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .base import BaseVAE, KLWeight, _as_float_tensor, _check_finite, check_int, gaussian_kl
 from .decoders import CoordinateDecoder
@@ -29,6 +30,8 @@ __all__ = [
     "ConditionalEncoder",
     "ConditionalDecoder",
     "MLPDecoder",
+    "ResampledDecoder",
+    "RENDERERS",
     "check_class_labels",
     "check_values",
     "geometric_names",
@@ -154,12 +157,63 @@ class MLPDecoder(nn.Module):
         return self.body(latents).view(len(latents), *self.shape)
 
 
+RENDERERS = ("coordinate", "resample")
+"""How a decoder with geometric latents draws: per pixel (:class:`CoordinateDecoder`) or by
+resampling an upright patch (:class:`ResampledDecoder`)."""
+
+
+def transform_grid(
+    angle: torch.Tensor | None, shift: torch.Tensor | None, shape: tuple[int, int, int], like: torch.Tensor
+) -> torch.Tensor:
+    """The ``grid_sample`` grid (``N x h x w x 2``) of the coordinate decoder's transform ``p ->
+    R(angle) p + shift`` (see :func:`~aexp.models.decoders.coordinate_grid`); ``angle`` N and
+    ``shift`` N x 2 default to 0, ``like`` (N x ...) gives N, dtype and device.
+
+    ``grid_sample``'s frame ``(u, v)`` (u across the columns, v down the rows, both in [-1, 1] with
+    ``align_corners=True``) is the coordinate grid's ``(x, y) = (v, -u)``, a quarter turn of it.
+    A rotation commutes with that turn, so the matrix is ``R(angle)`` itself, and the shift
+    ``(sx, sy)`` becomes ``(-sy, sx)``.
+    """
+    n = len(like)
+    angle = like.new_zeros(n) if angle is None else angle
+    shift = like.new_zeros(n, 2) if shift is None else shift
+    c, s = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([c, -s, -shift[:, 1]], 1), torch.stack([s, c, shift[:, 0]], 1)], 1)
+    return F.affine_grid(theta, [n, *shape], align_corners=True)
+
+
+class ResampledDecoder(nn.Module):
+    """Content latents + angle + shift -> patch: an :class:`MLPDecoder` draws the upright, centred
+    patch, which ``grid_sample`` (bilinear, border padding) then turns and moves.
+
+    The same transform as the :class:`CoordinateDecoder` (``out(p) = upright(R(angle) p +
+    shift)``) at the cost of one MLP pass per patch instead of one per pixel: the choice where
+    a decoder is enumerated over classes on large patches.
+    Shapes: ``z`` N x k, ``angle`` N or None, ``shift`` N x 2 or None -> N x C x h x w.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        self.upright = MLPDecoder(latent_dim, self.shape, hidden)
+
+    def forward(
+        self, z: torch.Tensor, angle: torch.Tensor | None = None, shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        image = self.upright(z)
+        if (angle is None and shift is None) or not len(z):  # affine_grid refuses an empty batch
+            return image
+        grid = transform_grid(angle, shift, self.shape, z)
+        return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 class ConditionalDecoder(nn.Module):
     """``[geometric latents, content z]`` and condition ``c`` -> raw patch ``N x C x h x w``.
 
-    With geometric latents the patch is drawn by a :class:`CoordinateDecoder` whose content input
-    is ``[z, c]`` (grid turned by ``angle``, moved by ``0.1 (dx, dy)``, as in the rVAE); without
-    them an :class:`MLPDecoder` maps ``[z, c]`` to the pixels, which costs far less per patch.
+    With geometric latents the patch is drawn by a :class:`CoordinateDecoder` (``renderer=
+    "coordinate"``) or a :class:`ResampledDecoder` (``"resample"``) whose content input is ``[z, c]``
+    (grid turned by ``angle``, moved by ``0.1 (dx, dy)``, as in the rVAE); without them an
+    :class:`MLPDecoder` maps ``[z, c]`` to the pixels, which costs far less per patch.
     """
 
     def __init__(
@@ -171,11 +225,14 @@ class ConditionalDecoder(nn.Module):
         translation: bool,
         hidden: int,
         layers: int,
+        renderer: str = "coordinate",
     ):
         super().__init__()
         self.rotation, self.translation = rotation, translation
         self.n_geometric = len(geometric_names(rotation, translation))
-        if self.n_geometric:
+        if self.n_geometric and renderer == "resample":
+            self.render = ResampledDecoder(shape, latent_dim + condition_dim, hidden)
+        elif self.n_geometric:
             self.render = CoordinateDecoder(shape, latent_dim + condition_dim, hidden, layers)
         else:
             self.render = MLPDecoder(latent_dim + condition_dim, shape, hidden)

@@ -12,9 +12,17 @@ value) and ``ELBO(x, y) = reconstruction(x | z, y) + w KL(q(z | x, y) || p(z))``
   (exact enumeration over the classes: the unlabelled part of a batch costs ``n_classes`` times)
 * unlabelled, regression:   ``ELBO(x, y~q(y | x)) + w KL(q(y | x) || N(0, 1))`` (reparameterised)
 
-``w`` is the epoch's KL weight. With ``rotation``/``translation`` the decoder is the rVAE's
-coordinate decoder and the encoder adds ``angle``/``dx, dy`` latents (an ss-rVAE): the classifier
-then sees the patch as it is, while the decoder needs no class-specific copies of every turn.
+``w`` is the epoch's KL weight. With ``rotation``/``translation`` the encoder adds ``angle``/``dx,
+dy`` latents and the decoder turns and moves what it draws (an ss-rVAE): it needs no
+class-specific copies of every turn. It draws per pixel with the rVAE's coordinate decoder
+(``renderer="coordinate"``) or draws the upright patch once with an MLP and resamples it
+(``renderer="resample"``), which costs one MLP pass per patch and class instead of one per pixel.
+
+By default the classifier sees the patch as it is, so it learns turned patches only from the
+unlabelled ones, through the reconstruction term. With ``align_classifier`` the geometric latents
+come from a pose encoder ``q(angle, dx, dy | x)`` that does not see the class, and the classifier
+sees each patch turned and moved back by that pose: labelled patches in one orientation then
+teach it to name patches in any orientation the pose encoder has learned from the unlabelled ones.
 
 Unlabelled patches are marked in ``y``: ``-1`` for classification, a NaN (whole row) for
 regression. Regression targets are standardised by the labelled values' mean and standard
@@ -32,15 +40,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import check_int, check_positive, gaussian_kl
+from .base import SHIFT_SCALE, MLPEncoder, check_int, check_positive, gaussian_kl
 from ._conditional import (
     ConditionalDecoder,
     ConditionalEncoder,
     PairedVAE,
+    RENDERERS,
     check_class_labels,
     check_values,
     geometric_names,
     latent_priors,
+    transform_grid,
 )
 
 __all__ = ["SSVAE"]
@@ -70,6 +80,47 @@ def _conv_classifier(channels: int, n_out: int) -> nn.Sequential:
     )
 
 
+class _PoseContentEncoder(nn.Module):
+    """``q(angle, dx, dy | x) q(z | x, c)``: the geometric latents from the patch alone, so that
+    the classifier can use them before any class is known; the content latents from the patch
+    and the condition.
+
+    Shapes as :class:`ConditionalEncoder`: ``x`` N x C x h x w, ``c`` (N*K) x m with ``repeats =
+    K`` -> mean and log-variance, each (N*K) x (n_geometric + latent_dim), geometric ones first.
+    """
+
+    def __init__(self, features: int, condition_dim: int, hidden: int, n_geometric: int, latent_dim: int):
+        super().__init__()
+        self.pose = MLPEncoder(features, hidden, n_geometric)
+        self.content = ConditionalEncoder(features, condition_dim, hidden, latent_dim)
+
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, repeats: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pose_mean, pose_log_var = self.pose(x)
+        if repeats > 1:
+            pose_mean = pose_mean.repeat_interleave(repeats, dim=0)
+            pose_log_var = pose_log_var.repeat_interleave(repeats, dim=0)
+        mean, log_var = self.content(x, c, repeats)
+        return torch.cat([pose_mean, mean], dim=1), torch.cat([pose_log_var, log_var], dim=1)
+
+
+def upright_patches(x: torch.Tensor, angle: torch.Tensor | None, shift: torch.Tensor | None) -> torch.Tensor:
+    """Patches ``x`` (N x C x h x w) turned and moved back: the inverse of the decoders' transform.
+
+    A decoder draws ``x(p) = upright(R(angle) p + shift)``, so ``upright(q) = x(R(-angle) (q -
+    shift))``: the transform with angle ``-angle`` and shift ``-R(-angle) shift``. Bilinear
+    resampling; pixels from outside the patch take the nearest border value.
+    """
+    if angle is not None and shift is not None:
+        c, s = torch.cos(angle), torch.sin(angle)
+        shift = torch.stack([c * shift[:, 0] + s * shift[:, 1], c * shift[:, 1] - s * shift[:, 0]], dim=1)
+    grid = transform_grid(
+        None if angle is None else -angle, None if shift is None else -shift, tuple(x.shape[1:]), x
+    )
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 class _SSVAENetwork(nn.Module):
     def __init__(
         self,
@@ -83,34 +134,61 @@ class _SSVAENetwork(nn.Module):
         decoder_layers,
         encoder_hidden,
         classifier,
+        renderer,
+        align_classifier,
+        classifier_downsample,
     ):
         super().__init__()
         self.regression = regression
+        self.rotation, self.translation = rotation, translation
+        self.align_classifier = align_classifier
+        self.classifier_downsample = classifier_downsample
         n_geometric = len(geometric_names(rotation, translation))
         features = int(np.prod(shape))
         n_out = 2 * output_dim if regression else output_dim
+        # The classifier's input: avg_pool2d with ceil_mode rounds each side up.
+        seen = [shape[0]] + [-(-side // classifier_downsample) for side in shape[1:]]
         if classifier == "conv":
             self.classifier = _conv_classifier(shape[0], n_out)
         else:
             self.classifier = nn.Sequential(
                 nn.Flatten(),
-                nn.Linear(features, encoder_hidden),
+                nn.Linear(int(np.prod(seen)), encoder_hidden),
                 nn.Tanh(),
                 nn.Linear(encoder_hidden, encoder_hidden),
                 nn.Tanh(),
                 nn.Linear(encoder_hidden, n_out),
             )
-        self.encoder = ConditionalEncoder(features, output_dim, encoder_hidden, n_geometric + latent_dim)
+        if align_classifier:
+            self.encoder = _PoseContentEncoder(features, output_dim, encoder_hidden, n_geometric, latent_dim)
+        else:
+            self.encoder = ConditionalEncoder(features, output_dim, encoder_hidden, n_geometric + latent_dim)
         self.decoder = ConditionalDecoder(
-            shape, latent_dim, output_dim, rotation, translation, hidden, decoder_layers
+            shape, latent_dim, output_dim, rotation, translation, hidden, decoder_layers, renderer
         )
         # Scaling of regression targets; saved with the weights.
         self.register_buffer("target_mean", torch.zeros(output_dim))
         self.register_buffer("target_std", torch.ones(output_dim))
 
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Classifier output for patches ``x`` (N x C x h x w -> N x n_out). With
+        ``align_classifier`` the classifier sees each patch turned and moved back by the pose
+        encoder's mean angle and shift; that pose is learned from the reconstruction only (no
+        gradient from the classifier), so it means the same for labelled and unlabelled patches.
+        """
+        if self.align_classifier:
+            pose = self.encoder.pose(x)[0].detach()
+            angle = pose[:, 0] if self.rotation else None
+            first = int(self.rotation)
+            shift = SHIFT_SCALE * pose[:, first : first + 2] if self.translation else None
+            x = upright_patches(x, angle, shift)
+        if self.classifier_downsample > 1:
+            x = F.avg_pool2d(x, self.classifier_downsample, ceil_mode=True)
+        return self.classifier(x)
+
     def condition(self, x: torch.Tensor) -> torch.Tensor:
         """The classifier's best condition for ``x``: one-hot argmax class or the mean value."""
-        out = self.classifier(x)
+        out = self.classify(x)
         if self.regression:
             return out.chunk(2, dim=-1)[0]
         return F.one_hot(out.argmax(dim=-1), out.shape[-1]).to(out.dtype)
@@ -134,11 +212,19 @@ class SSVAE(PairedVAE):
         classifier_weight: weight of the labelled patches' classification (or regression) loss.
         classifier: ``"mlp"`` (two tanh layers of ``encoder_hidden``) or ``"conv"`` (a small
             CNN with global average pooling; far less sensitive to where the object sits).
-        rotation, translation: add ``angle`` / ``(dx, dy)`` latents and draw with the
-            coordinate decoder (ss-rVAE).
+        rotation, translation: add ``angle`` / ``(dx, dy)`` latents and turn / move the decoded
+            patch (ss-rVAE).
         hidden: width of the decoder's layers.
         decoder_layers: hidden layers of the coordinate decoder (with geometric latents).
         encoder_hidden: width of the encoder's (and the MLP classifier's) hidden layers.
+        renderer: with geometric latents, ``"coordinate"`` (per-pixel coordinate decoder with
+            ``decoder_layers`` hidden layers) or ``"resample"`` (an MLP of width ``hidden`` draws
+            the upright patch, ``grid_sample`` turns and moves it; far cheaper on large patches).
+        align_classifier: classify each patch turned and moved back by a class-free pose
+            encoder's angle and shift (needs ``rotation`` or ``translation``); see the module
+            docstring. Default False: the classifier sees the patch as it is.
+        classifier_downsample: the classifier sees patches average-pooled by this factor (2: a
+            48 x 48 patch as 24 x 24), which divides the conv classifier's cost by its square.
         rotation_prior, translation_prior: as in :class:`~aexp.models.rvae.RVAE`.
         likelihood, noise_std, device: see :class:`~aexp.models.base.BaseVAE`.
 
@@ -161,6 +247,9 @@ class SSVAE(PairedVAE):
         hidden: int = 128,
         decoder_layers: int = 2,
         encoder_hidden: int = 128,
+        renderer: str = "coordinate",
+        align_classifier: bool = False,
+        classifier_downsample: int = 1,
         rotation_prior: float = math.pi / 3,
         translation_prior: float = 0.1,
         likelihood: str = "gaussian",
@@ -177,6 +266,9 @@ class SSVAE(PairedVAE):
         self.hidden = hidden
         self.decoder_layers = decoder_layers
         self.encoder_hidden = encoder_hidden
+        self.renderer = renderer
+        self.align_classifier = align_classifier
+        self.classifier_downsample = classifier_downsample
         self.rotation_prior = rotation_prior
         self.translation_prior = translation_prior
 
@@ -190,14 +282,22 @@ class SSVAE(PairedVAE):
         check_positive("classifier_weight", self.classifier_weight)
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}; got {self.classifier!r}")
-        if self.classifier == "conv" and min(self._patch_shape()[1:]) < 4:
-            raise ValueError(f"classifier='conv' needs patches of at least 4 x 4; got {self.input_shape!r}")
-        for name in ("rotation", "translation"):
+        check_int("classifier_downsample", self.classifier_downsample, 1)
+        if self.classifier == "conv" and min(self._patch_shape()[1:]) < 4 * self.classifier_downsample:
+            raise ValueError(
+                f"classifier='conv' needs patches of at least 4 x 4 after classifier_downsample="
+                f"{self.classifier_downsample}; got {self.input_shape!r}"
+            )
+        for name in ("rotation", "translation", "align_classifier"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
         check_int("hidden", self.hidden, 1)
         check_int("decoder_layers", self.decoder_layers, 0)
         check_int("encoder_hidden", self.encoder_hidden, 1)
+        if self.align_classifier and not (self.rotation or self.translation):
+            raise ValueError("align_classifier=True needs geometric latents: set rotation and/or translation")
+        if self.renderer not in RENDERERS:
+            raise ValueError(f"renderer must be one of {RENDERERS}; got {self.renderer!r}")
         check_positive("rotation_prior", self.rotation_prior)
         check_positive("translation_prior", self.translation_prior)
 
@@ -226,6 +326,9 @@ class SSVAE(PairedVAE):
             self.decoder_layers,
             self.encoder_hidden,
             self.classifier,
+            self.renderer,
+            self.align_classifier,
+            self.classifier_downsample,
         )
 
     # ----------------------------------------------------------------- labels
@@ -264,7 +367,7 @@ class SSVAE(PairedVAE):
 
     def _paired_loss_terms(self, network, x, y, noise) -> dict[str, torch.Tensor]:
         n = len(x)
-        out = network.classifier(x)
+        out = network.classify(x)
         if self._regression:
             labelled = ~torch.isnan(y[:, 0])
             return self._regression_terms(network, x, y, out, labelled, noise, n)
@@ -305,7 +408,7 @@ class SSVAE(PairedVAE):
         with torch.inference_mode():
             for first in range(0, len(x), batch_size):
                 batch = self._normalise(x[first : first + batch_size].to(self.device))
-                out[first : first + batch_size] = self.network_.classifier(batch).cpu()
+                out[first : first + batch_size] = self.network_.classify(batch).cpu()
         return out
 
     def predict_proba(self, X: Any, *, batch_size: int = 1024) -> np.ndarray:
