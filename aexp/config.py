@@ -110,6 +110,15 @@ class EmbedderConfig(_Section):
     rotation_prior: float = Field(math.pi / 3, gt=0, description="prior std of the angle, radians")
     translation: bool = True
     n_classes: int = Field(4, ge=2, description="classes of the discrete latent (jvae, jrvae)")
+    orientation: bool = Field(
+        False, description="rvae, affine, skiprvae: one angle offset for all kinds of object"
+    )
+    equivariance: float = Field(
+        0.0, ge=0, description="rvae, affine, skiprvae: weight of the encoder-equivariance penalty"
+    )
+    rotation_prior_warmup: int = Field(
+        0, ge=0, description="rvae, affine, skiprvae: epochs over which the angle prior widens"
+    )
     noise_std: float = Field(
         0.1, gt=0, description="Gaussian likelihood width, in units of each channel's scaled range"
     )

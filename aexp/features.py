@@ -85,6 +85,9 @@ def embed_candidates(
         rotation_prior=cfg.rotation_prior,
         n_classes=cfg.n_classes,
         noise_std=cfg.noise_std,
+        orientation=cfg.orientation,
+        equivariance=cfg.equivariance,
+        rotation_prior_warmup=cfg.rotation_prior_warmup,
         device=device,
     )
     model.fit(

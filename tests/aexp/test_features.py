@@ -59,7 +59,8 @@ def test_clip_channels_clips_each_channel_to_its_own_percentiles():
     assert clip_channels(patches, 0.0) is patches
 
 
-def test_embedder_sees_clipped_patches_and_the_configured_noise(monkeypatch):
+def _spy_on_embedders(monkeypatch) -> list:
+    """Every model :func:`embed_candidates` makes, in order."""
     import aexp.models as models
 
     made = []
@@ -70,6 +71,11 @@ def test_embedder_sees_clipped_patches_and_the_configured_noise(monkeypatch):
         return made[-1]
 
     monkeypatch.setattr(models, "make_embedder", spy)
+    return made
+
+
+def test_embedder_sees_clipped_patches_and_the_configured_noise(monkeypatch):
+    made = _spy_on_embedders(monkeypatch)
     c = _candidates()
     c.patches[0, 0, 1, 1] = 1e3  # a bright outlier that would set the scaling's range
     cfg = EmbedderConfig(kind="rvae", epochs=1, clip_percentile=2.0, noise_std=0.05)
@@ -79,3 +85,20 @@ def test_embedder_sees_clipped_patches_and_the_configured_noise(monkeypatch):
     hi = np.percentile(c.patches, 98.0)
     assert float(model.data_min_[0] + model.data_range_[0]) == pytest.approx(hi, rel=1e-5)
     assert f.shape == (36, 5) and np.all(np.isfinite(f))
+
+
+def test_wide_rotation_options_reach_the_rvae(monkeypatch):
+    made = _spy_on_embedders(monkeypatch)
+    cfg = EmbedderConfig(
+        kind="rvae", epochs=2, orientation=True, equivariance=2.0, rotation_prior_warmup=1
+    )
+    f, _ = embed_candidates(_candidates(), cfg, seed=0, progress=False)
+    params = made[-1].get_params()
+    assert (params["orientation"], params["equivariance"], params["rotation_prior_warmup"]) == (
+        True,
+        2.0,
+        1,
+    )
+    assert f.shape == (36, 5) and np.all(np.isfinite(f))
+    embed_candidates(_candidates(), cfg.model_copy(update={"kind": "vae"}), seed=0, progress=False)
+    assert "orientation" not in made[-1].get_params()  # a plain VAE has no angle to orient
