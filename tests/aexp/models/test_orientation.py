@@ -159,15 +159,6 @@ def test_plain_model_loses_wide_rotations():
     assert max(scores["per_suit"]) < 0.6 and scores["purity"] < 0.9
 
 
-@pytest.fixture
-def one_thread():
-    # The benchmark's figures are for one torch thread; training is deterministic per thread count.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_wide_rotation_options_on_the_benchmark_cards(one_thread):
     # python benchmarks/cards.py --size 32 --n-per-suit 250 --epochs 60 --threads 1 --rotation 120
