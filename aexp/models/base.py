@@ -275,6 +275,19 @@ def check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_per_patch(values: Any, n: int, name: str, what: str = "value") -> np.ndarray | None:
+    """``values`` as a 1-d numeric array of ``n`` entries (None stays None), or ValueError naming
+    ``name`` and what is wrong with it."""
+    if values is None:
+        return None
+    array = np.asarray(values)
+    if array.ndim != 1 or len(array) != n:
+        raise ValueError(f"{name} must hold one {what} per patch: shape ({n},); got {array.shape}")
+    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"{name} must hold numbers; got dtype {array.dtype}")
+    return array
+
+
 def _as_float_tensor(values: Any, what: str) -> torch.Tensor:
     """Numpy array, torch tensor or nested lists of real numbers -> float32 CPU tensor."""
     if isinstance(values, torch.Tensor):
@@ -431,14 +444,7 @@ class BaseVAE:
     def _check_labels(self, y: Any, n: int) -> np.ndarray | None:
         """``y`` as a 1-d array of ``n`` finite labels (or None), or ValueError naming the problem.
         Subclasses that learn from labels narrow this (integer classes, NaN for unlabelled...)."""
-        if y is None:
-            return None
-        labels = np.asarray(y)
-        if labels.ndim != 1 or len(labels) != n:
-            raise ValueError(f"y must hold one label per patch: shape ({n},); got {labels.shape}")
-        if labels.dtype == object or not np.issubdtype(labels.dtype, np.number):
-            raise ValueError(f"y must hold numbers; got dtype {labels.dtype}")
-        return labels
+        return check_per_patch(y, n, "y", "label")
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         lo = torch.as_tensor(self.data_min_, device=x.device).view(1, -1, 1, 1)

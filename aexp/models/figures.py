@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ._conditional import PairedVAE
-from .base import BaseVAE, check_int
+from .base import BaseVAE, check_int, check_per_patch
 from .jvae import JVAE
 
 __all__ = ["latent_traversal", "latent_scatter", "LatentScatter"]
@@ -169,17 +169,6 @@ def _write_traversal(path, model, mosaics, labels, dims, span, n) -> None:
     fig.savefig(path, dpi=90)
 
 
-def _check_per_patch(values: Any, n: int, name: str) -> np.ndarray | None:
-    if values is None:
-        return None
-    array = np.asarray(values)
-    if array.ndim != 1 or len(array) != n:
-        raise ValueError(f"{name} must hold one value per patch: shape ({n},); got {array.shape}")
-    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"{name} must hold numbers; got dtype {array.dtype}")
-    return array
-
-
 def latent_scatter(
     model: BaseVAE,
     X: Any,
@@ -202,8 +191,8 @@ def latent_scatter(
     model = _check_model(model)
     dims = _check_dims(dims, model.latent_dim)
     encoded = model.encode(X)
-    labels = _check_per_patch(labels, len(encoded), "labels")
-    truth = _check_per_patch(true_angle, len(encoded), "true_angle")
+    labels = check_per_patch(labels, len(encoded), "labels")
+    truth = check_per_patch(true_angle, len(encoded), "true_angle")
     if truth is not None and "angle" not in model.geometric_names:
         raise ValueError(f"true_angle given, but this {type(model).__name__} has no angle latent")
     first = _content_columns(model).start
