@@ -23,9 +23,12 @@ from typing import Any, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aexp.instrument import check_position
 from aexp.types import Bounds, InstrumentDescription, PixelTransform, SpectrumAxis
 
 __all__ = [
+    "check_seed",
+    "as_positions",
     "stable_hash",
     "rng_for",
     "position_key",
@@ -87,6 +90,21 @@ def rng_for(seed: int, kind: str, *ints: int) -> np.random.Generator:
     for i in ints:
         words += _u64_words(_zigzag(int(i)), "key")
     return np.random.default_rng(words)
+
+
+def check_seed(seed: Any, name: str) -> int:
+    """``seed`` as an int, or ValueError naming the instrument if it is not an integer >= 0."""
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"{name}: seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def as_positions(positions: Any) -> np.ndarray:
+    """Beam positions as a float ``N x 2`` (x, y) array, or ValueError naming the shape."""
+    p = np.asarray(positions, dtype=float)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"positions must be N x 2 (x, y), got shape {p.shape}")
+    return p
 
 
 def position_key(position: Iterable[float], unit_m: float = PICOMETRE) -> tuple[int, ...]:
@@ -305,11 +323,21 @@ class SquareScan:
     """The Instrument-protocol pieces every twin with a square survey of square pixels shares.
 
     A subclass has ``options`` with ``survey_pixels``, ``pixel_size_m`` and ``measurement_time_s``,
-    and ``_axis``, its spectrum axis.
+    ``_axis``, its spectrum axis, and ``_repeats``, an empty dict at the start.
     """
 
     options: Any
     _axis: SpectrumAxis
+    _repeats: dict[tuple[int, ...], int]
+
+    def _next_attempt(self, position: tuple[float, float]) -> tuple[tuple[int, ...], int]:
+        """Check ``position`` against the bounds (``OutOfBounds`` before anything happens), then
+        count one more attempt there: its noise key and how many attempts preceded this one."""
+        check_position(self.bounds, position)
+        key = position_key(position)
+        repeat = self._repeats.get(key, 0)
+        self._repeats[key] = repeat + 1
+        return key, repeat
 
     @property
     def bounds(self) -> Bounds:

@@ -55,11 +55,10 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 from scipy import ndimage
 
-from aexp.instrument import check_position
 from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import SquareScan, DoseLedger, ProbePlacement, RealismOptions, SimClock, position_key, rng_for
+from .common import SquareScan, as_positions, check_seed, DoseLedger, ProbePlacement, RealismOptions, SimClock, rng_for
 
 __all__ = ["FerroelectricSimulator", "FerroelectricOptions", "LOOP_PARAMETERS"]
 
@@ -129,9 +128,7 @@ class FerroelectricSimulator(SquareScan):
     """
 
     def __init__(self, seed: int = 0, **options: Any) -> None:
-        if int(seed) != seed or seed < 0:
-            raise ValueError(f"{NAME}: seed must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed, NAME)
         self.options = FerroelectricOptions.parse(options, NAME)
         o = self.options
         self.clock = SimClock()
@@ -222,10 +219,7 @@ class FerroelectricSimulator(SquareScan):
         Raises:
             OutOfBounds: ``position`` is outside :attr:`bounds` (nothing happens, no time passes).
         """
-        check_position(self.bounds, position)
-        key = position_key(position)
-        repeat = self._repeats.get(key, 0)
-        self._repeats[key] = repeat + 1
+        key, repeat = self._next_attempt(position)
         actual = self._placement.actual(position, self.clock.now_s, repeat)
         written = 0.0
         if self._ledger is not None:
@@ -271,9 +265,7 @@ class FerroelectricSimulator(SquareScan):
 
     def noiseless_spectra(self, positions: np.ndarray, extra_imprint_v: float = 0.0) -> np.ndarray:
         """Noiseless loops ``N x (2 p + 1)`` at positions ``N x 2`` (x, y) m; no bounds check."""
-        p = np.asarray(positions, dtype=float)
-        if p.ndim != 2 or p.shape[1] != 2:
-            raise ValueError(f"positions must be N x 2 (x, y), got shape {p.shape}")
+        p = as_positions(positions)
         par = self.loop_parameters(p)
         u = self._axis.values()
         half = self.options.points_per_branch

@@ -61,11 +61,10 @@ from pydantic import Field, ValidationInfo, field_validator
 from scipy.spatial import cKDTree
 from scipy.special import erf
 
-from aexp.instrument import check_position
 from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import SquareScan, DoseLedger, ProbePlacement, RealismOptions, SimClock, position_key, rng_for
+from .common import SquareScan, as_positions, check_seed, DoseLedger, ProbePlacement, RealismOptions, SimClock, rng_for
 
 __all__ = ["LatticeSimulator", "LatticeOptions", "Atoms"]
 
@@ -181,9 +180,7 @@ class LatticeSimulator(SquareScan):
     """
 
     def __init__(self, seed: int = 0, **options: Any) -> None:
-        if int(seed) != seed or seed < 0:
-            raise ValueError(f"{NAME}: seed must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed, NAME)
         self.options = LatticeOptions.parse(options, NAME)
         o = self.options
         self.clock = SimClock()
@@ -294,10 +291,7 @@ class LatticeSimulator(SquareScan):
         Raises:
             OutOfBounds: ``position`` is outside :attr:`bounds` (nothing happens, no time passes).
         """
-        check_position(self.bounds, position)
-        key = position_key(position)
-        repeat = self._repeats.get(key, 0)
-        self._repeats[key] = repeat + 1
+        key, repeat = self._next_attempt(position)
         start = self.clock.now_s
         actual = self._placement.actual(position, start, repeat)
         expected = self.noiseless_spectra(np.array([actual]), present=self._present())[0]
@@ -329,9 +323,7 @@ class LatticeSimulator(SquareScan):
 
     def noiseless_spectra(self, positions: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
         """Expected counts ``N x L`` at beam positions ``N x 2`` (x, y) m (pristine sample by default)."""
-        p = np.asarray(positions, dtype=float)
-        if p.ndim != 2 or p.shape[1] != 2:
-            raise ValueError(f"positions must be N x 2 (x, y), got shape {p.shape}")
+        p = as_positions(positions)
         o = self.options
         profiles = self._edge_profiles(self._present0 if present is None else present)
         e = self._axis.values()

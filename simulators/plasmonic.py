@@ -57,11 +57,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aexp.instrument import MeasurementFailed, check_position
+from aexp.instrument import MeasurementFailed
 from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import SquareScan, PlacementOptions, ProbePlacement, SimClock, gaussian_blur, position_key, rng_for
+from .common import SquareScan, as_positions, check_seed, PlacementOptions, ProbePlacement, SimClock, gaussian_blur, rng_for
 
 __all__ = ["PlasmonicSimulator", "PlasmonicOptions", "ModeSpec", "Particle", "DEFAULT_MODES"]
 
@@ -347,9 +347,7 @@ class PlasmonicSimulator(SquareScan):
     """
 
     def __init__(self, seed: int = 0, **options: Any) -> None:
-        if int(seed) != seed or seed < 0:
-            raise ValueError(f"{NAME}: seed must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed, NAME)
         self.options = PlasmonicOptions.parse(options, NAME)
         self.clock = SimClock()
         self._particles = place_particles(self.options, self.seed)
@@ -358,6 +356,8 @@ class PlasmonicSimulator(SquareScan):
         self._baseline = self._zlp_and_background()
         self._repeats: dict[tuple[int, ...], int] = {}
         self._survey_image: np.ndarray | None = None
+        # drift and placement error (none by default) move the beam off the requested place
+        self._placement = ProbePlacement.from_options(self.seed, self.options)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> "PlasmonicSimulator":
@@ -390,10 +390,7 @@ class PlasmonicSimulator(SquareScan):
             OutOfBounds: ``position`` is outside :attr:`bounds` (nothing happens, no time passes).
             MeasurementFailed: with probability ``fail_probability`` (seeded per position, repeat).
         """
-        check_position(self.bounds, position)
-        key = position_key(position)
-        repeat = self._repeats.get(key, 0)
-        self._repeats[key] = repeat + 1
+        key, repeat = self._next_attempt(position)
         now = self.clock.advance(self.options.measurement_time_s)
         p_fail = self.options.fail_probability
         if p_fail > 0 and rng_for(self.seed, "fail", *key, repeat).random() < p_fail:
@@ -402,9 +399,7 @@ class PlasmonicSimulator(SquareScan):
                 f"repeat {repeat}, command {command_id!r}"
             )
         xy = (float(position[0]), float(position[1]))
-        # drift and placement error (none by default) move the beam off the requested place
-        placement = ProbePlacement.from_options(self.seed, self.options)
-        actual = placement.actual(xy, now - self.options.measurement_time_s, repeat)  # at the start
+        actual = self._placement.actual(xy, now - self.options.measurement_time_s, repeat)  # at the start
         expected = self.noiseless_spectra(np.array([actual]))[0]
         counts = rng_for(self.seed, "measure", *key, repeat).poisson(expected).astype(float)
         return Measurement(
@@ -423,9 +418,7 @@ class PlasmonicSimulator(SquareScan):
 
     def noiseless_spectra(self, positions: np.ndarray) -> np.ndarray:
         """Expected counts ``N x L`` at beam positions ``N x 2`` (x, y) m; no bounds check."""
-        p = np.asarray(positions, dtype=float)
-        if p.ndim != 2 or p.shape[1] != 2:
-            raise ValueError(f"positions must be N x 2 (x, y), got shape {p.shape}")
+        p = as_positions(positions)
         out = np.empty((len(p), self._axis.n))
         for start in range(0, len(p), _CHUNK):
             rows = out[start : start + _CHUNK]
