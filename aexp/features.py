@@ -99,6 +99,8 @@ def embed_candidates(
     info = {
         "kind": cfg.kind,
         "dim": int(z.shape[1]),
+        # the latent means' spread before standardising: near 0 when the embedder has collapsed
+        "latent_spread": [float(v) for v in np.std(z, axis=0)],
         "final_loss": {k: float(v[-1]) for k, v in getattr(model, "history_", {}).items() if len(v)},
     }
     return standardise(z), info

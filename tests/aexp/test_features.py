@@ -100,5 +100,8 @@ def test_wide_rotation_options_reach_the_rvae(monkeypatch):
         1,
     )
     assert f.shape == (36, 5) and np.all(np.isfinite(f))
+    _, info = embed_candidates(_candidates(), cfg, seed=0, progress=False)
+    z = made[-1].encode(np.asarray(_candidates().patches))
+    np.testing.assert_allclose(info["latent_spread"], z.std(axis=0), rtol=1e-5)
     embed_candidates(_candidates(), cfg.model_copy(update={"kind": "vae"}), seed=0, progress=False)
     assert "orientation" not in made[-1].get_params()  # a plain VAE has no angle to orient
