@@ -150,9 +150,21 @@ class SurrogateConfig(_Section):
     position: bool = Field(
         True, description="append the candidate's standardised (x, y) to the surrogate's inputs"
     )
+    position_kernel: Literal["joint", "additive"] = Field(
+        "joint", description="joint: one ARD kernel over features and (x, y); additive: k(features) + k(x, y)"
+    )
+
+    @model_validator(mode="after")
+    def _additive_needs_position(self) -> "SurrogateConfig":
+        if self.position_kernel == "additive" and not self.position:
+            raise ValueError("position_kernel: additive splits the inputs into features and (x, y); "
+                             "it needs position: true")
+        if self.position_kernel == "additive" and not self.base_kernel:
+            raise ValueError("position_kernel: additive acts on the base kernel; it needs base_kernel: true")
+        return self
 
     def options(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`aexp.dkl.DKLSurrogate` (besides input_dim, seed, device)."""
+        """Keyword arguments of :class:`aexp.policies.make_policy`'s ``surrogate_options``."""
         return {**self.model_dump(exclude={"hidden", "position"}), "hidden": tuple(self.hidden)}
 
     @field_validator("hidden")

@@ -33,7 +33,7 @@ from botorch.models.gpytorch import GPyTorchModel
 from botorch.models.transforms.outcome import Standardize
 from botorch.posteriors.gpytorch import GPyTorchPosterior
 from gpytorch.distributions import MultivariateNormal
-from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
+from gpytorch.kernels import AdditiveKernel, Kernel, MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.means import ConstantMean
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -42,7 +42,7 @@ from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor, nn
 
-__all__ = ["DKLSurrogate", "DeepKernelGP", "FeatureMap", "PosteriorPath", "KERNELS"]
+__all__ = ["DKLSurrogate", "DeepKernelGP", "FeatureMap", "PosteriorPath", "KERNELS", "check_groups"]
 
 DTYPE = torch.float64
 KERNELS = ("rbf", "matern52")
@@ -235,6 +235,10 @@ class DKLSurrogate:
             ``k = s1 k(g(x), g(x')) + s2 k(x, x')``. With a handful of measurements the learned
             map ``g`` is poorly determined; the marginal likelihood can then lean on the base
             kernel, and shift weight to the deep part as data accumulate.
+        groups: with ``base_kernel``, split the raw inputs into disjoint column groups with one
+            scaled ARD kernel each, ``s2 k(x_g1, x'_g1) + s3 k(x_g2, x'_g2) + ...`` (e.g. the
+            embedding and the position; see :class:`~aexp.policies.PositionGP`). ``None``: one
+            kernel over all columns.
         seed: seeds the initial weights; the global torch RNG is left untouched.
         device: torch device for the model and the computations.
 
@@ -251,7 +255,8 @@ class DKLSurrogate:
 
     def __init__(self, input_dim: int, feature_dim: int = 2, hidden: Sequence[int] = (64, 32),
                  kernel: str = "rbf", lr: float = 0.01, iterations: int = 200,
-                 warm_iterations: int = 50, base_kernel: bool = True, seed: int = 0,
+                 warm_iterations: int = 50, base_kernel: bool = True,
+                 groups: Sequence[Sequence[int]] | None = None, seed: int = 0,
                  device: str | torch.device = "cpu"):
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; known kernels: {', '.join(KERNELS)}")
@@ -267,6 +272,9 @@ class DKLSurrogate:
         self.iterations = int(iterations)
         self.warm_iterations = int(warm_iterations)
         self.base_kernel = bool(base_kernel)
+        self.groups = check_groups(groups, self.input_dim)
+        if self.groups is not None and not self.base_kernel:
+            raise ValueError("groups split the base kernel's inputs: they need base_kernel=True")
         self.seed = int(seed)
         self.device = torch.device(device)
         self._model: DeepKernelGP | None = None
@@ -285,16 +293,25 @@ class DKLSurrogate:
         if not self.base_kernel:
             raise ValueError("start_from needs base_kernel=True: the GP's kernel becomes the base kernel")
         covar = gp.covar_module
-        scale = getattr(covar, "outputscale", None)
-        kernel = covar.base_kernel if scale is not None else covar
-        lengthscale = kernel.lengthscale.detach().reshape(-1)
-        if lengthscale.numel() != self.input_dim:
-            raise ValueError(f"the GP has {lengthscale.numel()} lengthscales; this DKL has "
-                             f"{self.input_dim} inputs")
+        parts = list(covar.kernels) if isinstance(covar, AdditiveKernel) else [covar]
+        sizes = [len(g) for g in self.groups] if self.groups is not None else [self.input_dim]
+        if len(parts) != len(sizes):
+            raise ValueError(f"the GP's kernel has {len(parts)} additive part(s); this DKL's base "
+                             f"kernel has {len(sizes)} (groups={self.groups})")
         opts = {"dtype": DTYPE, "device": self.device}
+        lengthscales, scales = [], []
+        for part, size in zip(parts, sizes):
+            scale = getattr(part, "outputscale", None)
+            kernel = part.base_kernel if scale is not None else part
+            lengthscale = kernel.lengthscale.detach().reshape(-1)
+            if lengthscale.numel() != size:
+                raise ValueError(f"the GP's kernel part has {lengthscale.numel()} lengthscales "
+                                 f"where this DKL's has {size} inputs")
+            lengthscales.append(lengthscale.to(**opts))
+            scales.append((scale.detach() if scale is not None else torch.tensor(1.0)).to(**opts))
         self._start = {
-            "lengthscale": lengthscale.to(**opts),
-            "outputscale": (scale.detach() if scale is not None else torch.tensor(1.0)).to(**opts),
+            "lengthscales": lengthscales,
+            "outputscales": scales,
             "noise": gp.likelihood.noise.detach().reshape(-1).to(**opts),
             "constant": gp.mean_module.constant.detach().reshape(-1).to(**opts),
         }
@@ -385,23 +402,39 @@ class DKLSurrogate:
             d, D = self.feature_dim, self.input_dim
             feature_map = FeatureMap(D, d, self.hidden, skip=self.base_kernel)
             covar = ScaleKernel(self._ard(range(d)))
-            if self.base_kernel:  # k(g(x), g(x')) + k(x, x'), each with its own scale
-                covar = covar + ScaleKernel(self._ard(range(d, d + D)))
+            if self.base_kernel:  # k(g(x), g(x')) + k(x, x') (per group), each with its own scale
+                for g in self.groups if self.groups is not None else [range(D)]:
+                    covar = covar + ScaleKernel(self._ard([d + c for c in g]))
             return DeepKernelGP(X, Y, feature_map, covar)
 
-    def _ard(self, dims: range) -> Kernel:
+    def _ard(self, dims: Sequence[int]) -> Kernel:
         """ARD kernel of the configured kind acting on columns ``dims`` of the feature map's output."""
         if self.kernel == "rbf":
             return RBFKernel(ard_num_dims=len(dims), active_dims=tuple(dims))
         return MaternKernel(nu=2.5, ard_num_dims=len(dims), active_dims=tuple(dims))
 
 
-def _begin_as_gp(model: DeepKernelGP, start: dict[str, Tensor]) -> None:
-    """Set a fresh two-term model's base kernel, noise and mean to a fitted GP's (see ``start_from``)."""
-    deep, base = model.covar_module.kernels
-    base.base_kernel.lengthscale = start["lengthscale"].reshape(1, -1)
-    base.outputscale = start["outputscale"]
-    deep.outputscale = 0.1 * start["outputscale"]
+def check_groups(groups: Sequence[Sequence[int]] | None,
+                 n_columns: int | None = None) -> tuple[tuple[int, ...], ...] | None:
+    """``groups`` as tuples, checked: non-empty, disjoint column indices below ``n_columns``."""
+    if groups is None:
+        return None
+    out = tuple(tuple(int(c) for c in g) for g in groups)
+    flat = [c for g in out for c in g]
+    if not out or any(not g for g in out) or any(c < 0 for c in flat) or len(set(flat)) != len(flat):
+        raise ValueError(f"groups must be non-empty, disjoint lists of column indices, got {groups}")
+    if n_columns is not None and max(flat) >= n_columns:
+        raise ValueError(f"groups name column {max(flat)}, but the inputs have {n_columns} columns")
+    return out
+
+
+def _begin_as_gp(model: DeepKernelGP, start: dict[str, Any]) -> None:
+    """Set a fresh model's base kernel(s), noise and mean to a fitted GP's (see ``start_from``)."""
+    deep, *bases = model.covar_module.kernels
+    for base, lengthscale, scale in zip(bases, start["lengthscales"], start["outputscales"]):
+        base.base_kernel.lengthscale = lengthscale.reshape(1, -1)
+        base.outputscale = scale
+    deep.outputscale = 0.1 * max(start["outputscales"])
     model.likelihood.noise = start["noise"].clamp_min(1e-4)
     model.mean_module.constant = start["constant"]
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,9 +51,11 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.outcome import Standardize
+from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+from gpytorch.kernels import AdditiveKernel, Kernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from aexp.dkl import DKLSurrogate
+from aexp.dkl import DKLSurrogate, check_groups
 
 __all__ = [
     "ACQUISITIONS",
@@ -262,14 +265,24 @@ class SurrogatePolicy:
 
 
 class PositionGP:
-    """Exact GP (botorch ``SingleTaskGP``, RBF-ARD) on probe positions in the unit square.
+    """Exact GP (botorch ``SingleTaskGP``, RBF-ARD) on probe positions or any other inputs.
 
     Hyper-parameters are fitted by L-BFGS on the marginal likelihood (``fit_gpytorch_mll``),
     starting from the previous fit's values. Same interface as the DKL surrogate.
+
+    Args:
+        seed: seeds the hyper-parameter restarts that ``fit_gpytorch_mll`` may make.
+        groups: ``None`` for one ARD kernel over all columns (botorch's default kernel and
+            priors); or disjoint column groups, e.g. ``[(0, 1, 2, 3), (4, 5)]``, for a sum of one
+            scaled ARD kernel per group, ``k = s1 k1(x_g1, x'_g1) + s2 k2(x_g2, x'_g2)``. Two
+            points then correlate when they are alike in *any* group, not only in all of them:
+            with the position as its own group, a structure seen at one particle informs the same
+            structure at another, however far apart.
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, groups: Sequence[Sequence[int]] | None = None) -> None:
         self.seed = int(seed)
+        self.groups = check_groups(groups)
         self._model: SingleTaskGP | None = None
 
     @property
@@ -281,7 +294,8 @@ class PositionGP:
     def fit(self, X: torch.Tensor, y: np.ndarray) -> "PositionGP":
         X = torch.as_tensor(X, dtype=_DTYPE)
         Y = torch.as_tensor(np.asarray(y), dtype=_DTYPE).reshape(-1, 1)
-        model = SingleTaskGP(X, Y, outcome_transform=Standardize(m=1))
+        covar = None if self.groups is None else additive_kernel(self.groups, X.shape[1])
+        model = SingleTaskGP(X, Y, covar_module=covar, outcome_transform=Standardize(m=1))
         if self._model is not None:
             state = {k: v for k, v in self._model.state_dict().items()
                      if not k.startswith("outcome_transform.")}
@@ -314,6 +328,18 @@ class PositionGP:
         return torch.cat(out).numpy()
 
 
+def additive_kernel(groups: Sequence[Sequence[int]], n_columns: int) -> Kernel:
+    """``sum_g s_g k_g``: one scaled RBF-ARD kernel per column group, with botorch's
+    dimension-scaled lengthscale prior for the group's own dimension."""
+    groups = check_groups(groups, n_columns)
+    parts = []
+    for g in groups:
+        scaled = ScaleKernel(get_covar_module_with_dim_scaled_prior(len(g), active_dims=tuple(g)))
+        scaled.outputscale = 1.0 / len(groups)
+        parts.append(scaled)
+    return AdditiveKernel(*parts)
+
+
 class StagedSurrogate:
     """An exact GP on the inputs while data are few, then deep kernel learning.
 
@@ -330,9 +356,10 @@ class StagedSurrogate:
         seed: seeds the GP's hyper-parameter restarts.
     """
 
-    def __init__(self, dkl: DKLSurrogate, switch_at: int, seed: int = 0) -> None:
+    def __init__(self, dkl: DKLSurrogate, switch_at: int, seed: int = 0,
+                 groups: Sequence[Sequence[int]] | None = None) -> None:
         self.dkl = dkl
-        self.gp = PositionGP(seed=seed)
+        self.gp = PositionGP(seed=seed, groups=groups)
         self.switch_at = int(switch_at)
         self._active: Surrogate | None = None
 
@@ -486,6 +513,7 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
     _check_acquisition(acquisition, beta)
     options = dict(surrogate_options or {})
     gp_until = int(options.pop("gp_until", 0))
+    position_kernel = options.pop("position_kernel", "joint")
     known = ("feature_dim", "hidden", "kernel", "lr", "iterations", "warm_iterations", "base_kernel")
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -498,7 +526,12 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
         return GPXYPolicy(acquisition, beta, seed=seed)
     if input_dim is None:
         raise ValueError("policy 'dkl' needs input_dim (the number of feature columns)")
-    surrogate: Surrogate = DKLSurrogate(input_dim, seed=seed, device=device, **options)
+    groups = None
+    if position_kernel == "additive":  # the last two columns are the position (with_position)
+        if input_dim < 3:
+            raise ValueError("position_kernel: additive needs feature columns besides (x, y)")
+        groups = [tuple(range(input_dim - 2)), (input_dim - 2, input_dim - 1)]
+    surrogate: Surrogate = DKLSurrogate(input_dim, seed=seed, device=device, groups=groups, **options)
     if gp_until > 0:
-        surrogate = StagedSurrogate(surrogate, gp_until, seed=seed)
+        surrogate = StagedSurrogate(surrogate, gp_until, seed=seed, groups=groups)
     return SurrogatePolicy(surrogate, acquisition, beta, name="dkl")

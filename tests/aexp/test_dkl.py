@@ -173,3 +173,23 @@ def test_start_from_needs_the_base_kernel_and_matching_inputs(data):
         DKLSurrogate(input_dim=X.shape[1], base_kernel=False).start_from(gp.model)
     with pytest.raises(ValueError, match="lengthscales"):
         DKLSurrogate(input_dim=X.shape[1] + 1).start_from(gp.model)
+
+
+@pytest.mark.filterwarnings("ignore::botorch.exceptions.warnings.InputDataWarning")
+def test_start_from_a_grouped_gp_begins_each_base_kernel_as_its_group(data):
+    from aexp.policies import PositionGP
+
+    X, y = data
+    X, y = X[:60], y[:60]
+    groups = [(0, 1, 2), (3, 4)]
+    gp = PositionGP(seed=0, groups=groups).fit(X, y.numpy())
+    dkl = DKLSurrogate(input_dim=5, iterations=0, groups=groups, seed=0).start_from(gp.model).fit(X, y)
+    deep, *bases = dkl.model.covar_module.kernels
+    for base, part in zip(bases, gp.model.covar_module.kernels, strict=True):
+        torch.testing.assert_close(base.base_kernel.lengthscale, part.base_kernel.lengthscale.double())
+        torch.testing.assert_close(base.outputscale, part.outputscale.double())
+    gp_mean, _ = gp.predict(X)
+    dkl_mean, _ = dkl.predict(X)
+    assert np.corrcoef(gp_mean, dkl_mean)[0, 1] > 0.95
+    with pytest.raises(ValueError, match="additive part"):
+        DKLSurrogate(input_dim=5).start_from(gp.model)

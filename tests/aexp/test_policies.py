@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from gpytorch.kernels import AdditiveKernel
 
 from aexp.dkl import DKLSurrogate
 from aexp.policies import (
@@ -280,3 +281,68 @@ def test_gp_until_zero_is_the_plain_dkl_and_negative_is_refused():
 
     with pytest.raises(ValueError, match="gp_until"):
         SurrogateConfig(gp_until=-1)
+
+
+def _additive_problem(seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Four inputs; the target is a sum of a function of columns (0, 1) and one of (2, 3)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(460, 4, generator=g, dtype=torch.float64) * 4 - 2
+    y = torch.sin(2 * X[:, 0]) + X[:, 1] + torch.cos(1.5 * X[:, 2]) * torch.cos(1.5 * X[:, 3])
+    return X, y.numpy()
+
+
+def _r2(surrogate, X: torch.Tensor, y: np.ndarray) -> float:
+    mean, _ = surrogate.predict(X)
+    return float(1 - np.mean((mean - y) ** 2) / np.var(y))
+
+
+@pytest.mark.filterwarnings("ignore::botorch.exceptions.warnings.InputDataWarning")
+def test_grouped_gp_learns_an_additive_target_from_few_points_where_one_joint_kernel_does_not():
+    X, y = _additive_problem(0)
+    joint = PositionGP(seed=0).fit(X[:60], y[:60])
+    grouped = PositionGP(seed=0, groups=[(0, 1), (2, 3)]).fit(X[:60], y[:60])
+    assert isinstance(grouped.model.covar_module, AdditiveKernel)
+    assert len(grouped.model.covar_module.kernels) == 2
+    assert _r2(grouped, X[60:], y[60:]) > 0.99
+    assert _r2(joint, X[60:], y[60:]) < 0.95
+
+
+def test_groups_must_be_disjoint_non_empty_columns_of_the_inputs():
+    for bad in ([], [(0, 1), ()], [(0, 1), (1, 2)], [(-1,)]):
+        with pytest.raises(ValueError, match="groups"):
+            PositionGP(groups=bad)
+    with pytest.raises(ValueError, match="column 7"):
+        PositionGP(groups=[(0,), (7,)]).fit(FEATURES[:10], np.zeros(10))
+    with pytest.raises(ValueError, match="column 5"):
+        DKLSurrogate(input_dim=5, groups=[(0, 1), (5,)])
+    with pytest.raises(ValueError, match="base_kernel"):
+        DKLSurrogate(input_dim=5, groups=[(0, 1), (2, 3, 4)], base_kernel=False)
+
+
+@pytest.mark.filterwarnings("ignore::botorch.exceptions.warnings.InputDataWarning")
+def test_additive_position_kernel_splits_off_the_last_two_columns_in_both_stages():
+    policy = _dkl(gp_until=20, position_kernel="additive")
+    staged = policy.surrogate
+    assert staged.gp.groups == staged.dkl.groups == ((0, 1, 2), (3, 4))
+    policy.select(_context(MEASURED[:12]))
+    gp_parts = staged.model.covar_module.kernels
+    assert [p.base_kernel.active_dims.tolist() for p in gp_parts] == [[0, 1, 2], [3, 4]]
+    policy.select(_context(MEASURED))  # the switch: the DKL's base kernels begin as the GP's
+    deep, *bases = staged.model.covar_module.kernels
+    assert [b.base_kernel.active_dims.tolist() for b in bases] == [[2, 3, 4], [5, 6]]  # after g(x)
+    plain = _dkl(position_kernel="additive").surrogate
+    assert isinstance(plain, DKLSurrogate) and plain.groups == ((0, 1, 2), (3, 4))
+    with pytest.raises(ValueError, match="besides"):
+        make_policy("dkl", input_dim=2, surrogate_options={"position_kernel": "additive"})
+
+
+def test_additive_position_kernel_needs_the_position_columns_in_the_config():
+    from aexp.config import SurrogateConfig
+
+    assert SurrogateConfig(position_kernel="additive").options()["position_kernel"] == "additive"
+    with pytest.raises(ValueError, match="position: true"):
+        SurrogateConfig(position_kernel="additive", position=False)
+    with pytest.raises(ValueError, match="base_kernel"):
+        SurrogateConfig(position_kernel="additive", base_kernel=False)
+    with pytest.raises(ValueError, match="position_kernel"):
+        SurrogateConfig(position_kernel="sum")
