@@ -88,6 +88,9 @@ class CandidatesConfig(_Section):
     stride: int = Field(2, ge=1, description="pixels between neighbouring candidates")
     patch_size: int = Field(16, ge=2, description="patch edge in survey pixels")
     channels: list[str] | None = Field(None, description="survey channels to cut; all when omitted")
+    context: int = Field(
+        1, ge=1, description="> 1: also a view this many patches wide, pooled to patch_size, embedded on its own"
+    )
     atom_channel: str | None = Field(None, description="atoms: channel to find atoms in; first when omitted")
     atom_sigma_px: float = Field(1.5, gt=0, description="atoms: Laplacian-of-Gaussian scale (px)")
     min_distance_px: int = Field(3, ge=1, description="atoms: least distance between two atoms (px)")
@@ -328,6 +331,11 @@ def check_against(cfg: ExperimentConfig, desc: InstrumentDescription, source: st
     if p > min(h, w):
         problems.append(
             f"candidates.patch_size: {p} px is larger than the survey ({h} x {w} px)"
+        )
+    elif p * cfg.candidates.context > min(h, w):
+        problems.append(
+            f"candidates.context: {cfg.candidates.context} x patch_size {p} = "
+            f"{p * cfg.candidates.context} px is larger than the survey ({h} x {w} px)"
         )
     if cfg.candidates.channels is not None:
         unknown = [c for c in cfg.candidates.channels if c not in desc.channels]

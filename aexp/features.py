@@ -66,9 +66,23 @@ def embed_candidates(
     """Features ``N x D`` (standardised, float64) and a record of how they were made.
 
     For the rVAE, ``D = 3 + latent_dim`` with columns [angle, dx, dy, z...] (``features: all``) or
-    ``latent_dim`` content columns (``features: content``).
+    ``latent_dim`` content columns (``features: content``). When the candidates carry a wider view
+    (``candidates.context``), a second model of the same kind is trained on those views (seed
+    ``seed + 1``) and its columns follow: ``D`` doubles, and the record's ``context`` entry
+    describes that part.
     """
-    patches = candidates.patches
+    feats, info = _embed(candidates.patches, cfg, seed, device, progress)
+    if candidates.context is not None:
+        wide, info["context"] = _embed(candidates.context, cfg, seed + 1, device, progress)
+        feats = np.hstack([feats, wide])
+        info["dim"] = int(feats.shape[1])
+    return feats, info
+
+
+def _embed(
+    patches: np.ndarray, cfg: EmbedderConfig, seed: int, device: str, progress: bool
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One view's features: the embedder's latent means (or the flattened patch), standardised."""
     if cfg.kind == "none":
         flat = patches.reshape(len(patches), -1)
         return standardise(flat), {"kind": "none", "dim": int(flat.shape[1])}

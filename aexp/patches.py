@@ -5,12 +5,14 @@ Borders are reflect-padded, so every grid position keeps its patch and candidate
 
 Two kinds of candidates: a regular grid over the survey (:func:`grid_candidates`) or one candidate
 per atom found in the survey (:func:`atom_candidates`, after :func:`find_atoms`).
-:func:`make_candidates` picks one from the ``candidates:`` section of the config.
+:func:`make_candidates` picks one from the ``candidates:`` section of the config, and adds each
+candidate's wider view (:func:`context_views`) when the config asks for one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -26,6 +28,7 @@ __all__ = [
     "grid_candidates",
     "find_atoms",
     "atom_candidates",
+    "context_views",
     "make_candidates",
 ]
 
@@ -218,8 +221,36 @@ def atom_candidates(
     return Candidates(positions=positions, pixels=rc, patches=patches, grid_shape=None)
 
 
+def context_views(image: np.ndarray, pixels: np.ndarray, patch_size: int, factor: int) -> np.ndarray:
+    """A window ``factor x patch_size`` wide around each pixel, average-pooled back to ``p x p``.
+
+    A 16 px patch shows the outline next to a candidate but not the whole object it belongs to;
+    the pooled view shows ``factor`` times as much at ``1 / factor`` of the resolution (its centre
+    sits at ``p // 2`` like the patch's when ``p`` is even). Borders are reflect-padded as for
+    :func:`extract_patches`.
+
+    Returns:
+        ``N x C x p x p`` float32.
+    """
+    if factor < 2:
+        raise ValueError(f"a context view is at least 2 patches wide, got factor {factor}")
+    p = int(patch_size)
+    wide = extract_patches(image, pixels, factor * p)
+    n, c = wide.shape[:2]
+    return wide.reshape(n, c, p, factor, p, factor).mean(axis=(3, 5), dtype=np.float64).astype(np.float32)
+
+
 def make_candidates(survey: Survey, cfg: CandidatesConfig) -> Candidates:
-    """The candidates the ``candidates:`` section of a config asks for (``mode: grid | atoms``)."""
+    """The candidates the ``candidates:`` section of a config asks for (``mode: grid | atoms``),
+    with their pooled wider views when ``context > 1``."""
+    candidates = _candidates(survey, cfg)
+    if cfg.context > 1:
+        image = _select_channels(survey, cfg.channels)
+        candidates = replace(candidates, context=context_views(image, candidates.pixels, cfg.patch_size, cfg.context))
+    return candidates
+
+
+def _candidates(survey: Survey, cfg: CandidatesConfig) -> Candidates:
     if cfg.mode == "atoms":
         return atom_candidates(
             survey,

@@ -133,12 +133,15 @@ class Candidates:
         patches: ``N x C x p x p`` float32.
         grid_shape: ``(rows, cols)`` when the candidates form a regular grid in row-major order
             (``N == rows * cols``), else ``None``. Used to draw maps.
+        context: ``N x C x p x p`` float32 or ``None``: a wider view around each candidate,
+            average-pooled to the patch's size (``candidates.context`` in the config).
     """
 
     positions: np.ndarray
     pixels: np.ndarray
     patches: np.ndarray
     grid_shape: tuple[int, int] | None = None
+    context: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.positions)
@@ -148,6 +151,8 @@ class Candidates:
             raise ValueError(f"patches must be N x C x p x p with N={n}, got {self.patches.shape}")
         if self.grid_shape is not None and self.grid_shape[0] * self.grid_shape[1] != n:
             raise ValueError(f"grid_shape {self.grid_shape} does not hold {n} candidates")
+        if self.context is not None and (self.context.ndim != 4 or len(self.context) != n):
+            raise ValueError(f"context must be N x C x p x p with N={n}, got {self.context.shape}")
 
     def __len__(self) -> int:
         return len(self.positions)

@@ -125,6 +125,10 @@ def test_checks_against_the_instrument():
         check_against(parse_config({**MINIMAL, "target": {"name": "band_intensity", "window": [6, 7]}}), _desc())
     with pytest.raises(ConfigError, match="patch_size: 80 px is larger"):
         check_against(parse_config({**MINIMAL, "candidates": {"patch_size": 80}}), _desc())
+    with pytest.raises(ConfigError, match="candidates.context: 5 x patch_size 16 = 80 px is larger"):
+        check_against(parse_config({**MINIMAL, "candidates": {"patch_size": 16, "context": 5}}), _desc())
+    with pytest.raises(ConfigError, match="context"):
+        parse_config({**MINIMAL, "candidates": {"context": 0}})
     with pytest.raises(ConfigError, match="exceeds the 16 candidates"):
         cfg = parse_config({**MINIMAL, "candidates": {"stride": 16, "patch_size": 8}})
         check_against(cfg, _desc())

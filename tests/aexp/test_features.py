@@ -105,3 +105,16 @@ def test_wide_rotation_options_reach_the_rvae(monkeypatch):
     np.testing.assert_allclose(info["latent_spread"], z.std(axis=0), rtol=1e-5)
     embed_candidates(_candidates(), cfg.model_copy(update={"kind": "vae"}), seed=0, progress=False)
     assert "orientation" not in made[-1].get_params()  # a plain VAE has no angle to orient
+
+
+def test_context_views_get_their_own_columns_after_the_patch_features():
+    from dataclasses import replace
+
+    c = _candidates()
+    wide = replace(c, context=c.patches[:, :, ::-1].copy())
+    f, info = embed_candidates(wide, EmbedderConfig(kind="none"), seed=0, progress=False)
+    assert f.shape == (36, 32) and info["dim"] == 32 and info["context"]["dim"] == 16
+    np.testing.assert_allclose(f[:, 16:], standardise(wide.context.reshape(36, -1)))
+    cfg = EmbedderConfig(kind="rvae", latent_dim=2, epochs=1, hidden=8)
+    f, info = embed_candidates(wide, cfg, seed=0, progress=False)
+    assert f.shape == (36, 10) and len(info["context"]["latent_spread"]) == 5

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from aexp.patches import extract_patches, grid_candidates, grid_pixels
+from aexp.patches import context_views, extract_patches, grid_candidates, grid_pixels
 from aexp.types import PixelTransform, Survey
 
 
@@ -126,3 +126,32 @@ def test_make_candidates_grid_mode_is_grid_candidates():
     b = grid_candidates(survey, 4, 6)
     assert a.grid_shape == b.grid_shape == (5, 5)
     np.testing.assert_array_equal(a.patches, b.patches)
+
+
+def test_context_view_is_the_wider_window_averaged_in_blocks_and_centred_like_the_patch():
+    img = np.random.default_rng(2).random((2, 30, 30)).astype(np.float32)
+    view = context_views(img, np.array([[15, 14]]), 4, 3)
+    assert view.shape == (1, 2, 4, 4) and view.dtype == np.float32
+    wide = img[:, 15 - 6:15 + 6, 14 - 6:14 + 6]  # 12 px centred as an even patch is
+    np.testing.assert_allclose(view[0], wide.reshape(2, 4, 3, 4, 3).mean(axis=(2, 4)), rtol=1e-6)
+    dot = np.zeros((1, 30, 30), np.float32)
+    dot[0, 15, 14] = 9.0
+    assert np.unravel_index(context_views(dot, np.array([[15, 14]]), 4, 3)[0, 0].argmax(), (4, 4)) == (2, 2)
+    with pytest.raises(ValueError, match="at least 2"):
+        context_views(img, np.array([[15, 14]]), 4, 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        context_views(img, np.array([[15, 14]]), 16, 2)
+
+
+def test_make_candidates_adds_the_context_views_only_when_asked():
+    survey = _survey(np.random.default_rng(1).random((24, 24)))
+    plain = make_candidates(survey, CandidatesConfig(stride=4, patch_size=4))
+    wide = make_candidates(survey, CandidatesConfig(stride=4, patch_size=4, context=3))
+    assert plain.context is None
+    np.testing.assert_array_equal(wide.patches, plain.patches)
+    np.testing.assert_array_equal(wide.context, context_views(survey.image, plain.pixels, 4, 3))
+    atoms = np.zeros((32, 32))
+    atoms[8::8, 8::8] = 1.0
+    found = make_candidates(_survey(atoms), CandidatesConfig(mode="atoms", patch_size=4, context=2,
+                                                             atom_sigma_px=1.0))
+    assert found.context.shape == (len(found), 1, 4, 4)
