@@ -2,15 +2,18 @@
 
 A decision = fit the surrogate on the measured points + score every unmeasured candidate + argmax.
 
-- aexp: :class:`aexp.dkl.DKLSurrogate` warm-started from the previous step (``warm_iterations``),
-  candidates scored through botorch on aexp's flat cached posterior, in chunks of 1024.
+- aexp: the surrogate the config's ``policy`` and ``surrogate`` sections build (``make_policy``),
+  taken through the experiment's stages (the exact GP below ``gp_until`` points, then the DKL
+  begun as that GP) and warm-started from the previous step; candidates scored through botorch on
+  aexp's flat cached posterior, in chunks of 1024.
 - baseline (what the public DKL workflows do): a DKL retrained from scratch at every step (200
   Adam iterations, no base kernel) and scored with library defaults: botorch's
   ``optimize_acqf_discrete`` over the candidates, with gpytorch's own posterior route.
 
-Features are the default config's (rVAE latents + position), with the rVAE trained briefly on a
-subset (its quality does not change the cost of a decision). Targets are the simulator's truth at
-random points. Both run in the same process, alternating, and the ratio is what to quote.
+Features are the default config's (rVAE latents of each view + position), with each rVAE trained
+briefly on a subset (its quality does not change the cost of a decision). Targets are the
+simulator's truth at random points. Both run in the same process, alternating, and the ratio is
+what to quote.
 
     python benchmarks/decision_time.py --sizes 16384,65536 --repeats 3 --json decision.json
 """
@@ -32,8 +35,8 @@ from aexp.dkl import DeepKernelGP, DKLSurrogate
 from aexp.features import standardise, with_position
 from aexp.instrument import load_instrument
 from aexp.models import RVAE
-from aexp.patches import grid_candidates
-from aexp.policies import score_candidates
+from aexp.patches import make_candidates
+from aexp.policies import make_policy, score_candidates
 
 
 class LibraryDefaultDKL(DeepKernelGP):
@@ -52,21 +55,27 @@ class FromScratchDKL(DKLSurrogate):
 def features_for(n_side: int, seed: int, cfg) -> tuple[np.ndarray, np.ndarray]:
     opts = {**cfg.instrument.options, "survey_pixels": n_side}
     inst = load_instrument(cfg.instrument.driver, opts, seed=seed)
-    cands = grid_candidates(inst.survey(), 1, cfg.candidates.patch_size)
+    cands = make_candidates(inst.survey(), cfg.candidates.model_copy(update={"stride": 1}))
     truth = inst.truth(cands.positions, cfg.target.build())
     rng = np.random.default_rng(seed)
     subset = rng.choice(len(cands), 4096, replace=False)
     emb = cfg.embedder
-    rvae = RVAE(input_shape=cands.patches.shape[1:], latent_dim=emb.latent_dim, hidden=emb.hidden)
-    rvae.fit(cands.patches[subset], epochs=3, batch_size=emb.batch_size, seed=seed, progress=False)
-    return with_position(standardise(rvae.encode(cands.patches)), cands), truth
+    views = [cands.patches] + ([cands.context] if cands.context is not None else [])
+    columns = []
+    for view in views:  # the embedder per view, as in aexp.features, trained briefly on a subset
+        rvae = RVAE(input_shape=view.shape[1:], latent_dim=emb.latent_dim, hidden=emb.hidden)
+        rvae.fit(view[subset], epochs=3, batch_size=emb.batch_size, seed=seed, progress=False)
+        columns.append(standardise(rvae.encode(view)))
+    return with_position(np.hstack(columns), cands), truth
 
 
 def time_decisions(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, repeats: int, cfg):
     """Median seconds of `repeats` consecutive decisions at n, n+1, ... measured points."""
     opts = cfg.surrogate.options()
-    ours = DKLSurrogate(X.shape[1], seed=0, **opts)
-    ours.fit(X[order[: n - 1]], y[order[: n - 1]])  # the experiment so far
+    ours = make_policy("dkl", input_dim=X.shape[1], surrogate_options=opts, seed=0).surrogate
+    switch = opts["gp_until"]
+    for k in ([switch - 1] if 0 < switch < n else []) + [n - 1]:  # the experiment so far
+        ours.fit(X[order[:k]], y[order[:k]])
     t_ours, t_base = [], []
     for k in range(repeats):
         idx = order[: n + k]
@@ -76,13 +85,15 @@ def time_decisions(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, re
 
         t0 = time.perf_counter()
         ours.fit(X[idx], y[idx])
-        s = score_candidates(ours, X, "log_ei", beta=0.0, best_f=best_f)
+        s = score_candidates(ours, X, cfg.policy.acquisition, beta=cfg.policy.beta, best_f=best_f,
+                             seed=k)
         s[excluded] = -np.inf
         int(np.argmax(s))
         t_ours.append(time.perf_counter() - t0)
 
         t0 = time.perf_counter()
-        base = FromScratchDKL(X.shape[1], seed=0, **{**opts, "base_kernel": False, "iterations": 200})
+        dkl_opts = {k: v for k, v in opts.items() if k not in ("gp_until", "position_kernel")}
+        base = FromScratchDKL(X.shape[1], seed=0, **{**dkl_opts, "base_kernel": False, "iterations": 200})
         base.fit(X[idx], y[idx])
         choices = X[~torch.as_tensor(excluded)]
         acqf = LogExpectedImprovement(base.model, best_f=best_f)

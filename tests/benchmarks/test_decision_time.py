@@ -1,0 +1,34 @@
+"""The decision-time benchmark runs with the shipped config's surrogate (benchmarks/decision_time.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aexp.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("decision_time", ROOT / "benchmarks" / "decision_time.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore::botorch.exceptions.warnings.InputDataWarning")
+def test_times_both_decisions_with_the_default_configs_surrogate_through_its_stages():
+    cfg = load_config(ROOT / "configs" / "plasmonic-dkl.yaml")
+    cfg = cfg.model_copy(update={"surrogate": cfg.surrogate.model_copy(
+        update={"gp_until": 8, "iterations": 5, "warm_iterations": 2})})
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 7, generator=g, dtype=torch.float64)
+    y = np.sin(X[:, 0].numpy()) + X[:, 5].numpy()
+    order = np.random.default_rng(0).permutation(300)
+    ours, base = _script().time_decisions(X, y, order, 20, 2, cfg)
+    assert 0 < ours and 0 < base
