@@ -221,13 +221,16 @@ def atom_candidates(
     return Candidates(positions=positions, pixels=rc, patches=patches, grid_shape=None)
 
 
-def context_views(image: np.ndarray, pixels: np.ndarray, patch_size: int, factor: int) -> np.ndarray:
+def context_views(
+    image: np.ndarray, pixels: np.ndarray, patch_size: int, factor: int, chunk: int = 4096
+) -> np.ndarray:
     """A window ``factor x patch_size`` wide around each pixel, average-pooled back to ``p x p``.
 
     A 16 px patch shows the outline next to a candidate but not the whole object it belongs to;
     the pooled view shows ``factor`` times as much at ``1 / factor`` of the resolution (its centre
     sits at ``p // 2`` like the patch's when ``p`` is even). Borders are reflect-padded as for
-    :func:`extract_patches`.
+    :func:`extract_patches`. ``chunk`` candidates are cut at a time, so memory stays at ``chunk``
+    wide windows however many candidates there are.
 
     Returns:
         ``N x C x p x p`` float32.
@@ -235,9 +238,13 @@ def context_views(image: np.ndarray, pixels: np.ndarray, patch_size: int, factor
     if factor < 2:
         raise ValueError(f"a context view is at least 2 patches wide, got factor {factor}")
     p = int(patch_size)
-    wide = extract_patches(image, pixels, factor * p)
-    n, c = wide.shape[:2]
-    return wide.reshape(n, c, p, factor, p, factor).mean(axis=(3, 5), dtype=np.float64).astype(np.float32)
+    pixels = np.asarray(pixels)
+    views = []
+    for start in range(0, max(len(pixels), 1), chunk):  # the wide windows never all at once
+        wide = extract_patches(image, pixels[start:start + chunk], factor * p)
+        n, c = wide.shape[:2]
+        views.append(wide.reshape(n, c, p, factor, p, factor).mean(axis=(3, 5), dtype=np.float64))
+    return np.concatenate(views).astype(np.float32)
 
 
 def make_candidates(survey: Survey, cfg: CandidatesConfig) -> Candidates:

@@ -131,6 +131,8 @@ def test_make_candidates_grid_mode_is_grid_candidates():
 def test_context_view_is_the_wider_window_averaged_in_blocks_and_centred_like_the_patch():
     img = np.random.default_rng(2).random((2, 30, 30)).astype(np.float32)
     view = context_views(img, np.array([[15, 14]]), 4, 3)
+    many = np.array([[r, c] for r in range(0, 30, 3) for c in range(0, 30, 4)])
+    np.testing.assert_array_equal(context_views(img, many, 4, 3, chunk=7), context_views(img, many, 4, 3))
     assert view.shape == (1, 2, 4, 4) and view.dtype == np.float32
     wide = img[:, 15 - 6:15 + 6, 14 - 6:14 + 6]  # 12 px centred as an even patch is
     np.testing.assert_allclose(view[0], wide.reshape(2, 4, 3, 4, 3).mean(axis=(2, 4)), rtol=1e-6)
