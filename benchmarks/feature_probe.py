@@ -12,6 +12,10 @@ with the overrides given by ``--variant NAME=key:value,key:value`` (embedder key
     python benchmarks/feature_probe.py configs/lattice-dkl.yaml --seeds 10 \\
         --variant rvae= --variant clip1=clip_percentile:1
 
+``--oracle`` adds, for the plasmonic twin, the hidden physics as a feature set: the size and
+shape of the nearest particle and the distance to its outline (an upper reference for what a
+feature set could say).
+
 Prints one JSON line per seed and, with ``--json``, writes them all. The spread of each latent
 column (before standardising) is reported too: a collapsed embedder shows spreads near 0.
 """
@@ -47,6 +51,17 @@ def knn_recall(features: np.ndarray, truth: np.ndarray, budget: int, k: int = 5,
     return len(top & set(np.argsort(-predicted)[:budget].tolist())) / len(top)
 
 
+def plasmonic_oracle(inst, positions: np.ndarray) -> np.ndarray:
+    """Standardised [size, |distance to the outline|, shape] of the particle nearest each position."""
+    particles = inst.particles()
+    sd = np.stack([p.signed_distance(positions) for p in particles], axis=1)
+    nearest = np.abs(sd).argmin(axis=1)
+    size = np.array([p.size_m for p in particles])[nearest]
+    shapes = sorted({p.shape for p in particles})
+    shape = np.array([shapes.index(p.shape) for p in particles])[nearest]
+    return standardise(np.stack([size, np.abs(sd).min(axis=1), shape], axis=1))
+
+
 def parse_variant(text: str) -> tuple[str, dict]:
     """``NAME=key:value,key:value`` -> (NAME, {key: value}); values are read as YAML scalars."""
     name, _, rest = text.partition("=")
@@ -65,6 +80,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="10")
     ap.add_argument("--variant", action="append", default=[], help="NAME=key:value,... (embedder keys)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--oracle", action="store_true", help="plasmonic: score the hidden physics too")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -85,6 +101,8 @@ def main() -> None:
             "xy": knn_recall(standardise(candidates.positions), truth, cfg.budget),
             "raw": knn_recall(standardise(patches.reshape(len(patches), -1)), truth, cfg.budget),
         }
+        if args.oracle:
+            row["oracle"] = knn_recall(plasmonic_oracle(inst, candidates.positions), truth, cfg.budget)
         for name, updates in variants:
             emb = cfg.embedder.model_validate({**cfg.embedder.model_dump(), **updates})
             feats, info = embed_candidates(candidates, emb, seed, progress=False)

@@ -213,6 +213,10 @@ class Particle:
         rot = np.array([[c, -s], [s, c]])
         return self._local_vertices() @ rot.T + np.asarray(self.centre_m)
 
+    def signed_distance(self, points: np.ndarray) -> np.ndarray:
+        """Distance (m) of each of ``N x 2`` points to the outline: negative inside, positive outside."""
+        return _signed_distance(np.asarray(points, dtype=float), self.vertices())
+
     def corner_points(self) -> np.ndarray:
         """``K x 2`` places of the corner modes; none for a rod (its ends are rounded in reality)."""
         return np.zeros((0, 2)) if self.shape == "rod" else self.vertices()

@@ -374,3 +374,9 @@ def test_probe_placement_error_moves_the_beam_and_stays_order_independent() -> N
     np.testing.assert_array_equal(first[0], second[1])
     np.testing.assert_array_equal(first[1], second[0])
     assert not np.array_equal(first[0], plain.measure(a).spectrum)
+
+
+def test_particle_signed_distance_is_negative_inside_and_positive_outside():
+    cube = Particle("cube", (0.0, 0.0), 10e-9, 0.0, thickness_m=10e-9, aspect=1.0)
+    d = cube.signed_distance(np.array([[0.0, 0.0], [10e-9, 0.0], [5e-9, 2e-9]]))
+    np.testing.assert_allclose(d, [-5e-9, 5e-9, 0.0], atol=1e-15)
