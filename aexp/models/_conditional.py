@@ -27,6 +27,7 @@ from .rvae import SHIFT_SCALE
 
 __all__ = [
     "PairedVAE",
+    "GeometricPairedVAE",
     "ConditionalEncoder",
     "ConditionalDecoder",
     "MLPDecoder",
@@ -367,3 +368,23 @@ class PairedVAE(BaseVAE):
 
     def _loss_terms(self, network, x, noise):
         raise TypeError(f"{type(self).__name__} trains on pairs (X, y); call fit(X, y)")
+
+
+class GeometricPairedVAE(PairedVAE):
+    """A :class:`PairedVAE` whose latents are ``[angle, dx, dy, z...]`` like the rVAE's.
+
+    The geometric latents are those switched on by the subclass's ``rotation`` and ``translation``
+    attributes, each with the rVAE's prior (``rotation_prior``, ``translation_prior``); then
+    ``latent_dim`` content latents with a unit prior.
+    """
+
+    @property
+    def geometric_names(self) -> list[str]:
+        return geometric_names(self.rotation, self.translation)
+
+    @property
+    def latent_names(self) -> list[str]:
+        return self.geometric_names + [f"z{i + 1}" for i in range(self.latent_dim)]
+
+    def _latent_priors(self) -> list[tuple[str, slice, float]]:
+        return latent_priors(self.rotation, self.translation, self.rotation_prior, self.translation_prior)

@@ -27,11 +27,10 @@ from .base import check_int, check_positive
 from ._conditional import (
     ConditionalDecoder,
     ConditionalEncoder,
-    PairedVAE,
+    GeometricPairedVAE,
     check_class_labels,
     check_values,
     geometric_names,
-    latent_priors,
 )
 
 __all__ = ["CVAE"]
@@ -56,7 +55,7 @@ class _CVAENetwork(nn.Module):
         self.register_buffer("condition_std", torch.ones(condition_dim))
 
 
-class CVAE(PairedVAE):
+class CVAE(GeometricPairedVAE):
     """Conditional VAE (see the module docstring).
 
     Encoded columns: ``[angle, dx, dy, z_1..z_k]`` (geometric ones only where switched on).
@@ -121,15 +120,6 @@ class CVAE(PairedVAE):
         check_int("encoder_hidden", self.encoder_hidden, 1)
         check_positive("rotation_prior", self.rotation_prior)
         check_positive("translation_prior", self.translation_prior)
-
-    @property
-    def latent_names(self) -> list[str]:
-        return geometric_names(self.rotation, self.translation) + [
-            f"z{i + 1}" for i in range(self.latent_dim)
-        ]
-
-    def _latent_priors(self) -> list[tuple[str, slice, float]]:
-        return latent_priors(self.rotation, self.translation, self.rotation_prior, self.translation_prior)
 
     def _build_network(self) -> nn.Module:
         return _CVAENetwork(

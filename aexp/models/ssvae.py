@@ -44,12 +44,11 @@ from .base import SHIFT_SCALE, MLPEncoder, check_int, check_positive, gaussian_k
 from ._conditional import (
     ConditionalDecoder,
     ConditionalEncoder,
-    PairedVAE,
+    GeometricPairedVAE,
     RENDERERS,
     check_class_labels,
     check_values,
     geometric_names,
-    latent_priors,
     transform_grid,
 )
 
@@ -197,7 +196,7 @@ class _SSVAENetwork(nn.Module):
         return self.encoder(x, self.condition(x))
 
 
-class SSVAE(PairedVAE):
+class SSVAE(GeometricPairedVAE):
     """Semi-supervised VAE for classification or regression (see the module docstring).
 
     Encoded columns: ``[angle, dx, dy, z_1..z_k]`` (geometric ones only where switched on), the
@@ -304,15 +303,6 @@ class SSVAE(PairedVAE):
     @property
     def _regression(self) -> bool:
         return self.task == "regression"
-
-    @property
-    def latent_names(self) -> list[str]:
-        return geometric_names(self.rotation, self.translation) + [
-            f"z{i + 1}" for i in range(self.latent_dim)
-        ]
-
-    def _latent_priors(self) -> list[tuple[str, slice, float]]:
-        return latent_priors(self.rotation, self.translation, self.rotation_prior, self.translation_prior)
 
     def _build_network(self) -> nn.Module:
         return _SSVAENetwork(

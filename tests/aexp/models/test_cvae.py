@@ -63,6 +63,7 @@ def test_rotation_latents_and_save_load(tmp_path):
     model = CVAE((8, 8), latent_dim=1, rotation=True, translation=True, hidden=8, encoder_hidden=16)
     model.fit(X, labels, epochs=2, batch_size=16, progress=False)
     assert model.latent_names == ["angle", "dx", "dy", "z1"]
+    assert model.geometric_names == ["angle", "dx", "dy"]  # the prefix, as for the rVAE
     z = model.encode(X, labels)
     assert z.shape == (64, 4)
     model.save(tmp_path / "c.pt")

@@ -90,6 +90,7 @@ def test_rotation_latents_come_first():
     model = SSVAE((8, 8), latent_dim=3, rotation=True, translation=True, hidden=8, encoder_hidden=16)
     model.fit(X, y, epochs=2, batch_size=32, progress=False)
     assert model.latent_names == ["angle", "dx", "dy", "z1", "z2", "z3"]
+    assert model.geometric_names == ["angle", "dx", "dy"]  # the prefix, as for the rVAE
     assert {"kl_angle", "kl_shift"} <= set(model.history_)
     assert model.encode(X[:5]).shape == (5, 6)
     assert model.decode(np.zeros((3, 6)), [0, 1, 1]).shape == (3, 8, 8)
