@@ -5,23 +5,15 @@ import yaml
 
 from aexp.cli import main
 
-SMALL = {
-    "name": "cli-small",
-    "instrument": {"driver": "plasmonic", "options": {"survey_pixels": 32, "n_particles": 2, "size_range_m": [6e-9, 10e-9]}},
-    "candidates": {"stride": 2, "patch_size": 8},
-    "embedder": "none",
-    "surrogate": {"iterations": 20, "warm_iterations": 5},
-    "policy": {"kind": "dkl", "n_initial": 3},
-    "target": {"name": "band_intensity", "window": [1.0, 3.0]},
-    "stopping": {"max_steps": 10},
-    "recording": {"figure": False},
-}
+@pytest.fixture
+def small(tiny_config):
+    return tiny_config(name="cli-small", stopping={"max_steps": 10})
 
 
 @pytest.fixture
-def config(tmp_path):
+def config(tmp_path, small):
     p = tmp_path / "small.yaml"
-    p.write_text(yaml.safe_dump(SMALL))
+    p.write_text(yaml.safe_dump(small))
     return p
 
 
@@ -31,12 +23,12 @@ def test_check_accepts_a_good_config(config, capsys):
     assert "ok" in out and "256 candidates" in out and "budget 13" in out
 
 
-def test_check_rejects_a_bad_config_with_status_2(tmp_path, capsys):
+def test_check_rejects_a_bad_config_with_status_2(tmp_path, small, capsys):
     p = tmp_path / "bad.yaml"
-    p.write_text(yaml.safe_dump({**SMALL, "target": {"name": "band_intensity", "window": [9, 10]}}))
+    p.write_text(yaml.safe_dump({**small, "target": {"name": "band_intensity", "window": [9, 10]}}))
     assert main(["check", str(p)]) == 2
     assert "window [9.0, 10.0]" in capsys.readouterr().err
-    p.write_text(yaml.safe_dump({**SMALL, "stopping": {"max_steps": 1000}}))
+    p.write_text(yaml.safe_dump({**small, "stopping": {"max_steps": 1000}}))
     assert main(["check", str(p)]) == 2
     assert "exceeds the 256 candidates" in capsys.readouterr().err
 
@@ -54,9 +46,9 @@ def test_run_steps_override_and_output(config, tmp_path, capsys):
     assert len((out / "steps.jsonl").read_text().splitlines()) == 5
 
 
-def test_unknown_instrument_is_a_clear_error(tmp_path, capsys):
+def test_unknown_instrument_is_a_clear_error(tmp_path, small, capsys):
     p = tmp_path / "x.yaml"
-    p.write_text(yaml.safe_dump({**SMALL, "instrument": {"driver": "tem9000"}}))
+    p.write_text(yaml.safe_dump({**small, "instrument": {"driver": "tem9000"}}))
     assert main(["check", str(p)]) == 2
     assert "no instrument driver named 'tem9000'" in capsys.readouterr().err
 

@@ -6,32 +6,12 @@ import numpy as np
 import pytest
 
 from aexp.cli import main
-from aexp.config import parse_config
 from aexp.export import export_hdf5
-from aexp.instrument import load_instrument
-from aexp.loop import run_experiment
 from aexp.session import SessionError, SessionReader
 
-SMALL = {
-    "instrument": {"driver": "plasmonic",
-                   "options": {"survey_pixels": 32, "n_particles": 2, "size_range_m": [6e-9, 10e-9],
-                               "fail_probability": 0.2}},
-    "candidates": {"stride": 2, "patch_size": 8},
-    "embedder": "none",
-    "surrogate": {"iterations": 20, "warm_iterations": 5},
-    "policy": {"kind": "dkl", "n_initial": 3},
-    "target": {"name": "band_intensity", "window": [1.0, 3.0]},
-    "stopping": {"max_steps": 6},
-    "recording": {"figure": False},
-}
-
-
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    inst = load_instrument("plasmonic", SMALL["instrument"]["options"], seed=1)
-    folder, _ = run_experiment(parse_config(SMALL), inst, tmp_path_factory.mktemp("e") / "s", seed=1,
-                               progress=False)
-    return folder
+def session(tiny_session):
+    return tiny_session(1, sample={"fail_probability": 0.2}, stopping={"max_steps": 6})[0]
 
 
 def _digest(folder):

@@ -11,23 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from aexp.config import parse_config
-from aexp.instrument import load_instrument
-from aexp.loop import run_experiment
 
-CONFIG = {
-    "name": "kill-resume",
-    "instrument": {"driver": "plasmonic",
-                   "options": {"survey_pixels": 32, "n_particles": 2, "size_range_m": [6e-9, 10e-9],
-                               "fail_probability": 0.1}},
-    "candidates": {"stride": 2, "patch_size": 8},
-    "embedder": "none",
-    "surrogate": {"iterations": 20, "warm_iterations": 5},
-    "policy": {"kind": "dkl", "acquisition": "thompson", "n_initial": 3},
-    "target": {"name": "band_intensity", "window": [1.0, 3.0]},
-    "stopping": {"max_steps": 9},
-    "recording": {"figure": False},
-}
 BUDGET = 12
 SEED = 5
 TIMEOUT_S = 180
@@ -47,22 +31,29 @@ def _complete_lines(folder):
     return raw[: raw.rfind(b"\n") + 1].splitlines()
 
 
+CHANGES = {"name": "kill-resume", "sample": {"fail_probability": 0.1},
+           "policy": {"acquisition": "thompson"}, "stopping": {"max_steps": 9}}
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def config(tiny_config):
+    return tiny_config(**CHANGES)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_session):
     """The decisions of an uninterrupted run."""
-    inst = load_instrument("plasmonic", CONFIG["instrument"]["options"], seed=SEED)
-    folder, res = run_experiment(parse_config(CONFIG), inst, tmp_path_factory.mktemp("ref") / "s",
-                                 seed=SEED, progress=False)
+    _, res = tiny_session(SEED, **CHANGES)
     return [(s.index, s.status, s.target) for s in res.steps]
 
 
-def kill_resume_verify(tmp_path, trial: int) -> dict:
+def kill_resume_verify(tmp_path, trial: int, cfg: dict) -> dict:
     """One trial; returns what was on disk at the kill and what the session holds after resume."""
     rng = np.random.default_rng([trial, 77])
     wait_steps = int(rng.integers(1, BUDGET - 1))
     delay = float(rng.uniform(0.0, 0.3))
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    config.write_text(yaml.safe_dump(cfg))
     folder = tmp_path / f"run{trial}"
     proc = subprocess.Popen([sys.executable, "-m", "aexp.cli", "run", str(config), "--out", str(folder),
                              "--seed", str(SEED), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -97,13 +88,13 @@ def _check(out, reference):
     assert out["verified"], out["verify_message"]
 
 
-def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path, reference):
-    _check(kill_resume_verify(tmp_path, trial=0), reference)
+def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path, config, reference):
+    _check(kill_resume_verify(tmp_path, 0, config), reference)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", range(1, 21))
-def test_kill_9_then_resume_many_trials(tmp_path, reference, trial):
-    out = kill_resume_verify(tmp_path, trial)
+def test_kill_9_then_resume_many_trials(tmp_path, config, reference, trial):
+    out = kill_resume_verify(tmp_path, trial, config)
     print("trial", trial, {k: out[k] for k in ("killed_after", "torn_bytes", "lost", "duplicated", "verified")})
     _check(out, reference)

@@ -6,32 +6,14 @@ import numpy as np
 import pytest
 
 from aexp.cli import main
-from aexp.config import parse_config
-from aexp.instrument import load_instrument
-from aexp.loop import CampaignResult, run_experiment
+from aexp.loop import CampaignResult
 from aexp.report import discovery_curve, latency_table, session_figure, travel_per_step, write_report
 from aexp.session import SessionError
 from aexp.types import Candidates, PixelTransform, Step, Survey
 
-SMALL = {
-    "instrument": {"driver": "plasmonic",
-                   "options": {"survey_pixels": 32, "n_particles": 2, "size_range_m": [6e-9, 10e-9]}},
-    "candidates": {"stride": 2, "patch_size": 8},
-    "embedder": "none",
-    "surrogate": {"iterations": 20, "warm_iterations": 5},
-    "policy": {"kind": "dkl", "acquisition": "ucb", "n_initial": 3},
-    "target": {"name": "band_intensity", "window": [1.0, 3.0]},
-    "stopping": {"max_steps": 5},
-    "recording": {"figure": False},
-}
-
-
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    inst = load_instrument("plasmonic", SMALL["instrument"]["options"], seed=2)
-    folder, _ = run_experiment(parse_config(SMALL), inst, tmp_path_factory.mktemp("r") / "s", seed=2,
-                               progress=False)
-    return folder
+def session(tiny_session):
+    return tiny_session(2, policy={"acquisition": "ucb"})[0]
 
 
 class _Page(HTMLParser):

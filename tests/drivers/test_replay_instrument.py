@@ -72,36 +72,24 @@ def test_shapes_that_disagree_are_named(tmp_path):
         load_instrument("replay", {"path": "x.npz", "speed": 2})
 
 
-SIM = {"survey_pixels": 32, "n_particles": 2, "size_range_m": [6e-9, 10e-9]}
-CFG = {
-    "instrument": {"driver": "replay", "options": {}},
-    "candidates": {"stride": 2, "patch_size": 8},
-    "embedder": "none",
-    "surrogate": {"iterations": 20, "warm_iterations": 5},
-    "policy": {"kind": "dkl", "n_initial": 3},
-    "target": {"name": "band_intensity", "window": [1.0, 3.0]},
-    "stopping": {"max_steps": 5},
-    "recording": {"figure": False},
-}
-
-
 @pytest.fixture(scope="module")
-def sim_grid(tmp_path_factory):
+def sim_grid(tmp_path_factory, tiny_config):
     from simulators.grid_dataset import make_grid_dataset
 
-    return make_grid_dataset(tmp_path_factory.mktemp("g") / "grid.npz", seed=3, stride=2, **SIM)
+    sample = tiny_config()["instrument"]["options"]
+    return make_grid_dataset(tmp_path_factory.mktemp("g") / "grid.npz", seed=3, stride=2, **sample)
 
 
-def test_a_simulator_grid_replays_what_the_simulator_measures(sim_grid):
-    sim = load_instrument("plasmonic", SIM, seed=3)
+def test_a_simulator_grid_replays_what_the_simulator_measures(sim_grid, tiny_config):
+    sim = load_instrument("plasmonic", tiny_config()["instrument"]["options"], seed=3)
     inst = load_instrument("replay", {"path": str(sim_grid)})
     assert np.array_equal(inst.survey().image, sim.survey().image)
     pos = (10e-9, 4e-9)
     assert np.array_equal(inst.measure(pos).spectrum, sim.measure(pos).spectrum)
 
 
-def test_whatif_run_and_bench_on_a_grid(sim_grid, tmp_path):
-    cfg = parse_config({**CFG, "instrument": {"driver": "replay", "options": {"path": str(sim_grid)}}})
+def test_whatif_run_and_bench_on_a_grid(sim_grid, tiny_config, tmp_path):
+    cfg = parse_config(tiny_config(instrument={"driver": "replay", "options": {"path": str(sim_grid)}}))
     inst = load_instrument("replay", {"path": str(sim_grid)})
     folder, res = run_experiment(cfg, inst, tmp_path / "whatif", progress=False)
     assert len(res.steps) == 8 and all(s.status == "ok" for s in res.steps)
