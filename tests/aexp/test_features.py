@@ -118,3 +118,25 @@ def test_context_views_get_their_own_columns_after_the_patch_features():
     cfg = EmbedderConfig(kind="rvae", latent_dim=2, epochs=1, hidden=8)
     f, info = embed_candidates(wide, cfg, seed=0, progress=False)
     assert f.shape == (36, 10) and len(info["context"]["latent_spread"]) == 5
+
+
+def test_a_collapsed_embedding_is_reported_and_recorded():
+    c = _candidates()
+    flat = replace_patches(c, np.ones_like(c.patches))  # nothing to tell the patches apart
+    cfg = EmbedderConfig(kind="rvae", latent_dim=2, epochs=1, hidden=8)
+    with pytest.warns(UserWarning, match="collapsed.*clip_percentile"):
+        _, info = embed_candidates(flat, cfg, seed=0, progress=False)
+    assert info["collapsed"] is True
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, info = embed_candidates(c, EmbedderConfig(kind="rvae", latent_dim=2, epochs=3, hidden=8), seed=0,
+                                   progress=False)
+    assert info["collapsed"] is False
+
+
+def replace_patches(c, patches):
+    from dataclasses import replace
+
+    return replace(c, patches=patches)
