@@ -185,3 +185,13 @@ def test_a_step_without_its_spectrum_cannot_be_replayed(session):
     reader = SessionReader(session)
     with pytest.raises(NotRecorded, match="step 0 has no recorded spectrum"):
         SessionInstrument(reader).measure(reader.steps[0].position)
+
+
+def test_a_session_with_context_views_replays_exactly(tiny_session):
+    """Both embedders (the patch's and the context view's, seed + 1) are rebuilt identically."""
+    folder, _ = tiny_session(4, candidates={"context": 2}, stopping={"max_steps": 3},
+                             embedder={"kind": "rvae", "epochs": 2, "hidden": 8})
+    features = json.loads((folder / "manifest.json").read_text())["features"]
+    assert features["context"]["kind"] == "rvae" and features["dim"] == 10
+    report = verify_session(folder)
+    assert report.steps == 6
