@@ -116,7 +116,9 @@ def _embed(
         patches, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress
     )
     z = model.encode(patches)
-    content_spread = np.std(z[:, len(model.geometric_names) :], axis=0)
+    # the latent means' spread before standardising: near 0 when the embedder has collapsed
+    spread = np.std(z, axis=0)
+    content_spread = spread[len(model.geometric_names) :]
     collapsed = bool(content_spread.size) and float(content_spread.max()) < COLLAPSED_SPREAD
     if collapsed:
         warnings.warn(
@@ -127,12 +129,11 @@ def _embed(
             stacklevel=2,
         )
     if cfg.features == "content":
-        z = z[:, len(model.geometric_names) :]
+        z, spread = z[:, len(model.geometric_names) :], content_spread
     info = {
         "kind": cfg.kind,
         "dim": int(z.shape[1]),
-        # the latent means' spread before standardising: near 0 when the embedder has collapsed
-        "latent_spread": [float(v) for v in np.std(z, axis=0)],
+        "latent_spread": [float(v) for v in spread],
         "collapsed": collapsed,
         "final_loss": {k: float(v[-1]) for k, v in getattr(model, "history_", {}).items() if len(v)},
     }

@@ -354,6 +354,8 @@ class StagedSurrogate:
         dkl: the surrogate used from ``switch_at`` points on.
         switch_at: number of measured points at which the DKL takes over.
         seed: seeds the GP's hyper-parameter restarts.
+        groups: column groups of the GP stage's additive kernel (see :class:`PositionGP`); the
+            DKL's base kernel should use the same, so that ``start_from`` can hand each over.
     """
 
     def __init__(self, dkl: DKLSurrogate, switch_at: int, seed: int = 0,

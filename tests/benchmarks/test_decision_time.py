@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,8 @@ from aexp.config import load_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("decision_time", ROOT / "benchmarks" / "decision_time.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.filterwarnings("ignore::botorch.exceptions.warnings.InputDataWarning")
-def test_times_both_decisions_with_the_default_configs_surrogate_through_its_stages():
+def test_times_both_decisions_with_the_surrogate_options_of_the_default_config(benchmark_script):
     cfg = load_config(ROOT / "configs" / "plasmonic-dkl.yaml")
     cfg = cfg.model_copy(update={"surrogate": cfg.surrogate.model_copy(
         update={"gp_until": 8, "iterations": 5, "warm_iterations": 2})})
@@ -30,5 +22,5 @@ def test_times_both_decisions_with_the_default_configs_surrogate_through_its_sta
     X = torch.randn(300, 7, generator=g, dtype=torch.float64)
     y = np.sin(X[:, 0].numpy()) + X[:, 5].numpy()
     order = np.random.default_rng(0).permutation(300)
-    ours, base = _script().time_decisions(X, y, order, 20, 2, cfg)
+    ours, base = benchmark_script("decision_time").time_decisions(X, y, order, 20, 2, cfg)
     assert 0 < ours and 0 < base

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("feature_probe", ROOT / "benchmarks" / "feature_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_block_folds_keep_each_square_of_the_field_in_one_fold():
-    probe = _script()
+def test_block_folds_keep_each_square_of_the_field_in_one_fold(benchmark_script):
+    probe = benchmark_script("feature_probe")
     rr, cc = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
     positions = np.stack([cc.ravel(), rr.ravel()], axis=1) * 1e-9
     fold = probe.block_folds(positions, blocks=4, seed=0)
@@ -28,8 +16,8 @@ def test_block_folds_keep_each_square_of_the_field_in_one_fold():
         assert len(np.unique(fold[squares == s])) == 1
 
 
-def test_knn_recall_finds_a_target_its_features_explain_and_not_one_they_do_not():
-    probe = _script()
+def test_knn_recall_finds_a_target_its_features_explain_and_not_one_they_do_not(benchmark_script):
+    probe = benchmark_script("feature_probe")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 2))
     truth = x[:, 0]  # the top 1 % is where the first feature is largest
