@@ -68,13 +68,8 @@ def knn_recall(features: np.ndarray, truth: np.ndarray, budget: int, k: int = 5,
 
 def plasmonic_oracle(inst, positions: np.ndarray) -> np.ndarray:
     """Standardised [size, |distance to the outline|, shape] of the particle nearest each position."""
-    particles = inst.particles()
-    sd = np.stack([p.signed_distance(positions) for p in particles], axis=1)
-    nearest = np.abs(sd).argmin(axis=1)
-    size = np.array([p.size_m for p in particles])[nearest]
-    shapes = sorted({p.shape for p in particles})
-    shape = np.array([shapes.index(p.shape) for p in particles])[nearest]
-    return standardise(np.stack([size, np.abs(sd).min(axis=1), shape], axis=1))
+    h = inst.hidden_features(positions)
+    return standardise(np.stack([h["size_m"], h["outline_distance_m"], h["shape"]], axis=1))
 
 
 def parse_variant(text: str) -> tuple[str, dict]:

@@ -37,7 +37,8 @@ beam really lands: the requested place moved by scan drift and a placement error
 (``drift_offset_m``, ``drift_rate_m_per_s``, ``probe_error_m``; all 0 by default).
 
 Ground truth (not part of the Instrument protocol): :meth:`PlasmonicSimulator.noiseless_spectra`,
-:meth:`PlasmonicSimulator.truth`, :meth:`PlasmonicSimulator.particles`.
+:meth:`PlasmonicSimulator.truth`, :meth:`PlasmonicSimulator.particles`,
+:meth:`PlasmonicSimulator.hidden_features`.
 
 Example:
     >>> sim = PlasmonicSimulator(seed=1, n_particles=6)
@@ -419,6 +420,26 @@ class PlasmonicSimulator(SquareScan):
     def particles(self) -> list[Particle]:
         """The sample: every particle's shape, centre, size, angle, aspect and thickness."""
         return list(self._particles)
+
+    def hidden_features(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """What the physics of the target depends on, at positions ``N x 2`` (x, y) m, for the
+        particle whose outline is nearest each one: ``outline_distance_m`` (unsigned distance to
+        that outline), ``size_m`` and ``shape`` (index into the sorted shapes of the sample).
+
+        The benchmarks use them as an upper reference for what a learned feature set could say.
+        """
+        p = as_positions(positions)
+        particles = self._particles
+        if not particles:
+            raise ValueError("hidden_features: the sample has no particles (n_particles = 0)")
+        distance = np.abs(np.stack([q.signed_distance(p) for q in particles], axis=1))
+        nearest = distance.argmin(axis=1)
+        shapes = sorted({q.shape for q in particles})
+        return {
+            "outline_distance_m": distance[np.arange(len(p)), nearest],
+            "size_m": np.array([q.size_m for q in particles])[nearest],
+            "shape": np.array([shapes.index(q.shape) for q in particles])[nearest],
+        }
 
     def noiseless_spectra(self, positions: np.ndarray) -> np.ndarray:
         """Expected counts ``N x L`` at beam positions ``N x 2`` (x, y) m; no bounds check."""

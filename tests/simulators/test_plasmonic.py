@@ -380,3 +380,23 @@ def test_particle_signed_distance_is_negative_inside_and_positive_outside():
     cube = Particle("cube", (0.0, 0.0), 10e-9, 0.0, thickness_m=10e-9, aspect=1.0)
     d = cube.signed_distance(np.array([[0.0, 0.0], [10e-9, 0.0], [5e-9, 2e-9]]))
     np.testing.assert_allclose(d, [-5e-9, 5e-9, 0.0], atol=1e-15)
+
+
+def test_hidden_features_give_the_nearest_outline_its_particle_size_and_shape():
+    sim = PlasmonicSimulator(seed=SEED, survey_pixels=64, n_particles=3)
+    particles = sim.particles()
+    corner = particles[0].vertices()[0]  # on the first particle's outline
+    inside = np.asarray(particles[1].centre_m)
+    h = sim.hidden_features(np.array([corner, inside]))
+    assert h["outline_distance_m"][0] == pytest.approx(0.0, abs=1e-15)
+    assert h["size_m"][0] == particles[0].size_m
+    # at a centre the nearest outline is the particle's own, as far away as its signed distance says
+    assert h["outline_distance_m"][1] == pytest.approx(-particles[1].signed_distance(inside[None])[0])
+    assert h["size_m"][1] == particles[1].size_m
+    shapes = sorted({p.shape for p in particles})
+    assert [shapes[i] for i in h["shape"]] == [particles[0].shape, particles[1].shape]
+
+
+def test_hidden_features_of_an_empty_sample_are_an_error():
+    with pytest.raises(ValueError, match="no particles"):
+        PlasmonicSimulator(seed=SEED, survey_pixels=32, n_particles=0).hidden_features(np.zeros((1, 2)))
