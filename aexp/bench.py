@@ -20,11 +20,12 @@ import torch
 from .config import ExperimentConfig, check_against
 from .features import resolve_device, surrogate_inputs
 from .instrument import load_instrument
-from .loop import build_policy, run_campaign
+from .loop import CampaignResult, build_policy, run_campaign
 from .patches import make_candidates
 from .session import MemoryRecorder
+from .types import Candidates
 
-__all__ = ["BENCH_POLICIES", "BenchPolicy", "run_bench", "format_table", "top_indices"]
+__all__ = ["BENCH_POLICIES", "BenchPolicy", "run_bench", "run_policy", "format_table", "top_indices"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,30 @@ def top_indices(truth: np.ndarray, fraction: float) -> np.ndarray:
     """Indices of the ``ceil(fraction * M)`` largest true targets (ties broken by index)."""
     k = max(1, math.ceil(fraction * len(truth)))
     return np.argsort(-np.asarray(truth), kind="stable")[:k]
+
+
+def run_policy(
+    cfg: ExperimentConfig,
+    seed: int,
+    candidates: Candidates,
+    features: torch.Tensor,
+    kind: str,
+    device: str = "cpu",
+) -> CampaignResult:
+    """One benchmark campaign: a fresh instrument of ``seed``, the policy ``kind`` with the config's
+    settings on ``features``, the config's budget and initial points, kept in memory."""
+    policy = build_policy(cfg, int(features.shape[1]), seed, device, kind=kind)
+    return run_campaign(
+        instrument=load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed),
+        candidates=candidates,
+        features=features,
+        target=cfg.target.build(),
+        policy=policy,
+        n_initial=cfg.policy.n_initial,
+        max_steps=cfg.stopping.max_steps,
+        recorder=MemoryRecorder(),
+        seed=seed,
+    )
 
 
 def run_bench(
@@ -97,20 +122,7 @@ def run_bench(
                 feats, _ = surrogate_inputs(candidates, cfg, seed, device, progress, embedder=emb_cfg)
                 features[entry.embedder] = torch.as_tensor(feats, dtype=torch.float64, device=device)
                 log(f"seed {seed}: embedder {entry.embedder} ready in {time.perf_counter() - t0:.1f} s")
-            feats_t = features[entry.embedder]
-            policy = build_policy(cfg, int(feats_t.shape[1]), seed, device, kind=entry.kind)
-            instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
-            run = run_campaign(
-                instrument=instrument,
-                candidates=candidates,
-                features=feats_t,
-                target=target,
-                policy=policy,
-                n_initial=cfg.policy.n_initial,
-                max_steps=cfg.stopping.max_steps,
-                recorder=MemoryRecorder(),
-                seed=seed,
-            )
+            run = run_policy(cfg, seed, candidates, features[entry.embedder], entry.kind, device)
             hit = len(top & {s.index for s in run.steps})
             decisions = [s.timings["decision_s"] for s in run.steps if s.phase == "policy"]
             disc = hit / len(top)
