@@ -16,9 +16,10 @@ with the overrides given by ``--variant NAME=key:value,key:value`` (embedder key
 candidates: the learner must then predict regions it has not seen, which is what a search with a
 few dozen measurements asks of its features; random folds reward mere smoothness in space.
 
-``--oracle`` adds, for the plasmonic twin, the hidden physics as a feature set: the size and
-shape of the nearest particle and the distance to its outline (an upper reference for what a
-feature set could say).
+``--oracle`` adds the simulator's hidden physics (``hidden_features``) as a feature set: for the
+plasmonic twin the size and shape of the nearest particle and the distance to its outline, for the
+ferroelectric film the wall distance and curvature, the defect density and the polarisation (an
+upper reference for what a feature set could say).
 
 Prints one JSON line per seed and, with ``--json``, writes them all. The spread of each latent
 column (before standardising) is reported too: a collapsed embedder shows spreads near 0.
@@ -66,10 +67,10 @@ def knn_recall(features: np.ndarray, truth: np.ndarray, budget: int, k: int = 5,
     return len(top & set(np.argsort(-predicted)[:budget].tolist())) / len(top)
 
 
-def plasmonic_oracle(inst, positions: np.ndarray) -> np.ndarray:
-    """Standardised [size, |distance to the outline|, shape] of the particle nearest each position."""
-    h = inst.hidden_features(positions)
-    return standardise(np.stack([h["size_m"], h["outline_distance_m"], h["shape"]], axis=1))
+def physics_oracle(inst, positions: np.ndarray) -> np.ndarray:
+    """The simulator's hidden features at the positions, standardised (for the plasmonic twin: the
+    size and shape of the particle nearest each position and the distance to its outline)."""
+    return standardise(np.stack(list(inst.hidden_features(positions).values()), axis=1).astype(float))
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -90,7 +91,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="10")
     ap.add_argument("--variant", action="append", default=[], help="NAME=key:value,... (embedder keys)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--oracle", action="store_true", help="plasmonic: score the hidden physics too")
+    ap.add_argument("--oracle", action="store_true", help="score the simulator's hidden physics too")
     ap.add_argument("--folds", choices=("random", "blocks"), default="random")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -118,7 +119,7 @@ def main() -> None:
             "raw": score(standardise(patches.reshape(len(patches), -1))),
         }
         if args.oracle:
-            row["oracle"] = score(plasmonic_oracle(inst, candidates.positions))
+            row["oracle"] = score(physics_oracle(inst, candidates.positions))
         for name, updates in variants:
             emb = cfg.embedder.model_validate({**cfg.embedder.model_dump(), **updates})
             feats, info = embed_candidates(candidates, emb, seed, progress=False)

@@ -1,13 +1,14 @@
 """How far could better features take the loop? The config's policy run on the hidden physics.
 
-For each seed the script builds the config's plasmonic instrument and candidates and runs the
-config's surrogate policy (``policy.kind``, its acquisition and surrogate settings, budget and
-initial points, exactly as ``aexp bench`` does) on feature sets read from the simulator's hidden
-truth instead of an embedding:
+For each seed the script builds the config's instrument and candidates and runs the config's
+surrogate policy (``policy.kind``, its acquisition and surrogate settings, budget and initial
+points, exactly as ``aexp bench`` does) on feature sets read from the simulator's hidden truth
+(``hidden_features(positions)``, a dict of named columns) instead of an embedding:
 
-- ``physics``: the size and shape of the particle whose outline is nearest, and the distance to
-  that outline;
-- ``outline``: the distance to the nearest outline alone.
+- ``physics``: every hidden feature the simulator names. For the plasmonic twin: the distance to
+  the nearest particle outline and that particle's size and shape. For the ferroelectric twin:
+  the distance to the nearest wall, its curvature, the defect density and the polarisation.
+- any one hidden feature by its name (``outline_distance_m``, ``defect``, ...), alone.
 
 Each gets the position columns when the config's ``surrogate.position`` is set. ``gp-xy`` and the
 config's own embedding (``embedding``; the ``dkl-rvae`` of ``aexp bench``) run on the same seeds
@@ -15,7 +16,8 @@ for comparison. Discovery is ``aexp bench``'s: the fraction of the true top 1 % 
 budget. No learned feature set can say more than the physics, so ``physics`` is an upper reference
 for the embedding, and the gap between them is what a better embedding could win::
 
-    python benchmarks/physics_loop.py configs/plasmonic-dkl.yaml --seeds 52,53,54,55 --json physics.json
+    python benchmarks/physics_loop.py configs/plasmonic-dkl.yaml --seeds 52,53,54,55 \
+        --runs physics,outline_distance_m,embedding,gp-xy --json physics.json
 
 Prints one JSON line per seed and the means; ``--json`` writes them all.
 """
@@ -34,16 +36,16 @@ from aexp.features import standardise, surrogate_inputs, with_position
 from aexp.instrument import load_instrument
 from aexp.patches import make_candidates
 
-FEATURE_SETS = {
-    "physics": ("size_m", "outline_distance_m", "shape"),
-    "outline": ("outline_distance_m",),
-}
-RUNS = (*FEATURE_SETS, "embedding", "gp-xy")
+RUNS = ("physics", "embedding", "gp-xy")  # the default; any hidden feature's name runs it alone
 
 
-def physics_features(inst, candidates, names: tuple[str, ...], position: bool) -> np.ndarray:
-    """The named hidden features of every candidate, standardised, with (x, y) when ``position``."""
-    hidden = inst.hidden_features(candidates.positions)
+def physics_features(hidden: dict[str, np.ndarray], candidates, names: tuple[str, ...], position: bool) -> np.ndarray:
+    """The named columns of ``hidden`` (all of them for ``("physics",)``), standardised, with the
+    candidates' (x, y) when ``position``."""
+    names = tuple(hidden) if names == ("physics",) else names
+    unknown = [n for n in names if n not in hidden]
+    if unknown:
+        raise SystemExit(f"--runs: no hidden feature {unknown}; this simulator has: {', '.join(hidden)}")
     feats = standardise(np.stack([hidden[n] for n in names], axis=1).astype(float))
     return with_position(feats, candidates) if position else feats
 
@@ -52,19 +54,20 @@ def run_seed(cfg, seed: int, runs: tuple[str, ...]) -> dict:
     """Discovery of each run on one seed."""
     inst = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
     if not hasattr(inst, "hidden_features"):
-        raise SystemExit(f"instrument {cfg.instrument.driver!r} has no hidden_features(); use the plasmonic twin")
+        raise SystemExit(f"instrument {cfg.instrument.driver!r} has no hidden_features()")
     candidates = make_candidates(inst.survey(), cfg.candidates)
     truth = inst.truth(candidates.positions, cfg.target.build())
     top = set(top_indices(truth, 0.01).tolist())
+    hidden = inst.hidden_features(candidates.positions)
     row: dict = {"seed": seed, "n_candidates": len(candidates), "budget": cfg.budget}
     for name in runs:
         kind = cfg.policy.kind
-        if name in FEATURE_SETS:
-            feats = physics_features(inst, candidates, FEATURE_SETS[name], cfg.surrogate.position)
-        elif name == "embedding":
+        if name == "embedding":
             feats, _ = surrogate_inputs(candidates, cfg, seed, progress=False)
-        else:  # gp-xy ignores the features
+        elif name == "gp-xy":  # ignores the features
             feats, kind = np.zeros((len(candidates), 0)), "gp-xy"
+        else:
+            feats = physics_features(hidden, candidates, (name,), cfg.surrogate.position)
         run = run_policy(cfg, seed, candidates, torch.as_tensor(feats, dtype=torch.float64), kind)
         row[name] = len(top & {s.index for s in run.steps}) / len(top)
     return row
@@ -74,14 +77,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
     ap.add_argument("--seeds", default="52")
-    ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, from {', '.join(RUNS)}")
+    ap.add_argument("--runs", default=",".join(RUNS),
+                    help="comma-separated: physics, embedding, gp-xy, or a hidden feature's name")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args()
     runs = tuple(r.strip() for r in args.runs.split(",") if r.strip())
-    unknown = sorted(set(runs) - set(RUNS))
-    if unknown:
-        raise SystemExit(f"--runs: unknown {unknown}; known: {', '.join(RUNS)}")
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     if cfg.policy.kind != "dkl":

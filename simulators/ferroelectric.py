@@ -37,7 +37,8 @@ sweep within reach adds ``imprint_per_sweep_v`` (weighted by a Gaussian footprin
 
 Ground truth (not part of the Instrument protocol): :meth:`FerroelectricSimulator.loop_parameters`,
 :meth:`FerroelectricSimulator.noiseless_spectra`, :meth:`FerroelectricSimulator.truth`,
-:meth:`FerroelectricSimulator.defects`, :meth:`FerroelectricSimulator.polarisation`.
+:meth:`FerroelectricSimulator.defects`, :meth:`FerroelectricSimulator.polarisation`,
+:meth:`FerroelectricSimulator.hidden_features`.
 
 Example:
     >>> sim = FerroelectricSimulator(seed=1)
@@ -248,6 +249,19 @@ class FerroelectricSimulator(SquareScan):
     def polarisation(self) -> np.ndarray:
         """``H x W`` polarisation (+1 / -1) on the survey grid."""
         return np.where(self._maps["phi"] >= 0, 1.0, -1.0)
+
+    def hidden_features(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """What the loop depends on, at positions ``N x 2`` (x, y) m: ``wall_distance_m`` (to the
+        nearest wall), ``wall_curvature_per_m`` (of that wall), ``defect`` (the defect density
+        ``D``) and ``polarisation`` (+1 / -1). The benchmarks use them as an upper reference for
+        what a learned feature set could say."""
+        local = self._local(np.asarray(positions, dtype=float).reshape(-1, 2))
+        return {
+            "wall_distance_m": local["distance_m"],
+            "wall_curvature_per_m": local["curvature_per_m"],
+            "defect": local["defect"],
+            "polarisation": local["polarisation"],
+        }
 
     def loop_parameters(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         """Loop parameters ``N`` each (``LOOP_PARAMETERS``) and descriptors at positions ``N x 2``."""

@@ -423,8 +423,8 @@ class PlasmonicSimulator(SquareScan):
 
     def hidden_features(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         """What the physics of the target depends on, at positions ``N x 2`` (x, y) m, for the
-        particle whose outline is nearest each one: ``outline_distance_m`` (unsigned distance to
-        that outline), ``size_m`` and ``shape`` (index into the sorted shapes of the sample).
+        particle whose outline is nearest each one: ``size_m``, ``outline_distance_m`` (unsigned
+        distance to that outline) and ``shape`` (index into the sorted shapes of the sample).
 
         The benchmarks use them as an upper reference for what a learned feature set could say.
         """
@@ -436,8 +436,8 @@ class PlasmonicSimulator(SquareScan):
         nearest = distance.argmin(axis=1)
         shapes = sorted({q.shape for q in particles})
         return {
-            "outline_distance_m": distance[np.arange(len(p)), nearest],
             "size_m": np.array([q.size_m for q in particles])[nearest],
+            "outline_distance_m": distance[np.arange(len(p)), nearest],
             "shape": np.array([shapes.index(q.shape) for q in particles])[nearest],
         }
 

@@ -68,6 +68,19 @@ def test_loop_follows_walls_curvature_and_defects():
     assert imp[clean & (par["polarisation"] > 0)].mean() > imp[clean & (par["polarisation"] < 0)].mean() + 0.5
 
 
+def test_hidden_features_are_the_descriptors_the_loop_follows():
+    sim = FerroelectricSimulator(seed=SEED, **SMALL)
+    pos = _grid(sim, stride=3)
+    hidden, par = sim.hidden_features(pos), sim.loop_parameters(pos)
+    assert list(hidden) == ["wall_distance_m", "wall_curvature_per_m", "defect", "polarisation"]
+    np.testing.assert_array_equal(hidden["wall_distance_m"], par["distance_m"])
+    np.testing.assert_array_equal(hidden["wall_curvature_per_m"], par["curvature_per_m"])
+    np.testing.assert_array_equal(hidden["defect"], par["defect"])
+    assert set(np.unique(hidden["polarisation"])) == {-1.0, 1.0}
+    core = sim.defects()[:1]
+    assert sim.hidden_features(core)["defect"][0] >= 1.0  # a defect's own core
+
+
 def test_measured_loop_is_the_noiseless_loop_plus_small_noise():
     sim = FerroelectricSimulator(seed=SEED, **SMALL)
     p = tuple(_grid(sim, stride=7)[9])
