@@ -18,8 +18,9 @@ few dozen measurements asks of its features; random folds reward mere smoothness
 
 ``--oracle`` adds the simulator's hidden physics (``hidden_features``) as a feature set: for the
 plasmonic twin the size and shape of the nearest particle and the distance to its outline, for the
-ferroelectric film the wall distance and curvature, the defect density and the polarisation (an
-upper reference for what a feature set could say).
+ferroelectric film the wall distance and curvature, the defect density and the polarisation, for
+the lattice the missing and dopant neighbours and the dilatation (an upper reference for what a
+feature set could say).
 
 Prints one JSON line per seed and, with ``--json``, writes them all. The spread of each latent
 column (before standardising) is reported too: a collapsed embedder shows spreads near 0.

@@ -7,7 +7,9 @@ points, exactly as ``aexp bench`` does) on feature sets read from the simulator'
 
 - ``physics``: every hidden feature the simulator names. For the plasmonic twin: the distance to
   the nearest particle outline and that particle's size and shape. For the ferroelectric twin:
-  the distance to the nearest wall, its curvature, the defect density and the polarisation.
+  the distance to the nearest wall, its curvature, the defect density and the polarisation. For
+  the lattice: the missing chalcogen and the dopant neighbours and the dilatation of the columns
+  the beam excites.
 - any one hidden feature by its name (``outline_distance_m``, ``defect``, ...), alone.
 
 Each gets the position columns when the config's ``surrogate.position`` is set. ``gp-xy`` and the

@@ -39,7 +39,8 @@ is knocked out, which changes later spectra nearby (its edge vanishes, its neigh
 
 Ground truth (not part of the Instrument protocol): :meth:`LatticeSimulator.atoms` (positions and
 species of the pristine sample), :meth:`LatticeSimulator.noiseless_spectra`,
-:meth:`LatticeSimulator.truth`, :meth:`LatticeSimulator.damaged_columns`.
+:meth:`LatticeSimulator.truth`, :meth:`LatticeSimulator.damaged_columns`,
+:meth:`LatticeSimulator.hidden_features`.
 
 Example:
     >>> sim = LatticeSimulator(seed=1)
@@ -336,6 +337,25 @@ class LatticeSimulator(SquareScan):
             w = np.exp(-d2 / (2 * o.delocalisation_m**2))
             out[start : start + _CHUNK] = o.dose * (w @ profiles + background)
         return out
+
+    def hidden_features(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """What the edge onset depends on, at positions ``N x 2`` (x, y) m on the pristine sample:
+        the chalcogen columns' ``missing_neighbours`` (missing X among each one's 6 X neighbours),
+        ``dopant_neighbours`` (dopants among its 3 M neighbours) and ``dilatation`` (``div u``),
+        each averaged over the columns the beam excites there, with the spectrum's weights
+        ``exp(-d^2 / 2 delocalisation^2)``. The benchmarks use them as an upper reference for what a
+        learned feature set could say."""
+        p = as_positions(positions)
+        present = self._present0[self._x_index]
+        xs = self._sites[self._x_index][present]
+        n_vac = np.array([(~self._present0[nb]).sum() for nb in self._x_neighbours], dtype=float)[present]
+        columns = np.stack([n_vac, self._n_dop[present], self._dilatation[self._x_index][present]], axis=1)
+        out = np.empty((len(p), 3))
+        for start in range(0, len(p), _CHUNK):
+            d2 = ((p[start : start + _CHUNK, None, :] - xs[None]) ** 2).sum(-1)
+            w = np.exp(-d2 / (2 * self.options.delocalisation_m**2))
+            out[start : start + _CHUNK] = (w @ columns) / np.maximum(w.sum(1, keepdims=True), 1e-300)
+        return {"missing_neighbours": out[:, 0], "dopant_neighbours": out[:, 1], "dilatation": out[:, 2]}
 
     def truth(self, positions: np.ndarray, target: Target) -> np.ndarray:
         """Noiseless target ``N`` at positions ``N x 2`` on the pristine sample."""

@@ -80,6 +80,22 @@ def test_edge_onset_shifts_up_next_to_a_dopant():
     assert onset[near_dopant].min() > onset[~near_dopant].max() + 0.2
 
 
+def test_hidden_features_count_the_missing_and_dopant_neighbours_the_onset_follows():
+    sim = LatticeSimulator(seed=SEED, strain_amplitude=0.0, vacancy_fraction=0.1, dopant_fraction=0.05, **SMALL)
+    pos, species = _x_sites(sim)
+    x = pos[species == "X2"]
+    hidden = sim.hidden_features(x)
+    assert list(hidden) == ["missing_neighbours", "dopant_neighbours", "dilatation"]
+    # on a column the beam excites that column almost alone: the counts are near whole numbers
+    for name in ("missing_neighbours", "dopant_neighbours"):
+        np.testing.assert_allclose(hidden[name], np.round(hidden[name]), atol=0.05)
+    np.testing.assert_allclose(hidden["dilatation"], 0.0)
+    assert np.round(hidden["missing_neighbours"]).max() >= 1 and np.round(hidden["dopant_neighbours"]).max() >= 1
+    # and the onset is the nominal one plus 0.5 eV per missing and 0.4 eV per dopant neighbour
+    expected = 162.0 + 0.5 * hidden["missing_neighbours"] + 0.4 * hidden["dopant_neighbours"]
+    np.testing.assert_allclose(sim.truth(x, ONSET), expected, atol=0.1)
+
+
 def test_measured_onset_tracks_the_truth():
     sim = LatticeSimulator(seed=SEED, **SMALL)
     pos, species = _x_sites(sim)
