@@ -34,20 +34,25 @@ import torch
 
 from aexp.bench import run_policy, top_indices
 from aexp.config import load_config
-from aexp.features import standardise, surrogate_inputs, with_position
+from aexp.features import resolve_device, standardise, surrogate_inputs, with_position
 from aexp.instrument import load_instrument
 from aexp.patches import make_candidates
 
 RUNS = ("physics", "embedding", "gp-xy")  # the default; any hidden feature's name runs it alone
 
 
-def physics_features(hidden: dict[str, np.ndarray], candidates, names: tuple[str, ...], position: bool) -> np.ndarray:
-    """The named columns of ``hidden`` (all of them for ``("physics",)``), standardised, with the
-    candidates' (x, y) when ``position``."""
-    names = tuple(hidden) if names == ("physics",) else names
-    unknown = [n for n in names if n not in hidden]
+def check_runs(runs: tuple[str, ...], hidden: dict[str, np.ndarray]) -> None:
+    """Every run is ``physics``, ``embedding``, ``gp-xy`` or one of the simulator's hidden features."""
+    unknown = [r for r in runs if r not in (*RUNS, *hidden)]
     if unknown:
-        raise SystemExit(f"--runs: no hidden feature {unknown}; this simulator has: {', '.join(hidden)}")
+        raise SystemExit(f"--runs: unknown {unknown}; known: {', '.join(RUNS)}, or a hidden feature of "
+                         f"this simulator: {', '.join(hidden)}")
+
+
+def physics_features(hidden: dict[str, np.ndarray], candidates, name: str, position: bool) -> np.ndarray:
+    """The hidden feature ``name`` (every one for ``physics``), standardised, with the candidates'
+    (x, y) when ``position``."""
+    names = list(hidden) if name == "physics" else [name]
     feats = standardise(np.stack([hidden[n] for n in names], axis=1).astype(float))
     return with_position(feats, candidates) if position else feats
 
@@ -61,16 +66,19 @@ def run_seed(cfg, seed: int, runs: tuple[str, ...]) -> dict:
     truth = inst.truth(candidates.positions, cfg.target.build())
     top = set(top_indices(truth, 0.01).tolist())
     hidden = inst.hidden_features(candidates.positions)
+    check_runs(runs, hidden)  # before any run, not after the first ones
+    device = resolve_device(cfg.device)
     row: dict = {"seed": seed, "n_candidates": len(candidates), "budget": cfg.budget}
     for name in runs:
         kind = cfg.policy.kind
         if name == "embedding":
-            feats, _ = surrogate_inputs(candidates, cfg, seed, progress=False)
+            feats, _ = surrogate_inputs(candidates, cfg, seed, device, progress=False)
         elif name == "gp-xy":  # ignores the features
             feats, kind = np.zeros((len(candidates), 0)), "gp-xy"
         else:
-            feats = physics_features(hidden, candidates, (name,), cfg.surrogate.position)
-        run = run_policy(cfg, seed, candidates, torch.as_tensor(feats, dtype=torch.float64), kind)
+            feats = physics_features(hidden, candidates, name, cfg.surrogate.position)
+        features = torch.as_tensor(feats, dtype=torch.float64, device=device)
+        run = run_policy(cfg, seed, candidates, features, kind, device)
         row[name] = len(top & {s.index for s in run.steps}) / len(top)
     return row
 

@@ -256,7 +256,7 @@ class LatticeSimulator(SquareScan):
         key = present.tobytes()
         if self._profiles_cache is not None and self._profiles_cache[0] == key:
             return self._profiles_cache[1]
-        n_vac = np.array([(~present[nb]).sum() for nb in self._x_neighbours], dtype=float)
+        n_vac = self._missing_neighbours(present)
         shift = (
             o.shift_per_vacancy_ev * n_vac
             + o.shift_per_dopant_ev * self._n_dop
@@ -332,9 +332,7 @@ class LatticeSimulator(SquareScan):
         xs = self._sites[self._x_index]
         out = np.empty((len(p), len(e)))
         for start in range(0, len(p), _CHUNK):
-            q = p[start : start + _CHUNK]
-            d2 = ((q[:, None, :] - xs[None]) ** 2).sum(-1)
-            w = np.exp(-d2 / (2 * o.delocalisation_m**2))
+            w = self._beam_weights(p[start : start + _CHUNK], xs)
             out[start : start + _CHUNK] = o.dose * (w @ profiles + background)
         return out
 
@@ -348,12 +346,11 @@ class LatticeSimulator(SquareScan):
         p = as_positions(positions)
         present = self._present0[self._x_index]
         xs = self._sites[self._x_index][present]
-        n_vac = np.array([(~self._present0[nb]).sum() for nb in self._x_neighbours], dtype=float)[present]
+        n_vac = self._missing_neighbours(self._present0)[present]
         columns = np.stack([n_vac, self._n_dop[present], self._dilatation[self._x_index][present]], axis=1)
         out = np.empty((len(p), 3))
         for start in range(0, len(p), _CHUNK):
-            d2 = ((p[start : start + _CHUNK, None, :] - xs[None]) ** 2).sum(-1)
-            w = np.exp(-d2 / (2 * self.options.delocalisation_m**2))
+            w = self._beam_weights(p[start : start + _CHUNK], xs)
             out[start : start + _CHUNK] = (w @ columns) / np.maximum(w.sum(1, keepdims=True), 1e-300)
         return {"missing_neighbours": out[:, 0], "dopant_neighbours": out[:, 1], "dilatation": out[:, 2]}
 
@@ -362,6 +359,15 @@ class LatticeSimulator(SquareScan):
         return np.asarray(target(self.noiseless_spectra(positions), self._axis.values()), dtype=float)
 
     # --- internals ---
+
+    def _missing_neighbours(self, present: np.ndarray) -> np.ndarray:
+        """Missing X among the 6 X neighbours of every X site, given the sites ``present``."""
+        return np.array([(~present[nb]).sum() for nb in self._x_neighbours], dtype=float)
+
+    def _beam_weights(self, positions: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``N x J``: how much a beam at each position excites each column, ``exp(-d^2 / 2 delocalisation^2)``."""
+        d2 = ((positions[:, None, :] - columns[None]) ** 2).sum(-1)
+        return np.exp(-d2 / (2 * self.options.delocalisation_m**2))
 
     def _render_survey(self) -> np.ndarray:
         """``H x W`` float32: Gaussian columns weighted by Z^exponent, Poisson shot noise."""

@@ -16,15 +16,15 @@ def test_outline_features_are_the_standardised_distance_with_the_position_column
     inst = load_instrument("plasmonic", cfg.instrument.options, seed=0)
     candidates = make_candidates(inst.survey(), cfg.candidates)
     hidden = inst.hidden_features(candidates.positions)
-    feats = loop.physics_features(hidden, candidates, ("outline_distance_m",), position=True)
+    feats = loop.physics_features(hidden, candidates, "outline_distance_m", position=True)
     assert feats.shape == (len(candidates), 3)
     np.testing.assert_allclose(feats.mean(axis=0), 0.0, atol=1e-9)
     d = hidden["outline_distance_m"]
     np.testing.assert_allclose(feats[:, 0], (d - d.mean()) / d.std())
     # "physics" is every hidden feature; a name the simulator lacks is an error that lists them
-    assert loop.physics_features(hidden, candidates, ("physics",), position=False).shape[1] == len(hidden)
+    assert loop.physics_features(hidden, candidates, "physics", position=False).shape[1] == len(hidden)
     with pytest.raises(SystemExit, match="outline_distance_m"):
-        loop.physics_features(hidden, candidates, ("defect",), position=False)
+        loop.check_runs(("embedding", "defect"), hidden)
 
 
 @pytest.mark.filterwarnings("ignore::botorch.exceptions.warnings.InputDataWarning")
