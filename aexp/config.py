@@ -153,6 +153,12 @@ class SurrogateConfig(_Section):
     position: bool = Field(
         True, description="append the candidate's standardised (x, y) to the surrogate's inputs"
     )
+    centre_pixels: int = Field(
+        0,
+        ge=0,
+        description="k > 0: also the survey's k x k pixels at the centre of each candidate's patch "
+        "(every channel; k odd), the signal where the probe lands; 0: off",
+    )
     position_kernel: Literal["joint", "additive"] = Field(
         "joint", description="joint: one ARD kernel over features and (x, y); additive: k(features) + k(x, y)"
     )
@@ -168,7 +174,14 @@ class SurrogateConfig(_Section):
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of :class:`aexp.policies.make_policy`'s ``surrogate_options``."""
-        return {**self.model_dump(exclude={"hidden", "position"}), "hidden": tuple(self.hidden)}
+        return {**self.model_dump(exclude={"hidden", "position", "centre_pixels"}), "hidden": tuple(self.hidden)}
+
+    @field_validator("centre_pixels")
+    @classmethod
+    def _odd_centre(cls, v: int) -> int:
+        if v and v % 2 == 0:
+            raise ValueError(f"must be odd (a square around the centre pixel) or 0, not {v}")
+        return v
 
     @field_validator("hidden")
     @classmethod
@@ -253,6 +266,13 @@ class ExperimentConfig(_Section):
         if v is None or (isinstance(v, str) and v.lower() == "none"):
             return {"kind": "none"}
         return v
+
+    @model_validator(mode="after")
+    def _centre_inside_patch(self) -> "ExperimentConfig":
+        if self.surrogate.centre_pixels > self.candidates.patch_size:
+            raise ValueError(f"surrogate.centre_pixels ({self.surrogate.centre_pixels}) is larger than "
+                             f"candidates.patch_size ({self.candidates.patch_size})")
+        return self
 
     @property
     def budget(self) -> int:

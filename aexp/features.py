@@ -3,7 +3,9 @@
 ``embedder: rvae`` (or any kind in :data:`aexp.models.EMBEDDERS`: vae, affine, jvae, jrvae)
 trains that model on all candidate patches (no targets involved, so nothing is
 learned from the answers) and uses its latent means; ``embedder: none`` uses the flattened patch.
-Either way each feature column is standardised over the candidates.
+Either way each feature column is standardised over the candidates. ``surrogate.centre_pixels``
+appends the survey's pixels at each candidate (the signal where the probe lands) and
+``surrogate.position`` the candidate's (x, y).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "clip_channels",
     "standardise",
     "with_position",
+    "centre_pixels",
     "surrogate_inputs",
 ]
 
@@ -149,6 +152,24 @@ def with_position(features: np.ndarray, candidates: Candidates) -> np.ndarray:
     return np.hstack([features, standardise(candidates.positions)])
 
 
+def centre_pixels(candidates: Candidates, k: int) -> np.ndarray:
+    """The ``k x k`` survey pixels at the centre of each candidate's patch, every channel,
+    standardised per column: ``N x (C k^2)`` (``k`` odd; for an even patch the centre is ``p // 2``).
+
+    The survey's own signal where the probe lands. An embedding describes the patch's shape up to a
+    shift and a rotation; where exactly the probe sits on that shape (on an edge or half a pixel
+    off it, on a dip or beside it) is what the local spectrum depends on most.
+    """
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"centre_pixels: k must be a positive odd number, not {k}")
+    p = candidates.patches.shape[-1]
+    if k > p:
+        raise ValueError(f"centre_pixels: k = {k} is larger than the patch ({p} px)")
+    lo = p // 2 - k // 2
+    centre = candidates.patches[:, :, lo : lo + k, lo : lo + k]
+    return standardise(centre.reshape(len(candidates), -1))
+
+
 def surrogate_inputs(
     candidates: Candidates,
     cfg: ExperimentConfig,
@@ -157,9 +178,14 @@ def surrogate_inputs(
     progress: bool = True,
     embedder: EmbedderConfig | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """What the surrogate sees: the embedding (``embedder`` or the config's), plus the position
-    columns when ``surrogate.position`` is set."""
+    """What the surrogate sees: the embedding (``embedder`` or the config's), then the centre pixels
+    when ``surrogate.centre_pixels`` is set, then the position columns when ``surrogate.position``
+    is set (last: the additive position kernel takes the last two columns)."""
     feats, info = embed_candidates(candidates, embedder or cfg.embedder, seed, device, progress)
+    if cfg.surrogate.centre_pixels:
+        centre = centre_pixels(candidates, cfg.surrogate.centre_pixels)
+        feats = np.hstack([feats, centre])
+        info["centre_columns"] = int(centre.shape[1])
     if cfg.surrogate.position:
         feats = with_position(feats, candidates)
         info["position_columns"] = 2

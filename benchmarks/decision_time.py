@@ -10,7 +10,8 @@ A decision = fit the surrogate on the measured points + score every unmeasured c
   Adam iterations, no base kernel) and scored with library defaults: botorch's
   ``optimize_acqf_discrete`` over the candidates, with gpytorch's own posterior route.
 
-Features are the default config's (rVAE latents of each view + position), with each rVAE trained
+Features are the default config's (rVAE latents of each view, the centre pixels when the config
+asks for them, and the position), with each rVAE trained
 briefly on a subset (its quality does not change the cost of a decision). Targets are the
 simulator's truth at random points. Both run in the same process, alternating, and the ratio is
 what to quote.
@@ -32,7 +33,7 @@ from botorch.optim import optimize_acqf_discrete
 
 from aexp.config import load_config
 from aexp.dkl import DeepKernelGP, DKLSurrogate
-from aexp.features import standardise, with_position
+from aexp.features import centre_pixels, standardise, with_position
 from aexp.instrument import load_instrument
 from aexp.models import RVAE
 from aexp.patches import make_candidates
@@ -66,6 +67,8 @@ def features_for(n_side: int, seed: int, cfg) -> tuple[np.ndarray, np.ndarray]:
         rvae = RVAE(input_shape=view.shape[1:], latent_dim=emb.latent_dim, hidden=emb.hidden)
         rvae.fit(view[subset], epochs=3, batch_size=emb.batch_size, seed=seed, progress=False)
         columns.append(standardise(rvae.encode(view)))
+    if cfg.surrogate.centre_pixels:
+        columns.append(centre_pixels(cands, cfg.surrogate.centre_pixels))
     return with_position(np.hstack(columns), cands), truth
 
 

@@ -68,6 +68,16 @@ def test_embedder_scaling_options_are_bounded():
         parse_config({**MINIMAL, "embedder": {"noise_std": 0}})
 
 
+def test_centre_pixels_is_an_odd_square_inside_the_patch():
+    cfg = parse_config({**MINIMAL, "candidates": {"patch_size": 8}, "surrogate": {"centre_pixels": 3}})
+    assert cfg.surrogate.centre_pixels == 3
+    assert "centre_pixels" not in cfg.surrogate.options()  # a feature choice, not a surrogate argument
+    with pytest.raises(ConfigError, match=r"surrogate.centre_pixels: .*must be odd.*not 2"):
+        parse_config({**MINIMAL, "surrogate": {"centre_pixels": 2}})
+    with pytest.raises(ConfigError, match=r"centre_pixels \(9\) is larger than candidates.patch_size \(8\)"):
+        parse_config({**MINIMAL, "candidates": {"patch_size": 8}, "surrogate": {"centre_pixels": 9}})
+
+
 def test_instrument_options_may_stand_beside_the_driver():
     flat = parse_config({**MINIMAL, "instrument": {"driver": "zmq", "address": "tcp://127.0.0.1:5555"}})
     nested = parse_config({**MINIMAL, "instrument": {"driver": "zmq", "options": {"address": "tcp://127.0.0.1:5555"}}})

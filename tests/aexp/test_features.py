@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from aexp.config import EmbedderConfig
-from aexp.features import clip_channels, embed_candidates, resolve_device, standardise, with_position
+from aexp.config import EmbedderConfig, parse_config
+from aexp.features import (
+    centre_pixels,
+    clip_channels,
+    embed_candidates,
+    resolve_device,
+    standardise,
+    surrogate_inputs,
+    with_position,
+)
 from aexp.patches import grid_candidates
 from aexp.types import PixelTransform, Survey
 
@@ -26,6 +34,38 @@ def test_with_position_appends_standardised_x_y():
     assert f.shape == (36, 5)
     np.testing.assert_allclose(f[:, 3:], standardise(c.positions))
     assert f[1, 3] > f[0, 3]  # next column along the grid: larger x
+
+
+def test_centre_pixels_are_the_survey_pixels_under_each_candidate():
+    img = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
+    c = grid_candidates(Survey(img, PixelTransform.square(1e-9), ("haadf",)), 2, 4)
+    rows, cols = c.pixels.astype(int).T
+    one = centre_pixels(c, 1)
+    assert one.shape == (36, 1)
+    np.testing.assert_allclose(one[:, 0], standardise(img[0, rows, cols][:, None])[:, 0], atol=1e-12)
+    three = centre_pixels(c, 3)
+    assert three.shape == (36, 9)
+    np.testing.assert_allclose(three[:, 4], one[:, 0])  # the middle of the 3 x 3 is the centre pixel
+    inner = (rows > 0) & (cols > 0)  # away from the reflected border, column 0 is the pixel up-left
+    up_left = img[0, rows[inner] - 1, cols[inner] - 1]
+    assert np.corrcoef(three[inner, 0], up_left)[0, 1] == pytest.approx(1.0, abs=1e-9)
+    for bad in (0, 2, 5):
+        with pytest.raises(ValueError, match="centre_pixels"):
+            centre_pixels(c, bad)
+
+
+def test_surrogate_inputs_put_embedding_then_centre_pixels_then_position(tiny_config):
+    raw = tiny_config(embedder="none", candidates={"stride": 2, "patch_size": 4},
+                      surrogate={"centre_pixels": 1, "position": True})
+    cfg = parse_config(raw)
+    c = _candidates()
+    feats, info = surrogate_inputs(c, cfg, seed=0, progress=False)
+    assert feats.shape == (36, 16 + 1 + 2)
+    assert info["centre_columns"] == 1 and info["position_columns"] == 2
+    np.testing.assert_allclose(feats[:, 16], centre_pixels(c, 1)[:, 0])
+    np.testing.assert_allclose(feats[:, 17:], standardise(c.positions))
+    off = parse_config({**raw, "surrogate": {"position": True}})
+    assert surrogate_inputs(c, off, seed=0, progress=False)[0].shape == (36, 18)
 
 
 def test_constant_columns_are_centred_not_divided_by_zero():

@@ -195,3 +195,11 @@ def test_a_session_with_context_views_replays_exactly(tiny_session):
     assert features["context"]["kind"] == "rvae" and features["dim"] == 10
     report = verify_session(folder)
     assert report.steps == 6
+
+
+def test_a_session_with_centre_pixels_records_them_and_replays_exactly(tiny_session):
+    folder, _ = tiny_session(5, surrogate={"centre_pixels": 3}, stopping={"max_steps": 3},
+                             embedder={"kind": "rvae", "epochs": 2, "hidden": 8})
+    features = json.loads((folder / "manifest.json").read_text())["features"]
+    assert features["dim"] == 5 and features["centre_columns"] == 9 and features["position_columns"] == 2
+    assert verify_session(folder).steps == 6
