@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import EmbedderConfig, ExperimentConfig
+from .config import EmbedderConfig, ExperimentConfig, SurrogateConfig
 from .types import Candidates
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "standardise",
     "with_position",
     "centre_pixels",
+    "with_surrogate_columns",
     "surrogate_inputs",
 ]
 
@@ -182,11 +183,22 @@ def surrogate_inputs(
     when ``surrogate.centre_pixels`` is set, then the position columns when ``surrogate.position``
     is set (last: the additive position kernel takes the last two columns)."""
     feats, info = embed_candidates(candidates, embedder or cfg.embedder, seed, device, progress)
-    if cfg.surrogate.centre_pixels:
-        centre = centre_pixels(candidates, cfg.surrogate.centre_pixels)
-        feats = np.hstack([feats, centre])
-        info["centre_columns"] = int(centre.shape[1])
-    if cfg.surrogate.position:
-        feats = with_position(feats, candidates)
-        info["position_columns"] = 2
-    return feats, info
+    feats, extra = with_surrogate_columns(feats, candidates, cfg.surrogate)
+    return feats, {**info, **extra}
+
+
+def with_surrogate_columns(
+    features: np.ndarray, candidates: Candidates, cfg: SurrogateConfig
+) -> tuple[np.ndarray, dict[str, int]]:
+    """``features`` followed by the columns the ``surrogate`` section adds: the centre pixels
+    (``centre_pixels``), then the position (``position``; last, where the additive position kernel
+    looks for it). Returns the matrix and the count of each added kind, for the features record."""
+    added: dict[str, int] = {}
+    if cfg.centre_pixels:
+        centre = centre_pixels(candidates, cfg.centre_pixels)
+        features = np.hstack([features, centre])
+        added["centre_columns"] = int(centre.shape[1])
+    if cfg.position:
+        features = with_position(features, candidates)
+        added["position_columns"] = 2
+    return features, added

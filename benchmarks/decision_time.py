@@ -33,7 +33,7 @@ from botorch.optim import optimize_acqf_discrete
 
 from aexp.config import load_config
 from aexp.dkl import DeepKernelGP, DKLSurrogate
-from aexp.features import centre_pixels, standardise, with_position
+from aexp.features import standardise, with_surrogate_columns
 from aexp.instrument import load_instrument
 from aexp.models import RVAE
 from aexp.patches import make_candidates
@@ -67,9 +67,7 @@ def features_for(n_side: int, seed: int, cfg) -> tuple[np.ndarray, np.ndarray]:
         rvae = RVAE(input_shape=view.shape[1:], latent_dim=emb.latent_dim, hidden=emb.hidden)
         rvae.fit(view[subset], epochs=3, batch_size=emb.batch_size, seed=seed, progress=False)
         columns.append(standardise(rvae.encode(view)))
-    if cfg.surrogate.centre_pixels:
-        columns.append(centre_pixels(cands, cfg.surrogate.centre_pixels))
-    return with_position(np.hstack(columns), cands), truth
+    return with_surrogate_columns(np.hstack(columns), cands, cfg.surrogate)[0], truth
 
 
 def time_decisions(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, repeats: int, cfg):
