@@ -159,6 +159,11 @@ class SurrogateConfig(_Section):
         description="k > 0: also the survey's k x k pixels at the centre of each candidate's patch "
         "(every channel; k odd), the signal where the probe lands; 0: off",
     )
+    centre_gradient: bool = Field(
+        False,
+        description="also the survey's gradient magnitude (3 x 3 Sobel, every channel) where the probe "
+        "lands: how steeply the image changes there, whatever the direction",
+    )
     position_kernel: Literal["joint", "additive"] = Field(
         "joint", description="joint: one ARD kernel over features and (x, y); additive: k(features) + k(x, y)"
     )
@@ -174,7 +179,7 @@ class SurrogateConfig(_Section):
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of :class:`aexp.policies.make_policy`'s ``surrogate_options``."""
-        return {**self.model_dump(exclude={"hidden", "position", "centre_pixels"}), "hidden": tuple(self.hidden)}
+        return {**self.model_dump(exclude={"hidden", "position", "centre_pixels", "centre_gradient"}), "hidden": tuple(self.hidden)}
 
     @field_validator("centre_pixels")
     @classmethod
@@ -272,6 +277,9 @@ class ExperimentConfig(_Section):
         if self.surrogate.centre_pixels > self.candidates.patch_size:
             raise ValueError(f"surrogate.centre_pixels ({self.surrogate.centre_pixels}) is larger than "
                              f"candidates.patch_size ({self.candidates.patch_size})")
+        if self.surrogate.centre_gradient and self.candidates.patch_size < 3:
+            raise ValueError(f"surrogate.centre_gradient takes the 3 x 3 around the centre; "
+                             f"candidates.patch_size is {self.candidates.patch_size}")
         return self
 
     @property

@@ -4,8 +4,9 @@
 trains that model on all candidate patches (no targets involved, so nothing is
 learned from the answers) and uses its latent means; ``embedder: none`` uses the flattened patch.
 Either way each feature column is standardised over the candidates. ``surrogate.centre_pixels``
-appends the survey's pixels at each candidate (the signal where the probe lands) and
-``surrogate.position`` the candidate's (x, y).
+appends the survey's pixels at each candidate (the signal where the probe lands),
+``surrogate.centre_gradient`` the survey's gradient magnitude there and ``surrogate.position`` the
+candidate's (x, y).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "standardise",
     "with_position",
     "centre_pixels",
+    "centre_gradient",
     "with_surrogate_columns",
     "surrogate_inputs",
 ]
@@ -171,6 +173,29 @@ def centre_pixels(candidates: Candidates, k: int) -> np.ndarray:
     return standardise(centre.reshape(len(candidates), -1))
 
 
+# Sobel derivative across the columns of a 3 x 3 window (the rows' is its transpose), normalised so
+# that a ramp rising by 1 per pixel has derivative 1.
+_SOBEL = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+
+
+def centre_gradient(candidates: Candidates) -> np.ndarray:
+    """The survey's gradient magnitude at the centre of each candidate's patch (3 x 3 Sobel), every
+    channel, standardised per column: ``N x C`` (for an even patch the centre is ``p // 2``).
+
+    Rotation-invariant like the rVAE's content latents: it says how steeply the image changes where
+    the probe lands (on an outline or a wall, or on flat ground), not in which direction. The 3 x 3
+    square of raw pixels says the same in nine columns that the surrogate must learn to combine.
+    """
+    p = candidates.patches.shape[-1]
+    if p < 3:
+        raise ValueError(f"centre_gradient: needs a 3 x 3 window; the patch is {p} px")
+    lo = p // 2 - 1
+    window = candidates.patches[:, :, lo : lo + 3, lo : lo + 3].astype(np.float64)
+    d_col = np.einsum("ncij,ij->nc", window, _SOBEL)
+    d_row = np.einsum("ncij,ji->nc", window, _SOBEL)
+    return standardise(np.hypot(d_col, d_row))
+
+
 def surrogate_inputs(
     candidates: Candidates,
     cfg: ExperimentConfig,
@@ -180,8 +205,9 @@ def surrogate_inputs(
     embedder: EmbedderConfig | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """What the surrogate sees: the embedding (``embedder`` or the config's), then the centre pixels
-    when ``surrogate.centre_pixels`` is set, then the position columns when ``surrogate.position``
-    is set (last: the additive position kernel takes the last two columns)."""
+    when ``surrogate.centre_pixels`` is set, the centre gradient when ``surrogate.centre_gradient``
+    is, then the position columns when ``surrogate.position`` is set (last: the additive position
+    kernel takes the last two columns)."""
     feats, info = embed_candidates(candidates, embedder or cfg.embedder, seed, device, progress)
     feats, extra = with_surrogate_columns(feats, candidates, cfg.surrogate)
     return feats, {**info, **extra}
@@ -191,13 +217,18 @@ def with_surrogate_columns(
     features: np.ndarray, candidates: Candidates, cfg: SurrogateConfig
 ) -> tuple[np.ndarray, dict[str, int]]:
     """``features`` followed by the columns the ``surrogate`` section adds: the centre pixels
-    (``centre_pixels``), then the position (``position``; last, where the additive position kernel
-    looks for it). Returns the matrix and the count of each added kind, for the features record."""
+    (``centre_pixels``), the centre gradient (``centre_gradient``), then the position
+    (``position``; last, where the additive position kernel looks for it). Returns the matrix and
+    the count of each added kind, for the features record."""
     added: dict[str, int] = {}
-    if cfg.centre_pixels:
-        centre = centre_pixels(candidates, cfg.centre_pixels)
-        features = np.hstack([features, centre])
-        added["centre_columns"] = int(centre.shape[1])
+    local = {
+        "centre_columns": centre_pixels(candidates, cfg.centre_pixels) if cfg.centre_pixels else None,
+        "gradient_columns": centre_gradient(candidates) if cfg.centre_gradient else None,
+    }
+    for name, columns in local.items():
+        if columns is not None:
+            features = np.hstack([features, columns])
+            added[name] = int(columns.shape[1])
     if cfg.position:
         features = with_position(features, candidates)
         added["position_columns"] = 2

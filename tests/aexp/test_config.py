@@ -78,6 +78,13 @@ def test_centre_pixels_is_an_odd_square_inside_the_patch():
         parse_config({**MINIMAL, "candidates": {"patch_size": 8}, "surrogate": {"centre_pixels": 9}})
 
 
+def test_centre_gradient_needs_a_three_pixel_patch():
+    cfg = parse_config({**MINIMAL, "candidates": {"patch_size": 3}, "surrogate": {"centre_gradient": True}})
+    assert cfg.surrogate.centre_gradient and "centre_gradient" not in cfg.surrogate.options()
+    with pytest.raises(ConfigError, match=r"centre_gradient takes the 3 x 3 .*patch_size is 2"):
+        parse_config({**MINIMAL, "candidates": {"patch_size": 2}, "surrogate": {"centre_gradient": True}})
+
+
 def test_instrument_options_may_stand_beside_the_driver():
     flat = parse_config({**MINIMAL, "instrument": {"driver": "zmq", "address": "tcp://127.0.0.1:5555"}})
     nested = parse_config({**MINIMAL, "instrument": {"driver": "zmq", "options": {"address": "tcp://127.0.0.1:5555"}}})

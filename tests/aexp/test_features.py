@@ -3,6 +3,7 @@ import pytest
 
 from aexp.config import EmbedderConfig, parse_config
 from aexp.features import (
+    centre_gradient,
     centre_pixels,
     clip_channels,
     embed_candidates,
@@ -52,6 +53,40 @@ def test_centre_pixels_are_the_survey_pixels_under_each_candidate():
     for bad in (0, 2, 5):
         with pytest.raises(ValueError, match="centre_pixels"):
             centre_pixels(c, bad)
+
+
+def test_centre_gradient_is_the_slope_where_the_probe_lands_whatever_its_direction():
+    rows, cols = np.mgrid[:13, :13].astype(np.float32)
+    bowl = (rows - 6) ** 2 + (cols - 6) ** 2  # slope 2 x the distance from (6, 6), in every direction
+    ramp = 3 * rows - 4 * cols  # slope 5 everywhere
+    survey = Survey(np.stack([bowl, ramp]), PixelTransform.square(1e-9), ("a", "b"))
+    c = grid_candidates(survey, 1, 5)
+    g = centre_gradient(c)
+    assert g.shape == (169, 2)
+    r, q = c.pixels.astype(int).T
+    inner = (r > 0) & (r < 12) & (q > 0) & (q < 12)  # the 3 x 3 lies inside the survey
+    slope = 2 * np.hypot(r - 6, q - 6)
+    assert np.corrcoef(g[inner, 0], slope[inner])[0, 1] == pytest.approx(1.0, abs=1e-12)
+    at = {(int(a), int(b)): v for a, b, v in zip(r, q, g[:, 0])}
+    assert at[(6, 10)] == pytest.approx(at[(10, 6)]) == pytest.approx(at[(2, 6)])  # same distance, any side
+    assert at[(6, 6)] < at[(6, 8)] < at[(6, 10)]
+    assert np.ptp(g[inner, 1]) < 1e-9  # a constant slope reads the same wherever the window fits
+    assert g[~inner, 1].max() < g[inner, 1].min()  # the reflected border flattens it
+    tiny = grid_candidates(Survey(bowl[None], PixelTransform.square(1e-9), ("a",)), 1, 2)
+    with pytest.raises(ValueError, match="centre_gradient: needs a 3 x 3 window"):
+        centre_gradient(tiny)
+
+
+def test_surrogate_inputs_put_embedding_then_centre_pixels_then_gradient_then_position(tiny_config):
+    raw = tiny_config(embedder="none", candidates={"stride": 2, "patch_size": 4},
+                      surrogate={"centre_pixels": 1, "centre_gradient": True, "position": True})
+    c = _candidates()
+    feats, info = surrogate_inputs(c, parse_config(raw), seed=0, progress=False)
+    assert feats.shape == (36, 16 + 1 + 1 + 2)
+    assert (info["centre_columns"], info["gradient_columns"], info["position_columns"]) == (1, 1, 2)
+    np.testing.assert_allclose(feats[:, 16], centre_pixels(c, 1)[:, 0])
+    np.testing.assert_allclose(feats[:, 17], centre_gradient(c)[:, 0])
+    np.testing.assert_allclose(feats[:, 18:], standardise(c.positions))
 
 
 def test_surrogate_inputs_put_embedding_then_centre_pixels_then_position(tiny_config):

@@ -197,9 +197,10 @@ def test_a_session_with_context_views_replays_exactly(tiny_session):
     assert report.steps == 6
 
 
-def test_a_session_with_centre_pixels_records_them_and_replays_exactly(tiny_session):
-    folder, _ = tiny_session(5, surrogate={"centre_pixels": 3}, stopping={"max_steps": 3},
+def test_a_session_with_centre_pixels_and_gradient_records_them_and_replays_exactly(tiny_session):
+    folder, _ = tiny_session(5, surrogate={"centre_pixels": 3, "centre_gradient": True}, stopping={"max_steps": 3},
                              embedder={"kind": "rvae", "epochs": 2, "hidden": 8})
     features = json.loads((folder / "manifest.json").read_text())["features"]
-    assert features["dim"] == 5 and features["centre_columns"] == 9 and features["position_columns"] == 2
+    assert features["dim"] == 5 and features["centre_columns"] == 9
+    assert features["gradient_columns"] == 1 and features["position_columns"] == 2
     assert verify_session(folder).steps == 6
