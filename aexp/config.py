@@ -137,6 +137,14 @@ class EmbedderConfig(_Section):
     )
 
 
+class NeighbourCount(_Section):
+    """One neighbour-count column for atom candidates: how many found atoms of one brightness class
+    lie within ``radius_px`` of the candidate."""
+
+    brightness: int = Field(ge=0, description="brightness class, 0 = the dimmest")
+    radius_px: float = Field(gt=0, description="radius of the count (survey pixels)")
+
+
 class SurrogateConfig(_Section):
     """Deep kernel learning: MLP feature map -> GP kernel, trained on the measured points."""
 
@@ -164,22 +172,35 @@ class SurrogateConfig(_Section):
         description="also the survey's gradient magnitude (3 x 3 Sobel, every channel) where the probe "
         "lands: how steeply the image changes there, whatever the direction",
     )
+    neighbour_counts: list[NeighbourCount] = Field(
+        default_factory=list,
+        description="atom candidates: per entry, the found atoms of a brightness class within a "
+        "radius of each candidate (vacancies and dopants among its neighbours)",
+    )
+    brightness_classes: int = Field(
+        3, ge=2, le=8, description="classes the atoms' brightness is split into for neighbour_counts"
+    )
     position_kernel: Literal["joint", "additive"] = Field(
         "joint", description="joint: one ARD kernel over features and (x, y); additive: k(features) + k(x, y)"
     )
 
     @model_validator(mode="after")
-    def _additive_needs_position(self) -> "SurrogateConfig":
+    def _consistent(self) -> "SurrogateConfig":
         if self.position_kernel == "additive" and not self.position:
             raise ValueError("position_kernel: additive splits the inputs into features and (x, y); "
                              "it needs position: true")
         if self.position_kernel == "additive" and not self.base_kernel:
             raise ValueError("position_kernel: additive acts on the base kernel; it needs base_kernel: true")
+        for i, count in enumerate(self.neighbour_counts):
+            if count.brightness >= self.brightness_classes:
+                raise ValueError(f"neighbour_counts[{i}].brightness is {count.brightness}; the classes "
+                                 f"are 0..{self.brightness_classes - 1} (brightness_classes)")
         return self
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of :class:`aexp.policies.make_policy`'s ``surrogate_options``."""
-        return {**self.model_dump(exclude={"hidden", "position", "centre_pixels", "centre_gradient"}), "hidden": tuple(self.hidden)}
+        features = {"hidden", "position", "centre_pixels", "centre_gradient", "neighbour_counts", "brightness_classes"}
+        return {**self.model_dump(exclude=features), "hidden": tuple(self.hidden)}
 
     @field_validator("centre_pixels")
     @classmethod
@@ -277,6 +298,8 @@ class ExperimentConfig(_Section):
         if self.surrogate.centre_pixels > self.candidates.patch_size:
             raise ValueError(f"surrogate.centre_pixels ({self.surrogate.centre_pixels}) is larger than "
                              f"candidates.patch_size ({self.candidates.patch_size})")
+        if self.surrogate.neighbour_counts and self.candidates.mode != "atoms":
+            raise ValueError("surrogate.neighbour_counts counts found atoms; it needs candidates.mode: atoms")
         if self.surrogate.centre_gradient and self.candidates.patch_size < 3:
             raise ValueError(f"surrogate.centre_gradient takes the 3 x 3 around the centre; "
                              f"candidates.patch_size is {self.candidates.patch_size}")

@@ -5,17 +5,20 @@ trains that model on all candidate patches (no targets involved, so nothing is
 learned from the answers) and uses its latent means; ``embedder: none`` uses the flattened patch.
 Either way each feature column is standardised over the candidates. ``surrogate.centre_pixels``
 appends the survey's pixels at each candidate (the signal where the probe lands),
-``surrogate.centre_gradient`` the survey's gradient magnitude there and ``surrogate.position`` the
-candidate's (x, y).
+``surrogate.centre_gradient`` the survey's gradient magnitude there, ``surrogate.neighbour_counts``
+(atom candidates) the found atoms of a brightness class within a radius, and ``surrogate.position``
+the candidate's (x, y).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from .config import EmbedderConfig, ExperimentConfig, SurrogateConfig
 from .types import Candidates
@@ -29,6 +32,8 @@ __all__ = [
     "with_position",
     "centre_pixels",
     "centre_gradient",
+    "brightness_classes",
+    "neighbour_counts",
     "with_surrogate_columns",
     "surrogate_inputs",
 ]
@@ -196,6 +201,78 @@ def centre_gradient(candidates: Candidates) -> np.ndarray:
     return standardise(np.hypot(d_col, d_row))
 
 
+def brightness_classes(values: np.ndarray, k: int, bins: int = 256) -> np.ndarray:
+    """Split 1-D ``values`` into ``k`` classes of brightness, ``0`` the dimmest: the exact 1-D
+    k-means (least within-class sum of squares) over a ``bins``-bin histogram, by dynamic
+    programming, so the answer depends on the values only, not on a random start.
+
+    Linear, not log, brightness: a rare very bright class (heavy dopants) then costs the most to
+    merge with anything and keeps a class of its own.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or len(v) < k:
+        raise ValueError(f"brightness_classes: need at least k = {k} values in a 1-D array")
+    lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        return np.zeros(len(v), dtype=int)
+    which = np.minimum(((v - lo) / (hi - lo) * bins).astype(int), bins - 1)
+    w = np.bincount(which, minlength=bins).astype(float)
+    s1 = np.bincount(which, weights=v, minlength=bins)
+    s2 = np.bincount(which, weights=v * v, minlength=bins)
+    cw, c1, c2 = (np.concatenate([[0.0], np.cumsum(a)]) for a in (w, s1, s2))
+    # cost[i, j]: within-class sum of squares of bins i..j-1 as one class (j > i)
+    n = cw[None, :] - cw[:, None]
+    cost = (c2[None, :] - c2[:, None]) - np.where(n > 0, (c1[None, :] - c1[:, None]) ** 2 / np.where(n > 0, n, 1), 0)
+    cost[np.tril_indices(bins + 1)] = np.inf
+    best = cost[0].copy()  # best[j]: bins 0..j-1 in one class
+    cut = np.zeros((k, bins + 1), dtype=int)
+    for c in range(1, k):
+        total = best[:, None] + cost  # previous classes end at bin i, this one spans i..j-1
+        cut[c] = np.argmin(total, axis=0)
+        best = total[cut[c], np.arange(bins + 1)]
+    edges, j = [], bins
+    for c in range(k - 1, 0, -1):
+        j = cut[c][j]
+        edges.append(j)
+    return np.searchsorted(np.array(edges[::-1]), which, side="right")
+
+
+def neighbour_counts(candidates: Candidates, counts: list, n_classes: int) -> np.ndarray:
+    """For atom candidates: per entry of ``counts`` (each with ``brightness`` and ``radius_px``),
+    how many other candidates of that brightness class lie within ``radius_px`` of each one,
+    standardised: ``N x len(counts)``.
+
+    An atom's brightness is the mean of the 3 x 3 (or smaller) centre of its patch over every
+    channel, split into ``n_classes`` by :func:`brightness_classes`. In a Z-contrast image the
+    classes are the species (the dim columns, the host, heavy dopants), so a count says how many
+    neighbours of a species a column has: a vacancy is one fewer, a dopant one more. Near the edge
+    of the region the candidates cover a disc is partly outside it, so each count is divided by the
+    fraction of its disc inside that region.
+    """
+    p = candidates.patches.shape[-1]
+    w = min(3, p)
+    lo = p // 2 - w // 2
+    brightness = candidates.patches[:, :, lo : lo + w, lo : lo + w].astype(np.float64).mean(axis=(1, 2, 3))
+    classes = brightness_classes(brightness, n_classes)
+    pix = np.asarray(candidates.pixels, dtype=np.float64)
+    low, high = pix.min(axis=0), pix.max(axis=0)
+    columns = []
+    for count in counts:
+        r = float(count.radius_px)
+        members = classes == count.brightness
+        found = np.zeros(len(pix))
+        if members.any():
+            tree = cKDTree(pix[members])
+            found = np.array([len(n) for n in tree.query_ball_point(pix, r)], dtype=float) - members
+        g = np.arange(-math.floor(r), math.floor(r) + 1, dtype=np.float64)
+        dr, dc = (a.ravel() for a in np.meshgrid(g, g, indexing="ij"))
+        disc = dr**2 + dc**2 <= r * r
+        rows, cols = pix[:, :1] + dr[disc], pix[:, 1:] + dc[disc]
+        inside = ((rows >= low[0]) & (rows <= high[0]) & (cols >= low[1]) & (cols <= high[1])).mean(axis=1)
+        columns.append(found / np.maximum(inside, 1e-9))
+    return standardise(np.stack(columns, axis=1))
+
+
 def surrogate_inputs(
     candidates: Candidates,
     cfg: ExperimentConfig,
@@ -217,13 +294,16 @@ def with_surrogate_columns(
     features: np.ndarray, candidates: Candidates, cfg: SurrogateConfig
 ) -> tuple[np.ndarray, dict[str, int]]:
     """``features`` followed by the columns the ``surrogate`` section adds: the centre pixels
-    (``centre_pixels``), the centre gradient (``centre_gradient``), then the position
+    (``centre_pixels``), the centre gradient (``centre_gradient``), the neighbour counts
+    (``neighbour_counts``), then the position
     (``position``; last, where the additive position kernel looks for it). Returns the matrix and
     the count of each added kind, for the features record."""
     added: dict[str, int] = {}
     local = {
         "centre_columns": centre_pixels(candidates, cfg.centre_pixels) if cfg.centre_pixels else None,
         "gradient_columns": centre_gradient(candidates) if cfg.centre_gradient else None,
+        "neighbour_columns": (neighbour_counts(candidates, cfg.neighbour_counts, cfg.brightness_classes)
+                              if cfg.neighbour_counts else None),
     }
     for name, columns in local.items():
         if columns is not None:

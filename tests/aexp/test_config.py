@@ -158,3 +158,18 @@ def test_overrides_are_validated():
     assert cfg.stopping.max_steps == 7
     with pytest.raises(ConfigError):
         parse_config(MINIMAL).with_overrides(**{"stopping.max_steps": -1})
+
+
+def test_neighbour_counts_need_atom_candidates_and_a_known_class():
+    counts = [{"brightness": 0, "radius_px": 13}]
+    cfg = parse_config({**MINIMAL, "candidates": {"mode": "atoms"}, "surrogate": {"neighbour_counts": counts}})
+    assert cfg.surrogate.neighbour_counts[0].radius_px == 13
+    assert "neighbour_counts" not in cfg.surrogate.options() and "brightness_classes" not in cfg.surrogate.options()
+    with pytest.raises(ConfigError, match="neighbour_counts counts found atoms; it needs candidates.mode: atoms"):
+        parse_config({**MINIMAL, "surrogate": {"neighbour_counts": counts}})
+    with pytest.raises(ConfigError, match=r"neighbour_counts\[0\].brightness is 3; the classes are 0..2"):
+        parse_config({**MINIMAL, "candidates": {"mode": "atoms"},
+                      "surrogate": {"neighbour_counts": [{"brightness": 3, "radius_px": 5}]}})
+    with pytest.raises(ConfigError, match="radius_px"):
+        parse_config({**MINIMAL, "candidates": {"mode": "atoms"},
+                      "surrogate": {"neighbour_counts": [{"brightness": 0, "radius_px": -1}]}})

@@ -215,3 +215,37 @@ def replace_patches(c, patches):
     from dataclasses import replace
 
     return replace(c, patches=patches)
+
+
+def test_brightness_classes_split_species_by_brightness_whatever_their_share():
+    from aexp.features import brightness_classes
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0.4, 0.05, 600), rng.normal(1.0, 0.08, 600), rng.normal(2.6, 0.2, 20)])
+    classes = brightness_classes(values, 3)
+    assert np.bincount(classes).tolist() == [600, 600, 20]  # the rare bright class keeps a class of its own
+    assert brightness_classes(np.ones(4), 2).tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="at least k = 3"):
+        brightness_classes(np.ones(2), 3)
+
+
+def test_neighbour_counts_count_a_class_within_a_radius_and_see_a_vacancy():
+    from aexp.config import NeighbourCount
+    from aexp.features import neighbour_counts
+    from aexp.types import Candidates
+
+    rows, cols = np.mgrid[0:40:4, 0:40:4]
+    pixels = np.stack([rows.ravel(), cols.ravel()], 1).astype(float)  # a square lattice, 4 px apart
+    bright = np.zeros(len(pixels), bool)
+    bright[[0, 99]] = True  # the corners (0, 0) and (36, 36) hold a heavy atom
+    patches = np.where(bright, 3.0, 1.0)[:, None, None, None] * np.ones((1, 1, 5, 5))
+    keep = np.arange(len(pixels)) != 53  # a vacancy at (20, 12)
+    c = Candidates(positions=pixels[keep] * 1e-10, pixels=pixels[keep], patches=patches[keep].astype(np.float32))
+    counts = [NeighbourCount(brightness=0, radius_px=4.5), NeighbourCount(brightness=1, radius_px=6)]
+    out = neighbour_counts(c, counts, 2)
+    assert out.shape == (len(c), 2)
+    at = {tuple(p): v for p, v in zip(c.pixels.astype(int).tolist(), out)}
+    assert at[(20, 16)][0] < at[(28, 28)][0]  # one dim neighbour fewer next to the vacancy
+    assert at[(20, 16)][0] == pytest.approx(at[(20, 8)][0])  # both lost the same one
+    assert at[(4, 0)][1] > at[(20, 20)][1]  # next to a heavy atom
+    assert at[(0, 0)][1] == pytest.approx(at[(20, 20)][1])  # an atom does not count itself
