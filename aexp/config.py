@@ -294,7 +294,7 @@ class ExperimentConfig(_Section):
         return v
 
     @model_validator(mode="after")
-    def _centre_inside_patch(self) -> "ExperimentConfig":
+    def _surrogate_columns_fit_the_candidates(self) -> "ExperimentConfig":
         if self.surrogate.centre_pixels > self.candidates.patch_size:
             raise ValueError(f"surrogate.centre_pixels ({self.surrogate.centre_pixels}) is larger than "
                              f"candidates.patch_size ({self.candidates.patch_size})")

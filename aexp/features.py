@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from .config import EmbedderConfig, ExperimentConfig, SurrogateConfig
+from .config import EmbedderConfig, ExperimentConfig, NeighbourCount, SurrogateConfig
 from .types import Candidates
 
 __all__ = [
@@ -160,6 +161,13 @@ def with_position(features: np.ndarray, candidates: Candidates) -> np.ndarray:
     return np.hstack([features, standardise(candidates.positions)])
 
 
+def _centre_window(candidates: Candidates, k: int) -> np.ndarray:
+    """The ``k x k`` square at the centre of every patch (centre ``p // 2``): ``N x C x k x k`` float64."""
+    p = candidates.patches.shape[-1]
+    lo = p // 2 - k // 2
+    return candidates.patches[:, :, lo : lo + k, lo : lo + k].astype(np.float64)
+
+
 def centre_pixels(candidates: Candidates, k: int) -> np.ndarray:
     """The ``k x k`` survey pixels at the centre of each candidate's patch, every channel,
     standardised per column: ``N x (C k^2)`` (``k`` odd; for an even patch the centre is ``p // 2``).
@@ -173,9 +181,7 @@ def centre_pixels(candidates: Candidates, k: int) -> np.ndarray:
     p = candidates.patches.shape[-1]
     if k > p:
         raise ValueError(f"centre_pixels: k = {k} is larger than the patch ({p} px)")
-    lo = p // 2 - k // 2
-    centre = candidates.patches[:, :, lo : lo + k, lo : lo + k]
-    return standardise(centre.reshape(len(candidates), -1))
+    return standardise(_centre_window(candidates, k).reshape(len(candidates), -1))
 
 
 # Sobel derivative across the columns of a 3 x 3 window (the rows' is its transpose), normalised so
@@ -194,8 +200,7 @@ def centre_gradient(candidates: Candidates) -> np.ndarray:
     p = candidates.patches.shape[-1]
     if p < 3:
         raise ValueError(f"centre_gradient: needs a 3 x 3 window; the patch is {p} px")
-    lo = p // 2 - 1
-    window = candidates.patches[:, :, lo : lo + 3, lo : lo + 3].astype(np.float64)
+    window = _centre_window(candidates, 3)
     d_col = np.einsum("ncij,ij->nc", window, _SOBEL)
     d_row = np.einsum("ncij,ji->nc", window, _SOBEL)
     return standardise(np.hypot(d_col, d_row))
@@ -237,7 +242,7 @@ def brightness_classes(values: np.ndarray, k: int, bins: int = 256) -> np.ndarra
     return np.searchsorted(np.array(edges[::-1]), which, side="right")
 
 
-def neighbour_counts(candidates: Candidates, counts: list, n_classes: int) -> np.ndarray:
+def neighbour_counts(candidates: Candidates, counts: Sequence[NeighbourCount], n_classes: int) -> np.ndarray:
     """For atom candidates: per entry of ``counts`` (each with ``brightness`` and ``radius_px``),
     how many other candidates of that brightness class lie within ``radius_px`` of each one,
     standardised: ``N x len(counts)``.
@@ -249,10 +254,7 @@ def neighbour_counts(candidates: Candidates, counts: list, n_classes: int) -> np
     of the region the candidates cover a disc is partly outside it, so each count is divided by the
     fraction of its disc inside that region.
     """
-    p = candidates.patches.shape[-1]
-    w = min(3, p)
-    lo = p // 2 - w // 2
-    brightness = candidates.patches[:, :, lo : lo + w, lo : lo + w].astype(np.float64).mean(axis=(1, 2, 3))
+    brightness = _centre_window(candidates, min(3, candidates.patches.shape[-1])).mean(axis=(1, 2, 3))
     classes = brightness_classes(brightness, n_classes)
     pix = np.asarray(candidates.pixels, dtype=np.float64)
     low, high = pix.min(axis=0), pix.max(axis=0)
@@ -283,7 +285,7 @@ def surrogate_inputs(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """What the surrogate sees: the embedding (``embedder`` or the config's), then the centre pixels
     when ``surrogate.centre_pixels`` is set, the centre gradient when ``surrogate.centre_gradient``
-    is, then the position columns when ``surrogate.position`` is set (last: the additive position
+    is, the neighbour counts when ``surrogate.neighbour_counts`` is, then the position columns when ``surrogate.position`` is set (last: the additive position
     kernel takes the last two columns)."""
     feats, info = embed_candidates(candidates, embedder or cfg.embedder, seed, device, progress)
     feats, extra = with_surrogate_columns(feats, candidates, cfg.surrogate)

@@ -249,3 +249,22 @@ def test_neighbour_counts_count_a_class_within_a_radius_and_see_a_vacancy():
     assert at[(20, 16)][0] == pytest.approx(at[(20, 8)][0])  # both lost the same one
     assert at[(4, 0)][1] > at[(20, 20)][1]  # next to a heavy atom
     assert at[(0, 0)][1] == pytest.approx(at[(20, 20)][1])  # an atom does not count itself
+
+
+def test_surrogate_inputs_put_neighbour_counts_before_the_position(tiny_config):
+    from aexp.features import neighbour_counts
+    from aexp.types import Candidates
+
+    rows, cols = np.mgrid[0:24:4, 0:24:4]
+    pixels = np.stack([rows.ravel(), cols.ravel()], 1).astype(float)
+    patches = np.where(np.arange(36) % 5 == 0, 3.0, 1.0)[:, None, None, None] * np.ones((1, 1, 5, 5))
+    c = Candidates(positions=pixels * 1e-10, pixels=pixels, patches=patches.astype(np.float32))
+    counts = [{"brightness": 0, "radius_px": 4.5}, {"brightness": 1, "radius_px": 6}]
+    raw = tiny_config(embedder="none", candidates={"mode": "atoms", "patch_size": 5},
+                      surrogate={"neighbour_counts": counts, "brightness_classes": 2, "position": True})
+    cfg = parse_config(raw)
+    feats, info = surrogate_inputs(c, cfg, seed=0, progress=False)
+    assert feats.shape == (36, 25 + 2 + 2)
+    assert info["neighbour_columns"] == 2 and info["position_columns"] == 2
+    np.testing.assert_allclose(feats[:, 25:27], neighbour_counts(c, cfg.surrogate.neighbour_counts, 2))
+    np.testing.assert_allclose(feats[:, 27:], standardise(c.positions))
