@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STEPS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 $(BIN)/aexp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check aexp drivers simulators tests benchmarks
 
 bench: setup
 	$(BIN)/aexp bench configs/plasmonic-dkl.yaml --seeds 0,1,2,3,4 --json bench.json

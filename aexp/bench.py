@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from .features import resolve_device, surrogate_inputs
 from .instrument import load_instrument
 from .loop import CampaignResult, build_policy, run_campaign
 from .patches import make_candidates
-from .session import MemoryRecorder
+from .session.store import MemoryRecorder
 from .types import Candidates
 
 __all__ = ["BENCH_POLICIES", "BenchPolicy", "run_bench", "run_policy", "format_table", "top_indices"]

@@ -185,7 +185,7 @@ class SurrogateConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SurrogateConfig":
+    def _consistent(self) -> SurrogateConfig:
         if self.position_kernel == "additive" and not self.position:
             raise ValueError("position_kernel: additive splits the inputs into features and (x, y); "
                              "it needs position: true")
@@ -233,7 +233,7 @@ class TargetConfig(BaseModel):
     name: str
 
     @model_validator(mode="after")
-    def _known_target(self) -> "TargetConfig":
+    def _known_target(self) -> TargetConfig:
         if self.name not in TARGETS:
             raise ValueError(f"unknown target {self.name!r}; known: {', '.join(sorted(TARGETS))}")
         sig = inspect.signature(TARGETS[self.name])
@@ -294,7 +294,7 @@ class ExperimentConfig(_Section):
         return v
 
     @model_validator(mode="after")
-    def _surrogate_columns_fit_the_candidates(self) -> "ExperimentConfig":
+    def _surrogate_columns_fit_the_candidates(self) -> ExperimentConfig:
         if self.surrogate.centre_pixels > self.candidates.patch_size:
             raise ValueError(f"surrogate.centre_pixels ({self.surrogate.centre_pixels}) is larger than "
                              f"candidates.patch_size ({self.candidates.patch_size})")
@@ -312,7 +312,7 @@ class ExperimentConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def with_overrides(self, **changes: Any) -> "ExperimentConfig":
+    def with_overrides(self, **changes: Any) -> ExperimentConfig:
         """A copy with dotted-path overrides, validated again: ``with_overrides(**{"stopping.max_steps": 10})``."""
         data = self.to_dict()
         for path, value in changes.items():

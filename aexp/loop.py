@@ -11,16 +11,13 @@ recorded with ``status: "failed"``, its candidate is never tried again, and the 
 
 from __future__ import annotations
 
-import hashlib
-import platform
 import shutil
 import time
 import uuid
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +27,8 @@ from .features import resolve_device, surrogate_inputs
 from .instrument import Instrument, InstrumentError, OutOfBounds, check_position
 from .patches import make_candidates
 from .policies import Decision, Policy, SelectionContext, make_policy
-from .session import FORMAT_VERSION, MemoryRecorder, SessionWriter
+from .repro import features_digest, step_rng, torch_settings, versions
+from .session.store import FORMAT_VERSION, MemoryRecorder, SessionWriter
 from .targets import Target
 from .types import Candidates, InstrumentDescription, Step, Survey
 
@@ -39,10 +37,6 @@ __all__ = [
     "run_campaign",
     "run_experiment",
     "initial_indices",
-    "features_digest",
-    "step_rng",
-    "torch_settings",
-    "versions",
 ]
 
 Recorder = SessionWriter | MemoryRecorder
@@ -68,17 +62,6 @@ class CampaignResult:
         return max(ok, key=lambda s: s.target) if ok else None
 
 
-def versions() -> dict[str, str]:
-    """Versions of everything that shapes a decision, for the manifest."""
-    out = {"python": platform.python_version()}
-    for pkg in ("aexp", "torch", "gpytorch", "botorch", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
-
-
 def initial_indices(n_initial: int, seed: int, allowed: np.ndarray) -> np.ndarray:
     """The random seed measurements: depend on the seed only, so every policy starts alike."""
     rng = np.random.default_rng([seed, 0x1417])
@@ -86,39 +69,6 @@ def initial_indices(n_initial: int, seed: int, allowed: np.ndarray) -> np.ndarra
     if len(pool) < n_initial:
         raise ValueError(f"only {len(pool)} candidates can be measured; {n_initial} initial asked for")
     return rng.permutation(pool)[:n_initial]
-
-
-def step_rng(seed: int, step: int) -> np.random.Generator:
-    """The randomness of decision ``step`` (Thompson draws, random policies): a function of the seed
-    and the step alone, so a replay or a resumed run draws exactly what the original run drew."""
-    return np.random.default_rng([seed, 0x5E1EC7, step])
-
-
-@contextmanager
-def torch_settings(num_threads: int | None = None) -> Iterator[dict[str, Any]]:
-    """Run a block with deterministic torch algorithms and a fixed intra-op thread count.
-
-    Float reductions may be split differently with another thread count, which can change the last
-    bits of a fit and, rarely, a decision; so the count is recorded in the manifest and applied on
-    replay. Yields the settings in force; the previous ones are restored afterwards.
-    """
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    try:
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
-        # warn_only: an op with no deterministic kernel warns instead of stopping an experiment
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        yield {"num_threads": torch.get_num_threads(), "deterministic": True}
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-
-
-def features_digest(features: torch.Tensor) -> str:
-    """SHA-256 of the float64 feature matrix: a replay checks it rebuilt the same embedding."""
-    data = features.detach().to("cpu", torch.float64).contiguous().numpy()
-    return hashlib.sha256(data.tobytes()).hexdigest()
 
 
 def _finite(value: float | None) -> float | None:
@@ -421,7 +371,7 @@ def campaign(
 def finish_figure(cfg: ExperimentConfig, folder: Path, prepared: Prepared, result: CampaignResult) -> None:
     """Write ``session.png`` when the config asks for it (after the last step)."""
     if cfg.recording.figure:
-        from .report import session_figure
+        from .session.report import session_figure
 
         result.extra["figure"] = str(session_figure(folder, prepared.survey, prepared.candidates, result))
 

@@ -3,7 +3,7 @@
 A policy looks at a :class:`SelectionContext` (all candidates, what has been measured, what must
 not be chosen) and returns a :class:`Decision`. Four kinds:
 
-- ``dkl``: :class:`SurrogatePolicy` over a :class:`~aexp.dkl.DKLSurrogate` on the candidate
+- ``dkl``: :class:`SurrogatePolicy` over a :class:`~aexp.surrogates.dkl.DKLSurrogate` on the candidate
   features, scored by an acquisition function;
 - ``gp-xy``: :class:`GPXYPolicy`, the same acquisitions with an exact GP on the probe positions
   only (the structure-blind baseline);
@@ -17,7 +17,7 @@ Acquisitions (``acquisition=`` of the model-based policies), all maximised:
   (botorch ``LogExpectedImprovement``);
 - ``max_variance``: ``sigma`` (botorch ``PosteriorStandardDeviation``), pure exploration;
 - ``thompson``: one joint posterior draw of ``f`` over all candidates, drawn pathwise (see
-  :meth:`~aexp.dkl.DKLSurrogate.posterior_sample`), so no ``M x M`` covariance is formed.
+  :meth:`~aexp.surrogates.dkl.DKLSurrogate.posterior_sample`), so no ``M x M`` covariance is formed.
 
 ``mu`` and ``sigma`` are the posterior of the latent ``f`` (no observation noise), in target units.
 Excluded candidates score ``-inf`` and are never chosen; ties go to the lowest index.
@@ -55,7 +55,7 @@ from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scal
 from gpytorch.kernels import AdditiveKernel, Kernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from aexp.dkl import DKLSurrogate, check_groups
+from aexp.surrogates.dkl import DKLSurrogate, check_groups
 
 __all__ = [
     "ACQUISITIONS",
@@ -147,7 +147,7 @@ class Surrogate(Protocol):
     @property
     def model(self) -> Model: ...
 
-    def fit(self, X: torch.Tensor, y: np.ndarray) -> "Surrogate": ...
+    def fit(self, X: torch.Tensor, y: np.ndarray) -> Surrogate: ...
 
     def predict(self, X: torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -209,7 +209,7 @@ class SurrogatePolicy:
     """Fit a surrogate on the measured candidates, then take the acquisition's argmax.
 
     Args:
-        surrogate: e.g. a :class:`~aexp.dkl.DKLSurrogate`; refitted (warm) at every ``select``.
+        surrogate: e.g. a :class:`~aexp.surrogates.dkl.DKLSurrogate`; refitted (warm) at every ``select``.
         acquisition: one of :data:`ACQUISITIONS` (see the module docstring for the formulas).
         beta: UCB exploration weight, ``mu + sqrt(beta) * sigma``.
         chunk: candidates scored per batch.
@@ -291,7 +291,7 @@ class PositionGP:
             raise RuntimeError("PositionGP has not been fitted yet: call fit(X, y) first")
         return self._model
 
-    def fit(self, X: torch.Tensor, y: np.ndarray) -> "PositionGP":
+    def fit(self, X: torch.Tensor, y: np.ndarray) -> PositionGP:
         X = torch.as_tensor(X, dtype=_DTYPE)
         Y = torch.as_tensor(np.asarray(y), dtype=_DTYPE).reshape(-1, 1)
         covar = None if self.groups is None else additive_kernel(self.groups, X.shape[1])
@@ -375,7 +375,7 @@ class StagedSurrogate:
     def model(self) -> Any:
         return self.active.model
 
-    def fit(self, X: torch.Tensor, y: np.ndarray) -> "StagedSurrogate":
+    def fit(self, X: torch.Tensor, y: np.ndarray) -> StagedSurrogate:
         """``X``: ``n x D``, ``y``: ``n``; the GP below ``switch_at`` points, the DKL from then on."""
         if len(y) < self.switch_at:
             self._active = self.gp
@@ -505,7 +505,7 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
         acquisition, beta: for ``dkl`` and ``gp-xy`` (see the module docstring); checked for
             every kind.
         input_dim: ``D`` of the candidate features; required for ``dkl``.
-        surrogate_options: keyword arguments of :class:`~aexp.dkl.DKLSurrogate`; checked for
+        surrogate_options: keyword arguments of :class:`~aexp.surrogates.dkl.DKLSurrogate`; checked for
             every kind (so a typo in a config is caught) but used by ``dkl`` only.
         seed: seeds the surrogate's initial weights / hyper-parameter restarts.
         device: torch device of the DKL surrogate.

@@ -66,7 +66,7 @@ class PixelTransform:
     matrix: tuple[tuple[float, float], tuple[float, float]]
 
     @classmethod
-    def square(cls, pixel_size: float, origin: tuple[float, float] = (0.0, 0.0)) -> "PixelTransform":
+    def square(cls, pixel_size: float, origin: tuple[float, float] = (0.0, 0.0)) -> PixelTransform:
         s = float(pixel_size)
         return cls(origin=(float(origin[0]), float(origin[1])), matrix=((0.0, s), (s, 0.0)))
 
@@ -89,7 +89,7 @@ class PixelTransform:
         return {"origin": list(self.origin), "matrix": [list(r) for r in self.matrix]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PixelTransform":
+    def from_dict(cls, d: dict[str, Any]) -> PixelTransform:
         m = d["matrix"]
         return cls(origin=tuple(d["origin"]), matrix=(tuple(m[0]), tuple(m[1])))
 
@@ -222,7 +222,7 @@ class InstrumentDescription:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "InstrumentDescription":
+    def from_dict(cls, d: dict[str, Any]) -> InstrumentDescription:
         return cls(
             name=d["name"],
             bounds=Bounds(**d["bounds"]),
@@ -267,7 +267,7 @@ class Step:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Step":
+    def from_dict(cls, d: dict[str, Any]) -> Step:
         known = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in d.items() if k in known}
         kw["position"] = tuple(kw["position"])

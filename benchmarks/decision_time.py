@@ -32,12 +32,12 @@ from botorch.models.gpytorch import GPyTorchModel
 from botorch.optim import optimize_acqf_discrete
 
 from aexp.config import load_config
-from aexp.dkl import DeepKernelGP, DKLSurrogate
 from aexp.features import standardise, with_surrogate_columns
 from aexp.instrument import load_instrument
 from aexp.models import RVAE
 from aexp.patches import make_candidates
 from aexp.policies import make_policy, score_candidates
+from aexp.surrogates.dkl import DeepKernelGP, DKLSurrogate
 
 
 class LibraryDefaultDKL(DeepKernelGP):

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from aexp.config import parse_config
 from aexp.instrument import load_instrument
+from aexp.link.serve import InstrumentServer, ServerConfig
 from aexp.loop import run_experiment
-from aexp.serve import InstrumentServer, ServerConfig
 from simulators.faults import apply_faults, audit_campaign, load_fault_plan
 from simulators.plasmonic import PlasmonicSimulator
 

@@ -109,7 +109,7 @@ def main() -> None:
         patches = candidates.patches
         fold = block_folds(candidates.positions) if args.folds == "blocks" else None
 
-        def score(features: np.ndarray) -> float:
+        def score(features: np.ndarray, truth: np.ndarray = truth, fold: np.ndarray | None = fold) -> float:
             return knn_recall(features, truth, cfg.budget, fold=fold)
 
         row = {

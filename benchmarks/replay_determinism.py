@@ -19,7 +19,7 @@ from pathlib import Path
 from aexp.config import load_config
 from aexp.instrument import load_instrument
 from aexp.loop import run_experiment
-from aexp.replay import verify_session
+from aexp.session.replay import verify_session
 
 KEYS = ("index", "status", "target", "acquisition", "predicted_mean", "predicted_std", "phase")
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+
 def _one(args: argparse.Namespace) -> dict:
     """Train one setting in this process and measure it."""
     import torch

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from aexp.instrument import check_position
-from aexp.serve import ServerConfig, run_server
+from aexp.link.serve import ServerConfig, run_server
 from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
 
 CHANNELS = 2048
@@ -108,7 +108,7 @@ def overhead(repeats: int, executed_log: str) -> dict[str, float]:
     from simulators.plasmonic import PlasmonicSimulator
 
     tmp = tempfile.TemporaryDirectory()
-    argv = [sys.executable, "-m", "aexp.cli", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*"]
+    argv = [sys.executable, "-m", "aexp.cli.main", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*"]
     argv += [f"-o{k}={v}" for k, v in SIM.items()]
     if executed_log != "none":
         argv += ["--executed-log", str(Path(tmp.name) / "executed.jsonl")]

@@ -1,10 +1,10 @@
 """How a lab serves its own microscope: implement four members of the Instrument protocol, then
-hand the object to :func:`aexp.serve.run_server`.
+hand the object to :func:`aexp.link.serve.run_server`.
 
 This example stands in for a lab's driver. Its "hardware" is two small functions (a stage move and
 a spectrometer read-out) that a real driver replaces with its vendor library's calls; everything
 else -- the protocol, leases, idempotent commands, CURVE security, signals -- comes from
-``aexp.serve``. Run it on the microscope computer::
+``aexp.link.serve``. Run it on the microscope computer::
 
     python -m drivers.example_lab --bind tcp://127.0.0.1:5555
 
@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 from aexp.instrument import MeasurementFailed, check_position
-from aexp.serve import ServerConfig, run_server
+from aexp.link.serve import ServerConfig, run_server
 from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
 
 __all__ = ["ExampleLabInstrument", "main"]

@@ -7,8 +7,8 @@
   same recorded spectrum comes back), so another policy or model can be tried on real data
   ("what-if"). :meth:`ReplayInstrument.truth` scores the whole grid, so ``aexp bench`` computes
   discovery from the data set's own targets;
-- a session folder: only its measured positions exist (:class:`aexp.replay.SessionInstrument`);
-  asking for another raises :class:`~aexp.replay.NotRecorded`.
+- a session folder: only its measured positions exist (:class:`aexp.session.replay.SessionInstrument`);
+  asking for another raises :class:`~aexp.session.replay.NotRecorded`.
 
 A relative ``path`` is taken from the working directory. A position off the grid is an error, never
 rounded to a neighbour.
@@ -22,15 +22,16 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from aexp.griddata import GridDataset, load_grid
 from aexp.instrument import check_position
-from aexp.replay import NotRecorded, SessionInstrument
-from aexp.session import SessionReader
+from aexp.session.replay import NotRecorded, SessionInstrument
+from aexp.session.store import SessionReader
 from aexp.targets import Target
 from aexp.types import Bounds, InstrumentDescription, Measurement, Survey
 
@@ -61,7 +62,7 @@ class ReplayInstrument:
         self._sha256 = _sha256(self.path)
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> "ReplayInstrument | SessionInstrument":
+    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> ReplayInstrument | SessionInstrument:
         """Build from config options: ``path`` (required). A folder gives a session replay."""
         unknown = sorted(set(options) - {"path"})
         if unknown:

@@ -20,7 +20,7 @@ declared ``measurement_time_s`` (from ``describe()``) unless ``measure_timeout_s
 
 The lease: commands that drive the instrument carry this client's id; the first one takes the
 lease, a server restart (lease forgotten) is healed by leasing again, and another controller's
-lease surfaces as :class:`~aexp.wire.LeaseHeld`. :meth:`close` (also run at interpreter exit)
+lease surfaces as :class:`~aexp.link.wire.LeaseHeld`. :meth:`close` (also run at interpreter exit)
 gives it back; a killed client's lease expires on the server after its ``lease_s``.
 
 ``describe()`` is asked once per driver and cached: the loop may call it several times per run.
@@ -38,19 +38,29 @@ import atexit
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import zmq
 import zmq.auth
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aexp.instrument import InstrumentTimeout, MeasurementFailed
-from aexp.types import Bounds, InstrumentDescription, Measurement, Survey
-from aexp.wire import (
-    PROTOCOL_VERSION, LeaseRequired, Limits, MalformedMessage, Message, decode, description_from_wire,
-    encode_request, measurement_from_wire, raise_remote_error, survey_from_wire,
+from aexp.link.wire import (
+    PROTOCOL_VERSION,
+    LeaseRequired,
+    Limits,
+    MalformedMessage,
+    Message,
+    decode,
+    description_from_wire,
+    encode_request,
+    measurement_from_wire,
+    raise_remote_error,
+    survey_from_wire,
 )
+from aexp.types import Bounds, InstrumentDescription, Measurement, Survey
 
 __all__ = ["ZmqInstrument", "ZmqOptions"]
 
@@ -110,7 +120,7 @@ class ZmqInstrument:
         self._description: InstrumentDescription | None = None
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> "ZmqInstrument":
+    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> ZmqInstrument:
         """Factory used by ``aexp.instrument.load_instrument``."""
         return cls(seed=seed, **dict(options))
 
@@ -198,7 +208,7 @@ class ZmqInstrument:
     # --- protocol verbs ---
 
     def hello(self) -> dict[str, Any]:
-        """Version handshake: fails with :class:`~aexp.wire.VersionMismatch` naming both versions."""
+        """Version handshake: fails with :class:`~aexp.link.wire.VersionMismatch` naming both versions."""
         result = self._call("hello", {"protocol_version": PROTOCOL_VERSION, "client": self.client_id}).result
         self._greeted = True
         return dict(result or {})
@@ -244,7 +254,7 @@ class ZmqInstrument:
             self._ctx = None
         self._greeted = False
 
-    def __enter__(self) -> "ZmqInstrument":
+    def __enter__(self) -> ZmqInstrument:
         return self
 
     def __exit__(self, *exc: Any) -> None:

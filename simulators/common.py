@@ -261,7 +261,7 @@ class ProbePlacement:
     probe_error_m: float = 0.0
 
     @classmethod
-    def from_options(cls, seed: int, opts: PlacementOptions) -> "ProbePlacement":
+    def from_options(cls, seed: int, opts: PlacementOptions) -> ProbePlacement:
         return cls(seed, opts.drift_offset_m, opts.drift_rate_m_per_s, opts.probe_error_m)
 
     def drift_m(self, clock_s: float) -> np.ndarray:

@@ -3,8 +3,8 @@
 Two seams, because ``aexp`` (which holds the server) may not import ``simulators``:
 
 - link faults -- delayed reply, dropped reply, server restart mid-measurement -- are a
-  :class:`ServerFaults` object passed to :class:`aexp.serve.InstrumentServer` as its ``hooks``
-  (the :class:`aexp.serve.ServerHooks` protocol): the server asks it, per request, what to do;
+  :class:`ServerFaults` object passed to :class:`aexp.link.serve.InstrumentServer` as its ``hooks``
+  (the :class:`aexp.link.serve.ServerHooks` protocol): the server asks it, per request, what to do;
 - instrument faults -- NaN or saturated spectra, refusal of a position, sudden probe blur -- are a
   :class:`FaultyInstrument` wrapping any Instrument, so they happen "inside the microscope".
 
@@ -46,7 +46,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aexp.instrument import Instrument, OutOfBounds
-from aexp.serve import ServerAction
+from aexp.link.serve import ServerAction
 from aexp.types import Bounds, InstrumentDescription, Measurement, Step, Survey
 
 from .common import gaussian_blur, options_error, rng_for
@@ -121,7 +121,7 @@ class _Dice:
 
 
 class ServerFaults:
-    """Link faults as :class:`aexp.serve.ServerHooks`: at most one of restart, drop, delay per request."""
+    """Link faults as :class:`aexp.link.serve.ServerHooks`: at most one of restart, drop, delay per request."""
 
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan

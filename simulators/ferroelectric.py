@@ -59,7 +59,7 @@ from scipy import ndimage
 from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import SquareScan, as_positions, check_seed, DoseLedger, ProbePlacement, RealismOptions, SimClock, rng_for
+from .common import DoseLedger, ProbePlacement, RealismOptions, SimClock, SquareScan, as_positions, check_seed, rng_for
 
 __all__ = ["FerroelectricSimulator", "FerroelectricOptions", "LOOP_PARAMETERS"]
 
@@ -141,7 +141,7 @@ class FerroelectricSimulator(SquareScan):
         self._build_sample()
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> "FerroelectricSimulator":
+    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> FerroelectricSimulator:
         """Factory used by ``aexp.instrument.load_instrument``."""
         opts = FerroelectricOptions.parse(options, NAME)
         return cls(seed=seed, **opts.model_dump())

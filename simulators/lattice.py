@@ -65,7 +65,7 @@ from scipy.special import erf
 from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import SquareScan, as_positions, check_seed, DoseLedger, ProbePlacement, RealismOptions, SimClock, rng_for
+from .common import DoseLedger, ProbePlacement, RealismOptions, SimClock, SquareScan, as_positions, check_seed, rng_for
 
 __all__ = ["LatticeSimulator", "LatticeOptions", "Atoms"]
 
@@ -193,7 +193,7 @@ class LatticeSimulator(SquareScan):
         self._build_sample()
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> "LatticeSimulator":
+    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> LatticeSimulator:
         """Factory used by ``aexp.instrument.load_instrument``."""
         opts = LatticeOptions.parse(options, NAME)
         return cls(seed=seed, **opts.model_dump())

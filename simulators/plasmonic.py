@@ -62,7 +62,16 @@ from aexp.instrument import MeasurementFailed
 from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import SquareScan, as_positions, check_seed, PlacementOptions, ProbePlacement, SimClock, gaussian_blur, rng_for
+from .common import (
+    PlacementOptions,
+    ProbePlacement,
+    SimClock,
+    SquareScan,
+    as_positions,
+    check_seed,
+    gaussian_blur,
+    rng_for,
+)
 
 __all__ = ["PlasmonicSimulator", "PlasmonicOptions", "ModeSpec", "Particle", "DEFAULT_MODES"]
 
@@ -365,7 +374,7 @@ class PlasmonicSimulator(SquareScan):
         self._placement = ProbePlacement.from_options(self.seed, self.options)
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> "PlasmonicSimulator":
+    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> PlasmonicSimulator:
         """Factory used by ``aexp.instrument.load_instrument``."""
         opts = PlasmonicOptions.parse(options, NAME)
         return cls(seed=seed, **opts.model_dump())

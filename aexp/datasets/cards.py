@@ -73,7 +73,7 @@ class Cards:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, index: Any) -> "Cards":
+    def subset(self, index: Any) -> Cards:
         """The cards at ``index`` (an index array, boolean mask or slice)."""
         return Cards(
             self.images[index], self.label[index], self.angle[index], self.shear[index],

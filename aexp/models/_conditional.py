@@ -280,7 +280,7 @@ class PairedVAE(BaseVAE):
         seed: int = 0,
         kl_weight: KLWeight = 1.0,
         progress: bool = True,
-    ) -> "PairedVAE":
+    ) -> PairedVAE:
         """Train on patches ``X`` and their ``y`` (see the subclass); otherwise as
         :meth:`BaseVAE.fit`."""
         self._validate_hyperparameters()

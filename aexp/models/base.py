@@ -522,7 +522,7 @@ class BaseVAE:
         seed: int = 0,
         kl_weight: KLWeight = 1.0,
         progress: bool = True,
-    ) -> "BaseVAE":
+    ) -> BaseVAE:
         """Train on patches ``X`` (``N x h x w`` or ``N x C x h x w``) with Adam; returns self.
 
         ``y`` (one label per patch) is checked against ``X`` and passed to models that learn from
@@ -666,7 +666,7 @@ class BaseVAE:
         torch.save(checkpoint, Path(path))
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> "BaseVAE":
+    def load(cls, path: str | Path, device: str | None = None) -> BaseVAE:
         """Rebuild a model written by :meth:`save`, on ``device`` (default: the saved one)."""
         checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:

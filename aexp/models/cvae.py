@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import check_int, check_positive
 from ._conditional import (
     ConditionalDecoder,
     ConditionalEncoder,
@@ -32,6 +31,7 @@ from ._conditional import (
     check_values,
     geometric_names,
 )
+from .base import check_int, check_positive
 
 __all__ = ["CVAE"]
 

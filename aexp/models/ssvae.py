@@ -40,17 +40,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import SHIFT_SCALE, MLPEncoder, check_int, check_positive, gaussian_kl
 from ._conditional import (
+    RENDERERS,
     ConditionalDecoder,
     ConditionalEncoder,
     GeometricPairedVAE,
-    RENDERERS,
     check_class_labels,
     check_values,
     geometric_names,
     transform_grid,
 )
+from .base import SHIFT_SCALE, MLPEncoder, check_int, check_positive, gaussian_kl
 
 __all__ = ["SSVAE"]
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import MLPEncoder, _as_float_tensor, _check_finite, check_int, gaussian_kl
 from ._conditional import MLPDecoder, PairedVAE
+from .base import MLPEncoder, _as_float_tensor, _check_finite, check_int, gaussian_kl
 
 __all__ = ["VED", "im2spec", "spec2im"]
 

@@ -3,7 +3,8 @@ import json
 import pytest
 import yaml
 
-from aexp.cli import main
+from aexp.cli.main import main
+
 
 @pytest.fixture
 def small(tiny_config):

@@ -1,4 +1,4 @@
-"""Behaviour of the deep kernel learning surrogate (aexp.dkl)."""
+"""Behaviour of the deep kernel learning surrogate (aexp.surrogates.dkl)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from botorch.acquisition import UpperConfidenceBound, qLogExpectedImprovement
 from botorch.models.gpytorch import GPyTorchModel
 
-from aexp.dkl import DKLSurrogate
+from aexp.surrogates.dkl import DKLSurrogate
 
 
 def _nonlinear(X: torch.Tensor) -> torch.Tensor:

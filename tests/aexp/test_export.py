@@ -5,9 +5,10 @@ import h5py
 import numpy as np
 import pytest
 
-from aexp.cli import main
-from aexp.export import export_hdf5
-from aexp.session import SessionError, SessionReader
+from aexp.cli.main import main
+from aexp.session.export import export_hdf5
+from aexp.session.store import SessionError, SessionReader
+
 
 @pytest.fixture(scope="module")
 def session(tiny_session):

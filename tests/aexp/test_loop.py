@@ -9,7 +9,7 @@ from aexp.instrument import MeasurementFailed, check_position
 from aexp.loop import initial_indices, run_campaign, run_experiment
 from aexp.patches import grid_candidates
 from aexp.policies import make_policy
-from aexp.session import MemoryRecorder, SessionReader
+from aexp.session.store import MemoryRecorder, SessionReader
 from aexp.targets import make_target
 from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
 

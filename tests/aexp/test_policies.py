@@ -9,19 +9,19 @@ import pytest
 import torch
 from gpytorch.kernels import AdditiveKernel
 
-from aexp.dkl import DKLSurrogate
 from aexp.policies import (
     ACQUISITIONS,
     GPXYPolicy,
     NoCandidatesLeft,
+    PositionGP,
     RandomPolicy,
     RasterPolicy,
-    PositionGP,
     SelectionContext,
     StagedSurrogate,
     SurrogatePolicy,
     make_policy,
 )
+from aexp.surrogates.dkl import DKLSurrogate
 
 ROWS, COLS = 20, 20
 M = ROWS * COLS

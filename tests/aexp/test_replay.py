@@ -7,12 +7,12 @@ import pytest
 import torch
 import yaml
 
-from aexp.cli import main
+from aexp.cli.main import main
 from aexp.config import parse_config
 from aexp.instrument import load_instrument
 from aexp.loop import run_experiment
-from aexp.replay import NotRecorded, ReplayDivergence, SessionInstrument, resume_session, verify_session
-from aexp.session import SessionError, SessionReader
+from aexp.session.replay import NotRecorded, ReplayDivergence, SessionInstrument, resume_session, verify_session
+from aexp.session.store import SessionError, SessionReader
 
 SMALL = {
     "name": "replay-small",
@@ -172,7 +172,7 @@ def test_resume_stops_at_the_first_divergence_and_writes_nothing(session):
 
 
 def test_version_differences_are_warnings(session):
-    from aexp.replay import version_warnings
+    from aexp.session.replay import version_warnings
 
     manifest = json.loads((session / "manifest.json").read_text())
     assert version_warnings(manifest) == []

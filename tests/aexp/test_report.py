@@ -5,11 +5,12 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from aexp.cli import main
+from aexp.cli.main import main
 from aexp.loop import CampaignResult
-from aexp.report import discovery_curve, latency_table, session_figure, travel_per_step, write_report
-from aexp.session import SessionError
+from aexp.session.report import discovery_curve, latency_table, session_figure, travel_per_step, write_report
+from aexp.session.store import SessionError
 from aexp.types import Candidates, PixelTransform, Step, Survey
+
 
 @pytest.fixture(scope="module")
 def session(tiny_session):

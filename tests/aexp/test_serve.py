@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aexp.instrument import check_position
-from aexp.serve import InsecureBind, InstrumentServer, ServerAction, ServerConfig, is_loopback
+from aexp.link.serve import InsecureBind, InstrumentServer, ServerAction, ServerConfig, is_loopback
+from aexp.link.wire import PROTOCOL_VERSION, VersionMismatch, decode, encode_request, raise_remote_error
 from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
-from aexp.wire import PROTOCOL_VERSION, VersionMismatch, decode, encode_request, raise_remote_error
 
 AXIS = SpectrumAxis("energy_loss", "eV", 0.0, 4.0, 32)
 DEADLINE_MS = 3000
@@ -303,7 +303,7 @@ def test_fuzzed_requests_get_an_answer_and_the_server_goes_on(shared_server, met
 def test_serve_command_prints_its_address_and_stops_on_sigterm(tmp_path):
     log = tmp_path / "ids.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aexp.cli", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
+        [sys.executable, "-m", "aexp.cli.main", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
          "-o", "survey_pixels=32", "-o", "n_particles=1", "--executed-log", str(log)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -323,7 +323,7 @@ def test_serve_command_prints_its_address_and_stops_on_sigterm(tmp_path):
 
 def test_serve_command_refuses_a_public_bind_without_keys():
     proc = subprocess.run(
-        [sys.executable, "-m", "aexp.cli", "serve", "--sim", "plasmonic", "--bind", "tcp://0.0.0.0:5999"],
+        [sys.executable, "-m", "aexp.cli.main", "serve", "--sim", "plasmonic", "--bind", "tcp://0.0.0.0:5999"],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2
@@ -331,7 +331,7 @@ def test_serve_command_refuses_a_public_bind_without_keys():
 
 
 def test_serve_command_with_faults_and_keys_new(tmp_path):
-    from aexp.cli import main
+    from aexp.cli.main import main
 
     assert main(["keys", "new", str(tmp_path / "k"), "--name", "lab"]) == 0
     assert (tmp_path / "k" / "lab.key").exists() and (tmp_path / "k" / "lab.key_secret").stat().st_mode & 0o077 == 0
@@ -339,7 +339,7 @@ def test_serve_command_with_faults_and_keys_new(tmp_path):
     faults = tmp_path / "f.yaml"
     faults.write_text("seed: 1\nrefuse: {probability: 1.0}\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aexp.cli", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
+        [sys.executable, "-m", "aexp.cli.main", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
          "-o", "survey_pixels=32", "-o", "n_particles=1", "--faults", str(faults)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
@@ -354,7 +354,7 @@ def test_serve_command_with_faults_and_keys_new(tmp_path):
 
 
 def test_describe_command_prints_the_description(server, capsys):
-    from aexp.cli import main
+    from aexp.cli.main import main
 
     assert main(["describe", server.address]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -363,7 +363,7 @@ def test_describe_command_prints_the_description(server, capsys):
 
 
 def test_serve_command_on_an_address_in_use_is_a_clear_error(server, capsys):
-    from aexp.cli import main
+    from aexp.cli.main import main
 
     assert main(["serve", "--sim", "plasmonic", "--bind", server.address, "-o", "survey_pixels=32",
                  "-o", "n_particles=1"]) == 2

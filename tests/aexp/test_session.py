@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from aexp.session import FORMAT_VERSION, SessionError, SessionReader, SessionWriter
+from aexp.session.store import FORMAT_VERSION, SessionError, SessionReader, SessionWriter
 from aexp.types import Step
 
 

@@ -9,7 +9,7 @@ from aexp.bench import run_bench
 from aexp.config import load_config
 from aexp.instrument import load_instrument
 from aexp.loop import run_experiment
-from aexp.session import SessionReader
+from aexp.session.store import SessionReader
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 SHRINK = {

@@ -6,12 +6,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aexp.instrument import MeasurementFailed, OutOfBounds
-from aexp.types import Measurement, PixelTransform, SpectrumAxis, Survey
-from aexp.wire import (
-    PROTOCOL_VERSION, Limits, LeaseHeld, MalformedMessage, MessageTooLarge, ProtocolError, RemoteError,
-    VersionMismatch, decode, encode_error, encode_request, encode_result, measurement_from_wire,
-    measurement_to_wire, raise_remote_error, survey_from_wire, survey_to_wire,
+from aexp.link.wire import (
+    PROTOCOL_VERSION,
+    LeaseHeld,
+    Limits,
+    MalformedMessage,
+    MessageTooLarge,
+    ProtocolError,
+    RemoteError,
+    VersionMismatch,
+    decode,
+    encode_error,
+    encode_request,
+    encode_result,
+    measurement_from_wire,
+    measurement_to_wire,
+    raise_remote_error,
+    survey_from_wire,
+    survey_to_wire,
 )
+from aexp.types import Measurement, PixelTransform, SpectrumAxis, Survey
 
 
 def _header(**kw):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from aexp.instrument import Instrument, OutOfBounds, load_instrument
-from aexp.serve import InstrumentServer, ServerConfig
+from aexp.link.serve import InstrumentServer, ServerConfig
 from drivers.example_lab import ExampleLabInstrument
 
 

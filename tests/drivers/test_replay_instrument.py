@@ -6,7 +6,7 @@ from aexp.config import parse_config
 from aexp.griddata import GridDataset, GridDatasetError, load_grid, save_grid
 from aexp.instrument import OutOfBounds, load_instrument
 from aexp.loop import run_experiment
-from aexp.replay import NotRecorded, SessionInstrument
+from aexp.session.replay import NotRecorded, SessionInstrument
 from aexp.targets import make_target
 from aexp.types import PixelTransform, SpectrumAxis
 from drivers.replay import ReplayInstrument

@@ -12,13 +12,13 @@ import yaml
 import zmq
 import zmq.auth
 
-from aexp.cli import main
+from aexp.cli.main import main
 from aexp.config import check_against, load_config, parse_config
 from aexp.instrument import InstrumentTimeout, MeasurementFailed, OutOfBounds, load_instrument
+from aexp.link.serve import InstrumentServer, ServerAction, ServerConfig
+from aexp.link.wire import LeaseHeld, VersionMismatch, encode_result
 from aexp.loop import run_experiment
-from aexp.serve import InstrumentServer, ServerAction, ServerConfig
-from aexp.session import SessionReader
-from aexp.wire import LeaseHeld, VersionMismatch, encode_result
+from aexp.session.store import SessionReader
 from drivers.zmq import ZmqInstrument
 from simulators.plasmonic import PlasmonicSimulator
 
@@ -234,7 +234,7 @@ def test_a_campaign_over_the_network_matches_the_in_process_one(serve, tmp_path)
 def test_a_campaign_survives_the_server_being_killed_and_restarted(tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     log = tmp_path / "executed.jsonl"
-    cmd = [sys.executable, "-m", "aexp.cli", "serve", "--sim", "plasmonic", "--bind", address,
+    cmd = [sys.executable, "-m", "aexp.cli.main", "serve", "--sim", "plasmonic", "--bind", address,
            "--executed-log", str(log)] + [f"-o{k}={json.dumps(v)}" for k, v in SIM.items()]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)]
     try:

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from simulators.common import (
     SimClock,
@@ -131,7 +131,7 @@ class TestSimOptions:
 
     def test_options_are_immutable(self) -> None:
         o = _Opts.parse({}, "twin")
-        with pytest.raises(Exception):
+        with pytest.raises(ValidationError):
             o.dose = 2.0  # type: ignore[misc]
 
 

@@ -4,8 +4,8 @@ import yaml
 
 from aexp.config import parse_config
 from aexp.instrument import OutOfBounds, load_instrument
+from aexp.link.serve import InstrumentServer, ServerConfig
 from aexp.loop import run_experiment
-from aexp.serve import InstrumentServer, ServerConfig
 from simulators.faults import FaultPlan, FaultyInstrument, ServerFaults, apply_faults, audit_campaign, load_fault_plan
 from simulators.plasmonic import PlasmonicSimulator
 

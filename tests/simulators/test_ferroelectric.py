@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from aexp.cli import main
+from aexp.cli.main import main
 from aexp.instrument import Instrument, OutOfBounds, available_instruments, load_instrument
 from aexp.targets import make_target
 from simulators.ferroelectric import FerroelectricSimulator

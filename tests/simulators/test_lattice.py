@@ -7,7 +7,7 @@ import pytest
 import yaml
 from scipy.spatial import cKDTree
 
-from aexp.cli import main
+from aexp.cli.main import main
 from aexp.instrument import Instrument, OutOfBounds, available_instruments, load_instrument
 from aexp.patches import find_atoms
 from aexp.targets import make_target

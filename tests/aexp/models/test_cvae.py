@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from test_rvae import glyph_patches
 
 from aexp.models.cvae import CVAE
 from aexp.models.ssvae import SSVAE
-from test_rvae import glyph_patches
 
 SIZE = 16
 

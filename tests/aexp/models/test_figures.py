@@ -6,7 +6,13 @@ from PIL import Image
 
 from aexp.datasets import make_cards
 from aexp.models import (
-    EMBEDDERS, RVAE, SSVAE, NotFittedError, latent_scatter, latent_traversal, make_embedder,
+    EMBEDDERS,
+    RVAE,
+    SSVAE,
+    NotFittedError,
+    latent_scatter,
+    latent_traversal,
+    make_embedder,
 )
 
 SIZE = 8

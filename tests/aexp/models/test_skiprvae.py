@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_rvae import circular_correlation, glyph_patches, threshold_purity
 
 from aexp.models.decoders import CoordinateDecoder
 from aexp.models.rvae import RVAE
 from aexp.models.skiprvae import SkipCoordinateDecoder, SkipRVAE
-from test_rvae import circular_correlation, glyph_patches, threshold_purity
 
 SIZE = 16
 

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .types import Candidates, Step, Survey
+from ..types import Candidates, Step, Survey
 
 if TYPE_CHECKING:
-    from .loop import CampaignResult
-    from .policies import Decision, Policy, SelectionContext
-    from .session import SessionReader
+    from ..loop import CampaignResult
+    from ..policies import Decision, Policy, SelectionContext
+    from .store import SessionReader
 
 __all__ = ["session_figure", "write_report", "discovery_curve", "latency_table", "travel_per_step"]
 
@@ -44,7 +44,7 @@ def session_figure(
     folder: str | Path,
     survey: Survey,
     candidates: Candidates,
-    result: "CampaignResult",
+    result: CampaignResult,
     name: str = "session.png",
 ) -> Path:
     """Write a 2x2 PNG: survey with measured points coloured by step, predicted mean, predicted
@@ -248,11 +248,11 @@ def _latency_figure(steps: list[Step], path: Path) -> Path:
 class _MapCapture:
     """Wraps a policy to keep its mean / std / acquisition maps at chosen steps (decisions unchanged)."""
 
-    def __init__(self, policy: "Policy", steps: set[int]) -> None:
+    def __init__(self, policy: Policy, steps: set[int]) -> None:
         self.policy, self.steps, self.name = policy, steps, policy.name
         self.maps: dict[int, dict[str, np.ndarray]] = {}
 
-    def select(self, ctx: "SelectionContext") -> "Decision":
+    def select(self, ctx: SelectionContext) -> Decision:
         ctx.want_maps = ctx.step in self.steps
         decision = self.policy.select(ctx)
         if decision.maps is not None:
@@ -260,11 +260,12 @@ class _MapCapture:
         return decision
 
 
-def _model_maps(reader: "SessionReader", steps_wanted: list[int]) -> tuple[Candidates | None, dict[int, dict[str, np.ndarray]]]:
+def _model_maps(reader: SessionReader, steps_wanted: list[int]) -> tuple[Candidates | None, dict[int, dict[str, np.ndarray]]]:
     """Replay the session up to the last wanted step, refitting as the run did, keeping the maps."""
-    from .loop import build_policy, campaign, prepare, torch_settings
+    from ..loop import build_policy, campaign, prepare
+    from ..repro import torch_settings
     from .replay import SessionInstrument, _recorded_config
-    from .session import MemoryRecorder
+    from .store import MemoryRecorder
 
     if not steps_wanted:
         return None, {}
@@ -281,10 +282,10 @@ def _model_maps(reader: "SessionReader", steps_wanted: list[int]) -> tuple[Candi
     return prepared.candidates, capture.maps
 
 
-def _truth(reader: "SessionReader", positions: np.ndarray, notes: list[str]) -> np.ndarray | None:
+def _truth(reader: SessionReader, positions: np.ndarray, notes: list[str]) -> np.ndarray | None:
     """The noiseless target of every candidate, if the recorded instrument can tell it (a simulator
     or a full-grid data set) and is still the one recorded; else ``None`` and a note says why."""
-    from .instrument import load_instrument
+    from ..instrument import load_instrument
     from .replay import _differences, _recorded_config
 
     cfg = _recorded_config(reader)
@@ -340,9 +341,9 @@ def write_report(folder: str | Path, out: str | Path | None = None,
     Returns:
         The path of ``report.html``.
     """
+    from ..types import PixelTransform
     from .replay import _recorded_config
-    from .session import SessionError, SessionReader
-    from .types import PixelTransform
+    from .store import SessionError, SessionReader
 
     reader = SessionReader(folder)
     out = Path(out) if out is not None else reader.folder.with_name(reader.folder.name + "-report")

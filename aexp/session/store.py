@@ -24,13 +24,14 @@ import os
 import shutil
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from .types import Step
+from ..types import Step
 
 __all__ = ["FORMAT_VERSION", "SessionError", "SessionWriter", "SessionReader", "MemoryRecorder", "write_json"]
 
@@ -130,7 +131,7 @@ class SessionWriter:
         _fsync_dir(self.folder)
 
     @classmethod
-    def append_to(cls, reader: "SessionReader") -> "SessionWriter":
+    def append_to(cls, reader: SessionReader) -> SessionWriter:
         """Reopen a recorded session to add steps after its last complete one (``aexp resume``).
 
         Bytes past the last complete record (a torn step line, a spectrum row whose step line was
@@ -190,7 +191,7 @@ class SessionWriter:
             if not fh.closed:
                 fh.close()
 
-    def __enter__(self) -> "SessionWriter":
+    def __enter__(self) -> SessionWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,6 +1,6 @@
 """The instrument server: exposes any :class:`~aexp.instrument.Instrument` over ZeroMQ.
 
-One request, one reply (:mod:`aexp.wire` messages). The server socket is a ROUTER, so a request
+One request, one reply (:mod:`aexp.link.wire` messages). The server socket is a ROUTER, so a request
 can be answered, answered late or not at all (fault injection) without the strict send/receive
 alternation of a REP socket; clients use REQ sockets (the "lazy pirate" client of the pyzmq guide).
 
@@ -55,21 +55,34 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import zmq
 import zmq.auth
 from pydantic import BaseModel, ConfigDict, Field
 
-from .instrument import Instrument, InstrumentError, MeasurementFailed
-from .types import InstrumentDescription
+from ..instrument import Instrument, InstrumentError, MeasurementFailed
+from ..types import InstrumentDescription
 from .wire import (
-    PROTOCOL_VERSION, InvalidParams, LeaseHeld, LeaseRequired, Limits, Message,
-    ProtocolError, UnknownMethod, decode, encode_error, encode_result, error_payload,
-    exception_from_payload, measurement_to_wire, survey_to_wire,
+    PROTOCOL_VERSION,
+    InvalidParams,
+    LeaseHeld,
+    LeaseRequired,
+    Limits,
+    Message,
+    ProtocolError,
+    UnknownMethod,
+    decode,
+    encode_error,
+    encode_result,
+    error_payload,
+    exception_from_payload,
+    measurement_to_wire,
+    survey_to_wire,
 )
 
 __all__ = [
@@ -84,7 +97,7 @@ __all__ = [
     "FAULTS_ENTRY_POINT_GROUP",
 ]
 
-log = logging.getLogger("aexp.serve")
+log = logging.getLogger("aexp.link.serve")
 FAULTS_ENTRY_POINT_GROUP = "aexp.faults"
 _POLL_MS = 50  # how often the serving loop looks at its stop flag
 

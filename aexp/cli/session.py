@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["add_parsers", "COMMANDS", "EXIT_DIVERGED"]
 
 EXIT_DIVERGED = 1
 
 
-def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     replay = sub.add_parser("replay", help="re-run a session's decisions on its recorded measurements")
     replay.add_argument("folder", type=Path)
     replay.add_argument("--verify", action="store_true", help="check every decision against the record")
@@ -55,7 +55,7 @@ def _printer(quiet: bool, label: str):
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import TOLERANCE, ReplayDivergence, verify_session
+    from ..session.replay import TOLERANCE, ReplayDivergence, verify_session
 
     if not args.verify:
         print("aexp replay: give --verify (a what-if run on recorded data is `aexp run` with the "
@@ -78,7 +78,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from .replay import ReplayDivergence, resume_session
+    from ..session.replay import ReplayDivergence, resume_session
 
     try:
         out = resume_session(args.folder, config_path=args.config, progress=not args.quiet,
@@ -93,7 +93,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_hdf5
+    from ..session.export import export_hdf5
 
     path = export_hdf5(args.folder, args.hdf5, overwrite=args.overwrite)
     print(f"exported: {path}")
@@ -101,7 +101,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from ..session.report import write_report
 
     steps = None
     if args.maps_at:

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .instrument import InstrumentError, InstrumentTimeout, MeasurementFailed, OutOfBounds
-from .types import InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
+from ..instrument import InstrumentError, InstrumentTimeout, MeasurementFailed, OutOfBounds
+from ..types import InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
 
 __all__ = [
     "PROTOCOL_VERSION",

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .session import SessionError, SessionReader
-from .types import SpectrumAxis, Step
+from ..types import SpectrumAxis, Step
+from .store import SessionError, SessionReader
 
 __all__ = ["EXPORT_VERSION", "export_hdf5"]
 

@@ -110,7 +110,7 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
         z = self.feature_map(X)
         return MultivariateNormal(self.mean_module(z), self.covar_module(z))
 
-    def train(self, mode: bool = True) -> "DeepKernelGP":
+    def train(self, mode: bool = True) -> DeepKernelGP:
         if mode:  # parameters may change: drop the cached factorisation
             self._marginal_cache = None
         return super().train(mode)
@@ -282,7 +282,7 @@ class DKLSurrogate:
         self.loss_history_: list[float] = []
         self.n_fits_ = 0
 
-    def start_from(self, gp: Any) -> "DKLSurrogate":
+    def start_from(self, gp: Any) -> DKLSurrogate:
         """Begin the first fit where a fitted exact ARD GP on the same inputs left off.
 
         The base kernel takes the GP's lengthscales (and output scale), the likelihood its noise
@@ -324,7 +324,7 @@ class DKLSurrogate:
             raise RuntimeError("DKLSurrogate has not been fitted yet: call fit(X, y) first")
         return self._model
 
-    def fit(self, X: Tensor | np.ndarray, y: Tensor | np.ndarray) -> "DKLSurrogate":
+    def fit(self, X: Tensor | np.ndarray, y: Tensor | np.ndarray) -> DKLSurrogate:
         """Train on ``X`` (``n x D``) and ``y`` (``n``); warm-starts after the first call."""
         X = self._as_inputs(X, "X")
         y = torch.as_tensor(y).to(device=self.device, dtype=DTYPE)

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ExperimentConfig, load_config, parse_config
-from .instrument import (
+from ..config import ExperimentConfig, load_config, parse_config
+from ..instrument import (
     Instrument,
     InstrumentError,
     InstrumentTimeout,
@@ -31,21 +31,26 @@ from .instrument import (
     OutOfBounds,
     load_instrument,
 )
-from .loop import (
+from ..loop import (
     CampaignResult,
     Prepared,
     StepCallback,
     build_policy,
     campaign,
-    features_digest,
     finish_figure,
     prepare,
     summary,
-    torch_settings,
-    versions,
 )
-from .session import SessionError, SessionReader, SessionWriter, write_json
-from .types import Bounds, InstrumentDescription, Measurement, PixelTransform, Step, Survey
+from ..repro import features_digest, torch_settings, versions
+from ..types import (
+    Bounds,
+    InstrumentDescription,
+    Measurement,
+    PixelTransform,
+    Step,
+    Survey,
+)
+from .store import SessionError, SessionReader, SessionWriter, write_json
 
 __all__ = [
     "TOLERANCE",

@@ -1,5 +1,5 @@
 """The ``aexp`` command line: ``run``, ``check``, ``bench``; ``replay``, ``resume``, ``export``,
-``report`` (in :mod:`aexp.session_commands`); ``serve``, ``describe``, ``keys`` (in :mod:`aexp.link_cli`).
+``report`` (in :mod:`aexp.cli.session`); ``serve``, ``describe``, ``keys`` (in :mod:`aexp.cli.link`).
 
 Errors a user can act on (a bad config, an occupied output folder, an unknown instrument) print one
 clear message and exit with status 2; Ctrl-C exits with 130 after the completed steps are on disk.
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["main"]
 
@@ -62,18 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=_nonnegative, default=None)
     bench.add_argument("--quiet", action="store_true")
 
-    from .session_commands import add_parsers
+    from .session import add_parsers
 
     add_parsers(sub)  # replay, resume, export, report
 
-    from .link_cli import add_subcommands
+    from .link import add_subcommands
 
     add_subcommands(sub)  # serve, describe, keys
     return p
 
 
 def _load(path: Path, steps: int | None):
-    from .config import load_config
+    from ..config import load_config
 
     cfg = load_config(path)
     if steps is not None:
@@ -82,13 +82,13 @@ def _load(path: Path, steps: int | None):
 
 
 def _instrument(cfg, seed: int):
-    from .instrument import load_instrument
+    from ..instrument import load_instrument
 
     return load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .config import check_against, n_grid_candidates
+    from ..config import check_against, n_grid_candidates
 
     cfg = _load(args.config, None)
     desc = _instrument(cfg, cfg.seed).describe()
@@ -130,7 +130,7 @@ def _step_printer(quiet: bool):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .loop import run_experiment
+    from ..loop import run_experiment
 
     cfg = _load(args.config, args.steps)
     seed = cfg.seed if args.seed is None else args.seed
@@ -158,7 +158,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_table, run_bench
+    from ..bench import format_table, run_bench
 
     cfg = _load(args.config, args.steps)
     policies = args.policies.split(",") if args.policies else None
@@ -173,12 +173,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .config import ConfigError
-    from .instrument import InstrumentError, UnknownInstrument
-    from .link_cli import COMMANDS as LINK_COMMANDS
-    from .session import SessionError
-
-    from .session_commands import COMMANDS
+    from ..config import ConfigError
+    from ..instrument import InstrumentError, UnknownInstrument
+    from ..session.store import SessionError
+    from .link import COMMANDS as LINK_COMMANDS
+    from .session import COMMANDS
 
     commands = {"run": _cmd_run, "check": _cmd_check, "bench": _cmd_bench, **COMMANDS}
     commands.update(LINK_COMMANDS)

@@ -1,7 +1,7 @@
 """The instrument-link commands of the CLI: ``aexp serve``, ``aexp describe``, ``aexp keys new``.
 
 ``aexp serve --sim NAME`` builds the instrument registered as ``NAME`` in ``aexp.instruments``
-(a simulator, or a lab's own instrument) and serves it with :mod:`aexp.serve`; ``--faults`` wraps it
+(a simulator, or a lab's own instrument) and serves it with :mod:`aexp.link.serve`; ``--faults`` wraps it
 in the fault plan found through the ``aexp.faults`` entry-point group. ``aexp describe ADDR`` asks
 a server through the ``zmq`` driver, also found by entry point: ``aexp`` imports neither
 ``drivers`` nor ``simulators``.
@@ -60,7 +60,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 def _faulty(instrument: Any, path: Path, seed: int) -> tuple[Any, Any]:
-    from .serve import FAULTS_ENTRY_POINT_GROUP
+    from ..link.serve import FAULTS_ENTRY_POINT_GROUP
 
     found = [ep for ep in entry_points(group=FAULTS_ENTRY_POINT_GROUP) if ep.name == "yaml"]
     if not found:
@@ -69,8 +69,8 @@ def _faulty(instrument: Any, path: Path, seed: int) -> tuple[Any, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .instrument import load_instrument
-    from .serve import ServerConfig, run_server
+    from ..instrument import load_instrument
+    from ..link.serve import ServerConfig, run_server
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     instrument = load_instrument(args.sim, dict(args.option), seed=args.seed)
@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from .instrument import load_instrument
+    from ..instrument import load_instrument
 
     options: dict[str, Any] = {"address": args.address, "timeout_s": args.timeout_s, "retries": 1}
     if args.keys is not None or args.server_key is not None:
