@@ -17,7 +17,7 @@ TIMEOUT_S = 180
 
 
 def _aexp(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "aexp.cli.main", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "aexp", *args], capture_output=True, text=True,
                           timeout=TIMEOUT_S)
     if check and proc.returncode != 0:
         raise AssertionError(f"aexp {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
@@ -54,7 +54,7 @@ def kill_resume_verify(tmp_path, trial: int, cfg: dict) -> dict:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
     folder = tmp_path / f"run{trial}"
-    proc = subprocess.Popen([sys.executable, "-m", "aexp.cli.main", "run", str(config), "--out", str(folder),
+    proc = subprocess.Popen([sys.executable, "-m", "aexp", "run", str(config), "--out", str(folder),
                              "--seed", str(SEED), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + TIMEOUT_S
     while len(_complete_lines(folder)) < wait_steps and proc.poll() is None:

@@ -303,7 +303,7 @@ def test_fuzzed_requests_get_an_answer_and_the_server_goes_on(shared_server, met
 def test_serve_command_prints_its_address_and_stops_on_sigterm(tmp_path):
     log = tmp_path / "ids.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aexp.cli.main", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
+        [sys.executable, "-m", "aexp", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
          "-o", "survey_pixels=32", "-o", "n_particles=1", "--executed-log", str(log)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -323,7 +323,7 @@ def test_serve_command_prints_its_address_and_stops_on_sigterm(tmp_path):
 
 def test_serve_command_refuses_a_public_bind_without_keys():
     proc = subprocess.run(
-        [sys.executable, "-m", "aexp.cli.main", "serve", "--sim", "plasmonic", "--bind", "tcp://0.0.0.0:5999"],
+        [sys.executable, "-m", "aexp", "serve", "--sim", "plasmonic", "--bind", "tcp://0.0.0.0:5999"],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2
@@ -339,7 +339,7 @@ def test_serve_command_with_faults_and_keys_new(tmp_path):
     faults = tmp_path / "f.yaml"
     faults.write_text("seed: 1\nrefuse: {probability: 1.0}\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aexp.cli.main", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
+        [sys.executable, "-m", "aexp", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
          "-o", "survey_pixels=32", "-o", "n_particles=1", "--faults", str(faults)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
