@@ -23,6 +23,7 @@ __all__ = [
     "OutOfBounds",
     "MeasurementFailed",
     "InstrumentTimeout",
+    "InstrumentUnreachable",
     "UnknownInstrument",
     "ENTRY_POINT_GROUP",
     "available_instruments",
@@ -47,6 +48,15 @@ class MeasurementFailed(InstrumentError):
 
 class InstrumentTimeout(InstrumentError):
     """The instrument did not answer within its deadline."""
+
+
+class InstrumentUnreachable(InstrumentTimeout):
+    """The instrument could not be reached at all for longer than the allowed outage.
+
+    Unlike :class:`MeasurementFailed` (the instrument could not measure *here*), this says nothing
+    about the position: the loop stops the run as interrupted, keeps the candidate available, does
+    not count the attempt against the budget, and ``aexp resume`` continues once the link is back.
+    """
 
 
 class UnknownInstrument(LookupError):
