@@ -11,20 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .errors import AexpError
 from .types import Bounds, InstrumentDescription, Measurement, Survey
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 __all__ = [
     "Instrument",
+    "GroundTruth",
     "InstrumentError",
     "OutOfBounds",
     "MeasurementFailed",
     "InstrumentTimeout",
     "InstrumentUnreachable",
     "UnknownInstrument",
+    "InstrumentOptionsError",
     "ENTRY_POINT_GROUP",
     "available_instruments",
     "load_instrument",
@@ -34,7 +40,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "aexp.instruments"
 
 
-class InstrumentError(RuntimeError):
+class InstrumentError(AexpError, RuntimeError):
     """Base class of everything an instrument can raise."""
 
 
@@ -59,7 +65,11 @@ class InstrumentUnreachable(InstrumentTimeout):
     """
 
 
-class UnknownInstrument(LookupError):
+class InstrumentOptionsError(AexpError, ValueError):
+    """A driver rejected the options it was given (the message names the option)."""
+
+
+class UnknownInstrument(AexpError, LookupError):
     """No instrument of that name is registered in the ``aexp.instruments`` entry-point group."""
 
 
@@ -90,6 +100,22 @@ def check_position(bounds: Bounds, position: tuple[float, float]) -> None:
         )
 
 
+@runtime_checkable
+class GroundTruth(Protocol):
+    """An instrument that knows the noiseless target everywhere: a simulator, or a full-grid data set.
+
+    ``aexp bench`` scores discovery against it, and ``aexp report`` draws the discovery curve.
+
+    Example:
+        >>> if isinstance(instrument, GroundTruth):
+        ...     truth = instrument.truth(candidates.positions, target)   # N x 2 -> N
+    """
+
+    def truth(self, positions: np.ndarray, target: Target) -> np.ndarray:
+        """The target's noiseless value at each position: ``N x 2`` metres -> ``N``."""
+        ...
+
+
 def available_instruments() -> list[str]:
     """Names registered in the ``aexp.instruments`` entry-point group."""
     return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
@@ -111,14 +137,19 @@ def load_instrument(name: str, options: dict[str, Any] | None = None, seed: int 
 
     Raises:
         UnknownInstrument: nothing is registered under ``name``.
-        ValueError: the driver rejected its options (the message names the option).
+        InstrumentOptionsError: the driver rejected its options (a driver says so with a
+            ``ValueError`` naming the option, as the plugin contract asks).
     """
     factory = _factory(name)
     options = dict(options or {})
     build = getattr(factory, "from_options", None)
-    if build is not None:
-        return build(options, seed=seed)
     try:
+        if build is not None:
+            return build(options, seed=seed)
         return factory(seed=seed, **options)
+    except AexpError:
+        raise
     except TypeError as exc:  # unknown keyword: name it in a config-level error
-        raise ValueError(f"instrument {name!r}: {exc}") from exc
+        raise InstrumentOptionsError(f"instrument {name!r}: {exc}") from exc
+    except ValueError as exc:
+        raise InstrumentOptionsError(str(exc) if name in str(exc) else f"instrument {name!r}: {exc}") from exc

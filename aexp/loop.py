@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ExperimentConfig, check_against
-from .features import resolve_device, surrogate_inputs
+from .config import ConfigError, ExperimentConfig, check_against
+from .features import resolve_device, standardise, surrogate_inputs
 from .instrument import Instrument, InstrumentError, OutOfBounds, check_position
 from .patches import make_candidates
-from .policies import Decision, Policy, SelectionContext, make_policy
+from .policies import FEATURELESS_KINDS, Decision, Policy, SelectionContext, make_policy
 from .repro import features_digest, step_rng, torch_settings, versions
-from .session.store import FORMAT_VERSION, MemoryRecorder, SessionWriter
+from .session.manifest import CandidatesRecord, Manifest, SurveyRecord, TorchRecord
+from .session.store import Recorder, SessionWriter
 from .targets import Target
 from .types import Candidates, InstrumentDescription, Step, Survey
 
@@ -39,7 +40,6 @@ __all__ = [
     "initial_indices",
 ]
 
-Recorder = SessionWriter | MemoryRecorder
 StepCallback = Callable[[Step, int], None]
 
 
@@ -67,7 +67,7 @@ def initial_indices(n_initial: int, seed: int, allowed: np.ndarray) -> np.ndarra
     rng = np.random.default_rng([seed, 0x1417])
     pool = np.flatnonzero(allowed)
     if len(pool) < n_initial:
-        raise ValueError(f"only {len(pool)} candidates can be measured; {n_initial} initial asked for")
+        raise ConfigError(f"policy.n_initial: only {len(pool)} candidates can be measured; {n_initial} initial asked for")
     return rng.permutation(pool)[:n_initial]
 
 
@@ -225,13 +225,19 @@ class Prepared:
 def prepare(
     cfg: ExperimentConfig, instrument: Instrument, seed: int, progress: bool = True
 ) -> Prepared:
-    """Describe, survey, cut candidates, embed (the config was checked against the instrument)."""
+    """Describe, survey, cut candidates, embed (the config was checked against the instrument).
+
+    The embedder is trained only when the policy uses the features: ``random``, ``raster`` and
+    ``gp-xy`` get the standardised positions and no embedder runs.
+    """
     desc = instrument.describe()
     device = resolve_device(cfg.device)
     survey = instrument.survey()
-    c = cfg.candidates
-    candidates = make_candidates(survey, c)
-    feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress)
+    candidates = make_candidates(survey, cfg.candidates)
+    if cfg.policy.kind in FEATURELESS_KINDS:  # nothing to learn an embedding for
+        feats, info = standardise(candidates.positions), {"kind": "none", "policy_uses_features": False, "dim": 2}
+    else:
+        feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress)
     features = torch.as_tensor(feats, dtype=torch.float64, device=device)
     return Prepared(desc, survey, candidates, features, info, device)
 
@@ -257,40 +263,28 @@ def manifest(
     seed: int,
     session_id: str,
     settings: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """What ``manifest.json`` holds; ``settings`` are the torch settings in force (:func:`torch_settings`)."""
     cands = prepared.candidates
     settings = settings or {
         "num_threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
     }
-    return {
-        "format_version": FORMAT_VERSION,
-        "session_id": session_id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seed": seed,
-        "budget": cfg.budget,
-        "config": cfg.to_dict(),
-        "versions": versions(),
-        "torch": {
-            "device": prepared.device,
-            "num_threads": settings["num_threads"],
-            "deterministic": settings["deterministic"],
-        },
-        "instrument": prepared.description.to_dict(),
-        "spectrum_axis": prepared.description.spectrum_axis.to_dict(),
-        "survey": {
-            "shape": list(prepared.survey.image.shape),
-            "channels": list(prepared.survey.channels),
-            "transform": prepared.survey.transform.to_dict(),
-        },
-        "candidates": {
-            "count": len(cands),
-            "grid_shape": list(cands.grid_shape) if cands.grid_shape else None,
-            "patch_shape": list(cands.patches.shape[1:]),
-        },
-        "features": {**prepared.feature_info, "sha256": features_digest(prepared.features)},
-    }
+    return Manifest(
+        session_id=session_id,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        seed=seed,
+        budget=cfg.budget,
+        config=cfg.to_dict(),
+        versions=versions(),
+        torch=TorchRecord(prepared.device, int(settings["num_threads"]), bool(settings["deterministic"])),
+        instrument=prepared.description,
+        spectrum_axis=prepared.description.spectrum_axis,
+        survey=SurveyRecord(tuple(prepared.survey.image.shape), tuple(prepared.survey.channels),
+                            prepared.survey.transform),
+        candidates=CandidatesRecord(len(cands), cands.grid_shape, tuple(cands.patches.shape[1:])),
+        features={**prepared.feature_info, "sha256": features_digest(prepared.features)},
+    )
 
 
 def run_experiment(
@@ -318,7 +312,7 @@ def run_experiment(
         with torch_settings() as settings:
             prepared = prepare(cfg, instrument, seed, progress=progress)
             policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
-            writer.write_json("manifest.json", manifest(cfg, prepared, seed, session_id, settings))
+            writer.write_json("manifest.json", manifest(cfg, prepared, seed, session_id, settings).to_dict())
             writer.write_array("survey", prepared.survey.image)
             writer.write_array("candidates", prepared.candidates.positions)
             writer.write_array("pixels", prepared.candidates.pixels)
@@ -371,7 +365,7 @@ def campaign(
 def finish_figure(cfg: ExperimentConfig, folder: Path, prepared: Prepared, result: CampaignResult) -> None:
     """Write ``session.png`` when the config asks for it (after the last step)."""
     if cfg.recording.figure:
-        from .session.report import session_figure
+        from .session.figures import session_figure
 
         result.extra["figure"] = str(session_figure(folder, prepared.survey, prepared.candidates, result))
 

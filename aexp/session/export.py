@@ -53,7 +53,7 @@ def _write_steps(group: Any, steps: list[Step]) -> None:
 
 
 def _write(f: Any, reader: SessionReader) -> None:
-    man, steps = reader.manifest, reader.steps
+    man, steps = reader.manifest.to_dict(), reader.steps
     f.attrs["aexp_export_version"] = EXPORT_VERSION
     f.attrs["session_format_version"] = man["format_version"]
     for key in ("session_id", "created", "seed", "budget"):

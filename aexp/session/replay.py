@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ExperimentConfig, load_config, parse_config
+from ..config import ExperimentConfig, load_config
+from ..errors import AexpError
 from ..instrument import (
     Instrument,
     InstrumentError,
@@ -35,22 +36,20 @@ from ..loop import (
     CampaignResult,
     Prepared,
     StepCallback,
-    build_policy,
     campaign,
     finish_figure,
-    prepare,
     summary,
 )
-from ..repro import features_digest, torch_settings, versions
 from ..types import (
     Bounds,
     InstrumentDescription,
     Measurement,
-    PixelTransform,
     Step,
     Survey,
 )
-from .store import SessionError, SessionReader, SessionWriter, write_json
+from .manifest import SessionError
+from .rebuild import differences, rebuild, recorded_config, version_warnings
+from .store import SessionReader, SessionWriter, write_json
 
 __all__ = [
     "TOLERANCE",
@@ -75,11 +74,11 @@ _EXACT = ("index", "phase", "status")
 _ERRORS = {c.__name__: c for c in (MeasurementFailed, InstrumentTimeout, OutOfBounds, InstrumentError)}
 
 
-class NotRecorded(ValueError):
+class NotRecorded(AexpError, ValueError):
     """A replay was asked for a measurement the record does not hold."""
 
 
-class ReplayDivergence(RuntimeError):
+class ReplayDivergence(AexpError, RuntimeError):
     """A replayed decision differs from the recorded one.
 
     Attributes:
@@ -112,12 +111,9 @@ class SessionInstrument:
     def __init__(self, reader: SessionReader) -> None:
         self.reader = reader
         man = reader.manifest
-        try:
-            self._description = InstrumentDescription.from_dict(man["instrument"])
-            self._transform = PixelTransform.from_dict(man["survey"]["transform"])
-            self._channels = tuple(man["survey"]["channels"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SessionError(f"{reader.folder}/manifest.json: incomplete instrument record ({exc})") from None
+        self._description = man.instrument
+        self._transform = man.survey.transform
+        self._channels = man.survey.channels
         self._by_position: dict[tuple[int, int], list[Step]] = {}
         for step in reader.steps:
             self._by_position.setdefault(_position_key(step.position), []).append(step)
@@ -256,38 +252,6 @@ class VerifyReport:
     dropped: list[str] = field(default_factory=list)
 
 
-def _recorded_config(reader: SessionReader) -> ExperimentConfig:
-    try:
-        return parse_config(reader.manifest["config"], source=f"{reader.folder}/manifest.json config")
-    except KeyError:
-        raise SessionError(f"{reader.folder}/manifest.json has no config") from None
-
-
-def version_warnings(manifest: dict[str, Any]) -> list[str]:
-    """One line per package whose version differs from the one that recorded the session."""
-    now, then = versions(), manifest.get("versions", {})
-    return [
-        f"{pkg} {now.get(pkg, 'missing')} here, {was} when recorded"
-        for pkg, was in sorted(then.items())
-        if now.get(pkg) != was
-    ]
-
-
-def _check_prepared(reader: SessionReader, prepared: Prepared, warnings: list[str]) -> None:
-    """The rebuilt candidates must be the recorded ones; a different embedding is worth a warning."""
-    recorded = reader.array("candidates")
-    if recorded.shape != prepared.candidates.positions.shape or not np.array_equal(
-        recorded, prepared.candidates.positions
-    ):
-        raise SessionError(
-            f"{reader.folder}: the candidates rebuilt from the survey ({len(prepared.candidates)}) "
-            f"differ from candidates.npy ({len(recorded)})"
-        )
-    digest = reader.manifest.get("features", {}).get("sha256")
-    if digest and digest != features_digest(prepared.features):
-        warnings.append("the rebuilt features differ from the recorded ones (sha256)")
-
-
 def verify_session(
     folder: str | Path, progress: bool = False, on_step: StepCallback | None = None
 ) -> VerifyReport:
@@ -298,23 +262,17 @@ def verify_session(
         SessionError: the folder is not a readable session.
     """
     reader = SessionReader(folder)
-    man = reader.manifest
-    cfg = _recorded_config(reader).with_overrides(**{"stopping.wall_time_s": None})
-    seed = int(man["seed"])
-    warnings = version_warnings(man)
+    cfg = recorded_config(reader).with_overrides(**{"stopping.wall_time_s": None})
     instrument = SessionInstrument(reader)
     checker = _Checker(reader.steps)
-    with torch_settings(man.get("torch", {}).get("num_threads")):
-        prepared = prepare(cfg, instrument, seed, progress=progress)
-        _check_prepared(reader, prepared, warnings)
-        policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
-        result = campaign(cfg, instrument, prepared, policy, checker, seed, man.get("session_id", ""),
+    with rebuild(reader, instrument, config=cfg, progress=progress) as r:
+        result = campaign(cfg, instrument, r.prepared, r.policy, checker, r.seed, r.session_id,
                           on_step, stop_after=len(reader.steps))
     if len(result.steps) != len(reader.steps):
         k = len(result.steps)
         raise ReplayDivergence(k, "length", f"stop after {k} steps ({result.stop_reason})",
                                f"{len(reader.steps)} steps")
-    return VerifyReport(len(reader.steps), checker.max_deviation, warnings, list(reader.dropped))
+    return VerifyReport(len(reader.steps), checker.max_deviation, r.warnings, list(reader.dropped))
 
 
 class _Resumed:
@@ -339,22 +297,12 @@ class _Resumed:
         return self.live.measure(position, command_id)
 
 
-def _differences(a: Any, b: Any, path: str = "") -> list[str]:
-    """Dotted keys where two JSON-like values differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _differences(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
-        return out
-    return [] if a == b else [path or "<top level>"]
-
-
 def _check_config(cfg: ExperimentConfig, config_path: Path | None) -> None:
     """A config given to ``resume`` must be the recorded one (its budget is always the recorded one)."""
     if config_path is None:
         return
     given = load_config(config_path).with_overrides(**{"stopping.max_steps": cfg.stopping.max_steps})
-    diff = _differences(given.to_dict(), cfg.to_dict())
+    diff = differences(given.to_dict(), cfg.to_dict())
     if diff:
         raise SessionError(
             f"{config_path} no longer matches the config recorded in the session: {', '.join(diff)} "
@@ -363,7 +311,7 @@ def _check_config(cfg: ExperimentConfig, config_path: Path | None) -> None:
 
 
 def _check_instrument(reader: SessionReader, instrument: Instrument, prepared: Prepared) -> None:
-    diff = _differences(instrument.describe().to_dict(), reader.manifest.get("instrument"))
+    diff = differences(instrument.describe().to_dict(), reader.manifest.instrument.to_dict())
     if diff:
         raise SessionError(
             f"the instrument no longer matches the one recorded in {reader.folder}: "
@@ -407,32 +355,28 @@ def resume_session(
         ReplayDivergence: replaying the recorded steps did not reproduce them (nothing is written).
     """
     reader = SessionReader(folder)
-    man = reader.manifest
-    cfg = _recorded_config(reader)
+    cfg = recorded_config(reader)
     _check_config(cfg, config_path)
-    seed = int(man["seed"])
     recorded = reader.steps
     previous = reader.summary or {}
     if previous.get("status") == "completed" or len(recorded) >= cfg.budget:
         return ResumeOutcome(reader.folder, 0, 0, None, ["nothing to resume: the run has ended"])
-    warnings = version_warnings(man)
     if instrument is None:
-        instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
+        instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=reader.manifest.seed)
+    live = instrument
     checker = _Checker(recorded, reader)
     result: CampaignResult | None = None
+    warnings: list[str] = []
     status = "failed"
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
-        with torch_settings(man.get("torch", {}).get("num_threads")):
-            prepared = prepare(cfg, instrument, seed, progress=progress)
-            _check_instrument(reader, instrument, prepared)
-            _check_prepared(reader, prepared, warnings)
-            policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
-            mixed = _Resumed(SessionInstrument(reader), instrument)
-            result = campaign(cfg, mixed, prepared, policy, checker, seed, man.get("session_id", ""),
-                              on_step)
+        with rebuild(reader, live, config=cfg, progress=progress,
+                     check=lambda prepared: _check_instrument(reader, live, prepared)) as r:
+            warnings = r.warnings
+            mixed = _Resumed(SessionInstrument(reader), live)
+            result = campaign(cfg, mixed, r.prepared, r.policy, checker, r.seed, r.session_id, on_step)
         status = "completed"
-        finish_figure(cfg, reader.folder, prepared, result)
+        finish_figure(cfg, reader.folder, r.prepared, result)
     except KeyboardInterrupt:
         status = "interrupted"
         raise

@@ -27,20 +27,47 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..types import Step
+from .manifest import FORMAT_VERSION, Manifest, SessionError
 
-__all__ = ["FORMAT_VERSION", "SessionError", "SessionWriter", "SessionReader", "MemoryRecorder", "write_json"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Recorder",
+    "SessionError",
+    "SessionWriter",
+    "SessionReader",
+    "MemoryRecorder",
+    "write_json",
+]
 
-FORMAT_VERSION = 1
 SPECTRUM_DTYPE = "<f8"
 
 
-class SessionError(RuntimeError):
-    """A session folder is missing, not a session, or would be overwritten."""
+@runtime_checkable
+class Recorder(Protocol):
+    """Where a campaign's record goes: a session folder (:class:`SessionWriter`), memory
+    (:class:`MemoryRecorder`, for benchmarks), or the replay checker that compares each step with the
+    recorded one.
+
+    ``append_step`` must make the step durable (for a writer: on disk) before it returns, since the
+    next command goes to the instrument right after.
+
+    Example:
+        >>> rec = MemoryRecorder()
+        >>> rec.append_step(step, spectrum)      # spectrum: ``L`` floats, or None
+    """
+
+    def write_json(self, name: str, data: dict[str, Any]) -> Any: ...
+
+    def write_array(self, name: str, array: np.ndarray) -> Any: ...
+
+    def append_step(self, step: Step, spectrum: np.ndarray | None = None) -> Step: ...
+
+    def close(self) -> None: ...
 
 
 def _fsync_dir(path: Path) -> None:
@@ -247,17 +274,12 @@ class SessionReader:
         if not manifest.is_file():
             raise SessionError(f"{self.folder} is not a session folder (no manifest.json)")
         try:
-            self.manifest: dict[str, Any] = json.loads(manifest.read_text())
+            raw = json.loads(manifest.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SessionError(f"{manifest}: not valid JSON ({exc})") from None
-        version = self.manifest.get("format_version") if isinstance(self.manifest, dict) else None
-        if not isinstance(version, int) or version < 1:
-            raise SessionError(f"{manifest}: no valid format_version (got {version!r})")
-        if version > FORMAT_VERSION:
-            raise SessionError(
-                f"{self.folder}: session format version {version} is newer than this aexp reads "
-                f"({FORMAT_VERSION}); upgrade aexp to read it"
-            )
+        if not isinstance(raw, dict):
+            raise SessionError(f"{manifest}: not a JSON object (got {type(raw).__name__})")
+        self.manifest: Manifest = Manifest.from_dict(raw, source=str(manifest))
         self.dropped: list[str] = []
         self.steps_bytes = 0
         self.steps = self._read_steps()
@@ -266,8 +288,7 @@ class SessionReader:
     @property
     def spectrum_length(self) -> int | None:
         """``L``, values per spectrum row (``None`` if the manifest has no spectrum axis)."""
-        n = self.manifest.get("spectrum_axis", {}).get("n")
-        return int(n) if n else None
+        return self.manifest.spectrum_axis.n
 
     @property
     def summary(self) -> dict[str, Any] | None:

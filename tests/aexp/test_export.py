@@ -29,7 +29,7 @@ def test_export_holds_the_whole_session_and_reads_back(session, tmp_path):
     with h5py.File(out, "r") as f:
         assert np.array_equal(f["survey"][()], np.load(session / "survey.npy"))
         assert np.array_equal(f["candidates/positions"][()], np.load(session / "candidates.npy"))
-        assert json.loads(f.attrs["config"]) == r.manifest["config"]
+        assert json.loads(f.attrs["config"]) == r.manifest.config
         assert f.attrs["seed"] == 1 and f.attrs["session_format_version"] == 1
         assert f["steps/index"][()].tolist() == [s.index for s in r.steps]
         targets = f["steps/target"][()]
@@ -37,8 +37,8 @@ def test_export_holds_the_whole_session_and_reads_back(session, tmp_path):
         assert [x.decode() for x in f["steps/status"][()]] == [s.status for s in r.steps]
         assert f["steps/timings/fit_s"].shape == (len(r.steps),)
         axis = f["spectra/axis"]
-        assert axis.attrs["units"] == "eV" and len(axis) == r.manifest["spectrum_axis"]["n"]
-        assert axis[0] == r.manifest["spectrum_axis"]["start"]
+        assert axis.attrs["units"] == "eV" and len(axis) == r.manifest.spectrum_axis.n
+        assert axis[0] == r.manifest.spectrum_axis.start
         assert np.array_equal(f["spectra/data"][()], r.spectra()[[s.spectrum_row for s in ok]])
         assert f["spectra/position"][()].tolist() == [list(s.position) for s in ok]
         assert f["spectra/step"][()].tolist() == [s.step for s in ok]

@@ -3,8 +3,20 @@ import json
 import numpy as np
 import pytest
 
+from aexp.session.manifest import CandidatesRecord, Manifest, SurveyRecord, TorchRecord
 from aexp.session.store import FORMAT_VERSION, SessionError, SessionReader, SessionWriter
-from aexp.types import Step
+from aexp.types import Bounds, InstrumentDescription, PixelTransform, SpectrumAxis, Step
+
+
+def manifest(length: int) -> dict:
+    """A complete manifest of a session with spectra of ``length`` values."""
+    axis = SpectrumAxis("energy_loss", "eV", 0.0, 1.0, length)
+    return Manifest(
+        session_id="s", created="", seed=0, budget=10, config={}, versions={}, torch=TorchRecord(),
+        instrument=InstrumentDescription("twin", Bounds(0, 1, 0, 1), (1, 4, 4), ("haadf",), axis),
+        spectrum_axis=axis, survey=SurveyRecord((1, 4, 4), ("haadf",), PixelTransform.square(1e-9)),
+        candidates=CandidatesRecord(16, (4, 4), (1, 3, 3)), features={},
+    ).to_dict()
 
 
 def _step(k, target=1.0, status="ok"):
@@ -14,7 +26,7 @@ def _step(k, target=1.0, status="ok"):
 
 def _session(folder, n=3, length=4):
     w = SessionWriter(folder)
-    w.write_json("manifest.json", {"format_version": FORMAT_VERSION, "spectrum_axis": {"n": length}})
+    w.write_json("manifest.json", manifest(length))
     for k in range(n):
         w.append_step(_step(k, target=float(k)), np.full(length, k, dtype=float))
     w.close()
@@ -67,7 +79,7 @@ def test_reader_rejects_non_sessions_and_newer_formats(tmp_path):
 
 def test_each_step_is_on_disk_when_append_returns(tmp_path):
     w = SessionWriter(tmp_path / "s")
-    w.write_json("manifest.json", {"format_version": FORMAT_VERSION, "spectrum_axis": {"n": 2}})
+    w.write_json("manifest.json", manifest(2))
     w.append_step(_step(0), np.ones(2))
     # read while the writer is still open, as a crash right now would leave it
     assert len(SessionReader(tmp_path / "s").steps) == 1

@@ -29,7 +29,7 @@ def test_shipped_twin_config_runs_and_benches(name, tmp_path):
     assert (folder / "session.png").exists()
     manifest = SessionReader(folder).manifest
     if cfg.candidates.mode == "atoms":
-        assert manifest["candidates"]["grid_shape"] is None and manifest["candidates"]["count"] > 50
+        assert manifest.candidates.grid_shape is None and manifest.candidates.count > 50
     res = run_bench(cfg, seeds=[0], policies=["dkl-rvae", "random"], progress=False, log=lambda s: None)
-    assert res["n_candidates"] == manifest["candidates"]["count"]
+    assert res["n_candidates"] == manifest.candidates.count
     assert all(0.0 <= np.mean(p["discovery"]) <= 1.0 for p in res["policies"].values())
