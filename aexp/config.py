@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import AexpError
 from .targets import TARGETS, Target, TargetError, make_target
 from .types import InstrumentDescription
 
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(AexpError, ValueError):
     """A configuration is malformed or does not fit the instrument. The message names file and key."""
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import AexpError
 from .types import Bounds, PixelTransform, SpectrumAxis
 
 __all__ = ["GridDataset", "GridDatasetError", "load_grid", "save_grid"]
@@ -46,7 +47,7 @@ _SCALARS = ("channels", "stride", "transform_origin", "transform_matrix", "axis_
             "axis_name", "axis_units", "spectrum_units")
 
 
-class GridDatasetError(ValueError):
+class GridDatasetError(AexpError, ValueError):
     """A full-grid data set is missing, unreadable, or its parts disagree in shape."""
 
 

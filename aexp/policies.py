@@ -57,6 +57,8 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from aexp.surrogates.dkl import DKLSurrogate, check_groups
 
+from .errors import AexpError
+
 __all__ = [
     "ACQUISITIONS",
     "POLICY_KINDS",
@@ -76,10 +78,12 @@ __all__ = [
 
 ACQUISITIONS = ("ucb", "log_ei", "max_variance", "thompson")
 POLICY_KINDS = ("dkl", "gp-xy", "random", "raster")
+#: Policies that never look at the candidates' features (so no embedder is trained for them).
+FEATURELESS_KINDS = frozenset({"gp-xy", "random", "raster"})
 _DTYPE = torch.float64
 
 
-class NoCandidatesLeft(RuntimeError):
+class NoCandidatesLeft(AexpError, RuntimeError):
     """Every candidate is measured or excluded: there is nowhere left to send the probe."""
 
 

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from .errors import AexpError
 from .types import SpectrumAxis
 
 __all__ = ["Target", "TargetError", "make_target", "TARGETS"]
 
 
-class TargetError(ValueError):
+class TargetError(AexpError, ValueError):
     """A target's parameters do not fit the spectrum it is given."""
 
 

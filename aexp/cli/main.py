@@ -173,9 +173,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from ..config import ConfigError
-    from ..instrument import InstrumentError, UnknownInstrument
-    from ..session.store import SessionError
+    from ..errors import AexpError
+    from ..instrument import InstrumentError
     from .link import COMMANDS as LINK_COMMANDS
     from .session import COMMANDS
 
@@ -183,11 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.update(LINK_COMMANDS)
     try:
         return commands[args.command](args)
-    except (ConfigError, SessionError, UnknownInstrument, ValueError) as exc:
-        print(f"aexp {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except InstrumentError as exc:  # e.g. no server at the configured address
         print(f"aexp {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AexpError as exc:  # the input is at fault: one line (anything else is a bug: traceback, 1)
+        print(f"aexp {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\naexp: interrupted; every completed step is on disk", file=sys.stderr)

@@ -65,6 +65,7 @@ import zmq
 import zmq.auth
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import AexpError
 from ..instrument import Instrument, InstrumentError, MeasurementFailed
 from ..types import InstrumentDescription
 from .wire import (
@@ -102,7 +103,7 @@ FAULTS_ENTRY_POINT_GROUP = "aexp.faults"
 _POLL_MS = 50  # how often the serving loop looks at its stop flag
 
 
-class InsecureBind(ValueError):
+class InsecureBind(AexpError, ValueError):
     """A non-loopback bind was asked for without CURVE keys, or keys without an allow-list."""
 
 

@@ -9,6 +9,7 @@ from aexp.instrument import MeasurementFailed, check_position
 from aexp.loop import initial_indices, run_campaign, run_experiment
 from aexp.patches import grid_candidates
 from aexp.policies import make_policy
+from aexp.session.replay import verify_session
 from aexp.session.store import MemoryRecorder, SessionReader
 from aexp.targets import make_target
 from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
@@ -187,3 +188,18 @@ def test_ctrl_c_keeps_every_completed_step(tmp_path):
     r = SessionReader(tmp_path / "run")
     assert len(r.steps) == 6 and r.dropped == []
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("kind", ["gp-xy", "random", "raster"])
+def test_a_policy_that_ignores_features_trains_no_embedder(tiny_session, monkeypatch, kind):
+    import aexp.features
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the embedder was trained for a policy that does not use it")
+
+    monkeypatch.setattr(aexp.features, "embed_candidates", no_training)
+    rvae = {"kind": "rvae", "latent_dim": 2, "hidden": 8, "epochs": 1}
+    folder, result = tiny_session(0, policy={"kind": kind}, embedder=rvae)
+    man = json.loads((folder / "manifest.json").read_text())
+    assert man["features"]["kind"] == "none" and man["features"]["policy_uses_features"] is False
+    assert len(result.steps) == 8 and verify_session(folder).steps == 8
