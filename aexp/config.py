@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,12 +46,17 @@ __all__ = [
 ]
 
 
+#: Seeds are recorded in JSON and fed to NumPy's SeedSequence: non-negative and within 63 bits.
+MAX_SEED = 2**63 - 1
+
+
 class ConfigError(AexpError, ValueError):
     """A configuration is malformed or does not fit the instrument. The message names file and key."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan mean nothing in a config (an infinite learning rate, a NaN window edge)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class InstrumentConfig(_Section):
@@ -275,7 +281,7 @@ class ExperimentConfig(_Section):
     """A whole experiment. ``budget`` = initial random measurements + ``stopping.max_steps``."""
 
     name: str = "experiment"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds every random choice of the run")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     instrument: InstrumentConfig
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
@@ -329,15 +335,24 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if not str(p).startswith("function-")) or "<top level>"
 
 
+def shorten(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error never quotes a huge value in full."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _format_validation(exc: ValidationError, source: str) -> str:
     lines = []
-    for err in exc.errors():
+    for err in exc.errors(include_input=True, include_url=False)[:20]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         got = ""
         if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), dict):
-            got = f" (got {err.get('input')!r})"
+            got = f" (got {shorten(err.get('input'))})"
+        msg = msg if len(msg) <= 300 else msg[:297] + "..."
         lines.append(f"{source}: {_location(err['loc'])}: {msg}{got}")
     return "\n".join(lines)
 
@@ -352,21 +367,83 @@ def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
         raise ConfigError(_format_validation(exc, source)) from None
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a YAML experiment file."""
-    path = Path(path)
+#: The largest config file read, and the most YAML nodes it may stand for once aliases are expanded
+#: (a "billion laughs" file of a few hundred bytes stands for billions).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_EXPANDED_NODES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys and alias bombs."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"line {line}: duplicate key {shorten(key)} "
+                                  f"(first at line {seen[key]}); give each key once")
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (shared nodes counted each
+    time they are used, computed once each)."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 0  # a recursive alias counts as nothing more; the limit still holds
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        memo[key] = min(1 + sum(_expanded_size(c, memo) for c in children), 10 * MAX_EXPANDED_NODES)
+    return memo[key]
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    loader = _StrictLoader(text)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise ConfigError(f"{source}: the YAML expands to more than {MAX_EXPANDED_NODES:,} values "
+                              f"(nested aliases?); a config is far smaller")
+        return loader.construct_document(node)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}" if not str(exc).startswith(source) else str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
-    return parse_config(data, source=str(path))
+        raise ConfigError(f"{source}:{where}: malformed YAML: {shorten(problem, 200)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply for a config") from None
+    finally:
+        loader.dispose()
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a YAML experiment file.
+
+    Refused with a :class:`ConfigError` naming the file (and the line or key): an unreadable or
+    non-UTF-8 file, one over :data:`MAX_CONFIG_BYTES`, malformed YAML, a duplicate key, aliases that
+    expand beyond :data:`MAX_EXPANDED_NODES` values, and anything the config models reject.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    return parse_config(_read_yaml(text, str(path)), source=str(path))
 
 
 def n_grid_candidates(survey_hw: tuple[int, int], stride: int) -> tuple[int, int]:
@@ -411,5 +488,13 @@ def check_against(cfg: ExperimentConfig, desc: InstrumentDescription, source: st
             f"stopping.max_steps: a budget of {cfg.budget} measurements ({cfg.policy.n_initial} initial"
             f" + {cfg.stopping.max_steps}) exceeds the {rows * cols} candidates"
         )
+    if cfg.device == "cuda" and not _cuda_available():
+        problems.append("device: cuda was asked for but torch sees no CUDA GPU here; use auto or cpu")
     if problems:
         raise ConfigError("\n".join(f"{source}: {m}" for m in problems))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

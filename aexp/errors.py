@@ -11,8 +11,12 @@ Each concrete error also derives from the builtin it refines (``ValueError``, ``
 
 from __future__ import annotations
 
-__all__ = ["AexpError"]
+__all__ = ["AexpError", "UsageError"]
 
 
 class AexpError(Exception):
     """An error of aexp's inputs or of the instrument, reported to the user in one line."""
+
+
+class UsageError(AexpError, ValueError):
+    """A command-line or API argument that cannot be used (the message names it)."""

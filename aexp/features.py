@@ -22,6 +22,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from .config import EmbedderConfig, ExperimentConfig, NeighbourCount, SurrogateConfig
+from .errors import AexpError
 from .types import Candidates
 
 __all__ = [
@@ -46,12 +47,16 @@ __all__ = [
 COLLAPSED_SPREAD = 0.1
 
 
+class DeviceUnavailable(AexpError, RuntimeError):
+    """The config asks for a device torch does not see."""
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no CUDA GPU; use auto or cpu")
+        raise DeviceUnavailable("device: cuda was asked for but torch sees no CUDA GPU; use auto or cpu")
     return device
 
 

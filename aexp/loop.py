@@ -11,7 +11,6 @@ recorded with ``status: "failed"``, its candidate is never tried again, and the 
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from .patches import make_candidates
 from .policies import FEATURELESS_KINDS, Decision, Policy, SelectionContext, make_policy
 from .repro import features_digest, step_rng, torch_settings, versions
 from .session.manifest import CandidatesRecord, Manifest, SurveyRecord, TorchRecord
-from .session.store import Recorder, SessionWriter
+from .session.store import Recorder, SessionWriter, check_out_folder
 from .targets import Target
 from .types import Candidates, InstrumentDescription, Step, Survey
 
@@ -222,24 +221,44 @@ class Prepared:
     device: str
 
 
-def prepare(
-    cfg: ExperimentConfig, instrument: Instrument, seed: int, progress: bool = True
-) -> Prepared:
-    """Describe, survey, cut candidates, embed (the config was checked against the instrument).
+@dataclass
+class Surveyed:
+    """The cheap half of :func:`prepare`: what can be checked before anything is trained or written."""
+
+    description: InstrumentDescription
+    survey: Survey
+    candidates: Candidates
+    device: str
+
+
+def survey_candidates(cfg: ExperimentConfig, instrument: Instrument) -> Surveyed:
+    """Describe, resolve the device, survey and cut the candidates (each may raise on bad input)."""
+    desc = instrument.describe()
+    device = resolve_device(cfg.device)
+    survey = instrument.survey()
+    return Surveyed(desc, survey, make_candidates(survey, cfg.candidates), device)
+
+
+def embed(cfg: ExperimentConfig, surveyed: Surveyed, seed: int, progress: bool = True) -> Prepared:
+    """The surrogate's inputs over the candidates.
 
     The embedder is trained only when the policy uses the features: ``random``, ``raster`` and
     ``gp-xy`` get the standardised positions and no embedder runs.
     """
-    desc = instrument.describe()
-    device = resolve_device(cfg.device)
-    survey = instrument.survey()
-    candidates = make_candidates(survey, cfg.candidates)
+    candidates, device = surveyed.candidates, surveyed.device
     if cfg.policy.kind in FEATURELESS_KINDS:  # nothing to learn an embedding for
         feats, info = standardise(candidates.positions), {"kind": "none", "policy_uses_features": False, "dim": 2}
     else:
         feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress)
     features = torch.as_tensor(feats, dtype=torch.float64, device=device)
-    return Prepared(desc, survey, candidates, features, info, device)
+    return Prepared(surveyed.description, surveyed.survey, candidates, features, info, device)
+
+
+def prepare(
+    cfg: ExperimentConfig, instrument: Instrument, seed: int, progress: bool = True
+) -> Prepared:
+    """Describe, survey, cut candidates, embed (the config was checked against the instrument)."""
+    return embed(cfg, survey_candidates(cfg, instrument), seed, progress)
 
 
 def build_policy(
@@ -303,32 +322,46 @@ def run_experiment(
     the exception propagates.
     """
     seed = cfg.seed if seed is None else seed
-    check_against(cfg, instrument.describe())  # a config error never leaves a folder behind
-    writer = SessionWriter(out, overwrite=overwrite)
+    folder = Path(out)
+    # everything that can be checked is checked before a previous session is deleted
+    check_against(cfg, instrument.describe())
+    check_out_folder(folder, overwrite)
+    created = not folder.exists()
     session_id = uuid.uuid4().hex[:12]
     result: CampaignResult | None = None
     status = "failed"
-    try:
-        with torch_settings() as settings:
-            prepared = prepare(cfg, instrument, seed, progress=progress)
+    with torch_settings() as settings:
+        surveyed = survey_candidates(cfg, instrument)
+        writer = SessionWriter(folder, overwrite=overwrite)
+        try:
+            prepared = embed(cfg, surveyed, seed, progress=progress)
             policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
-            writer.write_json("manifest.json", manifest(cfg, prepared, seed, session_id, settings).to_dict())
             writer.write_array("survey", prepared.survey.image)
             writer.write_array("candidates", prepared.candidates.positions)
             writer.write_array("pixels", prepared.candidates.pixels)
+            # the manifest is written last: a folder without one never measured anything
+            writer.write_json("manifest.json", manifest(cfg, prepared, seed, session_id, settings).to_dict())
             result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step)
-        status = "completed"
-        finish_figure(cfg, writer.folder, prepared, result)
-        return writer.folder, result
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        writer.close()
-        if not (writer.folder / "manifest.json").exists():
-            shutil.rmtree(writer.folder, ignore_errors=True)  # nothing was recorded yet
-        else:
-            writer.write_json("summary.json", summary(status, result))
+            status = "completed"
+            finish_figure(cfg, writer.folder, prepared, result)
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            if (writer.folder / "manifest.json").exists():
+                writer.write_json("summary.json", summary(status, result))
+            writer.close()
+            if not (writer.folder / "manifest.json").exists():
+                _remove_unstarted(writer.folder, created)  # nothing was measured
+    return writer.folder, result
+
+
+def _remove_unstarted(folder: Path, created: bool) -> None:
+    """Remove a session that never reached its manifest: only aexp's files were in it."""
+    for entry in folder.iterdir():
+        entry.unlink(missing_ok=True)
+    if created:
+        folder.rmdir()
 
 
 def campaign(

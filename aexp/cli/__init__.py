@@ -1,6 +1,2 @@
-"""The ``aexp`` command: :mod:`.main` (check, run, bench and the dispatcher), :mod:`.session`
+"""The ``aexp`` command: :mod:`.main` (check, run, bench and the dispatcher ``main``), :mod:`.session`
 (replay, resume, export, report) and :mod:`.link` (serve, describe, keys)."""
-
-from .main import main
-
-__all__ = ["main"]

@@ -29,6 +29,15 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _seed(text: str) -> int:
+    from ..config import MAX_SEED
+
+    value = _nonnegative(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is at most 2**63 - 1, got {text}")
+    return value
+
+
 def _nonnegative(text: str) -> int:
     try:
         value = int(text)
@@ -46,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an experiment into a session folder")
     run.add_argument("config", type=Path)
     run.add_argument("--out", type=Path, required=True, help="session folder to create")
-    run.add_argument("--seed", type=int, default=None, help="overrides the config's seed")
+    run.add_argument("--seed", type=_seed, default=None, help="overrides the config's seed")
     run.add_argument("--steps", type=_nonnegative, default=None, help="measurements after the initial ones")
     run.add_argument("--overwrite", action="store_true", help="replace an existing session folder")
     run.add_argument("--quiet", action="store_true", help="no progress output")

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import UsageError
+
 __all__ = ["add_parsers", "COMMANDS", "EXIT_DIVERGED"]
 
 EXIT_DIVERGED = 1
@@ -108,7 +110,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         try:
             steps = [int(s) for s in args.maps_at.split(",") if s.strip()]
         except ValueError:
-            raise ValueError(f"--maps-at takes comma-separated step numbers, got {args.maps_at!r}") from None
+            raise UsageError(f"--maps-at takes comma-separated step numbers, got {args.maps_at!r}") from None
     page = write_report(args.folder, args.out, map_steps=steps)
     print(f"report: {page}")
     return 0

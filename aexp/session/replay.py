@@ -49,7 +49,7 @@ from ..types import (
 )
 from .manifest import SessionError
 from .rebuild import differences, rebuild, recorded_config, version_warnings
-from .store import SessionReader, SessionWriter, write_json
+from .store import SessionLock, SessionReader, SessionWriter, write_json
 
 __all__ = [
     "TOLERANCE",
@@ -198,9 +198,11 @@ class _Checker:
     Steps past the record go to ``writer`` (resume), opened on the first such step.
     """
 
-    def __init__(self, recorded: list[Step], reader: SessionReader | None = None) -> None:
+    def __init__(self, recorded: list[Step], reader: SessionReader | None = None,
+                 lock: SessionLock | None = None) -> None:
         self.recorded = recorded
         self.reader = reader
+        self.lock = lock
         self.writer: SessionWriter | None = None
         self.checked = 0
         self.max_deviation: dict[str, float] = {name: 0.0 for name in _VALUES}
@@ -224,10 +226,10 @@ class _Checker:
             step.spectrum_row = recorded.spectrum_row
             self.checked += 1
             return step
-        if self.reader is None:
+        if self.reader is None or self.lock is None:
             raise ReplayDivergence(k, "length", f"a step {k}", f"{len(self.recorded)} steps")
         if self.writer is None:
-            self.writer = SessionWriter.append_to(self.reader)
+            self.writer = SessionWriter.append_to(self.reader, self.lock)
         return self.writer.append_step(step, spectrum)
 
     def close(self) -> None:
@@ -354,6 +356,15 @@ def resume_session(
         SessionError: bad folder, a config or instrument that no longer matches the record.
         ReplayDivergence: replaying the recorded steps did not reproduce them (nothing is written).
     """
+    lock = SessionLock(Path(folder)) if Path(folder).is_dir() else None  # before anything is read
+    try:
+        return _resume(folder, lock, config_path, instrument, progress, on_step)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _resume(folder, lock, config_path, instrument, progress, on_step) -> ResumeOutcome:
     reader = SessionReader(folder)
     cfg = recorded_config(reader)
     _check_config(cfg, config_path)
@@ -364,7 +375,7 @@ def resume_session(
     if instrument is None:
         instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=reader.manifest.seed)
     live = instrument
-    checker = _Checker(recorded, reader)
+    checker = _Checker(recorded, reader, lock)
     result: CampaignResult | None = None
     warnings: list[str] = []
     status = "failed"

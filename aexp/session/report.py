@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import UsageError
 from ..types import Candidates, Survey
 from .figures import (
     _discovery_figure,
@@ -134,7 +135,7 @@ def write_report(folder: str | Path, out: str | Path | None = None,
     wanted = default_map_steps(steps) if map_steps is None else list(map_steps)
     bad = [k for k in wanted if not 0 <= k < len(steps) or steps[k].phase != "policy"]
     if bad:
-        raise ValueError(f"--maps-at: steps {bad} are not policy steps of this session "
+        raise UsageError(f"--maps-at: steps {bad} are not policy steps of this session "
                          f"(policy steps: {[s.step for s in steps if s.phase == 'policy']})")
     out.mkdir(parents=True, exist_ok=True)
     notes = list(reader.dropped)

@@ -19,10 +19,11 @@ Nothing is pickled.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
-import shutil
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,26 +130,127 @@ def _no_interrupt() -> Iterator[None]:
             previous(*pending[0])
 
 
+#: The marker a session folder carries from the moment aexp creates it (before any training or
+#: measurement), so a folder left by a crash at any point is still recognised as aexp's own.
+MARKER = ".aexp-session"
+LOCK = ".aexp-lock"
+#: What aexp writes into a session folder; ``--overwrite`` deletes a folder holding nothing else.
+SESSION_FILES = (
+    MARKER, LOCK, "manifest.json", "survey.npy", "candidates.npy", "pixels.npy", "steps.jsonl",
+    "spectra.bin", "summary.json", "session.png", "recovered-*.bin", "*.tmp",
+)
+
+
+def is_session_folder(folder: Path) -> bool:
+    """Whether ``folder`` was made by aexp: it has the marker (or, written before the marker existed,
+    a ``manifest.json`` with a format version)."""
+    if (folder / MARKER).is_file():
+        return True
+    try:
+        raw = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and isinstance(raw.get("format_version"), int)
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Entries of ``folder`` that aexp does not write into a session (sub-folders included)."""
+    return sorted(
+        e.name for e in folder.iterdir()
+        if not (e.is_file() and not e.is_symlink() and any(fnmatch.fnmatchcase(e.name, pat) for pat in SESSION_FILES))
+    )
+
+
+class SessionLock:
+    """An exclusive lock on a session folder, held by the one process that writes it.
+
+    The operating system releases it when the process ends, however it ends (kill -9 included), so
+    a crashed run never blocks its own ``resume``. The holder's process id is written into the lock
+    file, so a refused writer can say who holds it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK
+        self._fh = open(self.path, "a+b")  # noqa: SIM115 (held open while the lock is held)
+        try:
+            _try_lock(self._fh)
+        except OSError:
+            self._fh.seek(0)
+            holder = self._fh.read(200).decode("utf-8", "replace").strip() or "another process"
+            self._fh.close()
+            raise SessionError(
+                f"{folder} is being written by {holder}; wait for it to end or stop it first "
+                f"(one writer per session: run, resume)"
+            ) from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f"process {os.getpid()} ({' '.join(sys.argv[:2]) or 'python'})".encode())
+        self._fh.flush()
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()  # closing the file releases the lock
+
+
+def _try_lock(fh: Any) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        fh.seek(0)
+        msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def check_out_folder(folder: Path, overwrite: bool) -> None:
+    """Raise :class:`SessionError` unless a new session may be written to ``folder`` (nothing is changed)."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise SessionError(f"{folder} exists and is not a folder; choose another --out")
+    if not any(e.name != LOCK for e in folder.iterdir()):
+        return
+    if not overwrite:
+        raise SessionError(
+            f"{folder} already exists and is not empty; choose another --out or pass "
+            f"--overwrite to replace a previous session"
+        )
+    if not is_session_folder(folder):
+        raise SessionError(f"{folder} is not a session folder made by aexp; refusing to overwrite it")
+    foreign = foreign_entries(folder)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise SessionError(
+            f"{folder} holds files aexp did not write ({shown}); refusing to overwrite it: move them or "
+            f"choose another --out"
+        )
+
+
 class SessionWriter:
-    """Creates a session folder and appends to it.
+    """Creates a session folder and appends to it; holds the folder's :class:`SessionLock` until closed.
 
     Refuses to write into an existing non-empty folder unless ``overwrite`` is set, and even then
-    only replaces a folder that is itself a session (has ``manifest.json``).
+    only replaces a folder that aexp made (:func:`is_session_folder`) and that holds nothing but
+    session files (:data:`SESSION_FILES`), and only while no other process writes it.
     """
 
     def __init__(self, folder: str | Path, overwrite: bool = False) -> None:
         self.folder = Path(folder)
-        if self.folder.exists() and any(self.folder.iterdir()):
-            if not overwrite:
-                raise SessionError(
-                    f"{self.folder} already exists and is not empty; choose another --out or pass "
-                    f"--overwrite to replace a previous session"
-                )
-            if not (self.folder / "manifest.json").exists():
-                raise SessionError(f"{self.folder} is not a session folder; refusing to overwrite it")
-            shutil.rmtree(self.folder)
+        check_out_folder(self.folder, overwrite)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._open(rows=0, length=None)
+        self._lock = SessionLock(self.folder)
+        try:
+            check_out_folder(self.folder, overwrite)  # again, now that no other writer can start
+            for entry in self.folder.iterdir():
+                if entry.name != LOCK:
+                    entry.unlink()
+            write_json(self.folder / MARKER, {"format": "aexp-session", "format_version": FORMAT_VERSION})
+            self._open(rows=0, length=None)
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _open(self, rows: int, length: int | None) -> None:
         self._steps = open(self.folder / "steps.jsonl", "ab")
@@ -158,7 +260,7 @@ class SessionWriter:
         _fsync_dir(self.folder)
 
     @classmethod
-    def append_to(cls, reader: SessionReader) -> SessionWriter:
+    def append_to(cls, reader: SessionReader, lock: SessionLock | None = None) -> SessionWriter:
         """Reopen a recorded session to add steps after its last complete one (``aexp resume``).
 
         Bytes past the last complete record (a torn step line, a spectrum row whose step line was
@@ -166,6 +268,10 @@ class SessionWriter:
         folder, so appending can never glue a new record onto a torn one and nothing is lost.
         """
         folder = reader.folder
+        if lock is None:
+            lock = SessionLock(folder)  # before anything is moved aside
+        elif Path(lock.path).parent.resolve() != folder.resolve():
+            raise SessionError(f"the lock held is not {folder}'s")
         length = reader.spectrum_length
         rows = sum(1 for s in reader.steps if s.spectrum_row is not None)
         keep = {
@@ -180,6 +286,7 @@ class SessionWriter:
                 reader.dropped.append(f"{name}: {extra} bytes past the last complete step moved to {aside.name}")
         self = cls.__new__(cls)
         self.folder = folder
+        self._lock = lock
         self._open(rows=rows, length=length if rows else None)
         return self
 
@@ -217,6 +324,7 @@ class SessionWriter:
         for fh in (self._steps, self._spectra):
             if not fh.closed:
                 fh.close()
+        self._lock.release()
 
     def __enter__(self) -> SessionWriter:
         return self
@@ -272,6 +380,11 @@ class SessionReader:
         if not self.folder.is_dir():
             raise SessionError(f"{self.folder} is not a session folder (no such folder)")
         if not manifest.is_file():
+            if (self.folder / MARKER).is_file():
+                raise SessionError(
+                    f"{self.folder}: the run stopped before its first measurement (no manifest.json), so "
+                    f"there is nothing to replay or resume; run it again with --overwrite"
+                )
             raise SessionError(f"{self.folder} is not a session folder (no manifest.json)")
         try:
             raw = json.loads(manifest.read_text())

@@ -64,3 +64,18 @@ def test_bench_writes_the_documented_json(config, tmp_path):
         d = res["policies"][name]
         assert len(d["discovery"]) == 1 and 0.0 <= d["discovery"][0] <= 1.0
         assert len(d["decision_s"]) == 1
+
+
+def test_a_bug_prints_its_traceback_and_exits_1_while_a_user_error_is_one_line(config, monkeypatch, capsys):
+    import aexp.cli.main as cli
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cli, "_cmd_check", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["check", str(config)])
+    monkeypatch.undo()
+    assert main(["check", str(config) + ".missing"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot read" in err and "Traceback" not in err

@@ -23,7 +23,7 @@ def _desc(h=64, w=64, axis=(0.0, 5.0)):
 
 def _write(tmp_path, text):
     p = tmp_path / "exp.yaml"
-    p.write_text(text)
+    p.write_text(text) if isinstance(text, str) else p.write_bytes(text)
     return p
 
 
@@ -173,3 +173,55 @@ def test_neighbour_counts_need_atom_candidates_and_a_known_class():
     with pytest.raises(ConfigError, match="radius_px"):
         parse_config({**MINIMAL, "candidates": {"mode": "atoms"},
                       "surrogate": {"neighbour_counts": [{"brightness": 0, "radius_px": -1}]}})
+
+
+def test_a_yaml_bomb_is_refused_quickly_with_a_short_message(tmp_path):
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    path = _write(tmp_path, "\n".join(lines) + "\nseed: *a9\n")
+    assert path.stat().st_size < 1000  # a few hundred bytes standing for 9**10 values
+    with pytest.raises(ConfigError, match=r"exp.yaml: the YAML expands to more than 100,000 values") as err:
+        load_config(path)
+    assert len(str(err.value)) < 300
+
+
+def test_a_duplicate_key_is_named_with_both_lines(tmp_path):
+    path = _write(tmp_path, "seed: 1\npolicy:\n  beta: 2\n  beta: 3\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: line 4: duplicate key 'beta' \(first at line 3\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_non_finite_numbers_are_refused_naming_the_key(tmp_path, value):
+    path = _write(tmp_path, yaml.safe_dump(MINIMAL) + f"surrogate:\n  lr: {value}\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: surrogate.lr: .*finite"):
+        load_config(path)
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = _write(tmp_path, b"seed: 1\nname: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: not UTF-8 text \(byte \d+"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 10**40])
+def test_a_seed_out_of_range_is_named(seed):
+    with pytest.raises(ConfigError, match=r"<config>: seed: "):
+        parse_config({**MINIMAL, "seed": seed})
+
+
+def test_a_long_value_is_shortened_in_the_error():
+    with pytest.raises(ConfigError) as err:
+        parse_config({**MINIMAL, "name": ["x" * 10_000] * 1000})
+    assert "name" in str(err.value) and len(str(err.value)) < 400
+
+
+def test_cuda_without_a_gpu_is_a_check_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    desc = InstrumentDescription("twin", Bounds(0, 1e-7, 0, 1e-7), (1, 64, 64), ("haadf",),
+                                 SpectrumAxis("energy_loss", "eV", 0.0, 5.0, 64))
+    with pytest.raises(ConfigError, match="device: cuda was asked for but torch sees no CUDA GPU"):
+        check_against(parse_config({**MINIMAL, "device": "cuda"}), desc)

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -149,3 +150,33 @@ def test_appending_after_a_crash_sets_the_torn_bytes_aside(tmp_path):
     header, body = (folder / "recovered-1.bin").read_bytes().split(b"\n", 1)
     assert json.loads(header)["bytes"] == 34 and body[:32] == np.full(4, 7.0).tobytes()
     assert any("recovered-0.bin" in d for d in reader.dropped)
+
+
+def test_overwrite_never_deletes_a_session_holding_foreign_files(tmp_path):
+    folder = _session(tmp_path / "s")
+    (folder / "my-notes.txt").write_text("keep me")
+    (folder / "analysis").mkdir()
+    with pytest.raises(SessionError, match=r"holds files aexp did not write \(analysis, my-notes.txt\)"):
+        SessionWriter(folder, overwrite=True)
+    assert (folder / "my-notes.txt").read_text() == "keep me" and len(SessionReader(folder).steps) == 3
+
+
+def test_a_folder_left_before_the_manifest_is_recognised_and_can_be_overwritten(tmp_path):
+    w = SessionWriter(tmp_path / "s")  # e.g. killed while the embedder trained: no manifest yet
+    w.close()
+    with pytest.raises(SessionError, match="stopped before its first measurement.*--overwrite"):
+        SessionReader(tmp_path / "s")
+    SessionWriter(tmp_path / "s", overwrite=True).close()
+
+
+def test_one_writer_at_a_time_and_the_second_is_told_who_writes(tmp_path):
+    folder = _session(tmp_path / "s")
+    first = SessionWriter.append_to(SessionReader(folder))
+    (folder / "steps.jsonl").open("ab").write(b'{"torn": ')  # a live writer's step in progress
+    with pytest.raises(SessionError, match=rf"being written by process {os.getpid()}"):
+        SessionWriter.append_to(SessionReader(folder))
+    with pytest.raises(SessionError, match="being written by"):
+        SessionWriter(folder, overwrite=True)
+    assert not list(folder.glob("recovered-*.bin")) and (folder / "steps.jsonl").exists()
+    first.close()
+    SessionWriter.append_to(SessionReader(folder)).close()  # free again once the first closed
