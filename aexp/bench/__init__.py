@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ExperimentConfig, check_against
-from .features import resolve_device, surrogate_inputs
-from .instrument import load_instrument
-from .loop import CampaignResult, build_policy, run_campaign
-from .patches import make_candidates
-from .session.store import MemoryRecorder
-from .types import Candidates
+from ..config import ExperimentConfig, check_against
+from ..features import resolve_device, surrogate_inputs
+from ..instrument import load_instrument
+from ..loop import CampaignResult, build_policy, run_campaign
+from ..patches import make_candidates
+from ..session.store import MemoryRecorder
+from ..types import Candidates
 
 __all__ = ["BENCH_POLICIES", "BenchPolicy", "run_bench", "run_policy", "format_table", "top_indices"]
 
