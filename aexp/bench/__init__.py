@@ -137,16 +137,23 @@ def run_bench(
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table: mean +- std discovery, ratio to random, median decision time."""
     pol = result["policies"]
-    base = np.mean(pol["random"]["discovery"]) if "random" in pol else float("nan")
+    rnd = [v for v in pol["random"]["discovery"] if v is not None] if "random" in pol else []
+    base = np.mean(rnd) if rnd else float("nan")
     lines = [
         f"budget {result['budget']} of {result['n_candidates']} candidates; "
         f"discovery of the true top {result['top_fraction']:.0%}; seeds {result['seeds']}",
         f"{'policy':<10} {'discovery':>17} {'x random':>9} {'decision s':>11}",
     ]
     for name, d in pol.items():
-        m, s = float(np.mean(d["discovery"])), float(np.std(d["discovery"]))
+        disc = [v for v in d["discovery"] if v is not None]  # None: a cell that failed
+        dec = [v for v in d["decision_s"] if v is not None]
+        if not disc:
+            lines.append(f"{name:<10} {'every cell failed':>17}")
+            continue
+        m, s = float(np.mean(disc)), float(np.std(disc))
         ratio = m / base if base and base > 0 else float("inf")
+        failed = f"  ({len(d['discovery']) - len(disc)} failed)" if len(disc) < len(d["discovery"]) else ""
         lines.append(
-            f"{name:<10} {m:>9.3f} +- {s:<5.3f} {ratio:>9.1f} {float(np.median(d['decision_s'])):>11.3f}"
+            f"{name:<10} {m:>9.3f} +- {s:<5.3f} {ratio:>9.1f} {float(np.median(dec)):>11.3f}{failed}"
         )
     return "\n".join(lines)
