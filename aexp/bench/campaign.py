@@ -96,8 +96,10 @@ def run_cells(
                             queue.append(cell)
                     except Exception as exc:  # e.g. Dask's KilledWorker after its own retries
                         finish(_failed(cell, f"{type(exc).__name__}: {exc}"))
-        finally:
+        except BaseException:  # Ctrl-C: drop what is queued, keep what is on disk
             executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        executor.shutdown(wait=True)  # nothing left in flight: let the workers exit
         if not broken:
             break
     return records
