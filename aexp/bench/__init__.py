@@ -5,6 +5,11 @@ initial random points. Discovery is the fraction of the true top ``top_fraction`
 (ranked by the instrument's noiseless target, ``truth()``) that the policy measured within the
 budget. Decision time is the median, over the policy's steps, of the seconds from a measurement
 received to the next position chosen.
+
+A campaign (``aexp bench --out``) runs every (config, seed, policy) cell on an executor and records
+each one durably: :mod:`.cells` (the cell, its record, ``cells.jsonl``), :mod:`.executors` (serial,
+process pool, Dask), :mod:`.campaign` (running the cells, ``--resume``), :mod:`.report`
+(``aexp bench-report``).
 """
 
 from __future__ import annotations
