@@ -1,4 +1,5 @@
-"""The ``aexp`` command line: ``run``, ``check``, ``bench``; ``replay``, ``resume``, ``export``,
+"""The ``aexp`` command line: ``run``, ``check``, ``bench`` (a campaign, run by :mod:`aexp.cli.bench`,
+which also has ``bench-report``); ``replay``, ``resume``, ``export``,
 ``report`` (in :mod:`aexp.cli.session`); ``serve``, ``describe``, ``keys`` (in :mod:`aexp.cli.link`).
 
 Errors a user can act on (a bad config, an occupied output folder, an unknown instrument) print one
@@ -8,7 +9,6 @@ clear message and exit with status 2; Ctrl-C exits with 130 after the completed 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,13 +20,34 @@ EXIT_INTERRUPTED = 130
 
 
 def _parse_seeds(text: str) -> list[int]:
+    """``0,1,5-9`` -> [0, 1, 5, 6, 7, 8, 9]: comma-separated seeds and inclusive ranges, in order,
+    each seed once."""
+    seeds: list[int] = []
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            first, sep, last = part.partition("-")
+            if sep and first.strip():  # a range "a-b" (a leading "-" would be a negative number)
+                lo, hi = int(first), int(last)
+                if hi < lo:
+                    raise argparse.ArgumentTypeError(f"--seeds: range {part!r} runs backwards")
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes comma-separated integers and ranges (0-63 or 0,1,5-9), got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds needs at least one seed")
-    return seeds
+    return list(dict.fromkeys(seeds))
+
+
+def _positive(text: str) -> int:
+    value = _nonnegative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
+    return value
 
 
 def _seed(text: str) -> int:
@@ -63,13 +84,29 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config (and the instrument it names) without running")
     check.add_argument("config", type=Path)
 
-    bench = sub.add_parser("bench", help="compare policies on a simulator with known truth")
-    bench.add_argument("config", type=Path)
-    bench.add_argument("--seeds", type=_parse_seeds, default=[0, 1, 2, 3, 4])
-    bench.add_argument("--json", type=Path, default=None, help="write the results here")
+    bench = sub.add_parser("bench", help="compare policies on a simulator with known truth (a campaign of "
+                                         "config x seed x policy cells)")
+    bench.add_argument("config", type=Path, nargs="+")
+    bench.add_argument("--seeds", type=_parse_seeds, default=[0, 1, 2, 3, 4],
+                       help="seeds and ranges: 0-63 or 0,1,5-9 (default 0-4)")
+    bench.add_argument("--json", type=Path, default=None,
+                       help="write the results here (one config: an object; several: a list of them)")
     bench.add_argument("--policies", default=None, help="comma-separated subset of the policies")
     bench.add_argument("--steps", type=_nonnegative, default=None)
+    bench.add_argument("--top-fraction", type=float, default=0.01,
+                       help="discovery counts the true top fraction of the candidates (default 0.01)")
+    bench.add_argument("--out", type=Path, default=None,
+                       help="campaign folder: cells.jsonl (one record per finished cell) and campaign.json")
+    bench.add_argument("--resume", action="store_true", help="run only the cells --out does not hold yet")
+    bench.add_argument("--workers", type=_positive, default=None,
+                       help="local worker processes (default: every core; 1 runs in this process)")
+    bench.add_argument("--scheduler", default=None,
+                       help="a Dask scheduler address (tcp://HOST:8786) to run the cells on; needs aexp[cluster]")
     bench.add_argument("--quiet", action="store_true")
+
+    from .bench import add_parsers as add_bench_parsers
+
+    add_bench_parsers(sub)  # bench-report
 
     from .session import add_parsers
 
@@ -167,28 +204,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ..bench import format_table, run_bench
+    from .bench import run_campaign_command
 
-    cfg = _load(args.config, args.steps)
-    policies = args.policies.split(",") if args.policies else None
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-    result = run_bench(cfg, args.seeds, policies=policies, progress=not args.quiet, log=log)
-    print(format_table(result))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2))
-        print(f"results: {args.json}")
-    return 0
+    return run_campaign_command(args, _load)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from ..errors import AexpError
     from ..instrument import InstrumentError
+    from .bench import COMMANDS as BENCH_COMMANDS
     from .link import COMMANDS as LINK_COMMANDS
     from .session import COMMANDS
 
     commands = {"run": _cmd_run, "check": _cmd_check, "bench": _cmd_bench, **COMMANDS}
     commands.update(LINK_COMMANDS)
+    commands.update(BENCH_COMMANDS)
     try:
         return commands[args.command](args)
     except InstrumentError as exc:  # e.g. no server at the configured address

@@ -108,7 +108,7 @@ def session_figure(
 REPORT_FIGURES = ("survey", "maps", "target", "travel", "discovery", "latency")
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -125,14 +125,14 @@ def default_map_steps(steps: list[Step]) -> list[int]:
     return sorted({policy[0], policy[len(policy) // 2], policy[-1]})
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fig.savefig(path, dpi=90)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def _survey_figure(survey: Survey, steps: list[Step], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     rc = np.array([s.pixel for s in steps], dtype=float).reshape(-1, 2)
     ok = np.array([s.status == "ok" for s in steps], dtype=bool)
     fig, ax = plt.subplots(figsize=(6, 5.4), constrained_layout=True)
@@ -143,13 +143,13 @@ def _survey_figure(survey: Survey, steps: list[Step], path: Path) -> Path:
         ax.legend(loc="lower right", fontsize=8)
     fig.colorbar(sc, ax=ax, label="step")
     ax.set_title(f"survey ({survey.channels[0]}) and measured points")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _maps_figure(maps: dict[int, dict[str, np.ndarray]], candidates: Candidates, steps: list[Step],
                  path: Path) -> Path:
     """One row per chosen step: predicted mean, uncertainty, acquisition (the chosen point starred)."""
-    plt = _pyplot()
+    plt = pyplot()
     px = candidates.pixels
     extent = (px[:, 1].min(), px[:, 1].max(), px[:, 0].max(), px[:, 0].min())
     fig, axes = plt.subplots(len(maps), 3, figsize=(13, 3.9 * len(maps)), constrained_layout=True, squeeze=False)
@@ -163,11 +163,11 @@ def _maps_figure(maps: dict[int, dict[str, np.ndarray]], candidates: Candidates,
             ax.scatter(done[:, 1], done[:, 0], s=5, c="cyan", edgecolors="none")
             ax.scatter([chosen[1]], [chosen[0]], marker="*", s=120, c="lime", edgecolors="k")
             ax.set_title(f"step {k}: {title}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _target_figure(steps: list[Step], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     order = np.arange(len(steps))
     t = np.array([np.nan if s.target is None else s.target for s in steps])
     best = np.array([np.nan if s.best_so_far is None else s.best_so_far for s in steps])
@@ -178,7 +178,7 @@ def _target_figure(steps: list[Step], path: Path) -> Path:
     ax.plot(order, best, "-", color="k", label="best so far")
     ax.set(xlabel="step", ylabel="target", title="target vs step")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def travel_per_step(steps: list[Step]) -> np.ndarray:
@@ -190,12 +190,12 @@ def travel_per_step(steps: list[Step]) -> np.ndarray:
 
 
 def _travel_figure(steps: list[Step], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     d = travel_per_step(steps) * 1e9
     fig, ax = plt.subplots(figsize=(7, 3.5), constrained_layout=True)
     ax.bar(np.arange(len(d)), d, width=0.9)
     ax.set(xlabel="step", ylabel="travel (nm)", title=f"travel per step (total {d.sum():.0f} nm)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def discovery_curve(steps: list[Step], truth: np.ndarray, fraction: float = 0.01) -> np.ndarray:
@@ -207,12 +207,12 @@ def discovery_curve(steps: list[Step], truth: np.ndarray, fraction: float = 0.01
 
 
 def _discovery_figure(curve: np.ndarray, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5), constrained_layout=True)
     ax.plot(np.arange(1, len(curve) + 1), curve, "-o", ms=3)
     ax.set(xlabel="measurements", ylabel="fraction of true top 1 %", ylim=(0, 1.02),
            title="discovery (against the instrument's ground truth)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def latency_table(steps: list[Step]) -> dict[str, np.ndarray]:
@@ -230,7 +230,7 @@ def latency_table(steps: list[Step]) -> dict[str, np.ndarray]:
 
 
 def _latency_figure(steps: list[Step], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     parts = latency_table(steps)
     fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
     bottom = np.zeros(len(steps))
@@ -239,4 +239,4 @@ def _latency_figure(steps: list[Step], path: Path) -> Path:
         bottom += values
     ax.set(xlabel="step", ylabel="seconds", title="latency per step")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

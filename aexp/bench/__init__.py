@@ -5,6 +5,11 @@ initial random points. Discovery is the fraction of the true top ``top_fraction`
 (ranked by the instrument's noiseless target, ``truth()``) that the policy measured within the
 budget. Decision time is the median, over the policy's steps, of the seconds from a measurement
 received to the next position chosen.
+
+A campaign (``aexp bench --out``) runs every (config, seed, policy) cell on an executor and records
+each one durably: :mod:`.cells` (the cell, its record, ``cells.jsonl``), :mod:`.executors` (serial,
+process pool, Dask), :mod:`.campaign` (running the cells, ``--resume``), :mod:`.report`
+(``aexp bench-report``).
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ExperimentConfig, check_against
-from .features import resolve_device, surrogate_inputs
-from .instrument import load_instrument
-from .loop import CampaignResult, build_policy, run_campaign
-from .patches import make_candidates
-from .session.store import MemoryRecorder
-from .types import Candidates
+from ..config import ExperimentConfig, check_against
+from ..errors import UsageError
+from ..features import resolve_device, surrogate_inputs
+from ..instrument import GroundTruth, load_instrument
+from ..loop import CampaignResult, build_policy, run_campaign
+from ..patches import make_candidates
+from ..session.store import MemoryRecorder
+from ..types import Candidates
 
 __all__ = ["BENCH_POLICIES", "BenchPolicy", "run_bench", "run_policy", "format_table", "top_indices"]
 
@@ -88,7 +94,7 @@ def run_bench(
     names = list(policies or BENCH_POLICIES)
     unknown = [n for n in names if n not in BENCH_POLICIES]
     if unknown:
-        raise ValueError(f"unknown benchmark policies {unknown}; known: {list(BENCH_POLICIES)}")
+        raise UsageError(f"unknown benchmark policies {unknown}; known: {list(BENCH_POLICIES)}")
     device = resolve_device(cfg.device)
     target = cfg.target.build()
     result: dict[str, Any] = {
@@ -101,8 +107,8 @@ def run_bench(
     }
     for seed in seeds:
         probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
-        if not hasattr(probe, "truth"):
-            raise ValueError(
+        if not isinstance(probe, GroundTruth):
+            raise UsageError(
                 f"instrument {cfg.instrument.driver!r} has no hidden truth; aexp bench needs a "
                 f"simulator (or a recorded full-grid data set)"
             )
@@ -137,16 +143,23 @@ def run_bench(
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table: mean +- std discovery, ratio to random, median decision time."""
     pol = result["policies"]
-    base = np.mean(pol["random"]["discovery"]) if "random" in pol else float("nan")
+    rnd = [v for v in pol["random"]["discovery"] if v is not None] if "random" in pol else []
+    base = np.mean(rnd) if rnd else float("nan")
     lines = [
         f"budget {result['budget']} of {result['n_candidates']} candidates; "
         f"discovery of the true top {result['top_fraction']:.0%}; seeds {result['seeds']}",
         f"{'policy':<10} {'discovery':>17} {'x random':>9} {'decision s':>11}",
     ]
     for name, d in pol.items():
-        m, s = float(np.mean(d["discovery"])), float(np.std(d["discovery"]))
+        disc = [v for v in d["discovery"] if v is not None]  # None: a cell that failed
+        dec = [v for v in d["decision_s"] if v is not None]
+        if not disc:
+            lines.append(f"{name:<10} {'every cell failed':>17}")
+            continue
+        m, s = float(np.mean(disc)), float(np.std(disc))
         ratio = m / base if base and base > 0 else float("inf")
+        failed = f"  ({len(d['discovery']) - len(disc)} failed)" if len(disc) < len(d["discovery"]) else ""
         lines.append(
-            f"{name:<10} {m:>9.3f} +- {s:<5.3f} {ratio:>9.1f} {float(np.median(d['decision_s'])):>11.3f}"
+            f"{name:<10} {m:>9.3f} +- {s:<5.3f} {ratio:>9.1f} {float(np.median(dec)):>11.3f}{failed}"
         )
     return "\n".join(lines)
