@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..campaign import InstrumentOutage
 from ..config import ExperimentConfig, load_config, parse_config
 from ..instrument import (
     Instrument,
@@ -71,7 +72,7 @@ __all__ = [
 #: bit; the tolerance leaves room for another CPU's floating-point kernels.
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-9}
 _VALUES = ("target", "acquisition", "predicted_mean", "predicted_std")
-_EXACT = ("index", "phase", "status")
+_EXACT = ("index", "phase", "status", "pending")
 _ERRORS = {c.__name__: c for c in (MeasurementFailed, InstrumentTimeout, OutOfBounds, InstrumentError)}
 
 
@@ -421,6 +422,7 @@ def resume_session(
     checker = _Checker(recorded, reader)
     result: CampaignResult | None = None
     status = "failed"
+    extra: dict[str, Any] = {}
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
         with torch_settings(man.get("torch", {}).get("num_threads")):
@@ -436,12 +438,15 @@ def resume_session(
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except InstrumentOutage as exc:
+        status, result, extra = "interrupted", exc.result, {"reason": str(exc)}
+        raise
     finally:
         checker.close()
         if checker.writer is not None or result is not None:
             resumes = list(previous.get("resumes", []))
             resumes.append({"started": started, "from_step": len(recorded), "dropped": reader.dropped})
-            write_json(reader.folder / "summary.json", summary(status, result, resumes=resumes))
+            write_json(reader.folder / "summary.json", summary(status, result, resumes=resumes, **extra))
     new = len(result.steps) - len(recorded) if result is not None else 0
     return ResumeOutcome(reader.folder, len(recorded), new, result, warnings)
 
