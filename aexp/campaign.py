@@ -543,6 +543,14 @@ class Campaign:
                 rest.future.cancel()
             exc.result = CampaignResult(steps=self.steps, stop_reason="instrument unreachable")
             raise
+        except BaseException:
+            # whatever stopped the decisions (Ctrl-C, a policy error), a command already sent is recorded
+            while self.flight:
+                try:
+                    self._finish(self.flight.popleft())
+                except BaseException:  # noqa: BLE001 - the first error is the one to report
+                    break
+            raise
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
         maps = None

@@ -348,3 +348,25 @@ def test_travel_penalty_shortens_the_moves_on_a_toy_field():
     free = mean_move(None)
     slow = mean_move(TravelCost(weight=5.0, stage_speed_m_s=1e-9))
     assert slow < 0.6 * free
+
+
+def test_a_policy_error_while_measuring_still_records_the_command_in_flight():
+    class Broken:
+        name = "broken"
+
+        def __init__(self):
+            self.inner = make_policy("random")
+
+        def select(self, ctx):
+            if ctx.step == 5:
+                raise RuntimeError("policy bug")
+            return self.inner.select(ctx)
+
+    inst = Fake()
+    cands, feats = _setup(inst)
+    rec = MemoryRecorder()
+    with pytest.raises(RuntimeError, match="policy bug"):
+        Campaign(instrument=inst, candidates=cands, features=feats, target=TARGET, policy=Broken(),
+                 n_initial=3, budget=Budget(9), recorder=rec, seed=0, schedule=Schedule(pending=True)).run()
+    assert [s.step for s in rec.steps] == [0, 1, 2, 3, 4]  # step 4 was in flight when 5 was decided
+    assert len(inst.sent) == 5
