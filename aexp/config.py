@@ -305,6 +305,10 @@ class ExperimentConfig(_Section):
     name: str = "experiment"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(
+        1, ge=1, description="torch intra-op threads for the run; 1 keeps the many small fits of a "
+        "decision from collapsing when other processes share the cores (docs/loop.md); null: torch's default"
+    )
     instrument: InstrumentConfig
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)

@@ -253,7 +253,7 @@ def run_experiment(
     status = "failed"
     extra: dict[str, Any] = {}
     try:
-        with torch_settings() as settings:
+        with torch_settings(cfg.threads) as settings:
             prepared = prepare(cfg, instrument, seed, progress=progress)
             policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
             writer.write_json("manifest.json", manifest(cfg, prepared, seed, session_id, settings))

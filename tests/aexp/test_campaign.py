@@ -370,3 +370,18 @@ def test_a_policy_error_while_measuring_still_records_the_command_in_flight():
                  n_initial=3, budget=Budget(9), recorder=rec, seed=0, schedule=Schedule(pending=True)).run()
     assert [s.step for s in rec.steps] == [0, 1, 2, 3, 4]  # step 4 was in flight when 5 was decided
     assert len(inst.sent) == 5
+
+
+def test_a_run_uses_one_torch_thread_unless_the_config_says_otherwise(tmp_path):
+    import json
+
+    from aexp.config import parse_config
+    from aexp.loop import run_experiment
+
+    before = torch.get_num_threads()
+    for threads, want in ((None, 1), (2, 2)):
+        cfg = parse_config({**OUTAGE_CFG, "stopping": {"max_steps": 0}}
+                           | ({} if threads is None else {"threads": threads}))
+        folder, _ = run_experiment(cfg, Fake(), tmp_path / f"t{want}", progress=False)
+        assert json.loads((folder / "manifest.json").read_text())["torch"]["num_threads"] == want
+    assert torch.get_num_threads() == before  # restored afterwards
