@@ -36,6 +36,7 @@ __all__ = [
     "EmbedderConfig",
     "SurrogateConfig",
     "PolicyConfig",
+    "TravelConfig",
     "TargetConfig",
     "StoppingConfig",
     "RecordingConfig",
@@ -64,6 +65,10 @@ class InstrumentConfig(_Section):
 
     driver: str = Field(description="registered instrument name, e.g. 'plasmonic'")
     options: dict[str, Any] = Field(default_factory=dict, description="passed to the driver")
+    max_outage_s: float = Field(
+        60.0, gt=0, description="seconds the instrument may stay unreachable before the run stops as "
+        "interrupted (resumable); a measurement that fails is a failed step instead"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -75,7 +80,7 @@ class InstrumentConfig(_Section):
         """
         if not isinstance(data, dict):
             return data
-        flat = {k: v for k, v in data.items() if k not in ("driver", "options")}
+        flat = {k: v for k, v in data.items() if k not in ("driver", "options", "max_outage_s")}
         if not flat:
             return data
         options = data.get("options") or {}
@@ -84,7 +89,8 @@ class InstrumentConfig(_Section):
         both = sorted(set(flat) & set(options))
         if both:
             raise ValueError(f"{both} given both beside driver and under options; give each once")
-        return {"driver": data.get("driver"), "options": {**options, **flat}}
+        kept = {k: data[k] for k in ("max_outage_s",) if k in data}
+        return {"driver": data.get("driver"), "options": {**options, **flat}, **kept}
 
 
 class CandidatesConfig(_Section):
@@ -224,6 +230,21 @@ class SurrogateConfig(_Section):
         return v
 
 
+class TravelConfig(_Section):
+    """Travel and recency penalties, subtracted from the acquisition (see :class:`aexp.campaign.TravelCost`).
+
+    Stage speed and settle time default to the instrument's ``describe().extra`` entries
+    ``stage_speed_m_s`` and ``settle_s`` when the config leaves them out.
+    """
+
+    weight: float = Field(0.0, ge=0, description="acquisition units per second of travel")
+    stage_speed_m_s: float | None = Field(None, gt=0, description="stage speed; from the instrument if omitted")
+    settle_s: float | None = Field(None, ge=0, description="settle time per move; from the instrument if omitted")
+    recency_weight: float = Field(0.0, ge=0, description="acquisition units at a just-measured site")
+    recency_radius_m: float = Field(1e-9, gt=0, description="reach of the recency penalty, metres")
+    recency_window: int = Field(10, ge=1, description="how many recent sites count")
+
+
 class PolicyConfig(_Section):
     """How the next point is chosen."""
 
@@ -231,6 +252,13 @@ class PolicyConfig(_Section):
     acquisition: Literal["ucb", "log_ei", "thompson", "max_variance"] = "ucb"
     beta: float = Field(4.0, ge=0, description="UCB: mu + sqrt(beta) * sigma")
     n_initial: int = Field(5, ge=1, description="random measurements before the policy takes over")
+    pending: bool = Field(
+        False, description="decide the next point while the instrument measures, with the points in "
+        "flight as pending (kriging believer)"
+    )
+    max_in_flight: int = Field(1, ge=1, description="pending: commands outstanding while deciding")
+    batch: int = Field(1, ge=1, description="points chosen jointly per decision, visited in a short tour")
+    travel: TravelConfig | None = Field(None, description="penalty for moving the probe and for recent sites")
 
 
 class TargetConfig(BaseModel):
@@ -268,6 +296,7 @@ class StoppingConfig(_Section):
 
     max_steps: int = Field(100, ge=0, description="measurements after the initial random ones")
     wall_time_s: float | None = Field(None, gt=0)
+    max_failures: int | None = Field(None, ge=1, description="stop after this many failed steps")
 
 
 class RecordingConfig(_Section):
@@ -283,6 +312,10 @@ class ExperimentConfig(_Section):
     name: str = "experiment"
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds every random choice of the run")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(
+        1, ge=1, description="torch intra-op threads for the run; 1 keeps the many small fits of a "
+        "decision from collapsing when other processes share the cores (docs/loop.md); null: torch's default"
+    )
     instrument: InstrumentConfig
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)

@@ -1,82 +1,57 @@
-"""The experiment loop: survey -> candidates -> features -> (fit -> select -> measure -> record)*.
+"""The experiment loop: survey -> candidates -> features -> (ask -> measure -> tell -> record)*.
 
-The loop owns the order of calls and nothing else. :func:`run_campaign` is the measuring part, given
-prepared candidates and features (the benchmark reuses one embedding for several policies);
-:func:`run_experiment` is the whole experiment as ``aexp run`` does it, into a session folder.
+The order of calls lives in :class:`aexp.campaign.Campaign`; this module builds it from a config
+(:func:`build_campaign`, the one path that ``run``, ``replay``, ``resume`` and ``bench`` share) and
+runs a whole experiment into a session folder (:func:`run_experiment`). :func:`run_campaign` keeps
+the keyword form of earlier versions.
 
 Budget: ``n_initial`` random measurements, then ``max_steps`` chosen by the policy. Every attempt is
 one step, failed ones included (they cost instrument time); a failed or non-finite measurement is
-recorded with ``status: "failed"``, its candidate is never tried again, and the loop goes on.
+recorded with ``status: "failed"``, its candidate is never tried again, and the loop goes on. An
+instrument that cannot be reached at all is not a failed step: after ``instrument.max_outage_s`` the
+run stops as interrupted (:class:`~aexp.campaign.InstrumentOutage`) and ``aexp resume`` continues.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .config import ConfigError, ExperimentConfig, check_against
+from .campaign import (
+    AskTellPolicy,
+    Budget,
+    Campaign,
+    CampaignResult,
+    Clock,
+    InstrumentOutage,
+    Schedule,
+    StepCallback,
+    TravelCost,
+    initial_indices,
+)
+from .config import ExperimentConfig, check_against
 from .features import resolve_device, standardise, surrogate_inputs
-from .instrument import Instrument, InstrumentError, OutOfBounds, check_position
+from .instrument import Instrument
 from .patches import make_candidates
-from .policies import FEATURELESS_KINDS, Decision, Policy, SelectionContext, make_policy
-from .repro import features_digest, step_rng, torch_settings, versions
+from .policies import FEATURELESS_KINDS, Policy, make_policy
+from .repro import features_digest, torch_settings, versions
 from .session.manifest import CandidatesRecord, Manifest, SurveyRecord, TorchRecord
 from .session.store import Recorder, SessionWriter, check_out_folder
 from .targets import Target
-from .types import Candidates, InstrumentDescription, Step, Survey
+from .types import Candidates, InstrumentDescription, Survey
 
 __all__ = [
     "CampaignResult",
+    "build_campaign",
     "run_campaign",
     "run_experiment",
     "initial_indices",
 ]
-
-StepCallback = Callable[[Step, int], None]
-
-
-@dataclass
-class CampaignResult:
-    """What a campaign produced. ``maps`` holds the final model's mean/std/acquisition when it has one."""
-
-    steps: list[Step]
-    maps: dict[str, np.ndarray] | None = None
-    stop_reason: str = "budget"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok_steps(self) -> list[Step]:
-        return [s for s in self.steps if s.status == "ok"]
-
-    @property
-    def best(self) -> Step | None:
-        ok = self.ok_steps
-        return max(ok, key=lambda s: s.target) if ok else None
-
-
-def initial_indices(n_initial: int, seed: int, allowed: np.ndarray) -> np.ndarray:
-    """The random seed measurements: depend on the seed only, so every policy starts alike."""
-    rng = np.random.default_rng([seed, 0x1417])
-    pool = np.flatnonzero(allowed)
-    if len(pool) < n_initial:
-        raise ConfigError(f"policy.n_initial: only {len(pool)} candidates can be measured; {n_initial} initial asked for")
-    return rng.permutation(pool)[:n_initial]
-
-
-def _finite(value: float | None) -> float | None:
-    """JSON has no inf/nan: a non-finite model value is recorded as null."""
-    return float(value) if value is not None and np.isfinite(value) else None
-
-
-def _best(targets: list[float]) -> float | None:
-    return max(targets) if targets else None
 
 
 def run_campaign(
@@ -85,7 +60,7 @@ def run_campaign(
     candidates: Candidates,
     features: torch.Tensor,
     target: Target,
-    policy: Policy,
+    policy: Policy | AskTellPolicy,
     n_initial: int,
     max_steps: int,
     recorder: Recorder,
@@ -96,117 +71,77 @@ def run_campaign(
     on_step: StepCallback | None = None,
     session_id: str = "",
     stop_after: int | None = None,
+    schedule: Schedule | None = None,
+    travel: TravelCost | None = None,
+    clock: Clock | None = None,
 ) -> CampaignResult:
     """Measure ``n_initial`` random candidates, then ``max_steps`` chosen by ``policy``.
 
-    Each step is handed to ``recorder`` (durable for a :class:`SessionWriter`) before the next
-    command goes to the instrument. A position outside the instrument's bounds is never sent.
-    ``stop_after`` ends the campaign after that many steps without changing the budget the policy
-    sees (a replay of a record that stopped early).
+    The keyword form of :class:`~aexp.campaign.Campaign` with a ``Budget(n_initial + max_steps,
+    wall_time_s)``. ``stop_after`` ends the campaign after that many steps without changing the
+    budget the policy sees (a replay of a record that stopped early).
     """
-    bounds = instrument.bounds
-    axis = instrument.describe().spectrum_axis.values()
-    inside = bounds.contains(candidates.positions)
-    excluded = ~inside  # never measurable; never sent
-    init = list(initial_indices(n_initial, seed, inside))
-    measured: list[int] = []
-    targets: list[float] = []
-    steps: list[Step] = []
-    budget = n_initial + max_steps
-    start = time.perf_counter()
-    received = start
-    stop_reason = "budget"
-
-    for k in range(budget if stop_after is None else min(budget, stop_after)):
-        if wall_time_s is not None and time.perf_counter() - start > wall_time_s:
-            stop_reason = "wall_time"
-            break
-        if (~excluded).sum() == 0:
-            stop_reason = "no candidates left"
-            break
-        decision, phase = _decide(
-            k, init, excluded, policy, features, candidates, measured, targets, budget, step_rng(seed, k)
-        )
-        idx = decision.index
-        decision_s = time.perf_counter() - received
-        position = (float(candidates.positions[idx, 0]), float(candidates.positions[idx, 1]))
-        command_id = f"{session_id}-{k}" if session_id else str(k)
-        step = Step(
-            step=k,
-            index=int(idx),
-            position=position,
-            pixel=(float(candidates.pixels[idx, 0]), float(candidates.pixels[idx, 1])),
-            target=None,
-            status="failed",
-            phase=phase,
-            acquisition=_finite(decision.acquisition),
-            predicted_mean=_finite(decision.predicted_mean),
-            predicted_std=_finite(decision.predicted_std),
-            command_id=command_id,
-            timings={"fit_s": decision.fit_s, "select_s": decision.select_s, "decision_s": decision_s},
-        )
-        excluded[idx] = True
-        spectrum = None
-        t0 = time.perf_counter()
-        try:
-            check_position(bounds, position)  # the guard before anything is sent
-            meas = instrument.measure(position, command_id=command_id)
-            spectrum = np.asarray(meas.spectrum, dtype=float)
-            value = target(spectrum, axis)
-            if not np.all(np.isfinite(spectrum)) or not np.isfinite(value):
-                step.error = "non-finite spectrum or target"
-            else:
-                step.status, step.target = "ok", float(value)
-                measured.append(int(idx))
-                targets.append(float(value))
-            step.timings["instrument_s"] = float(meas.duration_s)
-        except OutOfBounds as exc:
-            step.error = f"out of bounds: {exc}"
-        except InstrumentError as exc:
-            step.error = f"{type(exc).__name__}: {exc}"
-        step.timings["measure_s"] = time.perf_counter() - t0
-        received = time.perf_counter()
-        step.best_so_far = _best(targets)
-        recorder.append_step(step, spectrum if record_spectra else None)
-        steps.append(step)
-        if on_step is not None:
-            on_step(step, budget)
-
-    maps = None
-    if want_final_maps and len(measured) >= 2 and (~excluded).any():
-        rng = step_rng(seed, len(steps))
-        ctx = _context(features, candidates, measured, targets, excluded, 1, len(steps), rng, True)
-        maps = policy.select(ctx).maps
-    return CampaignResult(steps=steps, maps=maps, stop_reason=stop_reason)
+    return Campaign(
+        instrument=instrument, candidates=candidates, features=features, target=target, policy=policy,
+        n_initial=n_initial, budget=Budget(n_initial + max_steps, wall_time_s), recorder=recorder,
+        seed=seed, schedule=schedule, travel=travel, clock=clock, record_spectra=record_spectra,
+        want_final_maps=want_final_maps, on_step=on_step, session_id=session_id, stop_after=stop_after,
+    ).run()
 
 
-def _context(features, candidates, measured, targets, excluded, budget_left, step, rng, maps=False):
-    return SelectionContext(
+def travel_cost(cfg: ExperimentConfig, description: InstrumentDescription) -> TravelCost | None:
+    """``policy.travel`` with the stage speed and settle time the instrument declares as defaults."""
+    t = cfg.policy.travel
+    if t is None:
+        return None
+    extra = description.extra or {}
+    speed = t.stage_speed_m_s if t.stage_speed_m_s is not None else extra.get("stage_speed_m_s")
+    settle = t.settle_s if t.settle_s is not None else extra.get("settle_s", 0.0)
+    if t.weight > 0 and speed is None:
+        raise ValueError("policy.travel.weight needs a stage speed: give policy.travel.stage_speed_m_s "
+                         f"(instrument {description.name!r} does not declare stage_speed_m_s)")
+    return TravelCost(weight=t.weight, stage_speed_m_s=float(speed or 1.0), settle_s=float(settle),
+                      recency_weight=t.recency_weight, recency_radius_m=t.recency_radius_m,
+                      recency_window=t.recency_window)
+
+
+def build_campaign(
+    cfg: ExperimentConfig,
+    instrument: Instrument,
+    candidates: Candidates,
+    features: torch.Tensor,
+    policy: Policy | AskTellPolicy,
+    recorder: Recorder,
+    seed: int,
+    *,
+    session_id: str = "",
+    on_step: StepCallback | None = None,
+    stop_after: int | None = None,
+    want_final_maps: bool = False,
+    clock: Clock | None = None,
+) -> Campaign:
+    """The campaign a config describes: budget, schedule, travel, target (run, replay, resume, bench)."""
+    p = cfg.policy
+    return Campaign(
+        instrument=instrument,
+        candidates=candidates,
         features=features,
-        positions=candidates.positions,
-        grid_shape=candidates.grid_shape,
-        measured=np.asarray(measured, dtype=np.int64),
-        targets=np.asarray(targets, dtype=np.float64),
-        excluded=excluded.copy(),
-        budget_left=budget_left,
-        step=step,
-        rng=rng,
-        want_maps=maps,
+        target=cfg.target.build(),
+        policy=policy,
+        n_initial=p.n_initial,
+        budget=Budget(cfg.budget, cfg.stopping.wall_time_s, cfg.stopping.max_failures),
+        recorder=recorder,
+        seed=seed,
+        schedule=Schedule(pending=p.pending, max_in_flight=p.max_in_flight, batch=p.batch,
+                          max_outage_s=cfg.instrument.max_outage_s),
+        travel=travel_cost(cfg, instrument.describe()),
+        clock=clock,
+        record_spectra=cfg.recording.spectra,
+        want_final_maps=want_final_maps,
+        on_step=on_step,
+        session_id=session_id,
+        stop_after=stop_after,
     )
-
-
-def _decide(k, init, excluded, policy, features, candidates, measured, targets, budget, rng):
-    """The initial random points first; then the policy, once it has two targets to learn from."""
-    if k < len(init):
-        return Decision(int(init[k]), None, None, None, 0.0, 0.0, None), "initial"
-    if len(measured) < 2:  # too many initial points failed: keep exploring at random
-        pool = np.flatnonzero(~excluded)
-        return Decision(int(rng.choice(pool)), None, None, None, 0.0, 0.0, None), "initial"
-    ctx = _context(features, candidates, measured, targets, excluded, budget - k, k, rng)
-    decision = policy.select(ctx)
-    if excluded[decision.index]:
-        raise RuntimeError(f"policy {policy.name!r} chose candidate {decision.index}, which is excluded")
-    return decision, "policy"
 
 
 @dataclass
@@ -318,8 +253,10 @@ def run_experiment(
 ) -> tuple[Path, CampaignResult]:
     """Run a whole experiment into the session folder ``out``; returns the folder and the result.
 
-    On Ctrl-C the completed steps are already on disk; ``summary.json`` records the interruption and
-    the exception propagates.
+    On Ctrl-C, or an instrument unreachable for longer than ``instrument.max_outage_s``
+    (:class:`~aexp.campaign.InstrumentOutage`), the completed steps are already on disk;
+    ``summary.json`` records the interruption (and the outage as ``reason``) and the exception
+    propagates. ``aexp resume`` continues such a session.
     """
     seed = cfg.seed if seed is None else seed
     folder = Path(out)
@@ -330,7 +267,8 @@ def run_experiment(
     session_id = uuid.uuid4().hex[:12]
     result: CampaignResult | None = None
     status = "failed"
-    with torch_settings() as settings:
+    extra: dict[str, Any] = {}
+    with torch_settings(cfg.threads) as settings:
         surveyed = survey_candidates(cfg, instrument)
         writer = SessionWriter(folder, overwrite=overwrite)
         try:
@@ -347,9 +285,12 @@ def run_experiment(
         except KeyboardInterrupt:
             status = "interrupted"
             raise
+        except InstrumentOutage as exc:
+            status, result, extra = "interrupted", exc.result, {"reason": str(exc)}
+            raise
         finally:
             if (writer.folder / "manifest.json").exists():
-                writer.write_json("summary.json", summary(status, result))
+                writer.write_json("summary.json", summary(status, result, **extra))
             writer.close()
             if not (writer.folder / "manifest.json").exists():
                 _remove_unstarted(writer.folder, created)  # nothing was measured
@@ -368,31 +309,19 @@ def campaign(
     cfg: ExperimentConfig,
     instrument: Instrument,
     prepared: Prepared,
-    policy: Policy,
+    policy: Policy | AskTellPolicy,
     recorder: Recorder,
     seed: int,
     session_id: str,
     on_step: StepCallback | None = None,
     stop_after: int | None = None,
 ) -> CampaignResult:
-    """:func:`run_campaign` with everything taken from the config (run, replay and resume alike)."""
-    return run_campaign(
-        instrument=instrument,
-        candidates=prepared.candidates,
-        features=prepared.features,
-        target=cfg.target.build(),
-        policy=policy,
-        n_initial=cfg.policy.n_initial,
-        max_steps=cfg.stopping.max_steps,
-        recorder=recorder,
-        seed=seed,
-        wall_time_s=cfg.stopping.wall_time_s,
+    """Run the campaign the config describes on prepared candidates (run, replay and resume alike)."""
+    return build_campaign(
+        cfg, instrument, prepared.candidates, prepared.features, policy, recorder, seed,
+        session_id=session_id, on_step=on_step, stop_after=stop_after,
         want_final_maps=cfg.recording.figure and stop_after is None,
-        record_spectra=cfg.recording.spectra,
-        on_step=on_step,
-        session_id=session_id,
-        stop_after=stop_after,
-    )
+    ).run()
 
 
 def finish_figure(cfg: ExperimentConfig, folder: Path, prepared: Prepared, result: CampaignResult) -> None:

@@ -102,6 +102,8 @@ class SelectionContext:
         step: index of this decision in the experiment.
         rng: the policy's only source of randomness.
         want_maps: also return mean, std and acquisition over all candidates.
+        penalty: ``M`` acquisition units to subtract before the argmax (travel, recency), or
+            ``None``; model-free policies ignore it.
     """
 
     features: torch.Tensor
@@ -114,6 +116,7 @@ class SelectionContext:
     step: int
     rng: np.random.Generator
     want_maps: bool = False
+    penalty: np.ndarray | None = None
 
 
 @dataclass
@@ -253,6 +256,8 @@ class SurrogatePolicy:
         seed = int(ctx.rng.integers(2**63)) if self.acquisition == "thompson" else None
         scores = score_candidates(self.surrogate, X, self.acquisition, beta=self.beta,
                                   best_f=float(targets.max()), seed=seed, chunk=self.chunk)
+        if ctx.penalty is not None:  # score, then penalise (travel, recency): additive, never a ratio
+            scores = scores - np.asarray(ctx.penalty, dtype=np.float64)
         scores[np.asarray(ctx.excluded, dtype=bool)] = -np.inf
         index = _argmax(scores, allowed)
         if ctx.want_maps:

@@ -27,7 +27,7 @@ from ..config import ExperimentConfig, check_against
 from ..errors import UsageError
 from ..features import resolve_device, surrogate_inputs
 from ..instrument import GroundTruth, load_instrument
-from ..loop import CampaignResult, build_policy, run_campaign
+from ..loop import CampaignResult, build_campaign, build_policy
 from ..patches import make_candidates
 from ..session.store import MemoryRecorder
 from ..types import Candidates
@@ -69,17 +69,8 @@ def run_policy(
     """One benchmark campaign: a fresh instrument of ``seed``, the policy ``kind`` with the config's
     settings on ``features``, the config's budget and initial points, kept in memory."""
     policy = build_policy(cfg, int(features.shape[1]), seed, device, kind=kind)
-    return run_campaign(
-        instrument=load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed),
-        candidates=candidates,
-        features=features,
-        target=cfg.target.build(),
-        policy=policy,
-        n_initial=cfg.policy.n_initial,
-        max_steps=cfg.stopping.max_steps,
-        recorder=MemoryRecorder(),
-        seed=seed,
-    )
+    instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
+    return build_campaign(cfg, instrument, candidates, features, policy, MemoryRecorder(), seed).run()
 
 
 def run_bench(

@@ -4,6 +4,8 @@ which also has ``bench-report``); ``replay``, ``resume``, ``export``,
 
 Errors a user can act on (a bad config, an occupied output folder, an unknown instrument) print one
 clear message and exit with status 2; Ctrl-C exits with 130 after the completed steps are on disk.
+An instrument unreachable for longer than ``instrument.max_outage_s`` stops ``run`` or ``resume``
+with status 3 and a line naming ``aexp resume`` (the session is interrupted, not completed).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ __all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_OUTAGE = 3
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -211,6 +214,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from ..campaign import InstrumentOutage
     from ..errors import AexpError
     from ..instrument import InstrumentError
     from .bench import COMMANDS as BENCH_COMMANDS
@@ -222,6 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.update(BENCH_COMMANDS)
     try:
         return commands[args.command](args)
+    except InstrumentOutage as exc:
+        folder = getattr(args, "out", None) or getattr(args, "folder", None)
+        done = len(exc.result.steps) if exc.result is not None else 0
+        print(f"aexp {args.command}: interrupted: {exc}; {done} completed steps are on disk; continue "
+              f"with `aexp resume {folder}` once the instrument answers", file=sys.stderr)
+        return EXIT_OUTAGE
     except InstrumentError as exc:  # e.g. no server at the configured address
         print(f"aexp {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..campaign import InstrumentOutage
 from ..config import ExperimentConfig, load_config
 from ..errors import AexpError
 from ..instrument import (
@@ -70,7 +71,7 @@ __all__ = [
 #: bit; the tolerance leaves room for another CPU's floating-point kernels.
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-9}
 _VALUES = ("target", "acquisition", "predicted_mean", "predicted_std")
-_EXACT = ("index", "phase", "status")
+_EXACT = ("index", "phase", "status", "pending")
 _ERRORS = {c.__name__: c for c in (MeasurementFailed, InstrumentTimeout, OutOfBounds, InstrumentError)}
 
 
@@ -379,6 +380,7 @@ def _resume(folder, lock, config_path, instrument, progress, on_step) -> ResumeO
     result: CampaignResult | None = None
     warnings: list[str] = []
     status = "failed"
+    extra: dict[str, Any] = {}
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
         with rebuild(reader, live, config=cfg, progress=progress,
@@ -391,12 +393,15 @@ def _resume(folder, lock, config_path, instrument, progress, on_step) -> ResumeO
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except InstrumentOutage as exc:
+        status, result, extra = "interrupted", exc.result, {"reason": str(exc)}
+        raise
     finally:
         checker.close()
         if checker.writer is not None or result is not None:
             resumes = list(previous.get("resumes", []))
             resumes.append({"started": started, "from_step": len(recorded), "dropped": reader.dropped})
-            write_json(reader.folder / "summary.json", summary(status, result, resumes=resumes))
+            write_json(reader.folder / "summary.json", summary(status, result, resumes=resumes, **extra))
     new = len(result.steps) - len(recorded) if result is not None else 0
     return ResumeOutcome(reader.folder, len(recorded), new, result, warnings)
 

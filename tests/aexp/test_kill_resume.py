@@ -97,3 +97,18 @@ def test_kill_9_then_resume_many_trials(tmp_path, config, reference, trial):
     out = kill_resume_verify(tmp_path, trial, config)
     print("trial", trial, {k: out[k] for k in ("killed_after", "torn_bytes", "lost", "duplicated", "verified")})
     _check(out, reference)
+
+
+PENDING = {**CHANGES, "name": "kill-resume-pending", "policy": {"acquisition": "thompson", "pending": True}}
+
+
+def test_kill_9_with_a_measurement_in_flight_then_resume(tmp_path, tiny_config, tiny_session):
+    """Decide-while-measuring: the step in flight at the kill is measured again on resume (a
+    simulator keeps no record of it), recorded once, and the session verifies."""
+    _, res = tiny_session(SEED, **PENDING)
+    reference = [(s.index, s.status, s.target) for s in res.steps]
+    assert any(s.pending for s in res.steps)
+    for trial in (3,):
+        (tmp_path / str(trial)).mkdir()
+        out = kill_resume_verify(tmp_path / str(trial), trial, tiny_config(**PENDING))
+        _check(out, reference)
