@@ -270,12 +270,13 @@ class _SurveyImage:
 def _survey(reader: SessionReader) -> _SurveyImage:
     info = reader.manifest.get("survey", {})
     image = reader.array("survey")
-    transform = info.get("transform") or {"origin": [0.0, 0.0], "matrix": [[0.0, 1.0], [1.0, 0.0]]}
-    rows, cols = _survey_axes(PixelTransform.from_dict(transform))
-    if info.get("transform") is None:
+    transform = info.get("transform")
+    if transform:
+        rows, cols = _survey_axes(PixelTransform.from_dict(transform))
+    else:  # not recorded: say pixels rather than guess a calibration
         rows, cols = _ImageAxis("row", "px", 0.0, 1.0), _ImageAxis("column", "px", 0.0, 1.0)
     channels = [str(c) for c in info.get("channels", [])] or [f"channel {i}" for i in range(len(image))]
-    return _SurveyImage(image[0] if len(image) == 1 else image, channels, rows, cols, transform)
+    return _SurveyImage(image[0] if len(image) == 1 else image, channels, rows, cols, transform or {})
 
 
 def _provenance(reader: SessionReader) -> dict[str, Any]:
