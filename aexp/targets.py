@@ -199,8 +199,24 @@ SWITCH_SIGMAS = 4.0
 """A loop whose switching amplitude is not this many noise sigmas above 0 did not switch (NaN)."""
 
 
+def _fill_missing(bias: np.ndarray, branches: np.ndarray) -> np.ndarray:
+    """Interpolate the NaN points of each branch (a fit that returned nothing) from their neighbours.
+
+    A branch with fewer than half its points finite is left as it is: its loop is then NaN.
+    """
+    missing = ~np.isfinite(branches)
+    if not missing.any():
+        return branches
+    out = branches.copy()
+    for i, j in zip(*np.nonzero(missing.any(axis=2))):
+        bad = missing[i, j]
+        if bad.sum() <= len(bias) // 2:
+            out[i, j, bad] = np.interp(bias[bad], bias[~bad], branches[i, j, ~bad])
+    return out
+
+
 def _despike(bias: np.ndarray, branches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Replace isolated spikes (runs of 1 or 2 points) of each branch by interpolating its neighbours.
+    """Replace isolated spikes (runs of 1 or 2 points) and NaN points of each branch by interpolation.
 
     ``bias``: ``K`` ascending; ``branches``: ``n x 2 x K`` (up, down). A spike is a point more than
     ``max(SPIKE_SIGMAS sigma, 0.1 spread)`` from the 5-point running median of its branch, where
@@ -209,6 +225,7 @@ def _despike(bias: np.ndarray, branches: np.ndarray) -> tuple[np.ndarray, np.nda
     at one bias step, not noise. A monotonic branch equals its running median, so a clean loop is
     returned unchanged, bit for bit. Returns ``(branches, sigma)``, ``sigma`` of shape ``n``.
     """
+    branches = _fill_missing(bias, branches)
     med = ndimage.median_filter(branches, size=(1, 1, 5), mode="nearest")
     steps = np.abs(np.diff(branches, axis=2)).reshape(len(branches), -1)
     sigma = np.median(steps, axis=1) / (0.6745 * np.sqrt(2.0))

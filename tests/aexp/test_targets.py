@@ -240,6 +240,10 @@ def test_loop_targets_ignore_fit_spikes_and_leave_a_clean_loop_bit_for_bit():
     saturated = r.copy()
     saturated[[5, 390]] = [1e3, -1e3]
     assert make_target("loop_area")(saturated, u) == pytest.approx(exact["loop_area"], rel=1e-12)
+    gaps = r.copy()
+    gaps[[30, 250]] = np.nan  # a fit that returned nothing is interpolated over, like a spike
+    assert make_target("loop_area")(gaps, u) == pytest.approx(exact["loop_area"], rel=1e-6)
+    assert np.isnan(make_target("loop_area")(np.where(np.arange(len(u)) % 2 == 0, np.nan, r), u))  # half gone
     noisy = r + np.random.default_rng(1).normal(0.0, 0.02, size=len(u))
     spiky_noisy = noisy.copy()
     spiky_noisy[[15, 70, 100]] += [30.0, -12.0, 8.0]
