@@ -4,6 +4,12 @@ Every target works on a batch: ``spectra`` is ``n x L`` on the axis values ``L``
 ``n`` floats, so the same code scores one measurement in the loop and a whole noiseless map for the
 benchmark. Targets are chosen by name in the config (``target: {name: band_intensity, ...}``).
 
+The functions in :data:`TARGETS` take an ascending axis; :class:`Target` puts any strictly
+monotonic axis (and its spectra) in ascending order first, so a detector whose energy axis runs
+backwards scores the same as one that runs forwards. NaN means a failed measurement (no edge, a loop
+that does not switch): the loop records the step as failed and the model does not learn from it.
+The reference of every target, with its math and its NaN cases, is ``docs/targets.md``.
+
 Example:
     >>> t = make_target("band_intensity", window=(2.0, 2.6))
     >>> t.check_axis(axis)            # raises TargetError if the window misses the axis
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from .errors import AexpError
 from .types import SpectrumAxis
@@ -127,6 +134,47 @@ def edge_onset(
     return np.where(height > 0, onset, np.nan)  # no rise above the background: no edge
 
 
+def edge_intensity(
+    spectra: np.ndarray,
+    axis: np.ndarray,
+    pre_edge: tuple[float, float],
+    window: tuple[float, float],
+) -> np.ndarray:
+    """Integrated core-loss edge over ``window`` above a power-law background fitted in ``pre_edge``.
+
+    ``I = int_window (S(E) - A E^-r) dE`` (trapezoid on the axis values), with ``log A - r log E``
+    fitted to ``log S`` over ``pre_edge`` by least squares: the standard EELS elemental map. Both
+    windows lie above 0 eV and the pre-edge window ends where the integration window starts, or
+    before. NaN where a count in the pre-edge window is 0 or negative (or not finite): no power law
+    fits there (too little dose, or a dark-subtracted spectrum); widen the pre-edge window or
+    measure longer rather than trust a fit that skips those channels.
+
+    Example:
+        >>> t = make_target("edge_intensity", pre_edge=(250.0, 280.0), window=(285.0, 335.0))
+        >>> t(spectra, energy_loss)      # n spectra -> n edge intensities (counts x eV)
+    """
+    if pre_edge[1] > window[0]:
+        raise TargetError(
+            f"edge_intensity: the pre-edge window [{pre_edge[0]}, {pre_edge[1]}] must end where the "
+            f"integration window [{window[0]}, {window[1]}] starts, or before"
+        )
+    fit = _window_mask(axis, pre_edge, "edge_intensity pre_edge")
+    m = _window_mask(axis, window, "edge_intensity")
+    if axis[fit].min() <= 0:
+        raise TargetError(
+            f"edge_intensity pre_edge window [{pre_edge[0]}, {pre_edge[1]}] reaches "
+            f"{axis[fit].min():.4g}; a power law needs axis values above 0"
+        )
+    usable = np.all(np.isfinite(spectra[:, fit]) & (spectra[:, fit] > 0), axis=1)
+    both = fit | m
+    x = axis[both]
+    counts = np.where(usable[:, None], spectra[:, both], 1.0)  # a failed row must not upset lstsq
+    net = counts - _power_law_background(x, counts, fit[both])
+    inside = m[both]
+    intensity = np.trapezoid(net[:, inside], x[inside], axis=1)
+    return np.where(usable, intensity, np.nan)
+
+
 def _fold_loop(spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split a loop over the unfolded bias into its branches on one ascending bias grid.
 
@@ -145,46 +193,134 @@ def _fold_loop(spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.nd
     return bias, spectra[:, : p + 1], spectra[:, p:][:, ::-1]
 
 
-def _saturation(up: np.ndarray, down: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Low and high saturation of a loop: mean of both branches over the ``k`` extreme biases."""
+SPIKE_SIGMAS = 8.0
+"""A loop point further than this many noise sigmas from its 5-point running median is a spike."""
+
+SWITCH_SIGMAS = 4.0
+"""A loop whose switching amplitude is not this many noise sigmas above 0 did not switch (NaN)."""
+
+
+def _fill_missing(bias: np.ndarray, branches: np.ndarray) -> np.ndarray:
+    """Interpolate the NaN points of each branch (a fit that returned nothing) from their neighbours.
+
+    A branch with fewer than half its points finite is left as it is: its loop is then NaN.
+    """
+    missing = ~np.isfinite(branches)
+    if not missing.any():
+        return branches
+    out = branches.copy()
+    for i, j in zip(*np.nonzero(missing.any(axis=2))):
+        bad = missing[i, j]
+        if bad.sum() <= len(bias) // 2:
+            out[i, j, bad] = np.interp(bias[bad], bias[~bad], branches[i, j, ~bad])
+    return out
+
+
+def _despike(bias: np.ndarray, branches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Replace isolated spikes (runs of 1 or 2 points) and NaN points of each branch by interpolation.
+
+    ``bias``: ``K`` ascending; ``branches``: ``n x 2 x K`` (up, down). A spike is a point more than
+    ``max(SPIKE_SIGMAS sigma, 0.1 spread)`` from the 5-point running median of its branch, where
+    ``sigma = median|x_{i+1} - x_i| / (0.6745 sqrt 2)`` is the loop's robust noise (the few steep
+    steps of the switching do not move the median) and ``spread`` its 5-95 % range: a failed SHO fit
+    at one bias step, not noise. A monotonic branch equals its running median, so a clean loop is
+    returned unchanged, bit for bit. Returns ``(branches, sigma)``, ``sigma`` of shape ``n``.
+    """
+    branches = _fill_missing(bias, branches)
+    med = ndimage.median_filter(branches, size=(1, 1, 5), mode="nearest")
+    steps = np.abs(np.diff(branches, axis=2)).reshape(len(branches), -1)
+    sigma = np.median(steps, axis=1) / (0.6745 * np.sqrt(2.0))
+    flat = med.reshape(len(branches), -1)
+    spread = np.percentile(flat, 95, axis=1) - np.percentile(flat, 5, axis=1)
+    limit = np.maximum(SPIKE_SIGMAS * sigma, 0.1 * spread)
+    spike = np.abs(branches - med) > limit[:, None, None]
+    out = branches.copy()
+    for i, j in zip(*np.nonzero(spike.any(axis=2))):  # rare: only branches that have a spike
+        bad = spike[i, j]
+        if bad.sum() <= len(bias) // 2:  # more spikes than points is no longer a spike
+            out[i, j, bad] = np.interp(bias[bad], bias[~bad], branches[i, j, ~bad])
+    return out, sigma
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """A folded, despiked loop: bias ``K``; up, down ``n x K``; low, high saturation and ``switched`` ``n``."""
+
+    bias: np.ndarray
+    up: np.ndarray
+    down: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    switched: np.ndarray
+
+
+def _loop(spectra: np.ndarray, axis: np.ndarray, k: int = 3) -> _Loop:
+    """Fold, despike and saturate a loop; ``switched`` is False for a flat or inverted loop.
+
+    Low and high saturation are the mean of both branches over the ``k`` extreme biases. A loop
+    switches when ``high - low > SWITCH_SIGMAS sigma`` (and ``> 0`` when noiseless): a flat loop
+    (no ferroelectric response, a lost tip contact) or an inverted one (response falling with bias:
+    a phase offset gone wrong) is a failed measurement, not a loop of zero size.
+    """
+    bias, up, down = _fold_loop(spectra, axis)
+    clean, sigma = _despike(bias, np.stack([up, down], axis=1))
+    up, down = clean[:, 0], clean[:, 1]
     low = np.concatenate([up[:, :k], down[:, :k]], axis=1).mean(axis=1)
     high = np.concatenate([up[:, -k:], down[:, -k:]], axis=1).mean(axis=1)
-    return low, high
+    amplitude = high - low
+    switched = (amplitude > SWITCH_SIGMAS * sigma) & (amplitude > 0)
+    return _Loop(bias, up, down, low, high, switched)
 
 
-def _switching_biases(spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _switching_biases(loop: _Loop) -> tuple[np.ndarray, np.ndarray]:
     """Bias where each branch crosses the loop's midline: ``(V_up, V_down)``, each ``n``."""
-    bias, up, down = _fold_loop(spectra, axis)
-    low, high = _saturation(up, down)
-    mid = (low + high) / 2
-    return _first_rise(bias, up, mid), _first_rise(bias, down, mid)
+    mid = (loop.low + loop.high) / 2
+    return _first_rise(loop.bias, loop.up, mid), _first_rise(loop.bias, loop.down, mid)
 
 
 def loop_area(spectra: np.ndarray, axis: np.ndarray) -> np.ndarray:
-    """Area enclosed by a hysteresis loop, ``int (R_down - R_up) dV`` (response x V)."""
-    bias, up, down = _fold_loop(spectra, axis)
-    return np.trapezoid(down - up, bias, axis=1)
+    """Area enclosed by a hysteresis loop, ``int (R_down - R_up) dV`` (response x V); NaN if flat."""
+    loop = _loop(spectra, axis)
+    area = np.trapezoid(loop.down - loop.up, loop.bias, axis=1)
+    return np.where(loop.switched, area, np.nan)
 
 
 def coercive_bias(spectra: np.ndarray, axis: np.ndarray) -> np.ndarray:
     """Half the loop's opening, ``(V_up - V_down) / 2``, at the midline crossings of the branches."""
-    v_up, v_down = _switching_biases(spectra, axis)
-    return (v_up - v_down) / 2
+    loop = _loop(spectra, axis)
+    v_up, v_down = _switching_biases(loop)
+    return np.where(loop.switched, (v_up - v_down) / 2, np.nan)
 
 
 def imprint(spectra: np.ndarray, axis: np.ndarray) -> np.ndarray:
     """Horizontal offset of the loop, ``(V_up + V_down) / 2``."""
-    v_up, v_down = _switching_biases(spectra, axis)
-    return (v_up + v_down) / 2
+    loop = _loop(spectra, axis)
+    v_up, v_down = _switching_biases(loop)
+    return np.where(loop.switched, (v_up + v_down) / 2, np.nan)
 
 
 def nucleation_bias(spectra: np.ndarray, axis: np.ndarray, level: float = 0.1) -> np.ndarray:
     """Bias at which the up branch has switched ``level`` of the way from low to high saturation."""
     if not 0 < level < 1:
         raise TargetError(f"nucleation_bias: level must lie in (0, 1), got {level}")
-    bias, up, down = _fold_loop(spectra, axis)
-    low, high = _saturation(up, down)
-    return _first_rise(bias, up, low + level * (high - low))
+    loop = _loop(spectra, axis)
+    v = _first_rise(loop.bias, loop.up, loop.low + level * (loop.high - loop.low))
+    return np.where(loop.switched, v, np.nan)
+
+
+def _ascending(spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(spectra, axis)`` with the axis ascending; a descending axis is reversed with its spectra."""
+    if axis.ndim != 1 or axis.shape[0] != spectra.shape[-1]:
+        raise TargetError(f"spectra of length {spectra.shape[-1]} on an axis of shape {axis.shape}")
+    step = np.diff(axis)
+    if not np.all(np.isfinite(axis)) or not (np.all(step > 0) or np.all(step < 0)):
+        raise TargetError(
+            f"the spectrum axis must run strictly up or strictly down, without NaN; got "
+            f"[{axis[0]:.4g}, ..., {axis[-1]:.4g}] ({len(axis)} points)"
+        )
+    if len(step) and step[0] < 0:
+        return spectra[..., ::-1], axis[::-1]
+    return spectra, axis
 
 
 @dataclass(frozen=True)
@@ -199,13 +335,13 @@ class Target:
         """``spectra``: ``n x L`` (or ``L``) on ``axis`` (``L``) -> ``n`` floats (or one float)."""
         s = np.asarray(spectra, dtype=float)
         one = s.ndim == 1
-        out = self.fn(np.atleast_2d(s), np.asarray(axis, dtype=float), **self.params)
+        s, x = _ascending(np.atleast_2d(s), np.asarray(axis, dtype=float))
+        out = self.fn(s, x, **self.params)
         return float(out[0]) if one else out
 
     def check_axis(self, axis: SpectrumAxis) -> None:
         """Raise :class:`TargetError` if this target cannot be computed on ``axis``."""
-        probe = np.zeros((1, axis.n))
-        self.fn(probe, axis.values(), **self.params)
+        self(np.zeros((1, axis.n)), axis.values())
 
 
 TARGETS: dict[str, Callable[..., np.ndarray]] = {
@@ -213,6 +349,7 @@ TARGETS: dict[str, Callable[..., np.ndarray]] = {
     "peak_position": peak_position,
     "peak_ratio": peak_ratio,
     "edge_onset": edge_onset,
+    "edge_intensity": edge_intensity,
     "loop_area": loop_area,
     "coercive_bias": coercive_bias,
     "imprint": imprint,

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from ..errors import UsageError
+
 __all__ = ["add_subcommands", "COMMANDS"]
 
 
@@ -64,7 +66,7 @@ def _faulty(instrument: Any, path: Path, seed: int) -> tuple[Any, Any]:
 
     found = [ep for ep in entry_points(group=FAULTS_ENTRY_POINT_GROUP) if ep.name == "yaml"]
     if not found:
-        raise ValueError("--faults: no fault injector registered (entry point 'yaml' in group 'aexp.faults')")
+        raise UsageError("--faults: no fault injector registered (entry point 'yaml' in group 'aexp.faults')")
     return found[0].load()(instrument, path, seed=seed)
 
 
@@ -84,7 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         run_server(instrument, config, hooks, announce=lambda line: print(line, flush=True))
     except zmq.ZMQError as exc:
-        raise ValueError(f"cannot serve on {args.bind}: {exc}") from None
+        raise UsageError(f"cannot serve on {args.bind}: {exc}") from None
     return 0
 
 
@@ -111,7 +113,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     public, secret = args.dir / f"{args.name}.key", args.dir / f"{args.name}.key_secret"
     existing = [str(p) for p in (public, secret) if p.exists()]
     if existing:
-        raise ValueError(f"keys new: {', '.join(existing)} already exist; choose another --name or DIR")
+        raise UsageError(f"keys new: {', '.join(existing)} already exist; choose another --name or DIR")
     args.dir.mkdir(parents=True, exist_ok=True)
     zmq.auth.create_certificates(str(args.dir), args.name)
     secret.chmod(0o600)

@@ -20,6 +20,26 @@ __all__ = ["add_parsers", "COMMANDS", "EXIT_DIVERGED"]
 EXIT_DIVERGED = 1
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that takes its positionals between and after its options.
+
+    argparse fills an optional positional (``nargs="?"``) together with the one before it, so in
+    ``export FOLDER --format hspy OUT`` the ``OUT`` would be left over; intermixed parsing reads the
+    options first and then every positional.
+    """
+
+    _parsing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._parsing:  # parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     replay = sub.add_parser("replay", help="re-run a session's decisions on its recorded measurements")
     replay.add_argument("folder", type=Path)
@@ -32,10 +52,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                         help="refuse to resume unless this config matches the recorded one")
     resume.add_argument("--quiet", action="store_true")
 
-    export = sub.add_parser("export", help="write a session to one HDF5 file")
+    export = sub.add_parser(
+        "export", help="write a session as HDF5, HyperSpy (hspy, zspy) or NSID files",
+        description="hspy/zspy write OUT (the spectra, a Signal1D over the steps) and OUT's sibling "
+                    "<stem>_survey<suffix> (the survey, a calibrated Signal2D); hdf5 and nsid write OUT.")
+    export.__class__ = _IntermixedParser  # subparsers are built by argparse; only their parsing changes
     export.add_argument("folder", type=Path)
-    export.add_argument("--hdf5", type=Path, required=True, help="file to create")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    export.add_argument("out", type=Path, nargs="?", default=None, help="file to create")
+    export.add_argument("--format", choices=["hdf5", "hspy", "zspy", "nsid"], default="hdf5",
+                        help="file format (default hdf5: the whole session, docs/session-format.md)")
+    export.add_argument("--hdf5", type=Path, default=None, help="file to create, as --format hdf5 OUT")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing regular file")
 
     report = sub.add_parser("report", help="figures and one self-contained HTML page of a session")
     report.add_argument("folder", type=Path)
@@ -95,10 +122,14 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..session.export import export_hdf5
+    from ..session.export import export_session
 
-    path = export_hdf5(args.folder, args.hdf5, overwrite=args.overwrite)
-    print(f"exported: {path}")
+    if (args.out is None) == (args.hdf5 is None):
+        raise UsageError("give the file to create once: `export FOLDER OUT [--format F]` or `export FOLDER --hdf5 OUT`")
+    if args.hdf5 is not None and args.format != "hdf5":
+        raise UsageError(f"--hdf5 writes HDF5; for --format {args.format} give the file as OUT")
+    for path in export_session(args.folder, args.out or args.hdf5, format=args.format, overwrite=args.overwrite):
+        print(f"exported: {path}")
     return 0
 
 
