@@ -43,6 +43,9 @@ BENCH_POLICIES: dict[str, BenchPolicy] = {
     "gp-xy": BenchPolicy(None, "gp-xy"),
     "random": BenchPolicy(None, "random"),
     "raster": BenchPolicy(None, "raster"),
+    # the survey's value under the probe, brightest or darkest first: the better of the two is
+    # reported (aexp.bench_notes)
+    "survey-rank": BenchPolicy(None, "survey-rank"),
 }
 
 
@@ -85,6 +88,8 @@ def run_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run every policy on every seed; returns the JSON-ready result (see module docstring)."""
+    from .bench_notes import finish_survey_rank, replay_notes, survey_rank_seed
+
     names = list(policies or BENCH_POLICIES)
     unknown = [n for n in names if n not in BENCH_POLICIES]
     if unknown:
@@ -112,11 +117,22 @@ def run_bench(
         truth = np.asarray(probe.truth(candidates.positions, target))
         top = set(top_indices(truth, top_fraction).tolist())
         result["n_candidates"] = len(candidates)
+        if seed == seeds[0]:  # a recorded sample is the same for every seed
+            notes = replay_notes(probe, candidates, target, top_fraction)
+            if notes is not None:
+                result["replay"] = notes
         features: dict[str | None, torch.Tensor] = {
             None: torch.zeros((len(candidates), 0), dtype=torch.float64, device=device)
         }
         for name in names:
             entry = BENCH_POLICIES[name]
+            if entry.kind == "survey-rank":
+                both = survey_rank_seed(load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed),
+                                        candidates, target, cfg.policy.n_initial, cfg.stopping.max_steps, seed, top)
+                for direction, d in both.items():
+                    result.setdefault("survey_rank", {}).setdefault(direction, []).append(d)
+                log(f"seed {seed}: {name:<10} discovery bright {both['bright']:.3f}, dark {both['dark']:.3f}")
+                continue
             if entry.embedder not in features:
                 emb_cfg = cfg.embedder.model_copy(update={"kind": entry.embedder})
                 t0 = time.perf_counter()
@@ -131,6 +147,7 @@ def run_bench(
             result["policies"][name]["discovery"].append(disc)
             result["policies"][name]["decision_s"].append(dec)
             log(f"seed {seed}: {name:<10} discovery {disc:.3f} ({hit}/{len(top)})  decision {dec:.3f} s")
+    finish_survey_rank(result)
     return result
 
 
@@ -149,4 +166,6 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"{name:<10} {m:>9.3f} +- {s:<5.3f} {ratio:>9.1f} {float(np.median(d['decision_s'])):>11.3f}"
         )
-    return "\n".join(lines)
+    from .bench_notes import notes_lines
+
+    return "\n".join(lines + notes_lines(result))
