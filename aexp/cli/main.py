@@ -21,10 +21,17 @@ EXIT_INTERRUPTED = 130
 
 
 def _parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` or ranges ``0-7`` (both ends included), or a mix: ``0-3,10``."""
+    seeds: list[int] = []
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            lo, sep, hi = part.partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if sep and lo else [int(part)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers or ranges like 0-7, "
+                                         f"got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds needs at least one seed")
     return seeds

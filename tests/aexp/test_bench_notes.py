@@ -59,3 +59,13 @@ def test_top_stability_closed_forms():
     # non-count data: Gaussian at each spectrum's own channel-to-channel noise
     st = top_stability(spectra - 20.0, axis, target, fraction=0.01, counts=False, n=10)
     assert st["method"].startswith("Gaussian") and st["mean_overlap"] == 1.0
+
+
+def test_bench_seeds_take_ranges():
+    import argparse
+
+    from aexp.cli.main import _parse_seeds
+
+    assert _parse_seeds("0-7") == list(range(8)) and _parse_seeds("0-2,10") == [0, 1, 2, 10]
+    with pytest.raises(argparse.ArgumentTypeError, match="ranges like 0-7"):
+        _parse_seeds("0-x")
