@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
+from .errors import AexpError
 from .instrument import Instrument, InstrumentError, InstrumentUnreachable, OutOfBounds, check_position
 from .policies import Decision, Policy, SelectionContext
 from .repro import step_rng
@@ -84,7 +85,7 @@ class CampaignResult:
         return max(ok, key=lambda s: s.target) if ok else None
 
 
-class InstrumentOutage(RuntimeError):
+class InstrumentOutage(AexpError, RuntimeError):
     """The instrument stayed unreachable for longer than ``instrument.max_outage_s``.
 
     Every completed step is recorded; the step that could not be sent is not a step (its candidate

@@ -110,6 +110,11 @@ class CandidatesConfig(_Section):
     threshold: float = Field(
         0.1, gt=0, description="atoms: least filter response, relative to its 99.9th percentile"
     )
+    survey_nan: Literal["drop", "repair"] = Field(
+        "drop",
+        description="survey pixels that are NaN (outside a paired image, NaN spectra): drop the candidates "
+        "centred there, or keep them with the pixel repaired from its nearest finite neighbour",
+    )
 
 
 class EmbedderConfig(_Section):

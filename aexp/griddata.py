@@ -16,6 +16,8 @@ key                    shape / type                meaning
 ``axis_name``          string                      e.g. ``energy_loss``
 ``axis_units``         string                      e.g. ``eV``
 ``spectrum_units``     string                      e.g. ``counts``
+``survey_source``      string                      what the survey is (optional; default ``image``)
+``metadata_json``      string                      JSON: the recording's provenance (optional)
 =====================  ==========================  =============================================
 
 with ``R = ceil(H / stride)`` and ``Q = ceil(W / stride)``. In HDF5, ``survey`` and ``spectra`` are
@@ -29,8 +31,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,7 @@ __all__ = ["GridDataset", "GridDatasetError", "load_grid", "save_grid"]
 _HDF5_SUFFIXES = (".h5", ".hdf5")
 _ARRAYS = ("survey", "spectra")
 _SCALARS = ("channels", "stride", "transform_origin", "transform_matrix", "axis_start", "axis_stop",
-            "axis_name", "axis_units", "spectrum_units")
+            "axis_name", "axis_units", "spectrum_units", "survey_source", "metadata_json")
 
 
 class GridDatasetError(AexpError, ValueError):
@@ -63,6 +66,10 @@ class GridDataset:
         axis: the spectrum axis (``L == axis.n``).
         stride: survey pixels between neighbouring grid points.
         spectrum_units: units of the spectrum values.
+        survey_source: what the survey is: ``"image"`` (an independent image; files written before
+            this key existed), or e.g. ``"band 455-470 eV of the spectra (not an independent image)"``.
+        metadata: provenance of an imported recording (source file and checksum, instrument,
+            calibration, survey placement); JSON-ready, ``{}`` when there is none.
     """
 
     survey: np.ndarray
@@ -72,6 +79,8 @@ class GridDataset:
     axis: SpectrumAxis
     stride: int = 1
     spectrum_units: str = "counts"
+    survey_source: str = "image"
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.check()
@@ -135,6 +144,8 @@ class GridDataset:
             "axis_name": self.axis.name,
             "axis_units": self.axis.units,
             "spectrum_units": self.spectrum_units,
+            "survey_source": self.survey_source,
+            "metadata_json": json.dumps(self.metadata, sort_keys=True),
         }
 
 
@@ -210,5 +221,10 @@ def load_grid(path: str | Path) -> GridDataset:
                              float(raw["axis_start"]), float(raw["axis_stop"]), int(n))
     data.stride = int(raw.get("stride", 1))
     data.spectrum_units = str(raw.get("spectrum_units", "counts"))
+    data.survey_source = str(raw.get("survey_source", "image"))
+    try:
+        data.metadata = json.loads(str(raw.get("metadata_json", "{}")))
+    except json.JSONDecodeError as exc:
+        raise GridDatasetError(f"{path}: metadata_json is not valid JSON ({exc})") from None
     data.check(str(path))
     return data

@@ -247,10 +247,40 @@ def context_views(
     return np.concatenate(views).astype(np.float32)
 
 
+def repair_survey(survey: Survey) -> tuple[Survey, np.ndarray]:
+    """The survey with every non-finite pixel replaced by its nearest finite pixel (per channel), and
+    the ``H x W`` mask of pixels that were non-finite in any channel.
+
+    Raises:
+        ValueError: a channel has no finite pixel at all.
+    """
+    image = np.array(survey.image, dtype=np.float32)
+    bad = ~np.isfinite(image)
+    for c in range(image.shape[0]):
+        if bad[c].all():
+            raise ValueError(f"survey channel {survey.channels[c]!r} has no finite pixel")
+        if bad[c].any():
+            _, (rows, cols) = ndimage.distance_transform_edt(bad[c], return_indices=True)
+            image[c] = image[c][rows, cols]
+    return replace(survey, image=image), bad.any(axis=0)
+
+
 def make_candidates(survey: Survey, cfg: CandidatesConfig) -> Candidates:
     """The candidates the ``candidates:`` section of a config asks for (``mode: grid | atoms``),
-    with their pooled wider views when ``context > 1``."""
+    with their pooled wider views when ``context > 1``.
+
+    NaN survey pixels never reach a patch: they are repaired from their nearest finite pixel, and
+    with ``survey_nan: drop`` the candidates centred on one are left out (the rest are then no
+    longer a full grid: ``grid_shape`` is ``None``).
+    """
+    survey, bad = repair_survey(survey)
     candidates = _candidates(survey, cfg)
+    if bad.any() and cfg.survey_nan == "drop":
+        rc = np.rint(candidates.pixels).astype(np.int64)
+        keep = ~bad[rc[:, 0], rc[:, 1]]
+        if not keep.any():
+            raise ValueError("every candidate sits on a NaN survey pixel; nothing can be measured")
+        candidates = Candidates(candidates.positions[keep], candidates.pixels[keep], candidates.patches[keep])
     if cfg.context > 1:
         image = _select_channels(survey, cfg.channels)
         candidates = replace(candidates, context=context_views(image, candidates.pixels, cfg.patch_size, cfg.context))

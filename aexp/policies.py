@@ -8,7 +8,9 @@ not be chosen) and returns a :class:`Decision`. Four kinds:
 - ``gp-xy``: :class:`GPXYPolicy`, the same acquisitions with an exact GP on the probe positions
   only (the structure-blind baseline);
 - ``random``: :class:`RandomPolicy`, uniform over the remaining candidates;
-- ``raster``: :class:`RasterPolicy`, the microscopist's coarse serpentine grid.
+- ``raster``: :class:`RasterPolicy`, the microscopist's coarse serpentine grid;
+- ``survey-rank``: :class:`SurveyRankPolicy`, the survey's value under the probe, brightest (or
+  darkest) first: the baseline a microscopist tries first, which a structure-aware policy must beat.
 
 Acquisitions (``acquisition=`` of the model-based policies), all maximised:
 
@@ -71,9 +73,11 @@ __all__ = [
     "SelectionContext",
     "Surrogate",
     "SurrogatePolicy",
+    "SurveyRankPolicy",
     "make_policy",
     "raster_plan",
     "score_candidates",
+    "survey_values",
 ]
 
 ACQUISITIONS = ("ucb", "log_ei", "max_variance", "thompson")
@@ -494,6 +498,46 @@ class RasterPolicy:
             self._plan, self._plan_key = raster_plan(shape, budget), shape
         todo = self._plan[~excluded[self._plan]]
         index = int(todo[0]) if len(todo) else int(allowed[0])
+        return Decision(index, None, None, None, fit_s=0.0, select_s=time.perf_counter() - t0)
+
+
+def survey_values(patches: np.ndarray) -> np.ndarray:
+    """The survey under the probe: each patch's centre pixel (index ``p // 2``), averaged over channels.
+
+    ``patches``: ``M x C x p x p`` -> ``M``.
+    """
+    patches = np.asarray(patches)
+    c = patches.shape[-1] // 2
+    return patches[:, :, c, c].mean(axis=1).astype(np.float64)
+
+
+class SurveyRankPolicy:
+    """``survey-rank``: measure the candidates in order of the survey's value under the probe.
+
+    Score ``s_i = v_i`` (``brightest=True``) or ``-v_i``, with ``v`` the survey value at each
+    candidate (:func:`survey_values`); the best-scoring candidate not yet excluded is chosen, ties to
+    the lowest index, NaN last. No model, no randomness.
+
+    Args:
+        values: ``M`` survey values, one per candidate.
+        brightest: brightest first; ``False`` for darkest first.
+
+    Example:
+        >>> policy = SurveyRankPolicy(survey_values(candidates.patches), brightest=False)
+        >>> policy.select(ctx).index   # the darkest candidate not yet measured
+    """
+
+    def __init__(self, values: np.ndarray, brightest: bool = True) -> None:
+        self.values = np.asarray(values, dtype=np.float64)
+        self.brightest = bool(brightest)
+        self.name = "survey-rank-bright" if brightest else "survey-rank-dark"
+
+    def select(self, ctx: SelectionContext) -> Decision:
+        t0 = time.perf_counter()
+        allowed = _allowed(ctx)
+        if len(self.values) != len(ctx.positions):
+            raise ValueError(f"{self.name}: {len(self.values)} survey values for {len(ctx.positions)} candidates")
+        index = _argmax(self.values if self.brightest else -self.values, allowed)
         return Decision(index, None, None, None, fit_s=0.0, select_s=time.perf_counter() - t0)
 
 

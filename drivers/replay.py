@@ -7,6 +7,10 @@
   same recorded spectrum comes back), so another policy or model can be tried on real data
   ("what-if"). :meth:`ReplayInstrument.truth` scores the whole grid, so ``aexp bench`` computes
   discovery from the data set's own targets;
+- a recording as a microscope wrote it (``scan.dm4``, ``grid.3ds``, ``si.emd``, a ``.npy`` cube, ...),
+  imported on the fly by :func:`aexp.io.import_recording` with the options of ``aexp import``
+  (``signal``, ``survey``, ``survey_signal``, ``survey_band``, ``pixel_size``, ``stride``, ``axis``,
+  ``register``; see ``docs/real-data.md``), so no conversion is needed to try a policy on it;
 - a session folder: only its measured positions exist (:class:`aexp.session.replay.SessionInstrument`);
   asking for another raises :class:`~aexp.session.replay.NotRecorded`.
 
@@ -38,6 +42,22 @@ from aexp.types import Bounds, InstrumentDescription, Measurement, Survey
 __all__ = ["ReplayInstrument", "NotRecorded"]
 
 NAME = "replay"
+_GRID_SUFFIXES = (".npz", ".h5", ".hdf5")
+
+
+def _is_grid_file(path: Path) -> bool:
+    """A data set in the documented layout (an HDF5 file may also be a USID/HyperSpy recording)."""
+    if path.suffix.lower() == ".npz":
+        return True
+    if path.suffix.lower() not in _GRID_SUFFIXES or not path.is_file():
+        return False
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "spectra" in f and "survey" in f
+    except OSError:
+        return True  # let load_grid name the problem
 
 
 def _sha256(path: Path) -> str:
@@ -52,27 +72,34 @@ class ReplayInstrument:
     """An instrument backed by a full-grid data set.
 
     Args:
-        path: the data set file.
+        path: the data set file (or the recording ``data`` was imported from).
         seed: accepted for the driver interface; recorded data has no randomness.
+        data: the data set, when already imported from a recording; read from ``path`` otherwise.
     """
 
-    def __init__(self, path: str | Path, seed: int = 0) -> None:
+    def __init__(self, path: str | Path, seed: int = 0, data: GridDataset | None = None) -> None:
         self.path = Path(path).resolve()
-        self.data: GridDataset = load_grid(self.path)
+        self.data: GridDataset = load_grid(self.path) if data is None else data
         self._sha256 = _sha256(self.path)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> ReplayInstrument | SessionInstrument:
-        """Build from config options: ``path`` (required). A folder gives a session replay."""
-        unknown = sorted(set(options) - {"path"})
-        if unknown:
-            raise ValueError(f"instrument 'replay': unknown options {unknown}; it takes only 'path'")
+        """Build from config options: ``path`` (required). A folder gives a session replay; a
+        recording takes the import options besides (module docstring)."""
         if "path" not in options:
-            raise ValueError("instrument 'replay': options.path is required (a data set file or a session folder)")
+            raise ValueError("instrument 'replay': options.path is required (a data set file, a recording "
+                             "or a session folder)")
         path = Path(options["path"])
-        if path.is_dir():
-            return SessionInstrument(SessionReader(path))
-        return cls(path, seed=seed)
+        rest = {k: v for k, v in options.items() if k != "path"}
+        if path.is_dir() or _is_grid_file(path):
+            if rest:
+                raise ValueError(f"instrument 'replay': unknown options {sorted(rest)}; a data set or session "
+                                 f"takes only 'path' (the import options are for recordings)")
+            return SessionInstrument(SessionReader(path)) if path.is_dir() else cls(path, seed=seed)
+        from aexp.io.recordings import ImportOptions, import_recording
+
+        opts = ImportOptions.from_mapping(rest, "instrument 'replay' options")
+        return cls(path, seed=seed, data=import_recording(path, opts))
 
     @property
     def bounds(self) -> Bounds:
@@ -92,6 +119,8 @@ class ReplayInstrument:
                 "grid_shape": list(self.data.spectra.shape[:2]),
                 "stride": self.data.stride,
                 "spectrum_units": self.data.spectrum_units,
+                "survey_source": self.data.survey_source,
+                "recording": self.data.metadata,
             },
         )
 

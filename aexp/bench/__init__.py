@@ -29,6 +29,7 @@ from ..features import resolve_device, surrogate_inputs
 from ..instrument import GroundTruth, load_instrument
 from ..loop import CampaignResult, build_campaign, build_policy
 from ..patches import make_candidates
+from ..policies import Policy, SurveyRankPolicy, survey_values
 from ..session.store import MemoryRecorder
 from ..types import Candidates
 
@@ -49,7 +50,26 @@ BENCH_POLICIES: dict[str, BenchPolicy] = {
     "gp-xy": BenchPolicy(None, "gp-xy"),
     "random": BenchPolicy(None, "random"),
     "raster": BenchPolicy(None, "raster"),
+    # the survey's value under the probe, brightest or darkest first; ``--policies survey-rank``
+    # names both, and the better of the two (by mean discovery) is reported as the baseline
+    # ``survey-rank`` (aexp.bench.notes)
+    "survey-rank-bright": BenchPolicy(None, "survey-rank-bright"),
+    "survey-rank-dark": BenchPolicy(None, "survey-rank-dark"),
 }
+
+
+def bench_policy_names(text: str | None) -> list[str]:
+    """``--policies``: comma-separated names of :data:`BENCH_POLICIES` (``survey-rank`` stands for both
+    directions); all of them when ``text`` is empty."""
+    if not text:
+        return list(BENCH_POLICIES)
+    names: list[str] = []
+    for name in (n.strip() for n in text.split(",") if n.strip()):
+        names += ["survey-rank-bright", "survey-rank-dark"] if name == "survey-rank" else [name]
+    unknown = [n for n in names if n not in BENCH_POLICIES]
+    if unknown:
+        raise UsageError(f"unknown benchmark policies {unknown}; known: {[*BENCH_POLICIES, 'survey-rank']}")
+    return list(dict.fromkeys(names))
 
 
 def top_indices(truth: np.ndarray, fraction: float) -> np.ndarray:
@@ -68,7 +88,10 @@ def run_policy(
 ) -> CampaignResult:
     """One benchmark campaign: a fresh instrument of ``seed``, the policy ``kind`` with the config's
     settings on ``features``, the config's budget and initial points, kept in memory."""
-    policy = build_policy(cfg, int(features.shape[1]), seed, device, kind=kind)
+    if kind.startswith("survey-rank-"):
+        policy: Policy = SurveyRankPolicy(survey_values(candidates.patches), brightest=kind.endswith("bright"))
+    else:
+        policy = build_policy(cfg, int(features.shape[1]), seed, device, kind=kind)
     instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
     return build_campaign(cfg, instrument, candidates, features, policy, MemoryRecorder(), seed).run()
 
@@ -82,10 +105,9 @@ def run_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run every policy on every seed; returns the JSON-ready result (see module docstring)."""
-    names = list(policies or BENCH_POLICIES)
-    unknown = [n for n in names if n not in BENCH_POLICIES]
-    if unknown:
-        raise UsageError(f"unknown benchmark policies {unknown}; known: {list(BENCH_POLICIES)}")
+    from .notes import finish_survey_rank, replay_notes
+
+    names = bench_policy_names(",".join(policies) if policies else None)
     device = resolve_device(cfg.device)
     target = cfg.target.build()
     result: dict[str, Any] = {
@@ -109,6 +131,10 @@ def run_bench(
         truth = np.asarray(probe.truth(candidates.positions, target))
         top = set(top_indices(truth, top_fraction).tolist())
         result["n_candidates"] = len(candidates)
+        if seed == seeds[0]:  # a recorded sample is the same for every seed
+            notes = replay_notes(probe, candidates, target, top_fraction)
+            if notes is not None:
+                result["replay"] = notes
         features: dict[str | None, torch.Tensor] = {
             None: torch.zeros((len(candidates), 0), dtype=torch.float64, device=device)
         }
@@ -128,6 +154,7 @@ def run_bench(
             result["policies"][name]["discovery"].append(disc)
             result["policies"][name]["decision_s"].append(dec)
             log(f"seed {seed}: {name:<10} discovery {disc:.3f} ({hit}/{len(top)})  decision {dec:.3f} s")
+    finish_survey_rank(result)
     return result
 
 
@@ -153,4 +180,6 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"{name:<10} {m:>9.3f} +- {s:<5.3f} {ratio:>9.1f} {float(np.median(dec)):>11.3f}{failed}"
         )
-    return "\n".join(lines)
+    from .notes import notes_lines
+
+    return "\n".join(lines + notes_lines(result))

@@ -42,15 +42,13 @@ def run_campaign_command(args: argparse.Namespace, load: Callable[[Path, int | N
     """``aexp bench CONFIG... [--out DIR [--resume]] [--workers N | --scheduler ADDR]``."""
     from tqdm.auto import tqdm
 
-    from ..bench import BENCH_POLICIES, format_table
+    from ..bench import bench_policy_names, format_table
     from ..bench.campaign import Progress, bench_json, open_campaign, run_cells
     from ..bench.executors import ExecutorSpec, default_workers
+    from ..bench.notes import add_notes
 
     configs = [load(p, args.steps) for p in args.config]
-    policies = list(dict.fromkeys(args.policies.split(","))) if args.policies else list(BENCH_POLICIES)
-    unknown = [n for n in policies if n not in BENCH_POLICIES]
-    if unknown:
-        raise UsageError(f"unknown benchmark policies {unknown}; known: {list(BENCH_POLICIES)}")
+    policies = bench_policy_names(args.policies)
     if not 0 < args.top_fraction <= 1:
         raise UsageError(f"--top-fraction must be in (0, 1], got {args.top_fraction}")
     if args.resume and args.out is None:
@@ -93,7 +91,8 @@ def run_campaign_command(args: argparse.Namespace, load: Callable[[Path, int | N
     finally:
         progress.close()
     results = bench_json(already + records, cells)
-    for result in results:
+    for result, cfg in zip(results, configs):
+        add_notes(result, cfg)
         print(format_table(result))
     failed = [r for r in records if r["status"] != "ok"]
     for r in failed:

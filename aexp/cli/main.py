@@ -1,6 +1,7 @@
 """The ``aexp`` command line: ``run``, ``check``, ``bench`` (a campaign, run by :mod:`aexp.cli.bench`,
 which also has ``bench-report``); ``replay``, ``resume``, ``export``,
-``report`` (in :mod:`aexp.cli.session`); ``serve``, ``describe``, ``keys`` (in :mod:`aexp.cli.link`).
+``report`` (in :mod:`aexp.cli.session`); ``serve``, ``describe``, ``keys`` (in :mod:`aexp.cli.link`);
+``import`` (in :mod:`aexp.cli.data`).
 
 Errors a user can act on (a bad config, an occupied output folder, an unknown instrument) print one
 clear message and exit with status 2; Ctrl-C exits with 130 after the completed steps are on disk.
@@ -118,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     from .link import add_subcommands
 
     add_subcommands(sub)  # serve, describe, keys
+
+    from .data import add_parsers as add_data_parsers
+
+    add_data_parsers(sub)  # import
     return p
 
 
@@ -218,12 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..errors import AexpError
     from ..instrument import InstrumentError
     from .bench import COMMANDS as BENCH_COMMANDS
+    from .data import COMMANDS as DATA_COMMANDS
     from .link import COMMANDS as LINK_COMMANDS
     from .session import COMMANDS
 
     commands = {"run": _cmd_run, "check": _cmd_check, "bench": _cmd_bench, **COMMANDS}
     commands.update(LINK_COMMANDS)
     commands.update(BENCH_COMMANDS)
+    commands.update(DATA_COMMANDS)
     try:
         return commands[args.command](args)
     except InstrumentOutage as exc:
