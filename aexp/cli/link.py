@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -105,9 +106,18 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+# a plain file stem: no separators, no leading dot, so the key files land inside DIR
+_KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     import zmq.auth
 
+    if not _KEY_NAME.fullmatch(args.name) or ".." in args.name:
+        raise ValueError(
+            f"keys new: --name {args.name!r} must be a plain file name (letters, digits, '_', '-', '.'; "
+            f"at most 64 characters, no path separators, no leading '.'), so the keys stay inside {args.dir}"
+        )
     public, secret = args.dir / f"{args.name}.key", args.dir / f"{args.name}.key_secret"
     existing = [str(p) for p in (public, secret) if p.exists()]
     if existing:

@@ -51,6 +51,7 @@ import collections
 import ipaddress
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -75,7 +76,9 @@ from .wire import (
     Limits,
     Message,
     ProtocolError,
+    RemoteError,
     UnknownMethod,
+    best_effort_id,
     decode,
     encode_error,
     encode_result,
@@ -278,8 +281,9 @@ class _ExecutedLog:
 
 def _position(params: dict[str, Any]) -> tuple[float, float]:
     p = params.get("position")
+    # math.isfinite, not np.isfinite: a Python int too large for int64 is an object to numpy
     ok = isinstance(p, list) and len(p) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in p
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p
     )
     if not ok:
         raise InvalidParams(f"'position' must be [x, y], two finite numbers in metres; got {p!r:.60}")
@@ -379,7 +383,7 @@ class InstrumentServer:
                 on_ready(self.address)
             while not stop.is_set():
                 if sock.poll(_POLL_MS, zmq.POLLIN):
-                    sock = self._handle(ctx, sock, sock.recv_multipart(copy=False))
+                    sock = self._handle_safely(ctx, sock, sock.recv_multipart(copy=False))
         finally:
             if sock is not None:
                 sock.close()
@@ -404,6 +408,20 @@ class InstrumentServer:
 
     # --- one request ---
 
+    def _handle_safely(self, ctx: zmq.Context, sock: zmq.Socket, frames: list[Any]) -> zmq.Socket:
+        """One request; nothing it does, however malformed, ends the serving loop."""
+        try:
+            return self._handle(ctx, sock, frames)
+        except Exception:  # a bug on our side for one message must not take the instrument offline
+            log.exception("a request failed outside any method; the server goes on")
+            if len(frames) >= 3:
+                try:
+                    error = RemoteError("the server could not handle this request; see its log")
+                    sock.send_multipart([frames[0].bytes, b"", *encode_error(None, error)], copy=False)
+                except Exception:
+                    log.exception("could not answer the failed request")
+            return sock
+
     def _handle(self, ctx: zmq.Context, sock: zmq.Socket, frames: list[Any]) -> zmq.Socket:
         # ROUTER envelope from a REQ peer: [identity, b"", header, arrays...]
         if len(frames) < 3 or len(frames[1].bytes) != 0:
@@ -412,9 +430,9 @@ class InstrumentServer:
         envelope, body = [frames[0].bytes, b""], frames[2:]
         try:
             msg = decode(body, self.limits)
-        except ProtocolError as exc:
+        except ProtocolError as exc:  # decode raises nothing else
             log.warning("refused a malformed request: %s", exc)
-            sock.send_multipart(envelope + encode_error(_best_effort_id(body), exc), copy=False)
+            sock.send_multipart(envelope + encode_error(best_effort_id(body, self.limits), exc), copy=False)
             return sock
         action = self.hooks.on_request(msg.method or "", msg.params) if self.hooks else ServerAction()
         if action.kind == "restart":
@@ -521,15 +539,6 @@ class InstrumentServer:
 
     def _remember(self, cid: str, position: tuple[float, float], outcome: Any) -> None:
         self.executed.append(cid, position, outcome)
-
-
-def _best_effort_id(body: list[Any]) -> str | None:
-    """The id of a request that failed to decode, if its header is readable JSON at all."""
-    try:
-        header = json.loads(body[0].bytes)
-        return header.get("id") if isinstance(header.get("id"), str) else None
-    except Exception:
-        return None
 
 
 def run_server(instrument: Instrument, config: ServerConfig, hooks: ServerHooks | None = None,
