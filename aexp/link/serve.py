@@ -13,7 +13,9 @@ hello       no      version handshake; returns the server's protocol and instrum
 describe    no      the instrument's :class:`~aexp.types.InstrumentDescription`
 ping        no      liveness; never touches the instrument
 status      no      ``{state}`` of a measure command id: done | lost | unknown
-lease       -       take or renew the single controller lease (``client`` id, expires)
+lease       -       take or renew the single controller lease: ``client`` (a name shown to others),
+                    optional ``token`` (the holder's secret, 22-200 characters); replies
+                    ``{client, lease_s, token}``. Commands marked "yes" carry ``lease: TOKEN``
 release     yes     give the lease back
 survey      yes     the survey image (raw float32 frame)
 measure     yes     one spectrum at ``position``; a repeated ``command_id`` returns the stored
@@ -48,11 +50,13 @@ from __future__ import annotations
 
 import base64
 import collections
+import hmac
 import ipaddress
 import json
 import logging
 import math
 import os
+import secrets
 import signal
 import threading
 import time
@@ -178,30 +182,56 @@ def secret_key_file(path: Path) -> Path:
 
 
 class _Lease:
-    """The single controller lease: a client id and an expiry on the monotonic clock."""
+    """The single controller lease: a holder's name, a secret token, the holder's CURVE key (if
+    any) and an expiry on the monotonic clock.
+
+    The token is the credential; the name is only for people ("leased by controller 'lab-pc'").
+    A controller proves it holds the lease by the token, which the server hands back only in the
+    reply to the ``lease`` request that took it (or the controller chose it and sent it there);
+    no error message or log line carries it. Under CURVE the lease is also bound to the public
+    key that took it: the token alone, replayed from another key, does not work.
+    """
 
     def __init__(self, duration_s: float) -> None:
         self.duration_s = duration_s
         self.holder: str | None = None
+        self._token = ""
+        self._key: str | None = None
         self.expires = 0.0
 
     def active_holder(self) -> str | None:
         return self.holder if self.holder is not None and time.monotonic() < self.expires else None
 
-    def take(self, client: str) -> float:
-        holder = self.active_holder()
-        if holder is not None and holder != client:
-            left = self.expires - time.monotonic()
-            raise LeaseHeld(f"the instrument is leased by controller {holder!r} for another {left:.1f} s")
-        self.holder, self.expires = client, time.monotonic() + self.duration_s
-        return self.duration_s
+    def _proves(self, token: Any, key: str | None) -> bool:
+        return (
+            isinstance(token, str) and bool(self._token) and hmac.compare_digest(token.encode(), self._token.encode())
+            and key == self._key
+        )
 
-    def check(self, client: Any) -> None:
-        if not isinstance(client, str) or self.active_holder() != client:
-            holder = self.active_holder()
+    def take(self, client: str, token: str | None, key: str | None) -> str:
+        """Take a free lease, or renew one this token (and key) already holds; returns the token."""
+        holder = self.active_holder()
+        if holder is not None and not self._proves(token, key):
+            left = self.expires - time.monotonic()
+            raise LeaseHeld(
+                f"the instrument is leased by controller {holder!r} for another {left:.1f} s; it expires "
+                f"{self.duration_s:g} s after its holder's last command"
+            )
+        if holder is None:
+            self._token = token or secrets.token_urlsafe(32)
+            self._key = key
+        self.holder, self.expires = client, time.monotonic() + self.duration_s
+        return self._token
+
+    def check(self, token: Any, key: str | None) -> None:
+        holder = self.active_holder()
+        if holder is None or not self._proves(token, key):
             why = f"held by {holder!r}" if holder else "not held (expired, released or server restarted)"
-            raise LeaseRequired(f"this command needs the lease; it is {why}: call 'lease' first")
+            raise LeaseRequired(f"this command needs the lease's token; the lease is {why}: call 'lease' first")
         self.expires = time.monotonic() + self.duration_s
+
+    def release(self) -> None:
+        self.holder, self._token, self._key = None, "", None
 
 
 def _pack(outcome: Any) -> dict[str, Any]:
@@ -437,7 +467,7 @@ class InstrumentServer:
         action = self.hooks.on_request(msg.method or "", msg.params) if self.hooks else ServerAction()
         if action.kind == "restart":
             return self._restart(ctx, sock, action.seconds)
-        reply = self._execute(msg)
+        reply = self._execute(msg, _curve_key(body[0]))
         if action.kind == "drop":
             log.info("fault: dropped the reply to %s %s", msg.method, msg.id)
             return sock
@@ -447,14 +477,17 @@ class InstrumentServer:
         sock.send_multipart(envelope + reply, copy=False)
         return sock
 
-    def _execute(self, msg: Message) -> list[Any]:
+    def _execute(self, msg: Message, key: str | None = None) -> list[Any]:
+        """Run one decoded request; ``key``: the sender's CURVE public key (Z85), if CURVE is on."""
         try:
             entry = self._methods.get(msg.method or "")
             if entry is None:
                 raise UnknownMethod(f"unknown method {msg.method!r}; methods: {', '.join(sorted(self._methods))}")
             needs_lease, method = entry
             if needs_lease:
-                self._lease.check(msg.params.get("lease"))
+                self._lease.check(msg.params.get("lease"), key)
+            if method == self._lease_take:
+                return encode_result(msg.id, *self._lease_take(msg, key))
             return encode_result(msg.id, *method(msg))
         except Exception as exc:  # every failure becomes a structured reply; the server goes on
             if not isinstance(exc, InstrumentError):
@@ -494,12 +527,18 @@ class InstrumentServer:
             state = "unknown"
         return {"command_id": cid, "state": state}, {}
 
-    def _lease_take(self, msg: Message) -> Reply:
+    def _lease_take(self, msg: Message, key: str | None = None) -> Reply:
         client = _string(msg.params, "client")
-        return {"client": client, "lease_s": self._lease.take(client)}, {}
+        token = msg.params.get("token")
+        if token is not None and (not isinstance(token, str) or not 22 <= len(token) <= 200):
+            raise InvalidParams("'token' must be a secret string of 22 to 200 characters (or left out)")
+        token = self._lease.take(client, token, key)
+        log.info("lease taken or renewed by controller %r", client)
+        # the token travels only in this reply, to the controller that holds the lease
+        return {"client": client, "lease_s": self._lease.duration_s, "token": token}, {}
 
     def _release(self, msg: Message) -> Reply:
-        self._lease.holder = None
+        self._lease.release()
         return {"released": True}, {}
 
     def _survey(self, msg: Message) -> Reply:
@@ -539,6 +578,14 @@ class InstrumentServer:
 
     def _remember(self, cid: str, position: tuple[float, float], outcome: Any) -> None:
         self.executed.append(cid, position, outcome)
+
+
+def _curve_key(frame: Any) -> str | None:
+    """The sender's CURVE public key (Z85) as the ZAP handler authenticated it; None without CURVE."""
+    try:
+        return frame.get("User-Id") or None
+    except (zmq.ZMQError, AttributeError, TypeError):  # no ZAP on this socket, or bytes in tests
+        return None
 
 
 def run_server(instrument: Instrument, config: ServerConfig, hooks: ServerHooks | None = None,

@@ -98,6 +98,13 @@ def header(**kw):
     return json.dumps(h).encode()
 
 
+def lease(address, client="a", **params):
+    """Take the lease; its token, which commands that drive the instrument carry as 'lease'."""
+    reply = call(address, "lease", {"client": client, **params})
+    assert reply.error is None, reply.error
+    return reply.result["token"]
+
+
 def assert_alive(address):
     reply = call(address, "ping")
     assert reply is not None and reply.result == {"pong": True}
@@ -125,8 +132,8 @@ def test_handshake_describe_and_survey(server):
     assert hello.result == {"protocol_version": PROTOCOL_VERSION, "instrument": "counting"}
     desc = call(server.address, "describe").result
     assert desc["name"] == "counting" and desc["measurement_time_s"] == 0.01
-    call(server.address, "lease", {"client": "a"})
-    reply = call(server.address, "survey", {"lease": "a"})
+    token = lease(server.address)
+    reply = call(server.address, "survey", {"lease": token})
     np.testing.assert_array_equal(reply.arrays["image"], np.arange(64, dtype=np.float32).reshape(1, 8, 8))
 
 
@@ -141,10 +148,10 @@ def test_version_mismatch_is_answered_naming_both_versions(server):
 def test_unknown_method_and_bad_params_are_named(server):
     reply = call(server.address, "self_destruct")
     assert reply.error["type"] == "UnknownMethod" and "self_destruct" in reply.error["message"]
-    call(server.address, "lease", {"client": "a"})
-    reply = call(server.address, "measure", {"lease": "a", "position": "here", "command_id": "c"})
+    token = lease(server.address)
+    reply = call(server.address, "measure", {"lease": token, "position": "here", "command_id": "c"})
     assert reply.error["type"] == "InvalidParams" and "'position'" in reply.error["message"]
-    reply = call(server.address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": 5})
+    reply = call(server.address, "measure", {"lease": token, "position": [1e-9, 1e-9], "command_id": 5})
     assert reply.error["type"] == "InvalidParams" and "'command_id'" in reply.error["message"]
     assert_alive(server.address)
 
@@ -152,11 +159,16 @@ def test_unknown_method_and_bad_params_are_named(server):
 def test_commands_that_drive_the_instrument_need_the_lease(server):
     reply = call(server.address, "measure", {"position": [1e-9, 1e-9], "command_id": "c"})
     assert reply.error["type"] == "LeaseRequired"
-    assert call(server.address, "lease", {"client": "first"}).result["client"] == "first"
+    taken = call(server.address, "lease", {"client": "first"}).result
+    assert taken["client"] == "first"
     reply = call(server.address, "lease", {"client": "second"})
     assert reply.error["type"] == "LeaseHeld" and "'first'" in reply.error["message"]
+    assert taken["token"] not in reply.error["message"]
     assert call(server.address, "survey", {"lease": "second"}).error["type"] == "LeaseRequired"
-    assert call(server.address, "release", {"lease": "first"}).result == {"released": True}
+    # the holder's name is not a credential: the refused controller cannot use it
+    assert call(server.address, "survey", {"lease": "first"}).error["type"] == "LeaseRequired"
+    assert call(server.address, "release", {"lease": "first"}).error["type"] == "LeaseRequired"
+    assert call(server.address, "release", {"lease": taken["token"]}).result == {"released": True}
     assert call(server.address, "lease", {"client": "second"}).error is None
     assert server.instrument.measured == []
 
@@ -173,8 +185,7 @@ def test_lease_expires():
 
 
 def test_repeated_command_id_returns_the_stored_result(server):
-    call(server.address, "lease", {"client": "a"})
-    params = {"lease": "a", "position": [3e-9, 1e-9], "command_id": "c1"}
+    params = {"lease": lease(server.address), "position": [3e-9, 1e-9], "command_id": "c1"}
     first, again = call(server.address, "measure", params), call(server.address, "measure", params)
     np.testing.assert_array_equal(first.arrays["spectrum"], again.arrays["spectrum"])
     assert server.instrument.measured == ["c1"]
@@ -186,8 +197,7 @@ def test_repeated_command_id_returns_the_stored_result(server):
 
 
 def test_instrument_errors_are_typed_and_stored(server):
-    call(server.address, "lease", {"client": "a"})
-    params = {"lease": "a", "position": [1.0, 1.0], "command_id": "far"}
+    params = {"lease": lease(server.address), "position": [1.0, 1.0], "command_id": "far"}
     for _ in range(2):
         assert call(server.address, "measure", params).error["type"] == "OutOfBounds"
     assert len(server.executed.entries) == 1
@@ -196,12 +206,12 @@ def test_instrument_errors_are_typed_and_stored(server):
 def test_stored_results_are_bounded():
     s = start(results_kept=2)
     try:
-        call(s.address, "lease", {"client": "a"})
+        token = lease(s.address)
         for i in range(3):
-            call(s.address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": f"c{i}"})
+            call(s.address, "measure", {"lease": token, "position": [1e-9, 1e-9], "command_id": f"c{i}"})
         states = [call(s.address, "status", {"command_id": f"c{i}"}).result["state"] for i in range(3)]
         assert states == ["lost", "done", "done"]
-        again = call(s.address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": "c0"})
+        again = call(s.address, "measure", {"lease": token, "position": [1e-9, 1e-9], "command_id": "c0"})
         assert again.error["type"] == "MeasurementFailed" and "not measuring twice" in again.error["message"]
         assert s.instrument.measured == ["c0", "c1", "c2"]
     finally:
@@ -211,16 +221,17 @@ def test_stored_results_are_bounded():
 @pytest.mark.parametrize("fsync", [True, False])
 def test_a_restarted_server_answers_from_its_executed_log(tmp_path, fsync):
     log = tmp_path / "executed.jsonl"
-    params = {"lease": "a", "position": [2e-9, 1e-9], "command_id": "c0"}
+    token = "t" * 32  # a controller may choose its own token: it can lease again with it after a restart
+    params = {"lease": token, "position": [2e-9, 1e-9], "command_id": "c0"}
     s = start(executed_log=log, log_fsync=fsync)
-    call(s.address, "lease", {"client": "a"})
+    lease(s.address, token=token)
     first = call(s.address, "measure", params)
     s.stop()
     assert [json.loads(line)["command_id"] for line in log.read_text().splitlines()] == ["c0"]
     s = start(executed_log=log, log_fsync=fsync)  # a new process on the same log, with a fresh instrument
     try:
         assert call(s.address, "status", {"command_id": "c0"}).result["state"] == "done"
-        call(s.address, "lease", {"client": "a"})
+        lease(s.address, token=token)
         again = call(s.address, "measure", params)
         np.testing.assert_array_equal(again.arrays["spectrum"], first.arrays["spectrum"])
         assert again.result == first.result and s.instrument.measured == []
@@ -232,8 +243,8 @@ def test_hooks_drop_delay_and_restart():
     hooks = Script(ServerAction("drop"), ServerAction("restart", 0.05), ServerAction("delay", 0.05))
     s = start(hooks=hooks)
     try:
-        call(s.address, "lease", {"client": "a"})
-        params = {"lease": "a", "position": [1e-9, 1e-9], "command_id": "c0"}
+        token = "t" * 32
+        params = {"lease": lease(s.address, token=token), "position": [1e-9, 1e-9], "command_id": "c0"}
         assert request(s.address, encode_request("m", "measure", params), deadline_ms=300) is None  # dropped
         assert s.instrument.measured == ["c0"]
         assert call(s.address, "status", {"command_id": "c0"}).result["state"] == "done"
@@ -241,7 +252,7 @@ def test_hooks_drop_delay_and_restart():
         assert request(s.address, encode_request("m", "measure", {**params, "command_id": "c1"}), 300) is None
         assert call(s.address, "status", {"command_id": "c1"}).result["state"] == "unknown"
         assert call(s.address, "measure", params).error["type"] == "LeaseRequired"  # (delayed 0.05 s)
-        call(s.address, "lease", {"client": "a"})
+        lease(s.address, token=token)
         assert call(s.address, "measure", params).error is None  # answered from the executed log
         assert s.instrument.measured == ["c0"]
     finally:
@@ -345,8 +356,7 @@ def test_serve_command_with_faults_and_keys_new(tmp_path):
     )
     try:
         address = proc.stdout.readline().split()[-1]
-        call(address, "lease", {"client": "a"})
-        reply = call(address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": "c"})
+        reply = call(address, "measure", {"lease": lease(address), "position": [1e-9, 1e-9], "command_id": "c"})
         assert reply.error["type"] == "OutOfBounds" and "refused" in reply.error["message"]
     finally:
         proc.terminate()
@@ -379,8 +389,7 @@ def test_a_missing_or_bad_server_key_is_a_clear_error(tmp_path):
 
 
 def test_measure_reports_the_instruments_wall_time(server):
-    call(server.address, "lease", {"client": "a"})
-    reply = call(server.address, "measure", {"lease": "a", "position": [1e-9, 1e-9], "command_id": "c"})
+    reply = call(server.address, "measure", {"lease": lease(server.address), "position": [1e-9, 1e-9], "command_id": "c"})
     assert reply.result["metadata"]["command_id"] == "c"
     assert isinstance(reply.result["metadata"]["server_wall_s"], float)
     assert reply.result["metadata"]["server_wall_s"] >= 0.0
@@ -500,3 +509,33 @@ def test_keys_new_refuses_a_name_that_leaves_its_folder(tmp_path, capsys, name):
     assert main(["keys", "new", str(folder), "--name", name]) == 2
     assert "must be a plain file name" in capsys.readouterr().err
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_the_lease_is_a_secret_token_that_only_its_holder_learns(server, caplog):
+    first = call(server.address, "lease", {"client": "lab-pc"}).result
+    assert first["client"] == "lab-pc" and len(first["token"]) >= 32
+    assert call(server.address, "lease", {"client": "lab-pc"}).error["type"] == "LeaseHeld"  # the name is not enough
+    renewed = call(server.address, "lease", {"client": "lab-pc", "token": first["token"]}).result
+    assert renewed["token"] == first["token"]
+    refusals = [call(server.address, m, {"lease": "lab-pc", "command_id": "c", "position": [1e-9, 1e-9]})
+                for m in ("survey", "measure", "abort", "release")]
+    assert {r.error["type"] for r in refusals} == {"LeaseRequired"}
+    assert all(first["token"] not in r.error["message"] for r in refusals)
+    assert first["token"] not in caplog.text
+    assert call(server.address, "release", {"lease": first["token"]}).result == {"released": True}
+    assert call(server.address, "lease", {"client": "lab-pc"}).result["token"] != first["token"]  # a fresh one
+
+
+def test_a_killed_holder_takes_its_lease_back_at_once_with_its_token(server):
+    token = "resume-me-" + "x" * 22
+    assert lease(server.address, "run-1", token=token) == token
+    # the holder dies (SIGKILL: no release); another controller is refused until the lease expires ...
+    assert call(server.address, "lease", {"client": "intruder"}).error["type"] == "LeaseHeld"
+    # ... but the resumed run, which recorded its token, has it back at once
+    assert lease(server.address, "run-1 (resumed)", token=token) == token
+    assert call(server.address, "survey", {"lease": token}).error is None
+
+
+def test_a_chosen_token_must_be_long_enough(server):
+    reply = call(server.address, "lease", {"client": "a", "token": "short"})
+    assert reply.error["type"] == "InvalidParams" and "'token'" in reply.error["message"]
