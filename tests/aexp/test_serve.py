@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aexp.instrument import check_position
-from aexp.link.serve import InsecureBind, InstrumentServer, ServerAction, ServerConfig, is_loopback
+from aexp.link.serve import (
+    ExecutedLogInUse,
+    InsecureBind,
+    InstrumentServer,
+    ServerAction,
+    ServerConfig,
+    _ExecutedLog,
+    default_state_dir,
+    executed_log_name,
+    is_loopback,
+)
 from aexp.link.wire import PROTOCOL_VERSION, VersionMismatch, decode, encode_request, raise_remote_error
 from aexp.types import Bounds, InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
 
@@ -351,7 +362,7 @@ def test_serve_command_with_faults_and_keys_new(tmp_path):
     faults.write_text("seed: 1\nrefuse: {probability: 1.0}\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "aexp", "serve", "--sim", "plasmonic", "--bind", "tcp://127.0.0.1:*",
-         "-o", "survey_pixels=32", "-o", "n_particles=1", "--faults", str(faults)],
+         "-o", "survey_pixels=32", "-o", "n_particles=1", "--faults", str(faults), "--state-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -539,3 +550,85 @@ def test_a_killed_holder_takes_its_lease_back_at_once_with_its_token(server):
 def test_a_chosen_token_must_be_long_enough(server):
     reply = call(server.address, "lease", {"client": "a", "token": "short"})
     assert reply.error["type"] == "InvalidParams" and "'token'" in reply.error["message"]
+
+
+def test_the_executed_log_stays_bounded_and_answers_after_compaction(tmp_path):
+    path = tmp_path / "executed.jsonl"
+    log = _ExecutedLog(path, keep=2, ids_kept=5)
+    for i in range(9):
+        log.append(f"c{i}", (float(i), 0.0), ({"i": i}, {"spectrum": np.full(3, float(i))}))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sum("result" in e for e in lines) <= 4 and len(lines) <= 5 + 2  # bounded, not 9 full entries
+    log.close()
+    again = _ExecutedLog(path, keep=2, ids_kept=5)
+    assert list(again.recent) == ["c7", "c8"] and list(again.ids) == ["c4", "c5", "c6", "c7", "c8"]
+    position, (meta, arrays) = again.outcome("c8")
+    assert position == (8.0, 0.0) and meta == {"i": 8}
+    np.testing.assert_array_equal(arrays["spectrum"], np.full(3, 8.0))
+    again.close()
+
+
+def test_a_torn_last_line_does_not_swallow_the_next_entry(tmp_path):
+    path = tmp_path / "executed.jsonl"
+    path.write_text(json.dumps({"command_id": "c0", "position": [0, 0], "outcome": "ok", "result": {}, "arrays": {}})
+                    + "\n" + '{"command_id": "c1", "posit')  # the server died mid-write
+    log = _ExecutedLog(path, keep=8)
+    log.append("c2", (1.0, 0.0), ({}, {}))
+    log.close()
+    again = _ExecutedLog(path, keep=8)
+    assert list(again.ids) == ["c0", "c2"]
+    again.close()
+
+
+def test_two_servers_cannot_share_one_executed_log(tmp_path):
+    first = _ExecutedLog(tmp_path / "x.jsonl", keep=2)
+    with pytest.raises(ExecutedLogInUse, match="in use by another 'aexp serve'"):
+        _ExecutedLog(tmp_path / "x.jsonl", keep=2)
+    first.close()
+    _ExecutedLog(tmp_path / "x.jsonl", keep=2).close()  # free again
+
+
+def test_default_state_dir_and_log_name():
+    assert default_state_dir({"XDG_STATE_HOME": "/s", "HOME": "/h"}) == Path("/s/aexp/serve")
+    assert default_state_dir({"HOME": "/h"}) == Path("/h/.local/state/aexp/serve")
+    assert executed_log_name("plasmonic", "tcp://127.0.0.1:5555") == "executed-plasmonic-127.0.0.1_5555.jsonl"
+    assert "/" not in executed_log_name("../x", "ipc:///tmp/a b")
+
+
+def test_serve_keeps_a_durable_executed_log_by_default_across_a_kill(tmp_path):
+    """`aexp serve` without --executed-log: a SIGKILLed server's successor answers for its commands."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "aexp", "serve", "--sim", "plasmonic", "--bind", f"tcp://127.0.0.1:{port}",
+           "-o", "survey_pixels=32", "-o", "n_particles=1", "--state-dir", str(tmp_path)]
+    params = {"lease": "k" * 32, "position": [1e-9, 1e-9], "command_id": "run-1"}
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        address = first.stdout.readline().split()[-1]
+        lease(address, token="k" * 32)
+        measured = call(address, "measure", params)
+        first.kill()  # SIGKILL: no clean shutdown
+        first.wait(timeout=10)
+        assert [p.name for p in tmp_path.glob("*.jsonl")] == [executed_log_name("plasmonic", address)]
+        second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert second.stdout.readline().split()[-1] == address
+            assert call(address, "status", {"command_id": "run-1"}).result["state"] == "done"
+            lease(address, token="k" * 32)
+            again = call(address, "measure", params)
+            assert again.result == measured.result  # the stored result: server_wall_s and all
+            np.testing.assert_array_equal(again.arrays["spectrum"], measured.arrays["spectrum"])
+        finally:
+            second.terminate()
+            second.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
