@@ -18,10 +18,21 @@ sent again; ``lost`` -> it ran but its result died with the server, so it is rep
 Deadlines: ``timeout_s`` for every call; ``measure`` waits ``timeout_s + 2 x`` the instrument's
 declared ``measurement_time_s`` (from ``describe()``) unless ``measure_timeout_s`` is given.
 
-The lease: commands that drive the instrument carry this client's id; the first one takes the
-lease, a server restart (lease forgotten) is healed by leasing again, and another controller's
-lease surfaces as :class:`~aexp.link.wire.LeaseHeld`. :meth:`close` (also run at interpreter exit)
-gives it back; a killed client's lease expires on the server after its ``lease_s``.
+No reply of any kind after all of that (not to the request, not to a ``status`` question) means
+the server cannot be reached: :class:`~aexp.instrument.InstrumentUnreachable`, which says nothing
+about the position; a server that answered that the measurement failed raises
+:class:`~aexp.instrument.MeasurementFailed`, which does. A server that answers ``status`` but not
+the measurement in time is an :class:`~aexp.instrument.InstrumentTimeout`.
+
+The lease: the driver holds a secret token (its own random one, or the ``lease_token`` option);
+the first command that drives the instrument takes the lease with it, every such command carries
+it, and ``client_id`` is only the name others see when they are refused. Because the token is
+the driver's own, taking the lease is idempotent (a lost reply is simply re-sent), a restarted
+server's forgotten lease is taken again with the same token, and a run that records
+:attr:`ZmqInstrument.lease_token` can hand it back through ``lease_token`` when resumed, to take
+its lease back at once even when its killed predecessor's lease has not expired yet. Another
+controller's lease surfaces as :class:`~aexp.link.wire.LeaseHeld`. :meth:`close` (also run at
+interpreter exit) gives it back; a killed client's lease expires on the server after its ``lease_s``.
 
 ``describe()`` is asked once per driver and cached: the loop may call it several times per run.
 
@@ -36,6 +47,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Mapping
@@ -46,7 +58,7 @@ import zmq
 import zmq.auth
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aexp.instrument import InstrumentTimeout, MeasurementFailed
+from aexp.instrument import InstrumentTimeout, InstrumentUnreachable, MeasurementFailed
 from aexp.link.wire import (
     PROTOCOL_VERSION,
     LeaseRequired,
@@ -78,7 +90,11 @@ class ZmqOptions(BaseModel):
     retries: int = Field(3, ge=0, description="re-sends after a deadline passes")
     keys: Path | None = Field(None, description="this client's secret key: a .key_secret file or its folder")
     server_key: Path | None = Field(None, description="the server's public key file (.key) for CURVE")
-    client_id: str | None = Field(None, description="name held in the lease; default: random per driver")
+    client_id: str | None = Field(None, description="name shown with the lease; default: random per driver")
+    lease_token: str | None = Field(
+        None, min_length=22, max_length=200,
+        description="the lease's secret token (a resumed run's recorded one); default: random per driver",
+    )
     max_message_bytes: int = Field(256 * 2**20, ge=1024, description="largest reply accepted")
 
 
@@ -112,12 +128,20 @@ class ZmqInstrument:
         if (self.options.keys is None) != (self.options.server_key is None):
             raise ValueError("zmq: CURVE needs both 'keys' (this client's secret key) and 'server_key'")
         self.client_id = self.options.client_id or f"aexp-{uuid.uuid4().hex[:12]}"
+        self._token = self.options.lease_token or secrets.token_urlsafe(32)
+        self._replies = 0  # replies of any kind: tells "unreachable" from "too slow"
         self.limits = Limits(max_message_bytes=self.options.max_message_bytes)
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
         self._greeted = False
         self._leased = False
         self._description: InstrumentDescription | None = None
+
+    @property
+    def lease_token(self) -> str:
+        """The lease's secret: record it with the run (not in logs) and pass it back as the
+        ``lease_token`` option when resuming, to take the lease back at once."""
+        return self._token
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> ZmqInstrument:
@@ -160,6 +184,7 @@ class ZmqInstrument:
         except BaseException:  # e.g. Ctrl-C while waiting: a REQ socket would stay owed a reply
             self._reset()
             raise
+        self._replies += 1
         reply = decode(frames, self.limits)
         log.debug("%s: reply in %.3f ms", method, (time.perf_counter() - t0) * 1e3)
         if reply.id != msg_id and reply.error is None:
@@ -177,7 +202,7 @@ class ZmqInstrument:
             reply = self._once(method, dict(params or {}), timeout_s)
             if reply is not None:
                 return reply
-        raise InstrumentTimeout(
+        raise InstrumentUnreachable(
             f"{method}: no reply from {self.options.address} in {1 + self.options.retries} attempts of "
             f"{timeout_s:.3g} s; is 'aexp serve' running there?"
         )
@@ -191,7 +216,7 @@ class ZmqInstrument:
         """
         if not self._leased:
             self.lease()
-        params = {**params, "lease": self.client_id}
+        params = {**params, "lease": self._token}
 
         def send() -> Message | None:
             if once:
@@ -221,7 +246,7 @@ class ZmqInstrument:
 
     def lease(self) -> float:
         """Take (or renew) the controller lease; returns its duration. Raises ``LeaseHeld``."""
-        result = self._call("lease", {"client": self.client_id}).result or {}
+        result = self._call("lease", {"client": self.client_id, "token": self._token}).result or {}
         if not self._leased:
             atexit.register(self.close)
         self._leased = True
@@ -233,7 +258,7 @@ class ZmqInstrument:
             self._leased = False
             atexit.unregister(self.close)
             try:
-                self._once("release", {"lease": self.client_id}, min(self.options.timeout_s, 1.0))
+                self._once("release", {"lease": self._token}, min(self.options.timeout_s, 1.0))
             except Exception as exc:  # closing must not fail because the link is gone
                 log.info("release: %s", exc)
 
@@ -286,9 +311,12 @@ class ZmqInstrument:
 
         Raises:
             OutOfBounds, MeasurementFailed: from the instrument, unchanged.
-            InstrumentTimeout: no reply after ``retries`` status checks and re-sends.
+            InstrumentUnreachable: no reply of any kind after ``retries`` re-sends and status checks;
+                calling again with the same ``command_id`` once the server is back is safe.
+            InstrumentTimeout: the server answered ``status`` but not the measurement in time.
         """
         cid = command_id or uuid.uuid4().hex
+        replies = self._replies
         params = {"position": [float(position[0]), float(position[1])], "command_id": cid}
         timeout_s = self._measure_timeout()
         for attempt in range(1 + self.options.retries):
@@ -303,7 +331,8 @@ class ZmqInstrument:
             reply = self._drive("measure", params, timeout_s, once=True)
             if reply is not None:
                 return measurement_from_wire(reply.result or {}, reply.arrays)
-        raise InstrumentTimeout(
+        heard = self._replies > replies
+        raise (InstrumentTimeout if heard else InstrumentUnreachable)(
             f"measure {cid!r}: no reply from {self.options.address} in {1 + self.options.retries} attempts "
-            f"of {timeout_s:.3g} s"
+            f"of {timeout_s:.3g} s" + ("; the server answers, the measurement is late" if heard else "")
         )

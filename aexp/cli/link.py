@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -44,7 +46,14 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--allow", type=Path, default=None, metavar="DIR", help="client public keys accepted")
     serve.add_argument("--lease-s", type=float, default=60.0, help="lease expiry after the last command")
     serve.add_argument("--executed-log", type=Path, default=None, metavar="FILE",
-                       help="append executed measure commands and results here (JSON lines)")
+                       help="append executed measure commands and results here (JSON lines); default: a file "
+                            "per instrument and address in --state-dir")
+    serve.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                       help="where the server keeps its executed-command log (default: $XDG_STATE_HOME/aexp/serve, "
+                            "else ~/.local/state/aexp/serve)")
+    serve.add_argument("--no-executed-log", action="store_true",
+                       help="keep executed commands in memory only: a restarted server forgets them and may "
+                            "measure a retried command twice (for benchmarks of the log's cost)")
     serve.add_argument("--log-no-fsync", action="store_true",
                        help="flush the executed log without fsync (survives a crash of the server, not of the computer)")
 
@@ -72,21 +81,30 @@ def _faulty(instrument: Any, path: Path, seed: int) -> tuple[Any, Any]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..instrument import load_instrument
-    from ..link.serve import ServerConfig, run_server
+    from ..link.serve import ServerConfig, default_state_dir, run_server
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     instrument = load_instrument(args.sim, dict(args.option), seed=args.seed)
     hooks = None
     if args.faults is not None:
         instrument, hooks = _faulty(instrument, args.faults, args.seed)
+    state_dir = args.state_dir if args.state_dir is not None else default_state_dir(os.environ)
+    if args.no_executed_log:
+        if args.executed_log is not None:
+            raise UsageError("--no-executed-log and --executed-log exclude each other")
+        state_dir = None
     config = ServerConfig(bind=args.bind, keys=args.keys, allow=args.allow, lease_s=args.lease_s,
-                          executed_log=args.executed_log, log_fsync=not args.log_no_fsync)
+                          executed_log=args.executed_log, state_dir=state_dir, log_fsync=not args.log_no_fsync)
     import zmq
+
+    from ..link.serve import ExecutedLogInUse
 
     try:
         run_server(instrument, config, hooks, announce=lambda line: print(line, flush=True))
     except zmq.ZMQError as exc:
         raise UsageError(f"cannot serve on {args.bind}: {exc}") from None
+    except ExecutedLogInUse as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 
@@ -107,9 +125,18 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+# a plain file stem: no separators, no leading dot, so the key files land inside DIR
+_KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     import zmq.auth
 
+    if not _KEY_NAME.fullmatch(args.name) or ".." in args.name:
+        raise UsageError(
+            f"keys new: --name {args.name!r} must be a plain file name (letters, digits, '_', '-', '.'; "
+            f"at most 64 characters, no path separators, no leading '.'), so the keys stay inside {args.dir}"
+        )
     public, secret = args.dir / f"{args.name}.key", args.dir / f"{args.name}.key_secret"
     existing = [str(p) for p in (public, secret) if p.exists()]
     if existing:

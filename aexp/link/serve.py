@@ -13,7 +13,9 @@ hello       no      version handshake; returns the server's protocol and instrum
 describe    no      the instrument's :class:`~aexp.types.InstrumentDescription`
 ping        no      liveness; never touches the instrument
 status      no      ``{state}`` of a measure command id: done | lost | unknown
-lease       -       take or renew the single controller lease (``client`` id, expires)
+lease       -       take or renew the single controller lease: ``client`` (a name shown to others),
+                    optional ``token`` (the holder's secret, 22-200 characters); replies
+                    ``{client, lease_s, token}``. Commands marked "yes" carry ``lease: TOKEN``
 release     yes     give the lease back
 survey      yes     the survey image (raw float32 frame)
 measure     yes     one spectrum at ``position``; a repeated ``command_id`` returns the stored
@@ -24,11 +26,15 @@ abort       yes     stop what the instrument is doing (``abort()`` if the instru
 
 Idempotent measure: every executed measure command is appended to the executed-command log with
 its outcome (spectrum or error) before the reply leaves; a JSON-lines file, fsync'ed per line
-(``log_fsync``), when ``executed_log`` is set. A repeated ``command_id`` is answered from the last ``results_kept``
-outcomes and never measured again; an older one is refused (``MeasurementFailed``), and ``status``
-says ``lost`` for it. A server restarted on the same log file answers for the commands its
-predecessor ran, so a crash between measuring and replying costs no second exposure. Without a
-log file, a crashed process forgets, and a client re-sends what it cannot confirm.
+(``log_fsync``), at ``executed_log`` or, when only ``state_dir`` is given, at
+``state_dir/executed-<instrument>-<endpoint>.jsonl`` (``aexp serve`` always gives one: durable by
+default). A repeated ``command_id`` is answered from the last ``results_kept`` outcomes and never
+measured again; an older one (of the last ``ids_kept``) is refused (``MeasurementFailed``), and
+``status`` says ``lost`` for it. A server restarted on the same log file answers for the commands
+its predecessor ran, so a crash between measuring and replying costs no second exposure. The file
+is compacted when it holds ``2 x results_kept`` outcomes. Without a file (the library's default,
+for tests and in-process use), a crashed process forgets, and a client re-sends what it cannot
+confirm.
 
 Security: the default bind is ``tcp://127.0.0.1:5555``. Any address that is not loopback is
 refused unless CURVE keys are given; with keys, a ZAP authenticator accepts only clients whose
@@ -48,14 +54,19 @@ from __future__ import annotations
 
 import base64
 import collections
+import fcntl
+import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
+import re
+import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,7 +87,9 @@ from .wire import (
     Limits,
     Message,
     ProtocolError,
+    RemoteError,
     UnknownMethod,
+    best_effort_id,
     decode,
     encode_error,
     encode_result,
@@ -95,6 +108,9 @@ __all__ = [
     "is_loopback",
     "run_server",
     "secret_key_file",
+    "ExecutedLogInUse",
+    "executed_log_name",
+    "default_state_dir",
     "FAULTS_ENTRY_POINT_GROUP",
 ]
 
@@ -122,6 +138,11 @@ class ServerConfig(BaseModel):
     executed_log: Path | None = Field(
         None, description="JSON-lines log of executed measure commands and results; survives a restart"
     )
+    state_dir: Path | None = Field(
+        None, description="folder for the executed log when executed_log is not given: one file per "
+        "instrument and bound endpoint, so a server restarted on the same address finds its own",
+    )
+    ids_kept: int = Field(100_000, ge=1, description="executed command ids remembered (beyond results_kept)")
     log_fsync: bool = Field(
         True, description="fsync each log line (survives power loss); flushing alone survives a process crash"
     )
@@ -176,30 +197,56 @@ def secret_key_file(path: Path) -> Path:
 
 
 class _Lease:
-    """The single controller lease: a client id and an expiry on the monotonic clock."""
+    """The single controller lease: a holder's name, a secret token, the holder's CURVE key (if
+    any) and an expiry on the monotonic clock.
+
+    The token is the credential; the name is only for people ("leased by controller 'lab-pc'").
+    A controller proves it holds the lease by the token, which the server hands back only in the
+    reply to the ``lease`` request that took it (or the controller chose it and sent it there);
+    no error message or log line carries it. Under CURVE the lease is also bound to the public
+    key that took it: the token alone, replayed from another key, does not work.
+    """
 
     def __init__(self, duration_s: float) -> None:
         self.duration_s = duration_s
         self.holder: str | None = None
+        self._token = ""
+        self._key: str | None = None
         self.expires = 0.0
 
     def active_holder(self) -> str | None:
         return self.holder if self.holder is not None and time.monotonic() < self.expires else None
 
-    def take(self, client: str) -> float:
-        holder = self.active_holder()
-        if holder is not None and holder != client:
-            left = self.expires - time.monotonic()
-            raise LeaseHeld(f"the instrument is leased by controller {holder!r} for another {left:.1f} s")
-        self.holder, self.expires = client, time.monotonic() + self.duration_s
-        return self.duration_s
+    def _proves(self, token: Any, key: str | None) -> bool:
+        return (
+            isinstance(token, str) and bool(self._token) and hmac.compare_digest(token.encode(), self._token.encode())
+            and key == self._key
+        )
 
-    def check(self, client: Any) -> None:
-        if not isinstance(client, str) or self.active_holder() != client:
-            holder = self.active_holder()
+    def take(self, client: str, token: str | None, key: str | None) -> str:
+        """Take a free lease, or renew one this token (and key) already holds; returns the token."""
+        holder = self.active_holder()
+        if holder is not None and not self._proves(token, key):
+            left = self.expires - time.monotonic()
+            raise LeaseHeld(
+                f"the instrument is leased by controller {holder!r} for another {left:.1f} s; it expires "
+                f"{self.duration_s:g} s after its holder's last command"
+            )
+        if holder is None:
+            self._token = token or secrets.token_urlsafe(32)
+            self._key = key
+        self.holder, self.expires = client, time.monotonic() + self.duration_s
+        return self._token
+
+    def check(self, token: Any, key: str | None) -> None:
+        holder = self.active_holder()
+        if holder is None or not self._proves(token, key):
             why = f"held by {holder!r}" if holder else "not held (expired, released or server restarted)"
-            raise LeaseRequired(f"this command needs the lease; it is {why}: call 'lease' first")
+            raise LeaseRequired(f"this command needs the lease's token; the lease is {why}: call 'lease' first")
         self.expires = time.monotonic() + self.duration_s
+
+    def release(self) -> None:
+        self.holder, self._token, self._key = None, "", None
 
 
 def _pack(outcome: Any) -> dict[str, Any]:
@@ -224,37 +271,86 @@ def _unpack(record: dict[str, Any]) -> Any:
     return record["result"], arrays
 
 
+class ExecutedLogInUse(AexpError, RuntimeError):
+    """Another server process already appends to this executed-command log."""
+
+
 class _ExecutedLog:
     """Measure commands the instrument executed, with their outcomes: the server's memory that a
     restart does not erase when it is a file (JSON lines, one flushed -- and fsync'ed -- line per
-    command).
+    command, before the reply leaves).
 
-    ``ids`` holds every executed id; ``recent`` the last ``keep`` outcomes, which a repeated
-    command id is answered from.
+    ``ids`` holds the last ``ids_kept`` executed ids (enough to say ``lost`` rather than run a
+    command twice); ``recent`` the last ``keep`` outcomes, which a repeated command id is answered
+    from. The file stays bounded: when it holds more than ``2 x keep`` outcomes it is rewritten
+    (to a temporary file, fsync'ed, then renamed over the old one) with the ``keep`` recent
+    outcomes in full and the other kept ids as one short line each. A lock file beside it keeps a
+    second server from appending to the same log.
     """
 
-    def __init__(self, path: Path | None, keep: int, fsync: bool = True) -> None:
-        self.path = path
+    def __init__(self, path: Path | None, keep: int, fsync: bool = True, ids_kept: int = 100_000) -> None:
+        self.path: Path | None = None
         self.fsync = fsync
         self.keep = keep
+        self.ids_kept = max(ids_kept, keep)
         self.entries: list[dict[str, Any]] = []  # this run's, in order (the duplicate audit reads them)
-        self.ids: set[str] = set()
+        self.ids: dict[str, None] = {}  # insertion-ordered: the oldest are forgotten first
         self.recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
-        if path is not None and path.exists():
-            for line in path.read_text().splitlines():
+        self._file: Any = None
+        self._lock: Any = None
+        self._full_lines = 0
+        if path is not None:
+            self.attach(path)
+
+    def attach(self, path: Path) -> None:
+        """Load what ``path`` remembers and append to it from now on (taking its lock)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = open(path.with_name(path.name + ".lock"), "a")
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise ExecutedLogInUse(
+                f"executed-command log {path} is in use by another 'aexp serve'; give this server its own "
+                f"--executed-log FILE or --state-dir DIR"
+            ) from None
+        self.path = path
+        if path.exists():
+            text = path.read_text()
+            for line in text.splitlines():
                 try:
                     self._index(json.loads(line))
                 except (ValueError, KeyError, TypeError):
                     continue  # a torn last line from a crash
-        self._file = open(path, "a") if path is not None else None
+            torn = bool(text) and not text.endswith("\n")
+        else:
+            torn = False
+        self._file = open(path, "a")
+        if torn:  # end the torn line, or the next entry would be glued to it and lost
+            self._file.write("\n")
+            self._sync()
+        self._compact_if_due()
 
     def _index(self, entry: dict[str, Any]) -> None:
         cid = entry["command_id"]
-        self.ids.add(cid)
-        self.recent[cid] = entry
-        self.recent.move_to_end(cid)
-        while len(self.recent) > self.keep:
-            self.recent.popitem(last=False)
+        if not isinstance(cid, str):
+            raise TypeError("command_id")
+        self.ids.pop(cid, None)
+        self.ids[cid] = None
+        while len(self.ids) > self.ids_kept:
+            del self.ids[next(iter(self.ids))]
+        if "result" in entry or "error" in entry:
+            self._full_lines += 1
+            self.recent[cid] = entry
+            self.recent.move_to_end(cid)
+            while len(self.recent) > self.keep:
+                self.recent.popitem(last=False)
+
+    def _sync(self) -> None:
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
 
     def append(self, cid: str, position: tuple[float, float], outcome: Any) -> None:
         what = "ok" if not isinstance(outcome, BaseException) else f"{type(outcome).__name__}: {outcome}"
@@ -262,11 +358,33 @@ class _ExecutedLog:
         log.info("executed measure %s at %s: %s", cid, entry["position"], what)
         if self._file is not None:  # on disk before the reply leaves
             self._file.write(json.dumps(entry) + "\n")
-            self._file.flush()
-            if self.fsync:
-                os.fsync(self._file.fileno())
+            self._sync()
         self.entries.append({k: entry[k] for k in ("command_id", "position", "outcome", "t")})
         self._index(entry)
+        self._compact_if_due()
+
+    def _compact_if_due(self) -> None:
+        if self._file is None or self.path is None or self._full_lines <= 2 * self.keep:
+            return
+        tmp = self.path.with_name(self.path.name + ".compacting")
+        with open(tmp, "w") as out:
+            for cid in self.ids:
+                if cid not in self.recent:
+                    out.write(json.dumps({"command_id": cid}) + "\n")
+            for entry in self.recent.values():
+                out.write(json.dumps(entry) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a power loss
+        finally:
+            os.close(dir_fd)
+        self._file.close()
+        self._file = open(self.path, "a")
+        self._full_lines = len(self.recent)
+        log.info("compacted %s: %d outcomes, %d ids", self.path, len(self.recent), len(self.ids))
 
     def outcome(self, cid: str) -> tuple[tuple[float, float], Any] | None:
         entry = self.recent.get(cid)
@@ -275,12 +393,17 @@ class _ExecutedLog:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
+        if self._lock is not None:
+            self._lock.close()  # closing releases the flock
+            self._lock = None
 
 
 def _position(params: dict[str, Any]) -> tuple[float, float]:
     p = params.get("position")
+    # math.isfinite, not np.isfinite: a Python int too large for int64 is an object to numpy
     ok = isinstance(p, list) and len(p) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in p
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p
     )
     if not ok:
         raise InvalidParams(f"'position' must be [x, y], two finite numbers in metres; got {p!r:.60}")
@@ -307,7 +430,7 @@ class InstrumentServer:
         self.hooks = hooks
         self.limits = Limits(max_message_bytes=config.max_message_bytes)
         self.address: str | None = None
-        self.executed = _ExecutedLog(config.executed_log, config.results_kept, config.log_fsync)
+        self.executed = _ExecutedLog(config.executed_log, config.results_kept, config.log_fsync, config.ids_kept)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -374,13 +497,16 @@ class InstrumentServer:
                 auth.configure_curve(domain="*", location=str(self.config.allow))
             sock = self._open(ctx, self.config.bind)
             self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-            log.info("serving %s on %s", type(self.instrument).__name__, self.address)
+            if self.executed.path is None and self.config.state_dir is not None:
+                self.executed.attach(self.config.state_dir / executed_log_name(self._description().name, self.address))
+            log.info("serving %s on %s; executed-command log: %s", type(self.instrument).__name__, self.address,
+                     self.executed.path or "in memory only (a restarted server forgets)")
             self._ready.set()
             if on_ready is not None:
                 on_ready(self.address)
             while not stop.is_set():
                 if sock.poll(_POLL_MS, zmq.POLLIN):
-                    sock = self._handle(ctx, sock, sock.recv_multipart(copy=False))
+                    sock = self._handle_safely(ctx, sock, sock.recv_multipart(copy=False))
         finally:
             if sock is not None:
                 sock.close()
@@ -405,6 +531,20 @@ class InstrumentServer:
 
     # --- one request ---
 
+    def _handle_safely(self, ctx: zmq.Context, sock: zmq.Socket, frames: list[Any]) -> zmq.Socket:
+        """One request; nothing it does, however malformed, ends the serving loop."""
+        try:
+            return self._handle(ctx, sock, frames)
+        except Exception:  # a bug on our side for one message must not take the instrument offline
+            log.exception("a request failed outside any method; the server goes on")
+            if len(frames) >= 3:
+                try:
+                    error = RemoteError("the server could not handle this request; see its log")
+                    sock.send_multipart([frames[0].bytes, b"", *encode_error(None, error)], copy=False)
+                except Exception:
+                    log.exception("could not answer the failed request")
+            return sock
+
     def _handle(self, ctx: zmq.Context, sock: zmq.Socket, frames: list[Any]) -> zmq.Socket:
         # ROUTER envelope from a REQ peer: [identity, b"", header, arrays...]
         if len(frames) < 3 or len(frames[1].bytes) != 0:
@@ -413,14 +553,14 @@ class InstrumentServer:
         envelope, body = [frames[0].bytes, b""], frames[2:]
         try:
             msg = decode(body, self.limits)
-        except ProtocolError as exc:
+        except ProtocolError as exc:  # decode raises nothing else
             log.warning("refused a malformed request: %s", exc)
-            sock.send_multipart(envelope + encode_error(_best_effort_id(body), exc), copy=False)
+            sock.send_multipart(envelope + encode_error(best_effort_id(body, self.limits), exc), copy=False)
             return sock
         action = self.hooks.on_request(msg.method or "", msg.params) if self.hooks else ServerAction()
         if action.kind == "restart":
             return self._restart(ctx, sock, action.seconds)
-        reply = self._execute(msg)
+        reply = self._execute(msg, _curve_key(body[0]))
         if action.kind == "drop":
             log.info("fault: dropped the reply to %s %s", msg.method, msg.id)
             return sock
@@ -430,14 +570,17 @@ class InstrumentServer:
         sock.send_multipart(envelope + reply, copy=False)
         return sock
 
-    def _execute(self, msg: Message) -> list[Any]:
+    def _execute(self, msg: Message, key: str | None = None) -> list[Any]:
+        """Run one decoded request; ``key``: the sender's CURVE public key (Z85), if CURVE is on."""
         try:
             entry = self._methods.get(msg.method or "")
             if entry is None:
                 raise UnknownMethod(f"unknown method {msg.method!r}; methods: {', '.join(sorted(self._methods))}")
             needs_lease, method = entry
             if needs_lease:
-                self._lease.check(msg.params.get("lease"))
+                self._lease.check(msg.params.get("lease"), key)
+            if method == self._lease_take:
+                return encode_result(msg.id, *self._lease_take(msg, key))
             return encode_result(msg.id, *method(msg))
         except Exception as exc:  # every failure becomes a structured reply; the server goes on
             if not isinstance(exc, InstrumentError):
@@ -477,12 +620,18 @@ class InstrumentServer:
             state = "unknown"
         return {"command_id": cid, "state": state}, {}
 
-    def _lease_take(self, msg: Message) -> Reply:
+    def _lease_take(self, msg: Message, key: str | None = None) -> Reply:
         client = _string(msg.params, "client")
-        return {"client": client, "lease_s": self._lease.take(client)}, {}
+        token = msg.params.get("token")
+        if token is not None and (not isinstance(token, str) or not 22 <= len(token) <= 200):
+            raise InvalidParams("'token' must be a secret string of 22 to 200 characters (or left out)")
+        token = self._lease.take(client, token, key)
+        log.info("lease taken or renewed by controller %r", client)
+        # the token travels only in this reply, to the controller that holds the lease
+        return {"client": client, "lease_s": self._lease.duration_s, "token": token}, {}
 
     def _release(self, msg: Message) -> Reply:
-        self._lease.holder = None
+        self._lease.release()
         return {"released": True}, {}
 
     def _survey(self, msg: Message) -> Reply:
@@ -524,18 +673,35 @@ class InstrumentServer:
         self.executed.append(cid, position, outcome)
 
 
-def _best_effort_id(body: list[Any]) -> str | None:
-    """The id of a request that failed to decode, if its header is readable JSON at all."""
+def executed_log_name(instrument: str, endpoint: str) -> str:
+    """File name of the executed log of ``instrument`` served on ``endpoint`` (a bound address)."""
+    return "executed-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{instrument}-{endpoint.partition('://')[2]}") + ".jsonl"
+
+
+def default_state_dir(environ: Mapping[str, str]) -> Path:
+    """Where ``aexp serve`` keeps its state: ``$XDG_STATE_HOME/aexp/serve`` (``~/.local/state/...``)."""
+    base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(base) / "aexp" / "serve"
+
+
+def _curve_key(frame: Any) -> str | None:
+    """The sender's CURVE public key (Z85) as the ZAP handler authenticated it; None without CURVE."""
     try:
-        header = json.loads(body[0].bytes)
-        return header.get("id") if isinstance(header.get("id"), str) else None
-    except Exception:
+        return frame.get("User-Id") or None
+    except (zmq.ZMQError, AttributeError, TypeError):  # no ZAP on this socket, or bytes in tests
         return None
 
 
 def run_server(instrument: Instrument, config: ServerConfig, hooks: ServerHooks | None = None,
                announce: Callable[[str], None] = print) -> None:
-    """Serve in the foreground until SIGINT or SIGTERM; ``announce`` gets the bound address."""
+    """Serve in the foreground until SIGINT or SIGTERM; ``announce`` gets the bound address.
+
+    The entry point of a served instrument, so its executed-command log is durable by default:
+    with neither ``executed_log`` nor ``state_dir`` in ``config``, it goes to
+    :func:`default_state_dir` (``$XDG_STATE_HOME/aexp/serve``).
+    """
+    if config.executed_log is None and config.state_dir is None:
+        config = config.model_copy(update={"state_dir": default_state_dir(os.environ)})
     server = InstrumentServer(instrument, config, hooks)
     stop = threading.Event()
 

@@ -12,10 +12,15 @@ arrays and ``"error": {"code": int, "type": str, "message": str}`` (JSON-RPC sty
 again with :func:`raise_remote_error`, so a refused position arrives as :class:`OutOfBounds`.
 
 Receiving is zero-copy (the "multipart messages with zero-copy frames" pattern of the pyzmq guide):
-arrays are ``np.frombuffer`` views on the received frames. Before anything is allocated or viewed,
-:func:`decode` checks the frame count, the total size against :class:`Limits`, each dtype against
-an allow-list (no object, void or big-endian dtypes) and that ``prod(shape) * itemsize`` equals the
-frame's length. Nothing is ever unpickled: headers are JSON, arrays are raw numbers.
+arrays are ``np.frombuffer`` views on the received frames. Every input is bounded before it reaches
+a parser or an allocator (:class:`Limits`): the total size and the header's bytes before JSON is
+parsed, the header's nesting depth before the (recursive) JSON decoder sees it, the digits of each
+number as the decoder meets it (Python's int conversion is quadratic and capped at 4300 digits), and
+for each array its dtype (an allow-list: no object, void or big-endian dtypes), its number of
+dimensions, each dimension and its element count before ``prod(shape) * itemsize`` is compared
+with the frame's length. Whatever else goes wrong while decoding is still a
+:class:`MalformedMessage`, never another exception. Nothing is ever unpickled: headers are JSON,
+arrays are raw numbers.
 
 Example:
     >>> frames = encode_request("r1", "ping", {})
@@ -54,6 +59,8 @@ __all__ = [
     "encode_result",
     "encode_error",
     "decode",
+    "parse_header",
+    "best_effort_id",
     "error_payload",
     "raise_remote_error",
     "exception_from_payload",
@@ -144,11 +151,20 @@ class Limits:
         max_message_bytes: header + all array frames together.
         max_header_bytes: the JSON header frame alone.
         max_arrays: array frames per message.
+        max_depth: nesting of JSON arrays and objects in the header (the header itself is depth 1).
+        max_number_chars: characters of one JSON number (a float's ``repr`` needs at most 24).
+        max_dims: dimensions of one array.
+        max_elements: elements of one array, and its largest dimension; zero-length dimensions
+            count as one, so ``[0, 10**30]`` is refused like ``[10**30]``.
     """
 
     max_message_bytes: int = 64 * 2**20
     max_header_bytes: int = 64 * 2**10
     max_arrays: int = 16
+    max_depth: int = 32
+    max_number_chars: int = 40
+    max_dims: int = 8
+    max_elements: int = 64 * 2**20
 
 
 @dataclass
@@ -238,16 +254,81 @@ def _frame_bytes(frame: Any) -> memoryview:
     return memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
 
 
-def _header(raw: memoryview, limits: Limits) -> dict[str, Any]:
+def _json_depth(text: bytes, limit: int) -> int:
+    """Deepest nesting of ``[``/``{`` outside JSON strings, counted up to ``limit + 1``.
+
+    Runs before ``json.loads``, whose decoder recurses once per level: tens of thousands of ``[``
+    would otherwise end in a RecursionError inside the parser.
+    """
+    if text.count(b"[") + text.count(b"{") <= limit:  # the usual header: nothing to scan
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def _bounded_number(limit: int, convert: Any) -> Any:
+    def parse(text: str) -> Any:
+        if len(text) > limit:
+            raise MalformedMessage(f"a number of {len(text)} characters exceeds the limit of {limit}")
+        return convert(text)
+
+    return parse
+
+
+def _no_constant(name: str) -> Any:
+    raise MalformedMessage(f"{name} is not a JSON number")
+
+
+def parse_header(raw: bytes | memoryview, limits: Limits = Limits()) -> dict[str, Any]:
+    """The JSON object of a header frame, every bound of ``limits`` checked before or while parsing.
+
+    Raises:
+        MessageTooLarge: more than ``limits.max_header_bytes``.
+        MalformedMessage: not UTF-8 JSON, nested deeper than ``limits.max_depth``, a number longer
+            than ``limits.max_number_chars``, NaN/Infinity, or not an object.
+    """
     if len(raw) > limits.max_header_bytes:
         raise MessageTooLarge(f"header of {len(raw)} bytes exceeds the limit of {limits.max_header_bytes}")
+    data = bytes(raw)
+    depth = _json_depth(data, limits.max_depth)
+    if depth > limits.max_depth:
+        raise MalformedMessage(f"header nests arrays/objects deeper than the limit of {limits.max_depth}")
     try:
-        header = json.loads(bytes(raw).decode("utf-8"))
+        header = json.loads(
+            data.decode("utf-8"),
+            parse_int=_bounded_number(limits.max_number_chars, int),
+            parse_float=_bounded_number(limits.max_number_chars, float),
+            parse_constant=_no_constant,
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedMessage(f"header frame is not JSON: {exc}") from None
+    except RecursionError:  # the depth scan should make this unreachable; a parser bug must not kill us
+        raise MalformedMessage("header nests too deeply to parse") from None
     if not isinstance(header, dict):
         raise MalformedMessage(f"header must be a JSON object, got {type(header).__name__}")
     return header
+
+
+def _header(raw: memoryview, limits: Limits) -> dict[str, Any]:
+    return parse_header(raw, limits)
 
 
 def _check_version(header: dict[str, Any]) -> int:
@@ -279,12 +360,28 @@ def _array_specs(header: dict[str, Any], n_frames: int, limits: Limits) -> list[
             raise MalformedMessage(f"arrays[{i}]: name and dtype must be strings")
         if dt not in ALLOWED_DTYPES:
             raise MalformedMessage(f"arrays[{i}] ({name!r}): dtype {dt!r} is not allowed")
-        if not isinstance(shape, list) or len(shape) > 8 or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
-        ):
-            raise MalformedMessage(f"arrays[{i}] ({name!r}): shape must be a list of <= 8 non-negative integers")
-        out.append((name, np.dtype(dt), tuple(shape)))
+        out.append((name, np.dtype(dt), _shape(shape, f"arrays[{i}] ({name!r})", limits)))
     return out
+
+
+def _shape(shape: Any, where: str, limits: Limits) -> tuple[int, ...]:
+    if not isinstance(shape, list) or len(shape) > limits.max_dims or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise MalformedMessage(f"{where}: shape must be a list of <= {limits.max_dims} non-negative integers")
+    return tuple(shape)
+
+
+def _check_elements(name: str, shape: tuple[int, ...], limits: Limits) -> None:
+    """Refuse a shape numpy cannot hold even when a zero dimension makes the frame empty
+    (``[0, 10**30]``: numpy's own refusal would be a ValueError from inside ``reshape``)."""
+    elements = 1
+    for n in shape:
+        elements *= max(n, 1)
+        if n > limits.max_elements or elements > limits.max_elements:
+            raise MalformedMessage(
+                f"array {name!r}: shape {list(shape)} exceeds the limit of {limits.max_elements} elements"
+            )
 
 
 def decode(frames: Sequence[Any], limits: Limits = Limits()) -> Message:
@@ -295,31 +392,50 @@ def decode(frames: Sequence[Any], limits: Limits = Limits()) -> Message:
 
     Raises:
         MalformedMessage, MessageTooLarge, VersionMismatch: the message is refused; nothing was
-            allocated for its arrays.
+            allocated for its arrays. No other exception leaves this function.
     """
+    try:
+        return _decode(frames, limits)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # a check we lack must still end in a refusal, not in the caller's crash
+        raise MalformedMessage(f"message could not be decoded: {type(exc).__name__}: {exc!s:.200}") from None
+
+
+def _decode(frames: Sequence[Any], limits: Limits) -> Message:
     if not frames:
         raise MalformedMessage("empty message")
     raws = [_frame_bytes(f) for f in frames]
     total = sum(len(r) for r in raws)
     if total > limits.max_message_bytes:
         raise MessageTooLarge(f"message of {total} bytes exceeds the limit of {limits.max_message_bytes}")
-    header = _header(raws[0], limits)
+    header = parse_header(raws[0], limits)
     v = _check_version(header)
     msg_id = header.get("id")
     if not isinstance(msg_id, str) and not (msg_id is None and "error" in header):
         raise MalformedMessage(f"header 'id' must be a string, got {msg_id!r:.40}")
     arrays = {}
     for (name, dt, shape), raw in zip(_array_specs(header, len(raws) - 1, limits), raws[1:]):
-        # math.prod on Python ints cannot overflow: a lying huge shape fails here, unallocated
+        # at most max_dims factors of at most max_number_chars digits each: a cheap, exact product
         declared = math.prod(shape) * dt.itemsize
         if declared != len(raw):
             raise MalformedMessage(f"array {name!r}: shape {list(shape)} x {dt.itemsize} B = {declared} B, frame has {len(raw)} B")
+        _check_elements(name, shape, limits)
         if name in arrays:
             raise MalformedMessage(f"array {name!r} appears twice")
         view = np.frombuffer(raw, dtype=dt).reshape(shape)
         view.flags.writeable = False  # a view on the message: copy before changing it
         arrays[name] = view
     return _message(header, msg_id, v, arrays)
+
+
+def best_effort_id(frames: Sequence[Any], limits: Limits = Limits()) -> str | None:
+    """The id of a message that failed to decode, if its header is readable within ``limits``."""
+    try:
+        msg_id = parse_header(_frame_bytes(frames[0]), limits).get("id")
+    except Exception:
+        return None
+    return msg_id if isinstance(msg_id, str) and len(msg_id) <= 200 else None
 
 
 def _message(header: dict[str, Any], msg_id: Any, v: int, arrays: dict[str, np.ndarray]) -> Message:

@@ -153,3 +153,57 @@ def test_fuzzed_bytes_decode_or_raise_a_protocol_error(raw):
         decode(raw)
     except ProtocolError:
         pass
+
+
+@pytest.mark.parametrize(
+    "frames, match",
+    [
+        ([b"[" * 30000 + b"]" * 30000], "deeper than the limit of 32"),
+        ([b'{"v": 1, "id": "a", "method": "m", "params": {"p": ' + b"[" * 33 + b"]" * 33 + b"}}"], "deeper"),
+        ([b'{"v": ' + b"1" * 5000 + b"}"], "number of 5000 characters exceeds the limit of 40"),
+        ([b'{"v": 1, "id": "a", "method": "m", "params": {"p": [1.' + b"5" * 100 + b"]}}"], "102 characters"),
+        ([b'{"v": 1, "id": "a", "method": "m", "params": {"p": NaN}}'], "NaN is not a JSON number"),
+        ([_header(arrays=[{"name": "a", "dtype": "<f8", "shape": [0, 10**30]}]), b""], "exceeds the limit of 67108864 elements"),
+        ([_header(arrays=[{"name": "a", "dtype": "<f8", "shape": [0, 2**62, 2**62]}]), b""], "limit of 67108864 elements"),
+        ([_header(arrays=[{"name": "a", "dtype": "<f8", "shape": [1] * 9}]), b"x" * 8], "<= 8 non-negative"),
+    ],
+)
+def test_every_input_is_bounded_before_a_parser_or_allocator_sees_it(frames, match):
+    with pytest.raises(MalformedMessage, match=match):
+        decode(frames)
+
+
+def test_the_bounds_are_limits_a_receiver_can_set():
+    deep = b'{"v": 1, "id": "a", "method": "m", "params": {"p": [[[1]]]}}'
+    assert decode([deep]).params == {"p": [[[1]]]}
+    with pytest.raises(MalformedMessage, match="deeper than the limit of 3"):
+        decode([deep], Limits(max_depth=3))
+    empty = [_header(arrays=[{"name": "a", "dtype": "<f8", "shape": [0, 100]}]), b""]
+    assert decode(empty).arrays["a"].shape == (0, 100)
+    with pytest.raises(MalformedMessage, match="limit of 99 elements"):
+        decode(empty, Limits(max_elements=99))
+
+
+def test_brackets_inside_strings_are_not_nesting():
+    frames = [_header(params={"note": "[" * 1000 + "{" * 1000 + '\\"['})]
+    assert decode(frames).params["note"].startswith("[[[")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    depth=st.integers(min_value=0, max_value=20000),
+    digits=st.integers(min_value=1, max_value=6000),
+    shape=st.lists(st.integers(min_value=0, max_value=2**70), max_size=10),
+    frame=st.binary(max_size=64),
+)
+def test_fuzzed_nesting_numbers_and_shapes_decode_or_raise_a_protocol_error(depth, digits, shape, frame):
+    for frames in (
+        [b"[" * depth + b"]" * depth],
+        [b'{"v": 1, "id": "a", "method": "m", "params": {"p": ' + b"[" * depth + b"1" + b"]" * depth + b"}}"],
+        [b'{"v": 1, "id": "a", "method": "m", "params": {"p": ' + b"7" * digits + b"}}"],
+        [_header(arrays=[{"name": "a", "dtype": "<f4", "shape": shape}]), frame],
+    ):
+        try:
+            decode(frames)
+        except ProtocolError:
+            pass

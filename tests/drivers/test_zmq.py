@@ -63,7 +63,7 @@ def serve():
 
     def _start(instrument=None, hooks=None, **config):
         s = InstrumentServer(instrument or Counting(PlasmonicSimulator(seed=0, **SIM)),
-                             ServerConfig(bind="tcp://127.0.0.1:*", **config), hooks)
+                             ServerConfig(**{"bind": "tcp://127.0.0.1:*", **config}), hooks)
         s.start()
         servers.append(s)
         return s
@@ -285,4 +285,70 @@ def test_check_without_a_server_says_so(tmp_path, capsys):
     p.write_text(yaml.safe_dump(cfg.to_dict()))
     assert main(["check", str(p)]) == 2
     err = capsys.readouterr().err
-    assert "InstrumentTimeout" in err and "no reply from tcp://127.0.0.1:" in err and "'aexp serve' running" in err
+    assert "InstrumentUnreachable" in err and "no reply from tcp://127.0.0.1:" in err and "'aexp serve' running" in err
+
+
+def test_an_unreachable_server_is_not_a_failed_measurement(serve, tmp_path):
+    from aexp.instrument import InstrumentUnreachable
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    log = tmp_path / "executed.jsonl"
+    first = serve(bind=address, executed_log=log)
+    inst = client(address, timeout_s=0.2, retries=1)
+    m0 = inst.measure((5e-9, 5e-9), command_id="c0")
+    first.stop()  # the server goes away; nothing answers any more
+    with pytest.raises(InstrumentUnreachable, match="no reply from"):
+        inst.measure((6e-9, 5e-9), command_id="c1")
+    second = serve(bind=address, executed_log=log)  # back, on the same log, with the lease forgotten
+    m1 = inst.measure((6e-9, 5e-9), command_id="c1")  # the same command, re-sent: the lease is taken again
+    again = inst.measure((5e-9, 5e-9), command_id="c0")
+    np.testing.assert_array_equal(again.spectrum, m0.spectrum)
+    assert m1.position == (6e-9, 5e-9)
+    assert first.instrument.measured == ["c0"] and second.instrument.measured == ["c1"]
+    inst.close()
+
+
+def test_a_measurement_the_server_reports_failed_stays_a_failed_measurement(serve):
+    class Broken(Counting):
+        def measure(self, position, command_id=""):
+            raise MeasurementFailed("detector saturated")
+
+    s = serve(instrument=Broken(PlasmonicSimulator(seed=0, **SIM)))
+    with client(s.address) as inst:
+        with pytest.raises(MeasurementFailed, match="detector saturated") as info:
+            inst.measure((5e-9, 5e-9), command_id="c0")
+    assert not isinstance(info.value, InstrumentTimeout)
+
+
+def test_a_resumed_driver_takes_its_lease_back_with_the_recorded_token(serve):
+    s = serve(lease_s=30.0)
+    killed = client(s.address)
+    killed.survey()  # holds the lease; then "killed": never releases it
+    token = killed.lease_token
+    with client(s.address) as other, pytest.raises(LeaseHeld, match=killed.client_id) as info:
+        other.survey()
+    assert token not in str(info.value)
+    with client(s.address, lease_token=token) as resumed:
+        assert resumed.survey().image.shape == (1, 32, 32)
+        assert resumed.lease_token == token
+    with client(s.address) as later:  # the resumed driver released it on close
+        assert later.survey().image.shape == (1, 32, 32)
+    killed.close()
+
+
+def test_under_curve_the_lease_is_bound_to_the_key_that_took_it(serve, curve_keys, tmp_path):
+    zmq.auth.create_certificates(str(curve_keys["bad"]), "second")
+    (curve_keys["allow"] / "second.key").write_bytes((curve_keys["bad"] / "second.key").read_bytes())
+    second_keys = tmp_path / "second"
+    second_keys.mkdir()
+    for suffix in (".key", ".key_secret"):
+        (second_keys / f"second{suffix}").write_bytes((curve_keys["bad"] / f"second{suffix}").read_bytes())
+    s = serve(keys=curve_keys["server"], allow=curve_keys["allow"])
+    server_key = curve_keys["server"] / "server.key"
+    holder = client(s.address, keys=curve_keys["good"], server_key=server_key, timeout_s=3.0)
+    holder.survey()
+    thief = client(s.address, keys=second_keys, server_key=server_key, timeout_s=3.0, lease_token=holder.lease_token)
+    with pytest.raises(LeaseHeld):
+        thief.survey()  # the right token from the wrong key
+    thief.close()
+    holder.close()
