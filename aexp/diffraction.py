@@ -155,8 +155,10 @@ def disk_centre(
     pattern: np.ndarray, calibration: DetectorCalibration, guess_mrad: np.ndarray, window_mrad: float
 ) -> np.ndarray:
     """Centre (kx, ky) in mrad of the disk near ``guess_mrad``: the centroid of the counts above
-    the window's lowest count, in a circular window of radius ``window_mrad`` re-centred on the
-    centroid a few times, so a disk wholly inside the window is found to a fraction of a pixel.
+    the background, in a circular window of radius ``window_mrad`` re-centred on the centroid a
+    few times, so a disk wholly inside the window is found to a fraction of a pixel. The
+    background is a plane fitted to the window's outer two pixels, so the window should be a
+    little (two pixels or more) wider than the disk.
 
     Args:
         pattern: ``ky x kx`` or ``N x ky x kx``.
@@ -176,14 +178,32 @@ def disk_centre(
             raise DiffractionError(
                 f"disk_centre: a window of {window} mrad around {centre[0].round(3).tolist()} mrad lies off the detector"
             )
-        floor = np.where(inside, p, np.inf).min(axis=(1, 2))
-        w = np.where(inside, p - floor[:, None, None], 0.0)
+        # the background under the disk, a plane fitted to the window's rim (its outer two
+        # pixels): a plain centroid would be pulled towards the beam by the sloping diffuse halo
+        d2 = (kx[None] - centre[:, :1, None]) ** 2 + (ky[None] - centre[:, 1:, None]) ** 2
+        rim = inside & (d2 >= (window - 2 * calibration.pixel_mrad) ** 2)
+        w = np.where(inside, np.maximum(p - _rim_plane(p, rim, kx, ky), 0.0), 0.0)
         total = w.sum(axis=(1, 2))
         found = total > 0
         safe = np.where(found, total, 1.0)
         new = np.stack([(w * kx).sum(axis=(1, 2)) / safe, (w * ky).sum(axis=(1, 2)) / safe], axis=1)
         centre = np.where(found[:, None], new, centre)  # a flat window keeps its guess
     return centre[0] if single else centre
+
+
+def _rim_plane(p: np.ndarray, rim: np.ndarray, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
+    """``N x ky x kx``: the plane ``c0 + c1 kx + c2 ky`` least-squares fitted to each pattern's
+    ``rim`` pixels (a flat level where the rim cannot fix a plane)."""
+    basis = np.stack([np.ones_like(kx), kx, ky])  # 3 x H x W
+    m = np.einsum("iyx,jyx,nyx->nij", basis, basis, rim.astype(float))
+    rhs = np.einsum("iyx,nyx->ni", basis, np.where(rim, p, 0.0))
+    flat = np.linalg.matrix_rank(m) < 3
+    coef = np.zeros((len(p), 3))
+    if (~flat).any():
+        coef[~flat] = np.linalg.solve(m[~flat], rhs[~flat][..., None])[..., 0]
+    counts = m[:, 0, 0]
+    coef[flat, 0] = rhs[flat, 0] / np.maximum(counts[flat], 1.0)
+    return np.einsum("ni,iyx->nyx", coef, basis)
 
 
 def _unit(direction_rad: float) -> np.ndarray:
@@ -228,12 +248,12 @@ def bragg_ratio(
     radius_mrad: float,
 ) -> float | np.ndarray:
     """``I(g1) / I(g2)``: counts within ``radius_mrad`` of ``beam + g1`` over those near
-    ``beam + g2``, with ``beam`` the centre of the central disk (found with
-    :func:`disk_centre`), so the ratio does not move when the whole pattern does. ``g1``, ``g2``
+    ``beam + g2``, with ``beam`` the centre of the central disk (found with :func:`disk_centre`
+    in a window two pixels wider than ``radius_mrad``), so the ratio does not move when the whole pattern does. ``g1``, ``g2``
     are (kx, ky) in mrad; with ``g2 = -g1`` it measures the Friedel-pair asymmetry (polarity)."""
     p, single = _batch(pattern)
     radius = _positive("bragg_ratio radius_mrad", radius_mrad)
-    beam = disk_centre(p, calibration, np.zeros(2), radius)
+    beam = disk_centre(p, calibration, np.zeros(2), radius + 2 * calibration.pixel_mrad)
     kx, ky = calibration.k_grid(p.shape[-2:])
 
     def counts(g: tuple[float, float]) -> np.ndarray:
