@@ -69,8 +69,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
+from importlib import import_module, metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,7 +96,9 @@ from .common import (
     rng_for,
 )
 
-__all__ = ["FourDStemSimulator", "FourDStemOptions", "electron_wavelength_m", "CHANNELS", "PHYSICS"]
+__all__ = [
+    "FourDStemSimulator", "FourDStemOptions", "electron_wavelength_m", "write_4d", "CHANNELS", "PHYSICS",
+]
 
 NAME = "fourdstem"
 CHANNELS = ("haadf", "adf", "com_x", "com_y")
@@ -458,3 +463,68 @@ class FourDStemSimulator(SquareScan):
             sd = np.sqrt(np.bincount(blocks, spread) / size / 2 / (o.survey_dose * size))
             images.append((mean + sd * rng.standard_normal(len(size)))[blocks])
         return np.stack([im.reshape(n, n) for im in images]).astype(np.float32)
+
+
+_WRITERS = {".hspy": "rsciio.hspy", ".zspy": "rsciio.zspy"}
+
+
+def write_4d(path: str | Path, sim: FourDStemSimulator, stride: int = 1) -> np.ndarray:
+    """Measure a pattern at every ``stride``-th survey pixel of ``sim`` and write the
+    ``rows x cols x ky x kx`` data set to ``path`` (``.hspy``, HDF5, or ``.zspy``, Zarr) through
+    rosettasciio, as HyperSpy, pyxem and py4DSTEM users read it: navigation axes ``y``, ``x`` in
+    nm, signal axes ``ky``, ``kx`` in mrad (offset so the undeflected beam is at 0),
+    ``signal_type`` ``"electron_diffraction"``, and the twin's name, seed, options and detector
+    calibration under ``original_metadata["aexp"]``. Returns the data written.
+
+    Raises:
+        ValueError: the suffix is not ``.hspy`` or ``.zspy``, or ``stride < 1``.
+        ImportError: rosettasciio is missing (``pip install 'aexp[fourdstem]'``).
+    """
+    path = Path(path)
+    if path.suffix not in _WRITERS:
+        raise ValueError(f"{path}: a 4D-STEM file must end in {' or '.join(_WRITERS)}")
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"write_4d: stride must be an integer >= 1, got {stride!r}")
+    try:
+        writer = import_module(_WRITERS[path.suffix]).file_writer
+    except ImportError as exc:
+        raise ImportError(f"writing {path.suffix} needs rosettasciio: pip install 'aexp[fourdstem]' ({exc})") from exc
+    o = sim.options
+    idx = np.arange(0, o.survey_pixels, stride)
+    rc = np.stack(np.meshgrid(idx, idx, indexing="ij"), -1).reshape(-1, 2)
+    xy = sim.transform.to_instrument(rc)
+    patterns = np.stack([sim.measure_pattern((float(x), float(y)))[0] for x, y in xy])
+    n = o.detector_pixels
+    data = patterns.reshape(len(idx), len(idx), n, n).astype(np.float32)
+    cal = sim.calibration
+    step_nm = o.pixel_size_m * stride * 1e9
+    axes = [
+        {"name": "y", "units": "nm", "scale": step_nm, "offset": 0.0, "size": len(idx), "navigate": True},
+        {"name": "x", "units": "nm", "scale": step_nm, "offset": 0.0, "size": len(idx), "navigate": True},
+        {"name": "ky", "units": "mrad", "scale": cal.pixel_mrad, "offset": -cal.centre_px[0] * cal.pixel_mrad,
+         "size": n, "navigate": False},
+        {"name": "kx", "units": "mrad", "scale": cal.pixel_mrad, "offset": -cal.centre_px[1] * cal.pixel_mrad,
+         "size": n, "navigate": False},
+    ]
+    signal = {
+        "data": data,
+        "axes": axes,
+        "metadata": {"General": {"title": f"{NAME} twin, seed {sim.seed}"},
+                     "Signal": {"signal_type": "electron_diffraction", "quantity": "Counts (electrons)"}},
+        "original_metadata": {"aexp": {"instrument": NAME, "seed": sim.seed, "stride": int(stride),
+                                       "options": json.loads(o.model_dump_json()),
+                                       "calibration": cal.to_dict()}},
+        # the remaining keys are those of a HyperSpy signal's dictionary, which the writers expect
+        "attributes": {"_lazy": False}, "tmp_parameters": {}, "learning_results": {}, "models": {},
+        "package_info": {"name": "aexp", "version": _version()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer(str(path), signal, show_progressbar=False)
+    return data
+
+
+def _version() -> str:
+    try:
+        return metadata.version("aexp")
+    except metadata.PackageNotFoundError:
+        return "unknown"

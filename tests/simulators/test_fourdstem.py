@@ -19,7 +19,7 @@ from aexp.diffraction import (
     disk_spacing_strain,
 )
 from aexp.instrument import Instrument, MeasurementFailed, OutOfBounds
-from simulators.fourdstem import CHANNELS, PHYSICS, FourDStemSimulator, electron_wavelength_m
+from simulators.fourdstem import CHANNELS, PHYSICS, FourDStemSimulator, electron_wavelength_m, write_4d
 
 SEED = 3
 SMALL = {"survey_pixels": 24, "pixel_size_m": 2.5e-9}
@@ -184,3 +184,30 @@ def test_local_physics_names():
     h = sim.hidden_features(_grid(sim, stride=6))
     assert set(h) == set(PHYSICS) | {"com_x_mrad", "com_y_mrad"}
     assert all(v.shape == (16,) for v in h.values())
+
+
+@pytest.mark.parametrize("suffix, reader", [(".hspy", "rsciio.hspy"), (".zspy", "rsciio.zspy")])
+def test_a_4d_file_written_by_the_twin_reads_back_with_rosettasciio(tmp_path, suffix, reader):
+    read = pytest.importorskip(reader).file_reader
+    sim = FourDStemSimulator(seed=SEED, survey_pixels=8, pixel_size_m=2e-9)
+    data = write_4d(tmp_path / f"scan{suffix}", sim, stride=2)
+    assert data.shape == (4, 4, 64, 64)
+    # the same patterns a fresh twin measures at those places
+    again, _ = FourDStemSimulator(seed=SEED, survey_pixels=8, pixel_size_m=2e-9).measure_pattern((8e-9, 4e-9))  # row 1, col 2: y 4 nm, x 8 nm
+    np.testing.assert_array_equal(data[1, 2], again)
+    (signal,) = read(str(tmp_path / f"scan{suffix}"))
+    np.testing.assert_array_equal(np.asarray(signal["data"]), data)
+    axes = {a["name"]: a for a in signal["axes"]}
+    assert [a["name"] for a in signal["axes"]] == ["y", "x", "ky", "kx"]
+    assert axes["x"]["scale"] == pytest.approx(4.0) and axes["x"]["units"] == "nm" and axes["x"]["navigate"]
+    assert axes["kx"]["scale"] == pytest.approx(0.35) and axes["kx"]["offset"] == pytest.approx(-31.5 * 0.35)
+    assert not axes["ky"]["navigate"]
+    assert signal["metadata"]["Signal"]["signal_type"] == "electron_diffraction"
+    stored = signal["original_metadata"]["aexp"]
+    assert stored["instrument"] == "fourdstem" and stored["seed"] == SEED
+    assert stored["calibration"]["pixel_mrad"] == pytest.approx(0.35)
+
+
+def test_write_4d_names_a_wrong_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"scan.h5: a 4D-STEM file must end in .hspy or .zspy"):
+        write_4d(tmp_path / "scan.h5", FourDStemSimulator(seed=0, survey_pixels=8))
