@@ -37,7 +37,7 @@ from .config import (
 )
 from .targets import TARGETS
 
-__all__ = ["render", "main"]
+__all__ = ["render", "main", "model_section"]
 
 SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("instrument", InstrumentConfig),
@@ -58,7 +58,7 @@ def _type_name(annotation: Any) -> str:
         return " | ".join(f"`{a}`" for a in args)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args)
-    if origin is list:
+    if origin in (list, tuple):
         return f"list of {_type_name(args[0])}" if args else "list"
     if origin is dict:
         return "mapping"
@@ -82,6 +82,10 @@ def _default(field: FieldInfo) -> str:
         value = float(f"{value:.6g}")
     if value is None or isinstance(value, bool):  # YAML spelling; by type, since 0 == False
         return f"`{'null' if value is None else str(value).lower()}`"
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, dict) and len(str(value)) > 60:
+        return f"built-in table of {len(value)} entries"
     return f"`{value}`"
 
 
@@ -100,11 +104,16 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _section(title: str, model: type[BaseModel]) -> list[str]:
-    doc = inspect.cleandoc(model.__doc__ or "")
+def model_section(title: str, model: type[BaseModel], inherited: type[BaseModel] | None = None) -> list[str]:
+    """A Markdown section for one pydantic model: its docstring's first paragraph, then one row per
+    field (key, type, default, limits, description), leaving out the fields of ``inherited``."""
+    doc = inspect.cleandoc(model.__doc__ or "").split("\n\n")[0].replace(":class:", "")
+    skip = set(inherited.model_fields) if inherited is not None else set()
     lines = [f"## `{title}`", "", " ".join(doc.split()), "", "| key | type | default | limits | meaning |",
              "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
+        if name in skip:
+            continue
         lines.append(f"| `{name}` | {_cell(_type_name(field.annotation))} | {_cell(_default(field))} | "
                      f"{_limits(field)} | {_cell(field.description or '')} |")
     return lines + [""]
@@ -152,7 +161,7 @@ def render() -> str:
         lines.append(f"| `{name}` | {_cell(_type_name(field.annotation))} | {_cell(_default(field))} | {notes[name]} |")
     lines.append("")
     for title, model in SECTIONS:
-        lines += _section(title, model)
+        lines += model_section(title, model)
         if title == "policy":
             lines += _targets()
     lines += ["`embedder: none` (the string) stands for `{kind: none}`: the surrogate sees the raw patch.", ""]

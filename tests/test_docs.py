@@ -12,8 +12,9 @@ wrong without running it:
 - Any argument naming a file under a folder of the repository (``configs/``, ``benchmarks/``, ...)
   names one that exists.
 
-A failure names the file and line of the command. The generated ``docs/configuration.md`` must match
-what :mod:`aexp.config_reference` writes today.
+A failure names the file and line of the command. The generated pages must match what their
+generators write today: ``docs/configuration.md`` (:mod:`aexp.config_reference`) and
+``docs/instrument-options.md`` (:mod:`simulators.options_reference`).
 """
 
 from __future__ import annotations
@@ -256,6 +257,14 @@ def test_configuration_reference_is_current() -> None:
     page = (ROOT / "docs" / "configuration.md").read_text()
     assert page == render(), ("docs/configuration.md is stale: regenerate it with "
                               "`python -m aexp.config_reference --out docs/configuration.md`")
+
+
+def test_instrument_options_reference_is_current() -> None:
+    from simulators.options_reference import render
+
+    page = (ROOT / "docs" / "instrument-options.md").read_text()
+    assert page == render(), ("docs/instrument-options.md is stale: regenerate it with "
+                              "`python -m simulators.options_reference --out docs/instrument-options.md`")
 
 
 def test_the_cli_policy_list_is_the_policies_module_list() -> None:
