@@ -7,7 +7,9 @@ wrong without running it:
 
 - ``aexp ...`` and ``python -m aexp ...``: the real argparse parser accepts the subcommand and flags;
   the config file it names exists. The cheap ones are run: ``--help``, ``--version``, ``aexp check``.
-- ``python -m MODULE``: the module exists. ``python SCRIPT.py``, ``pytest PATH``: the files exist.
+- ``python SCRIPT.py ARGS`` (the benchmarks, the example): the script's own argparse parser accepts
+  ARGS; the script stops right after parsing, so nothing is measured.
+- ``python -m MODULE``: the module exists. ``pytest PATH``: the files exist.
 - ``make``: every target is in the Makefile, every ``VAR=value`` names one of its variables.
 - Any argument naming a file under a folder of the repository (``configs/``, ``benchmarks/``, ...)
   names one that exists.
@@ -19,11 +21,14 @@ generators write today: ``docs/configuration.md`` (:mod:`aexp.config_reference`)
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import io
 import re
+import runpy
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +174,34 @@ def _run_aexp(command: Command, argv: list[str]) -> None:
         assert status == 0, f"{command}\n  exits {status}: {err.getvalue().strip()}"
 
 
+class _Parsed(Exception):
+    """Raised right after a script's parser accepted its arguments, so the script does no work."""
+
+
+def _parse_script(command: Command, script: str, args: list[str], monkeypatch) -> None:
+    path = ROOT / script
+    assert path.is_file(), f"{command}\n  no script {script}"
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, *a, **k):
+        original(self, *a, **k)
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr(sys, "argv", [str(path), *args])
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            runpy.run_path(str(path), run_name="__main__")
+    except _Parsed:
+        return
+    except SystemExit as exit_:  # --help exits 0 once it has printed
+        if exit_.code != 0:
+            raise AssertionError(f"{command}\n  its parser refuses it: {err.getvalue().strip()}") from None
+        return
+    raise AssertionError(f"{command}\n  {script} finished without parsing any arguments")
+
+
 def _check_make(command: Command) -> None:
     targets, variables = _makefile()
     for word in command.argv[1:]:
@@ -197,7 +230,7 @@ def test_documented_command(command: Command, monkeypatch) -> None:
         else:
             assert module and importlib.util.find_spec(module) is not None, f"{command}\n  no module {module!r}"
     elif words[0].startswith("python"):
-        assert (ROOT / words[1]).is_file(), f"{command}\n  no script {words[1]}"
+        _parse_script(command, words[1], words[2:], monkeypatch)
     elif words[0] == "pytest":
         paths = [w for w in words[1:] if not w.startswith("-") and "/" in w]
         for path in paths:
@@ -246,6 +279,9 @@ def test_a_bad_command_is_reported_with_its_file_and_line(monkeypatch) -> None:
     missing = extract_commands("```\naexp check configs/no-such.yaml\n```\n", "docs/y.md")[0]
     with pytest.raises(AssertionError, match=r"(?s)docs/y\.md:2: .*configs/no-such\.yaml"):
         test_documented_command(missing, monkeypatch)
+    script = extract_commands("```\npython benchmarks/atoms.py --no-such-flag\n```\n", "docs/z.md")[0]
+    with pytest.raises(AssertionError, match=r"(?s)docs/z\.md:2: .*unrecognized arguments: --no-such-flag"):
+        test_documented_command(script, monkeypatch)
     target = extract_commands("```\nmake no-such-target\n```\n", "README.md")[0]
     with pytest.raises(AssertionError, match=r"(?s)README\.md:2: .*no target 'no-such-target'"):
         test_documented_command(target, monkeypatch)
