@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -73,8 +73,47 @@ def _nonnegative(text: str) -> int:
     return value
 
 
+def _shows_default(action: argparse.Action) -> bool:
+    default = action.default  # by identity: a default of 0 is worth showing, False is not
+    return not (default is None or default is False or default is argparse.SUPPRESS or default == [])
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default when it has one worth showing (not None, an off switch or [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return super()._get_help_string(action) if _shows_default(action) else action.help
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aexp")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _policies_epilog() -> str:
+    # the config's literal, not aexp.policies (which imports torch): --help and --version stay fast;
+    # tests/aexp/test_cli.py checks that the two lists agree
+    from typing import get_args
+
+    from ..config import PolicyConfig
+
+    kinds = ", ".join(get_args(PolicyConfig.model_fields["kind"].annotation))
+    return f"policies (policy.kind in a config): {kinds}. Docs: docs/index.md"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``aexp`` argument parser, every subcommand included (the docs check parses with it)."""
+    return _parser()
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aexp", description="Autonomous microscope experiments.")
+    p = argparse.ArgumentParser(prog="aexp", description="Autonomous microscope experiments.",
+                                formatter_class=_HelpFormatter, epilog=_policies_epilog())
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an experiment into a session folder")
@@ -123,6 +162,14 @@ def _parser() -> argparse.ArgumentParser:
     from .data import add_parsers as add_data_parsers
 
     add_data_parsers(sub)  # import
+
+    for name, command in sub.choices.items():
+        command.formatter_class = _HelpFormatter
+        for action in command._actions:  # argparse prints no default for an option without help
+            if action.help is None and action.option_strings and _shows_default(action):
+                action.help = "(default: %(default)s)"
+        if name in ("run", "check", "bench") and command.epilog is None:
+            command.epilog = p.epilog
     return p
 
 

@@ -67,7 +67,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     report = sub.add_parser("report", help="figures and one self-contained HTML page of a session")
     report.add_argument("folder", type=Path)
     report.add_argument("--out", type=Path, default=None,
-                        help="folder for report.html and the PNGs (default: FOLDER/report)")
+                        help="folder for report.html and the PNGs (default: FOLDER-report, beside the session)")
     report.add_argument("--maps-at", default=None,
                         help="comma-separated steps at which to draw the model's maps (default: 3 steps)")
 

@@ -79,3 +79,28 @@ def test_a_bug_prints_its_traceback_and_exits_1_while_a_user_error_is_one_line(c
     assert main(["check", str(config) + ".missing"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read" in err and "Traceback" not in err
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"aexp {version('aexp')}"
+
+
+def test_help_lists_the_policy_kinds_and_shows_defaults(capsys):
+    from aexp.policies import POLICY_KINDS
+
+    for argv, default in ((["--help"], None), (["run", "--help"], None),
+                          (["bench", "--help"], "(default: [0, 1, 2, 3, 4])"),
+                          (["serve", "--help"], "(default: tcp://127.0.0.1:5555)")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal width
+        if argv[0] != "serve":
+            assert f"policies (policy.kind in a config): {', '.join(POLICY_KINDS)}" in out
+        if default is not None:
+            assert default in out

@@ -1,0 +1,184 @@
+"""The configuration reference, ``docs/configuration.md``, written from the config classes themselves.
+
+Every key, type, default and description comes from the pydantic models of :mod:`aexp.config` and
+every target's parameters from the signatures in :data:`aexp.targets.TARGETS`, so the page cannot
+drift from what ``aexp check`` accepts. ``tests/test_docs.py`` fails when the committed page differs
+from :func:`render`.
+
+Regenerate after changing a config class::
+
+    python -m aexp.config_reference --out docs/configuration.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from .config import (
+    CandidatesConfig,
+    EmbedderConfig,
+    ExperimentConfig,
+    InstrumentConfig,
+    NeighbourCount,
+    PolicyConfig,
+    RecordingConfig,
+    StoppingConfig,
+    SurrogateConfig,
+)
+from .targets import TARGETS
+
+__all__ = ["render", "main", "model_section"]
+
+SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
+    ("instrument", InstrumentConfig),
+    ("candidates", CandidatesConfig),
+    ("embedder", EmbedderConfig),
+    ("surrogate", SurrogateConfig),
+    ("surrogate.neighbour_counts[]", NeighbourCount),
+    ("policy", PolicyConfig),
+    ("stopping", StoppingConfig),
+    ("recording", RecordingConfig),
+)
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(f"`{a}`" for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if annotation is type(None):
+        return "null"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+    elif field.default is PydanticUndefined:
+        return "required"
+    else:
+        value = field.default
+    if isinstance(value, BaseModel):
+        return "see below"
+    if isinstance(value, float):
+        value = float(f"{value:.6g}")
+    if value is None or isinstance(value, bool):  # YAML spelling; by type, since 0 == False
+        return f"`{'null' if value is None else str(value).lower()}`"
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, dict) and len(str(value)) > 60:
+        return f"built-in table of {len(value)} entries"
+    return f"`{value}`"
+
+
+def _limits(field: FieldInfo) -> str:
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    found = []
+    for meta in field.metadata:
+        for name, sign in words.items():
+            bound = getattr(meta, name, None)
+            if bound is not None:
+                found.append(f"{sign} {bound}")
+    return ", ".join(found)
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def model_section(title: str, model: type[BaseModel], inherited: type[BaseModel] | None = None) -> list[str]:
+    """A Markdown section for one pydantic model: its docstring's first paragraph, then one row per
+    field (key, type, default, limits, description), leaving out the fields of ``inherited``."""
+    doc = inspect.cleandoc(model.__doc__ or "").split("\n\n")[0].replace(":class:", "")
+    skip = set(inherited.model_fields) if inherited is not None else set()
+    lines = [f"## `{title}`", "", " ".join(doc.split()), "", "| key | type | default | limits | meaning |",
+             "|---|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        lines.append(f"| `{name}` | {_cell(_type_name(field.annotation))} | {_cell(_default(field))} | "
+                     f"{_limits(field)} | {_cell(field.description or '')} |")
+    return lines + [""]
+
+
+def _targets() -> list[str]:
+    lines = ["## `target`", "", "`name` picks a scalariser of `aexp.targets`; its parameters stand beside it "
+             "(`{name: band_intensity, window: [2.3, 2.9]}`), in the units of the spectrum axis.", "",
+             "| name | parameters (default) | what it computes |", "|---|---|---|"]
+    for name in sorted(TARGETS):
+        fn = TARGETS[name]
+        params = []
+        for p in inspect.signature(fn).parameters.values():
+            if p.name in ("spectra", "axis"):
+                continue
+            params.append(f"`{p.name}`" if p.default is inspect.Parameter.empty else f"`{p.name}` ({p.default!r})")
+        summary = (inspect.getdoc(fn) or "").split("\n\n")[0]
+        lines.append(f"| `{name}` | {', '.join(params) or '-'} | {_cell(summary)} |")
+    return lines + [""]
+
+
+def render() -> str:
+    """The whole reference page as Markdown."""
+    top = ExperimentConfig.model_fields
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated by `python -m aexp.config_reference --out docs/configuration.md` from aexp/config.py and",
+        "     aexp/targets.py; do not edit by hand (tests/test_docs.py compares). -->",
+        "",
+        "One YAML file describes one experiment. Unknown keys and wrong types are errors naming the file and",
+        "the key; `aexp check CONFIG` also checks what needs the instrument (channels, the patch against the",
+        "survey, the target window against the spectrum axis, the budget against the candidates). The budget",
+        "is `policy.n_initial + stopping.max_steps`. The shipped configs in `configs/` are commented examples.",
+        "",
+        "## Top level",
+        "",
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    notes = {"name": "a label, recorded in the manifest", "seed": "seed of every random choice (`aexp run --seed` "
+             "overrides it)", "device": "`auto` uses a GPU when torch sees one"}
+    for name in ("name", "seed", "device"):
+        field = top[name]
+        lines.append(f"| `{name}` | {_cell(_type_name(field.annotation))} | {_cell(_default(field))} | {notes[name]} |")
+    lines.append("")
+    for title, model in SECTIONS:
+        lines += model_section(title, model)
+        if title == "policy":
+            lines += _targets()
+    lines += ["`embedder: none` (the string) stands for `{kind: none}`: the surrogate sees the raw patch.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aexp.config_reference", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="write the page here (default: print it)")
+    args = parser.parse_args(argv)
+    page = render()
+    if args.out is None:
+        sys.stdout.write(page)
+    else:
+        args.out.write_text(page)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
