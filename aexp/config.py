@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import AexpError
-from .targets import TARGETS, Target, TargetError, make_target
+from .targets import Target, TargetError, make_target, target_function
 from .types import InstrumentDescription
 
 __all__ = [
@@ -274,9 +274,11 @@ class TargetConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known_target(self) -> TargetConfig:
-        if self.name not in TARGETS:
-            raise ValueError(f"unknown target {self.name!r}; known: {', '.join(sorted(TARGETS))}")
-        sig = inspect.signature(TARGETS[self.name])
+        try:
+            fn = target_function(self.name)
+        except TargetError as exc:
+            raise ValueError(str(exc)) from None
+        sig = inspect.signature(fn)
         wanted = [p for p in sig.parameters if p not in ("spectra", "axis")]
         given = set(self.params)
         unknown = given - set(wanted)

@@ -14,6 +14,7 @@ run stops as interrupted (:class:`~aexp.campaign.InstrumentOutage`) and ``aexp r
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -278,7 +279,11 @@ def run_experiment(
             writer.write_array("candidates", prepared.candidates.positions)
             writer.write_array("pixels", prepared.candidates.pixels)
             # the manifest is written last: a folder without one never measured anything
-            writer.write_json("manifest.json", manifest(cfg, prepared, seed, session_id, settings).to_dict())
+            record = manifest(cfg, prepared, seed, session_id, settings)
+            token = getattr(instrument, "lease_token", None)  # a link's lease, for resume to take back
+            if isinstance(token, str):
+                record = dataclasses.replace(record, lease_token=token)
+            writer.write_json("manifest.json", record.to_dict())
             result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step)
             status = "completed"
             finish_figure(cfg, writer.folder, prepared, result)

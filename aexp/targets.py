@@ -28,7 +28,7 @@ from scipy import ndimage
 from .errors import AexpError
 from .types import SpectrumAxis
 
-__all__ = ["Target", "TargetError", "make_target", "TARGETS"]
+__all__ = ["Target", "TargetError", "make_target", "TARGETS", "ENTRY_POINT_GROUP", "target_function", "target_names"]
 
 
 class TargetError(AexpError, ValueError):
@@ -357,10 +357,41 @@ TARGETS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+#: Targets of other packages: an entry point ``name = "package.module:function"`` in this group names a
+#: function ``f(spectra, axis, **params) -> values`` (``spectra``: ``N x L`` or ``L``; ``axis``: ``L``
+#: ascending; ``values``: ``N`` or a float; NaN marks a measurement the target cannot score). A name
+#: of the built-in :data:`TARGETS` cannot be taken.
+ENTRY_POINT_GROUP = "aexp.targets"
+
+
+def _plugins() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in TARGETS}
+
+
+def target_names() -> list[str]:
+    """Every target a config may name: the built-in ones and those of installed plugins."""
+    return sorted({*TARGETS, *_plugins()})
+
+
+def target_function(name: str) -> Callable[..., np.ndarray]:
+    """The function of the target called ``name`` (:class:`TargetError` if there is none)."""
+    if name in TARGETS:
+        return TARGETS[name]
+    plugin = _plugins().get(name)
+    if plugin is None:
+        raise TargetError(f"unknown target {name!r}; known: {', '.join(target_names())}")
+    fn = plugin.load()
+    if not callable(fn):
+        raise TargetError(f"target plugin {name!r} ({plugin.value}) is not a function")
+    return fn
+
+
 def make_target(name: str, **params: Any) -> Target:
-    """Bind the target called ``name`` to ``params`` (windows are ``(lo, hi)`` in axis units)."""
-    if name not in TARGETS:
-        raise TargetError(f"unknown target {name!r}; known: {', '.join(sorted(TARGETS))}")
+    """Bind the target called ``name`` (built in, or a plugin's: :data:`ENTRY_POINT_GROUP`) to ``params``
+    (windows are ``(lo, hi)`` in axis units)."""
+    fn = target_function(name)
     clean: dict[str, Any] = {}
     for k, v in params.items():
         if isinstance(v, (list, tuple)):
@@ -368,4 +399,4 @@ def make_target(name: str, **params: Any) -> Target:
                 raise TargetError(f"target {name!r}: {k} must be [low, high] with low < high, got {v}")
             v = (float(v[0]), float(v[1]))
         clean[k] = v
-    return Target(name=name, params=clean, fn=TARGETS[name])
+    return Target(name=name, params=clean, fn=fn)

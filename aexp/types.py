@@ -272,8 +272,21 @@ class Step:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Step:
+        """A step from its JSON record; a ``KeyError``/``TypeError``/``ValueError`` names the bad field."""
         known = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in d.items() if k in known}
-        kw["position"] = tuple(kw["position"])
-        kw["pixel"] = tuple(kw["pixel"])
+        for name in ("step", "index"):
+            if not isinstance(kw.get(name), int) or isinstance(kw[name], bool) or kw[name] < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {kw.get(name)!r}")
+        for name in ("position", "pixel"):
+            xy = kw[name]
+            if not (isinstance(xy, (list, tuple)) and len(xy) == 2
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xy)):
+                raise ValueError(f"{name} must be two numbers, got {xy!r}")
+            kw[name] = (float(xy[0]), float(xy[1]))
+        if kw.get("status") not in ("ok", "failed"):
+            raise ValueError(f"status must be 'ok' or 'failed', got {kw.get('status')!r}")
+        target = kw.get("target")
+        if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)):
+            raise ValueError(f"target must be a number or null, got {target!r}")
         return cls(**kw)

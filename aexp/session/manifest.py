@@ -109,9 +109,13 @@ class Manifest:
     candidates: CandidatesRecord
     features: dict[str, Any]
     format_version: int = FORMAT_VERSION
+    #: the instrument link's lease token (a ZeroMQ server's lease), so ``aexp resume`` takes the
+    #: lease back at once instead of waiting for it to expire; as private as the session folder
+    lease_token: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        lease = {"lease_token": self.lease_token} if self.lease_token else {}
         return {
             **self.extra,
             "format_version": self.format_version,
@@ -127,6 +131,7 @@ class Manifest:
             "survey": self.survey.to_dict(),
             "candidates": self.candidates.to_dict(),
             "features": self.features,
+            **lease,
         }
 
     @classmethod
@@ -150,6 +155,7 @@ class Manifest:
             survey=reader.parse("survey", _survey),
             candidates=reader.parse("candidates", _candidates),
             features=reader.get("features", dict, default={}),
+            lease_token=reader.get("lease_token", str, default=None),
             extra={k: v for k, v in d.items() if k not in _KNOWN},
         )
         if man.spectrum_axis.n < 1:
@@ -169,7 +175,7 @@ class Manifest:
 
 _KNOWN = {
     "format_version", "session_id", "created", "seed", "budget", "config", "versions", "torch",
-    "instrument", "spectrum_axis", "survey", "candidates", "features",
+    "instrument", "spectrum_axis", "survey", "candidates", "features", "lease_token",
 }
 
 

@@ -265,6 +265,9 @@ def verify_session(
         SessionError: the folder is not a readable session.
     """
     reader = SessionReader(folder)
+    if not reader.steps:
+        raise SessionError(f"{reader.folder}: no complete step to verify"
+                           + (f" ({'; '.join(reader.dropped)})" if reader.dropped else ""))
     cfg = recorded_config(reader).with_overrides(**{"stopping.wall_time_s": None})
     instrument = SessionInstrument(reader)
     checker = _Checker(reader.steps)
@@ -374,7 +377,10 @@ def _resume(folder, lock, config_path, instrument, progress, on_step) -> ResumeO
     if previous.get("status") == "completed" or len(recorded) >= cfg.budget:
         return ResumeOutcome(reader.folder, 0, 0, None, ["nothing to resume: the run has ended"])
     if instrument is None:
-        instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=reader.manifest.seed)
+        options = dict(cfg.instrument.options)
+        if reader.manifest.lease_token:  # take the link's lease back at once (the driver knows the option)
+            options["lease_token"] = reader.manifest.lease_token
+        instrument = load_instrument(cfg.instrument.driver, options, seed=reader.manifest.seed)
     live = instrument
     checker = _Checker(recorded, reader, lock)
     result: CampaignResult | None = None

@@ -422,19 +422,32 @@ class SessionReader:
         tail = lines.pop()  # text after the last newline: empty unless the last write was torn
         if tail:
             self.dropped.append(f"steps.jsonl: torn last record ({len(tail)} bytes) ignored")
+        next_row = 0  # spectrum rows are appended one per recorded spectrum, in step order
         for n, line in enumerate(lines, start=1):
             try:
-                steps.append(Step.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise TypeError(f"a step record is a JSON object, not {type(record).__name__}")
+                step = Step.from_dict(record)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
                 raise SessionError(f"{path}: line {n} is not a valid step record: {exc}") from None
-            if steps[-1].step != n - 1:
-                raise SessionError(f"{path}: line {n} records step {steps[-1].step}, expected {n - 1}")
+            if step.step != n - 1:
+                raise SessionError(f"{path}: line {n} records step {step.step}, expected {n - 1}")
+            if step.spectrum_row is not None:
+                if not isinstance(step.spectrum_row, int) or step.spectrum_row != next_row:
+                    raise SessionError(f"{path}: line {n}: spectrum_row {step.spectrum_row!r} out of order "
+                                       f"(expected {next_row}); the record is damaged")
+                next_row += 1
+            steps.append(step)
         self.steps_bytes = len(raw) - len(tail)
         return steps
 
     def _spectrum_rows(self) -> int:
         """Complete rows in ``spectra.bin`` (from its size; nothing is read)."""
         length, path = self.spectrum_length, self.folder / "spectra.bin"
+        if not path.exists() and any(s.spectrum_row is not None for s in self.steps):
+            raise SessionError(f"{path} is missing while steps.jsonl points into it; the session is damaged "
+                               f"(a crash never removes it: it is created with the folder)")
         if not length or not path.exists():
             return 0
         return path.stat().st_size // (length * np.dtype(SPECTRUM_DTYPE).itemsize)

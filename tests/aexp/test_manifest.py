@@ -66,3 +66,11 @@ def test_a_session_recorded_before_the_typed_manifest_still_verifies(tmp_path):
     report = verify_session(folder)
     assert report.steps == len(SessionReader(OLD).steps) == 8
     assert all(v == 0.0 for v in report.max_deviation.values())
+
+
+def test_verify_fails_when_it_would_check_nothing(tmp_path):
+    folder = tmp_path / "s"
+    shutil.copytree(OLD, folder)
+    (folder / "steps.jsonl").write_bytes(b'{"step": 0, "ind')  # one torn record, nothing complete
+    with pytest.raises(SessionError, match=r"no complete step to verify \(steps.jsonl: torn last record"):
+        verify_session(folder)

@@ -180,3 +180,37 @@ def test_one_writer_at_a_time_and_the_second_is_told_who_writes(tmp_path):
     assert not list(folder.glob("recovered-*.bin")) and (folder / "steps.jsonl").exists()
     first.close()
     SessionWriter.append_to(SessionReader(folder)).close()  # free again once the first closed
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"null", "line 2 is not a valid step record: a step record is a JSON object, not NoneType"),
+        (b"[1, 2]", "line 2 is not a valid step record: a step record is a JSON object, not list"),
+        (b'{"step": 1}', "line 2 is not a valid step record: index must be a non-negative integer"),
+    ],
+)
+def test_a_line_that_is_json_but_not_a_step_is_named(tmp_path, line, message):
+    folder = _session(tmp_path / "s", n=1)
+    with open(folder / "steps.jsonl", "ab") as fh:
+        fh.write(line + b"\n")
+    with pytest.raises(SessionError, match=message):
+        SessionReader(folder)
+
+
+def test_a_spectrum_row_out_of_order_is_named(tmp_path):
+    folder = _session(tmp_path / "s", n=3)
+    lines = (folder / "steps.jsonl").read_text().splitlines()
+    record = json.loads(lines[1])
+    record["spectrum_row"] = 7
+    lines[1] = json.dumps(record)
+    (folder / "steps.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SessionError, match=r"line 2: spectrum_row 7 out of order \(expected 1\)"):
+        SessionReader(folder)
+
+
+def test_missing_spectra_are_a_damaged_session_not_an_empty_one(tmp_path):
+    folder = _session(tmp_path / "s", n=3)
+    (folder / "spectra.bin").unlink()
+    with pytest.raises(SessionError, match="spectra.bin is missing while steps.jsonl points into it"):
+        SessionReader(folder)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from aexp.targets import TargetError, make_target
+from aexp.targets import TARGETS, TargetError, make_target
 from aexp.types import SpectrumAxis
 
 AXIS = SpectrumAxis("energy_loss", "eV", 0.0, 5.0, 501)
@@ -250,3 +250,29 @@ def test_loop_targets_ignore_fit_spikes_and_leave_a_clean_loop_bit_for_bit():
     area = make_target("loop_area")
     assert area(spiky_noisy, u) == pytest.approx(area(noisy, u), rel=1e-2)
     assert area(noisy, u) == pytest.approx(area(r, u), rel=2e-2)
+
+
+def test_a_target_from_a_plugin_package_is_found_by_name(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from aexp.config import ConfigError, parse_config
+    from aexp.targets import ENTRY_POINT_GROUP, target_names
+
+    (tmp_path / "lab_targets.py").write_text(
+        "import numpy as np\n"
+        "def channel_sum(spectra, axis, scale=1.0):\n"
+        "    return scale * np.asarray(spectra, dtype=float).sum(axis=-1)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = importlib.metadata.EntryPoint("channel_sum", "lab_targets:channel_sum", ENTRY_POINT_GROUP)
+    shadow = importlib.metadata.EntryPoint("band_intensity", "lab_targets:channel_sum", ENTRY_POINT_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None: [plugin, shadow] if group == ENTRY_POINT_GROUP else [])
+    assert "channel_sum" in target_names()
+    target = make_target("channel_sum", scale=2.0)
+    assert target(np.ones((3, 4)), np.arange(4.0)).tolist() == [8.0, 8.0, 8.0]
+    assert make_target("band_intensity", window=(0.0, 1.0)).fn is TARGETS["band_intensity"]  # built-ins win
+    cfg = parse_config({"instrument": {"driver": "plasmonic"}, "target": {"name": "channel_sum", "scale": 3}})
+    assert cfg.target.build().params == {"scale": 3}
+    with pytest.raises(ConfigError, match=r"target 'channel_sum' takes \['scale'\], not \['window'\]"):
+        parse_config({"instrument": {"driver": "plasmonic"}, "target": {"name": "channel_sum", "window": [0, 1]}})

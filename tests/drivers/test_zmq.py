@@ -223,6 +223,9 @@ def test_a_campaign_over_the_network_matches_the_in_process_one(serve, tmp_path)
         **{"policy.kind": "dkl", "surrogate.iterations": 20, "surrogate.warm_iterations": 5})
     with load_instrument("zmq", cfg.instrument.options) as inst:
         net, _ = run_experiment(cfg, inst, tmp_path / "net", progress=False)
+        token = inst.lease_token
+    # the session keeps the lease token, so a resume takes the lease back at once
+    assert SessionReader(net).manifest.lease_token == token and len(token) >= 22
     local, _ = run_experiment(
         cfg.with_overrides(instrument={"driver": "plasmonic", "options": SIM}),
         PlasmonicSimulator(seed=0, **SIM), tmp_path / "local", progress=False,
