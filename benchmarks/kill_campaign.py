@@ -1,9 +1,10 @@
 """SIGKILL ``aexp run`` at every phase, then resume: is every folder resumable or recognised?
 
 One reference run of a small experiment (an rVAE embedder, so there is a training phase) gives the
-steps an uninterrupted run takes and how long each phase lasts. Then ``--kills`` runs of the same
-experiment are killed with SIGKILL at times spread evenly over the reference run's wall time (start-up,
-survey, training, the campaign), and each folder left behind is classified:
+steps an uninterrupted run takes. Then ``--kills`` runs of the same experiment are killed with SIGKILL,
+each at a moment of its own, cycling through every phase: during start-up (a fixed delay), as soon as
+the session folder appears (surveyed, training), as soon as the manifest appears, and after 1, 2, ...
+steps are on disk. Each folder left behind is classified:
 
 - ``no folder``: killed before anything was written;
 - ``not started``: the folder is there but the manifest is not (killed while surveying or training):
@@ -34,7 +35,7 @@ CONFIG = {
     "instrument": {"driver": "plasmonic",
                    "options": {"survey_pixels": 48, "n_particles": 3, "size_range_m": [6e-9, 10e-9]}},
     "candidates": {"stride": 2, "patch_size": 8},
-    "embedder": {"kind": "rvae", "latent_dim": 2, "hidden": 16, "epochs": 6, "batch_size": 64},
+    "embedder": {"kind": "rvae", "latent_dim": 2, "hidden": 16, "epochs": 15, "batch_size": 64},
     "surrogate": {"iterations": 30, "warm_iterations": 5},
     "policy": {"kind": "dkl", "n_initial": 4},
     "target": {"name": "band_intensity", "window": [1.0, 3.0]},
@@ -78,6 +79,18 @@ def classify(folder: Path, config: Path, reference: list[tuple[int, int, str]]) 
     return phase, "ok"
 
 
+def reached(trigger: str, folder: Path, elapsed: float) -> bool:
+    """Whether the run has reached the moment ``trigger`` names (see the module docstring)."""
+    if trigger == "start-up":
+        return elapsed > 0.5
+    if trigger == "folder":
+        return folder.exists()
+    if trigger == "manifest":
+        return (folder / "manifest.json").exists()
+    steps = folder / "steps.jsonl"
+    return steps.exists() and steps.read_bytes().count(b"\n") >= int(trigger.split()[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=25)
@@ -96,19 +109,22 @@ def main() -> None:
     reference = steps_of(work / "reference")
     print(f"reference run: {len(reference)} steps in {total:.1f} s")
 
+    triggers = ["start-up", "folder", "manifest"] + [f"{n} steps" for n in range(1, len(reference))]
     rows = []
     for k in range(args.kills):
-        delay = total * (k + 0.5) / args.kills  # spread over start-up, survey, training and campaign
+        trigger = triggers[k % len(triggers)]
         folder = work / f"killed-{k:02d}"
         proc = subprocess.Popen([sys.executable, "-m", "aexp", "run", str(config), "--out", str(folder), "--quiet"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        started = time.perf_counter()
+        while proc.poll() is None and not reached(trigger, folder, time.perf_counter() - started):
+            time.sleep(0.005)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         phase, outcome = classify(folder, config, reference)
-        rows.append((k, delay, phase, outcome))
-        print(f"kill {k:2d} at {delay:5.1f} s: {phase:<32} {outcome}", flush=True)
+        rows.append((k, trigger, phase, outcome))
+        print(f"kill {k:2d} at {trigger:<10}: {phase:<32} {outcome}", flush=True)
 
     bad = [r for r in rows if r[3] != "ok"]
     phases: dict[str, int] = {}

@@ -12,6 +12,7 @@ with status 3 and a line naming ``aexp resume`` (the session is interrupted, not
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config (and the instrument it names) without running")
     check.add_argument("config", type=Path)
 
+    config = sub.add_parser("config", help="the configuration's JSON Schema (or a config file, resolved)")
+    what = config.add_mutually_exclusive_group(required=True)
+    what.add_argument("--schema", action="store_true", help="print the JSON Schema of a config file")
+    what.add_argument("file", type=Path, nargs="?", help="print this config with every default filled in")
+
     bench = sub.add_parser("bench", help="compare policies on a simulator with known truth (a campaign of "
                                          "config x seed x policy cells)")
     bench.add_argument("config", type=Path, nargs="+")
@@ -188,6 +194,16 @@ def _instrument(cfg, seed: int):
     return load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    import json
+
+    from ..config import ExperimentConfig, load_config
+
+    data = ExperimentConfig.model_json_schema() if args.schema else load_config(args.file).to_dict()
+    print(json.dumps(data, indent=2))
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from ..config import check_against, n_grid_candidates
 
@@ -221,7 +237,7 @@ def _step_printer(quiet: bool):
         best = f"{step.best_so_far:.4g}" if step.best_so_far is not None else "-"
         x, y = step.position
         tqdm.write(
-            f"step {step.step + 1:>4}/{budget} {step.phase:<7} idx {step.index:>6} "
+            f"step {step.step:>4} {step.phase:<8} idx {step.index:>6} "
             f"at ({x * 1e9:7.2f}, {y * 1e9:7.2f}) nm  target {target}  best {best}  "
             f"fit {t.get('fit_s', 0):.2f}s select {t.get('select_s', 0):.2f}s"
         )
@@ -252,7 +268,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     best = result.best
     print(f"session: {folder}")
     if best is not None:
-        print(f"best target {best.target:.4g} at candidate {best.index} (step {best.step + 1})")
+        print(f"best target {best.target:.4g} at candidate {best.index} (step {best.step})")
     if "figure" in result.extra:
         print(f"figure: {result.extra['figure']}")
     return 0
@@ -274,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .link import COMMANDS as LINK_COMMANDS
     from .session import COMMANDS
 
-    commands = {"run": _cmd_run, "check": _cmd_check, "bench": _cmd_bench, **COMMANDS}
+    commands = {"run": _cmd_run, "check": _cmd_check, "config": _cmd_config, "bench": _cmd_bench, **COMMANDS}
     commands.update(LINK_COMMANDS)
     commands.update(BENCH_COMMANDS)
     commands.update(DATA_COMMANDS)
@@ -293,8 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aexp {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("\naexp: interrupted; every completed step is on disk", file=sys.stderr)
+        folder = getattr(args, "out", None) if args.command == "run" else getattr(args, "folder", None)
+        hint = f"; continue with `aexp resume {folder}`" if args.command in ("run", "resume") and folder else ""
+        print(f"\naexp: interrupted; every completed step is on disk{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (``aexp config --schema | head``): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def _printer(quiet: bool, label: str):
 
     def on_step(step, budget: int) -> None:
         target = f"{step.target:.4g}" if step.target is not None else "failed"
-        print(f"{label} step {step.step + 1:>4}/{budget} idx {step.index:>6} target {target}", file=sys.stderr)
+        print(f"{label} step {step.step:>4} (budget {budget}) idx {step.index:>6} target {target}", file=sys.stderr)
 
     return on_step
 
@@ -117,7 +117,11 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         return EXIT_DIVERGED
     for line in out.warnings:
         print(f"aexp resume: {line}", file=sys.stderr)
-    print(f"session: {out.folder} ({out.replayed} recorded steps replayed, {out.new} new)")
+    for line in out.recovered:
+        print(f"aexp resume: recovered: {line}", file=sys.stderr)
+    replayed = f"steps 0-{out.replayed - 1} replayed from the record" if out.replayed else "nothing replayed"
+    new = f"steps {out.replayed}-{out.replayed + out.new - 1} measured now" if out.new else "no new step"
+    print(f"session: {out.folder} ({replayed}; {new})")
     return 0
 
 

@@ -332,13 +332,15 @@ def _check_instrument(reader: SessionReader, instrument: Instrument, prepared: P
 
 @dataclass
 class ResumeOutcome:
-    """What ``resume`` did: ``replayed`` recorded steps verified, ``new`` steps measured."""
+    """What ``resume`` did: ``replayed`` recorded steps verified, ``new`` steps measured, and what the
+    reader ``recovered`` from a crash (a torn record ignored, bytes moved to ``recovered-<n>.bin``)."""
 
     folder: Path
     replayed: int
     new: int
     result: CampaignResult | None
     warnings: list[str]
+    recovered: list[str] = field(default_factory=list)
 
 
 def resume_session(
@@ -409,5 +411,5 @@ def _resume(folder, lock, config_path, instrument, progress, on_step) -> ResumeO
             resumes.append({"started": started, "from_step": len(recorded), "dropped": reader.dropped})
             write_json(reader.folder / "summary.json", summary(status, result, resumes=resumes, **extra))
     new = len(result.steps) - len(recorded) if result is not None else 0
-    return ResumeOutcome(reader.folder, len(recorded), new, result, warnings)
+    return ResumeOutcome(reader.folder, len(recorded), new, result, warnings, list(reader.dropped))
 

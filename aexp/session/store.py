@@ -380,7 +380,7 @@ class SessionReader:
         if not self.folder.is_dir():
             raise SessionError(f"{self.folder} is not a session folder (no such folder)")
         if not manifest.is_file():
-            if (self.folder / MARKER).is_file():
+            if (self.folder / MARKER).is_file() or (self.folder / LOCK).is_file():
                 raise SessionError(
                     f"{self.folder}: the run stopped before its first measurement (no manifest.json), so "
                     f"there is nothing to replay or resume; run it again with --overwrite"
@@ -434,10 +434,10 @@ class SessionReader:
             if step.step != n - 1:
                 raise SessionError(f"{path}: line {n} records step {step.step}, expected {n - 1}")
             if step.spectrum_row is not None:
-                if not isinstance(step.spectrum_row, int) or step.spectrum_row != next_row:
+                if not isinstance(step.spectrum_row, int) or step.spectrum_row < next_row:
                     raise SessionError(f"{path}: line {n}: spectrum_row {step.spectrum_row!r} out of order "
-                                       f"(expected {next_row}); the record is damaged")
-                next_row += 1
+                                       f"(rows only grow; expected at least {next_row}); the record is damaged")
+                next_row = step.spectrum_row + 1
             steps.append(step)
         self.steps_bytes = len(raw) - len(tail)
         return steps
@@ -457,6 +457,10 @@ class SessionReader:
         keep the steps before the first one whose row is gone, and say what was dropped."""
         rows = self._spectrum_rows()
         for n, step in enumerate(self.steps):
+            if step.spectrum_row is not None and step.spectrum_row - rows >= len(self.steps) - n:
+                # a cut-off spectra.bin loses at most the rows of the steps from here on
+                raise SessionError(f"{self.folder / 'steps.jsonl'}: line {n + 1}: spectrum_row {step.spectrum_row} "
+                                   f"out of range (spectra.bin holds {rows} rows); the record is damaged")
             if step.spectrum_row is not None and step.spectrum_row >= rows:
                 lost = self.steps[n:]
                 self.dropped.append(

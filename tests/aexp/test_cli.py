@@ -104,3 +104,13 @@ def test_help_lists_the_policy_kinds_and_shows_defaults(capsys):
             assert f"policies (policy.kind in a config): {', '.join(POLICY_KINDS)}" in out
         if default is not None:
             assert default in out
+
+
+def test_config_prints_the_json_schema_and_a_resolved_config(config, capsys):
+    assert main(["config", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"instrument", "policy", "target"} <= set(schema["properties"])
+    assert main(["config", str(config)]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["name"] == "cli-small" and resolved["stopping"]["max_steps"] == 10
+    assert resolved["policy"]["beta"] is not None  # defaults filled in

@@ -198,14 +198,22 @@ def test_a_line_that_is_json_but_not_a_step_is_named(tmp_path, line, message):
         SessionReader(folder)
 
 
-def test_a_spectrum_row_out_of_order_is_named(tmp_path):
+def test_a_spectrum_row_out_of_range_or_order_is_named(tmp_path):
     folder = _session(tmp_path / "s", n=3)
     lines = (folder / "steps.jsonl").read_text().splitlines()
-    record = json.loads(lines[1])
-    record["spectrum_row"] = 7
-    lines[1] = json.dumps(record)
-    (folder / "steps.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(SessionError, match=r"line 2: spectrum_row 7 out of order \(expected 1\)"):
+
+    def rewrite(k, row):
+        record = json.loads(lines[k])
+        record["spectrum_row"] = row
+        damaged = list(lines)
+        damaged[k] = json.dumps(record)
+        (folder / "steps.jsonl").write_text("\n".join(damaged) + "\n")
+
+    rewrite(2, 7)  # far past the 3 rows spectra.bin holds: no cut-off file explains it
+    with pytest.raises(SessionError, match=r"line 3: spectrum_row 7 out of range \(spectra.bin holds 3 rows\)"):
+        SessionReader(folder)
+    rewrite(1, 0)  # a row recorded twice
+    with pytest.raises(SessionError, match=r"line 2: spectrum_row 0 out of order"):
         SessionReader(folder)
 
 
