@@ -159,27 +159,32 @@ def run_bench(
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table: mean +- std discovery, ratio to random, median decision time."""
+    """A plain-text table: mean +- std discovery, its ratio to random's measured mean (``-`` when
+    random found nothing or did not run) and to random's expected discovery (budget / candidates),
+    and the median decision time."""
     pol = result["policies"]
     rnd = [v for v in pol["random"]["discovery"] if v is not None] if "random" in pol else []
-    base = np.mean(rnd) if rnd else float("nan")
+    base = float(np.mean(rnd)) if rnd else 0.0
+    n = result.get("n_candidates")
+    expected = min(1.0, result["budget"] / n) if n else 0.0
+    width = max([18, *(len(name) for name in pol)])
     lines = [
-        f"budget {result['budget']} of {result['n_candidates']} candidates; "
-        f"discovery of the true top {result['top_fraction']:.0%}; seeds {result['seeds']}",
-        f"{'policy':<10} {'discovery':>17} {'x random':>9} {'decision s':>11}",
+        f"budget {result['budget']} of {n} candidates; discovery of the true top {result['top_fraction']:.0%}; "
+        f"seeds {result['seeds']}; random is expected to find {expected:.3f}",
+        f"{'policy':<{width}} {'discovery':>17} {'x random':>9} {'x expected':>10} {'decision s':>11}",
     ]
     for name, d in pol.items():
         disc = [v for v in d["discovery"] if v is not None]  # None: a cell that failed
         dec = [v for v in d["decision_s"] if v is not None]
         if not disc:
-            lines.append(f"{name:<10} {'every cell failed':>17}")
+            lines.append(f"{name:<{width}} {'every cell failed':>17}")
             continue
-        m, s = float(np.mean(disc)), float(np.std(disc))
-        ratio = m / base if base and base > 0 else float("inf")
+        m, sd = float(np.mean(disc)), float(np.std(disc))
+        ratio = f"{m / base:.1f}" if base > 0 else "-"
+        vs_expected = f"{m / expected:.1f}" if expected > 0 else "-"
         failed = f"  ({len(d['discovery']) - len(disc)} failed)" if len(disc) < len(d["discovery"]) else ""
-        lines.append(
-            f"{name:<10} {m:>9.3f} +- {s:<5.3f} {ratio:>9.1f} {float(np.median(dec)):>11.3f}{failed}"
-        )
+        lines.append(f"{name:<{width}} {m:>9.3f} +- {sd:<5.3f} {ratio:>9} {vs_expected:>10} "
+                     f"{float(np.median(dec)) if dec else 0.0:>11.3f}{failed}")
     from .notes import notes_lines
 
     return "\n".join(lines + notes_lines(result))

@@ -36,3 +36,13 @@ def test_dkl_discovers_the_best_locations_far_more_often_than_random():
 def test_bench_rejects_unknown_policies():
     with pytest.raises(ValueError, match="unknown benchmark policies"):
         run_bench(parse_config(SMALL), seeds=[0], policies=["oracle"], progress=False)
+
+
+def test_the_table_never_prints_an_infinite_ratio():
+    res = {"budget": 30, "n_candidates": 1000, "top_fraction": 0.01, "seeds": [0, 1],
+           "policies": {"gp-xy": {"discovery": [0.2, 0.4], "decision_s": [0.1, 0.1]},
+                        "random": {"discovery": [0.0, 0.0], "decision_s": [0.0, 0.0]}}}
+    text = format_table(res)
+    assert "inf" not in text and "random is expected to find 0.030" in text
+    row = next(line for line in text.splitlines() if line.startswith("gp-xy"))
+    assert row.split()[4:6] == ["-", "10.0"]  # no measured-random ratio; 0.3 / 0.03 against expected
