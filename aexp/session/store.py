@@ -142,10 +142,13 @@ SESSION_FILES = (
 
 
 def is_session_folder(folder: Path) -> bool:
-    """Whether ``folder`` was made by aexp: it has the marker (or, written before the marker existed,
-    a ``manifest.json`` with a format version)."""
+    """Whether ``folder`` was made by aexp: it has the marker, or aexp's lock and nothing but session
+    files (a kill before the marker was written), or (written before the marker existed) a
+    ``manifest.json`` with a format version."""
     if (folder / MARKER).is_file():
         return True
+    if (folder / LOCK).is_file() and not foreign_entries(folder):
+        return True  # killed between taking the lock and writing the marker
     try:
         raw = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):

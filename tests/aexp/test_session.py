@@ -167,6 +167,14 @@ def test_a_folder_left_before_the_manifest_is_recognised_and_can_be_overwritten(
     with pytest.raises(SessionError, match="stopped before its first measurement.*--overwrite"):
         SessionReader(tmp_path / "s")
     SessionWriter(tmp_path / "s", overwrite=True).close()
+    # killed after taking the lock, while the marker's temporary file was being written
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / ".aexp-lock").write_text("process 1")
+    (folder / ".aexp-session.tmp").write_text("{")
+    with pytest.raises(SessionError, match="stopped before its first measurement"):
+        SessionReader(folder)
+    SessionWriter(folder, overwrite=True).close()
 
 
 def test_one_writer_at_a_time_and_the_second_is_told_who_writes(tmp_path):
