@@ -3,8 +3,8 @@
 One reference run of a small experiment (an rVAE embedder, so there is a training phase) gives the
 steps an uninterrupted run takes. Then ``--kills`` runs of the same experiment are killed with SIGKILL,
 each at a moment of its own, cycling through every phase: during start-up (a fixed delay), as soon as
-the session folder appears (surveyed, training), as soon as the manifest appears, and after 1, 2, ...
-steps are on disk. Each folder left behind is classified:
+the session folder appears, while the embedder trains, as soon as the manifest appears, and after
+1, 3, 5, ... steps are on disk. Each folder left behind is classified:
 
 - ``no folder``: killed before anything was written;
 - ``not started``: the folder is there but the manifest is not (killed while surveying or training):
@@ -85,6 +85,9 @@ def reached(trigger: str, folder: Path, elapsed: float) -> bool:
         return elapsed > 0.5
     if trigger == "folder":
         return folder.exists()
+    if trigger == "training":  # the marker is written just before the embedder trains
+        marker = folder / ".aexp-session"
+        return marker.exists() and time.time() - marker.stat().st_mtime > 0.3
     if trigger == "manifest":
         return (folder / "manifest.json").exists()
     steps = folder / "steps.jsonl"
@@ -109,7 +112,7 @@ def main() -> None:
     reference = steps_of(work / "reference")
     print(f"reference run: {len(reference)} steps in {total:.1f} s")
 
-    triggers = ["start-up", "folder", "manifest"] + [f"{n} steps" for n in range(1, len(reference))]
+    triggers = ["start-up", "folder", "training", "manifest"] + [f"{n} steps" for n in range(1, len(reference), 2)]
     rows = []
     for k in range(args.kills):
         trigger = triggers[k % len(triggers)]
