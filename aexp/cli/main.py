@@ -97,7 +97,7 @@ def _version() -> str:
 
 def _policies_epilog() -> str:
     # the config's literal, not aexp.policies (which imports torch): --help and --version stay fast;
-    # tests/aexp/test_cli.py checks that the two lists agree
+    # tests/aexp/cli/test_main.py checks that the two lists agree
     from typing import get_args
 
     from ..config import PolicyConfig

@@ -10,7 +10,7 @@ from aexp.session.manifest import Manifest, SessionError, read_manifest
 from aexp.session.replay import verify_session
 from aexp.session.store import SessionReader
 
-OLD = Path(__file__).parents[1] / "data" / "sessions" / "v1-plasmonic-tiny"
+OLD = Path(__file__).parents[2] / "data" / "sessions" / "v1-plasmonic-tiny"
 
 
 def test_a_recorded_manifest_round_trips_key_for_key():
