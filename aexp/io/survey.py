@@ -150,7 +150,8 @@ def _si_rect(sig: Signal) -> tuple[int, int, int, int] | None:
                 "Spectrum Image Rect")
     if rect is None or len(rect) != 4:
         return None
-    return tuple(int(v) for v in rect)  # type: ignore[return-value]
+    top, left, bottom, right = (int(v) for v in rect)
+    return top, left, bottom, right
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
