@@ -17,7 +17,7 @@ STEPS ?=
 OVERWRITE ?=
 DEMO_OUT := runs/demo
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint typecheck bench clean
 
 # exit 0 when URL answers within T seconds; the thread bounds the name lookup too, which urlopen's
 # own timeout does not
@@ -61,6 +61,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check aexp drivers simulators tests benchmarks examples
+
+# the package's types, with the pydantic plugin (settings: [tool.mypy] in pyproject.toml)
+typecheck: setup
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/aexp bench configs/plasmonic-dkl.yaml --seeds 0,1,2,3,4 --json bench.json

@@ -71,7 +71,7 @@ def _type_name(annotation: Any) -> str:
 
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
-        value = field.default_factory()
+        value = field.get_default(call_default_factory=True)
     elif field.default is PydanticUndefined:
         return "required"
     else:

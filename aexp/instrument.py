@@ -116,6 +116,23 @@ class GroundTruth(Protocol):
         ...
 
 
+@runtime_checkable
+class LinkClient(Protocol):
+    """An instrument reached over a link (the ``zmq`` driver): it can greet the server and hang up.
+
+    ``hello()`` -> the server's greeting (``protocol_version``, ...); ``close()`` releases the socket.
+
+    Example:
+        >>> client = load_instrument("zmq", {"address": "tcp://127.0.0.1:5555"})
+        >>> if isinstance(client, LinkClient):
+        ...     print(client.hello()["protocol_version"]); client.close()
+    """
+
+    def hello(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
 def available_instruments() -> list[str]:
     """Names registered in the ``aexp.instruments`` entry-point group."""
     return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})

@@ -262,7 +262,7 @@ def repair_survey(survey: Survey) -> tuple[Survey, np.ndarray]:
         if bad[c].any():
             _, (rows, cols) = ndimage.distance_transform_edt(bad[c], return_indices=True)
             image[c] = image[c][rows, cols]
-    return replace(survey, image=image), bad.any(axis=0)
+    return replace(survey, image=image), np.asarray(bad.any(axis=0))
 
 
 def make_candidates(survey: Survey, cfg: CandidatesConfig) -> Candidates:

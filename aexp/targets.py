@@ -331,7 +331,7 @@ class Target:
     params: dict[str, Any]
     fn: Callable[..., np.ndarray]
 
-    def __call__(self, spectra: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    def __call__(self, spectra: np.ndarray, axis: np.ndarray) -> np.ndarray | float:
         """``spectra``: ``n x L`` (or ``L``) on ``axis`` (``L``) -> ``n`` floats (or one float)."""
         s = np.asarray(spectra, dtype=float)
         one = s.ndim == 1

@@ -52,7 +52,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import zmq
 import zmq.auth
@@ -156,9 +156,12 @@ class ZmqInstrument:
         sock = self._ctx.socket(zmq.REQ)
         sock.linger = 0  # a request abandoned after its deadline must not keep the process alive
         sock.setsockopt(zmq.MAXMSGSIZE, self.options.max_message_bytes)
-        if self.options.keys is not None:
-            public, secret = zmq.auth.load_certificate(_secret_key_file(self.options.keys))
-            server_public, _ = zmq.auth.load_certificate(self.options.server_key)
+        keys, server_key = self.options.keys, self.options.server_key
+        if keys is not None:
+            if server_key is None:  # __init__ refuses this; options changed since
+                raise ValueError("zmq: CURVE needs both 'keys' (this client's secret key) and 'server_key'")
+            public, secret = zmq.auth.load_certificate(_secret_key_file(keys))
+            server_public, _ = zmq.auth.load_certificate(server_key)
             sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, server_public
         sock.connect(self.options.address)
         return sock
@@ -206,6 +209,14 @@ class ZmqInstrument:
             f"{method}: no reply from {self.options.address} in {1 + self.options.retries} attempts of "
             f"{timeout_s:.3g} s; is 'aexp serve' running there?"
         )
+
+    @overload
+    def _drive(self, method: str, params: dict[str, Any], timeout_s: float | None = None,
+               once: Literal[False] = False) -> Message: ...
+
+    @overload
+    def _drive(self, method: str, params: dict[str, Any], timeout_s: float | None = None, *,
+               once: Literal[True]) -> Message | None: ...
 
     def _drive(self, method: str, params: dict[str, Any], timeout_s: float | None = None,
                once: bool = False) -> Message | None:

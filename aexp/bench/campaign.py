@@ -173,9 +173,9 @@ def bench_json(records: Iterable[dict[str, Any]], cells: list[Cell]) -> list[dic
         for p in policies:
             for s in seeds:
                 r = latest.get((digest, s, p))
-                good = r is not None and r["status"] == "ok"
-                result["policies"][p]["discovery"].append(r["discovery"] if good else None)
-                result["policies"][p]["decision_s"].append(r["decision_s"] if good else None)
+                good = r if r is not None and r["status"] == "ok" else None
+                result["policies"][p]["discovery"].append(None if good is None else good["discovery"])
+                result["policies"][p]["decision_s"].append(None if good is None else good["decision_s"])
         out.append(result)
     return out
 

@@ -225,7 +225,8 @@ def _measure_cell(cell: Cell, record: CellResult) -> None:
     record.hits = len(top & set(indices))
     record.discovery = record.hits / len(top)
     record.discovery_curve = [float(h) / len(top) for h in hits]
-    record.best_target = None if best is None or not math.isfinite(best.target) else float(best.target)
+    best_target = None if best is None else best.target
+    record.best_target = None if best_target is None or not math.isfinite(best_target) else float(best_target)
     record.decision_times_s = decisions
     record.decision_s = float(np.median(decisions)) if decisions else 0.0
 

@@ -116,7 +116,8 @@ def summarise(records: list[CellResult], baseline: str = "random") -> list[Polic
 def paired_differences(records: list[CellResult]) -> list[PairedDifference]:
     """Every pair (a, b) of policies, a before b in the order they first appear."""
     policies = list(dict.fromkeys(r.policy for r in records))
-    by = {p: {r.seed: float(r.discovery) for r in records if r.policy == p and r.status == "ok"} for p in policies}
+    by = {p: {r.seed: float(r.discovery) for r in records
+              if r.policy == p and r.status == "ok" and r.discovery is not None} for p in policies}
     out = []
     for i, a in enumerate(policies):
         for b in policies[i + 1:]:
@@ -208,7 +209,7 @@ def _paired_figure(groups: list[tuple[str, list[CellResult]]], path: Path) -> Pa
     fig, axes = _panels(len(groups))
     for ax, (label, recs) in zip(axes, groups):
         pairs = paired_differences(recs)
-        by = {(r.policy, r.seed): r.discovery for r in recs if r.status == "ok"}
+        by = {(r.policy, r.seed): r.discovery for r in recs if r.status == "ok" and r.discovery is not None}
         for i, d in enumerate(pairs):
             diffs = [by[(d.a, s)] - by[(d.b, s)] for s in sorted({r.seed for r in recs})
                      if (d.a, s) in by and (d.b, s) in by]

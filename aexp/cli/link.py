@@ -109,12 +109,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from ..instrument import load_instrument
+    from ..instrument import LinkClient, load_instrument
 
     options: dict[str, Any] = {"address": args.address, "timeout_s": args.timeout_s, "retries": 1}
     if args.keys is not None or args.server_key is not None:
         options.update(keys=args.keys, server_key=args.server_key)
     client = load_instrument("zmq", options)
+    if not isinstance(client, LinkClient):
+        raise UsageError(f"the installed 'zmq' instrument ({type(client).__name__}) is not a link client "
+                         "(it has no hello() and close())")
     try:
         hello = client.hello()
         desc = client.describe()

@@ -30,6 +30,8 @@ class _IntermixedParser(argparse.ArgumentParser):
 
     _parsing = False
 
+    # typeshed overloads parse_known_args on the namespace's type; this one untyped override
+    # serves every overload, which mypy cannot match one by one
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         if self._parsing:  # parse_known_intermixed_args calls back in here
             return super().parse_known_args(args, namespace)

@@ -148,7 +148,7 @@ def render(label: int, angle: float, shear: float, scale: float, shift: tuple[fl
 
 
 def _check_range(name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not (low <= value <= high):
+    if isinstance(value, bool) or not isinstance(value, Real) or not (low <= float(value) <= high):
         raise ValueError(f"{name} must be a number in [{low}, {high}]; got {value!r}")
     return float(value)
 

@@ -316,7 +316,7 @@ def _read_nanonis(path: Path) -> list[Signal]:
     out: list[Signal] = []
     positions = None
     for ds in datasets:
-        om = dict(getattr(ds, "original_metadata", {}) or {})
+        om: Mapping[str, Any] = dict(getattr(ds, "original_metadata", {}) or {})
         axes = []
         for i in range(ds.ndim):
             a = ds._axes[i]
@@ -504,8 +504,9 @@ def import_recording(path: str | Path, options: ImportOptions | None = None) -> 
     grid_t, calibration = _grid_transform(sig, dims, opts.pixel_size, path)
     survey, channels, stride, survey_info = make_survey(path, sig, spectra, axis, grid_t, signals, opts)
     h, w = survey.shape[1:]
+    (a, b), (c, d) = grid_t.matrix
     transform = PixelTransform(origin=grid_t.origin,
-                               matrix=tuple(tuple(float(v) / stride for v in row) for row in grid_t.matrix))
+                               matrix=((a / stride, b / stride), (c / stride, d / stride)))
     metadata = {
         "source": {"file": path.name, "sha256": sha256(path), "signal": sig.name,
                    "shape": [a.size for a in sig.axes]},

@@ -83,10 +83,6 @@ def resample_onto_grid(image: np.ndarray, mapping: np.ndarray, grid_shape: tuple
     return warp(image, inverse, output_shape=shape, order=1, cval=np.nan, preserve_range=True).astype(np.float32)
 
 
-def _scaled(a) -> tuple[float, float]:
-    return float(a.offset), float(a.scale)
-
-
 def place_image(img: Signal, grid_sig: Signal, grid_t: PixelTransform, calibrated_grid: bool,
                 where: str) -> tuple[np.ndarray, str]:
     """The ``3 x 3`` map image pixel -> grid position, and how it was found.
@@ -95,27 +91,41 @@ def place_image(img: Signal, grid_sig: Signal, grid_t: PixelTransform, calibrate
     files' calibrations); the same non-length units and extents (e.g. a HAADF recorded with the
     spectrum image in spectrum-image pixel units); Gatan's ``Spectrum Image Rect`` of the survey.
     """
-    from .recordings import LENGTH_UNITS, RecordingError
+    from .recordings import LENGTH_UNITS
 
     iy, ix = (img.axes[i] for i in img.spatial)
     gy, gx = (grid_sig.axes[i] for i in grid_sig.spatial)
-    if (iy.size, ix.size) == (gy.size, gx.size) and (_scaled(iy), _scaled(ix), iy.units) == (
-            _scaled(gy), _scaled(gx), gy.units):
+    iys, ixs, gys, gxs = iy.scale, ix.scale, gy.scale, gx.scale
+    if iys is None or ixs is None or gys is None or gxs is None:
+        # a non-uniform spatial axis has no calibration to place by: only a recorded rectangle can
+        return _place_by_rect(img, grid_sig, where)
+    if (iy.size, ix.size) == (gy.size, gx.size) and (
+            (float(iy.offset), float(iys)), (float(ix.offset), float(ixs)), iy.units) == (
+            (float(gy.offset), float(gys)), (float(gx.offset), float(gxs)), gy.units):
         return np.eye(3), "recorded on the same grid"
     if calibrated_grid and iy.units in LENGTH_UNITS and ix.units in LENGTH_UNITS:
         fy, fx = LENGTH_UNITS[iy.units], LENGTH_UNITS[ix.units]
-        to_xy = np.array([[0.0, ix.scale * fx, ix.offset * fx], [iy.scale * fy, 0.0, iy.offset * fy], [0, 0, 1]])
+        to_xy = np.array([[0.0, ixs * fx, ix.offset * fx], [iys * fy, 0.0, iy.offset * fy], [0, 0, 1]])
         inv = np.linalg.inv(np.asarray(grid_t.matrix))
         to_grid = np.eye(3)
         to_grid[:2, :2], to_grid[:2, 2] = inv, -inv @ np.asarray(grid_t.origin)
         return to_grid @ to_xy, "placed by the files' length calibrations"
     if iy.units == gy.units and ix.units == gx.units:
-        ext_i = np.array([iy.size * iy.scale, ix.size * ix.scale])
-        ext_g = np.array([gy.size * gy.scale, gx.size * gx.scale])
+        ext_i = np.array([iy.size * iys, ix.size * ixs])
+        ext_g = np.array([gy.size * gys, gx.size * gxs])
         if np.allclose(np.abs(ext_i), np.abs(ext_g), rtol=_EXTENT_RTOL):
-            return (np.array([[iy.scale / gy.scale, 0.0, (iy.offset - gy.offset) / gy.scale],
-                              [0.0, ix.scale / gx.scale, (ix.offset - gx.offset) / gx.scale], [0, 0, 1]]),
+            return (np.array([[iys / gys, 0.0, (iy.offset - gy.offset) / gys],
+                              [0.0, ixs / gxs, (ix.offset - gx.offset) / gxs], [0, 0, 1]]),
                     f"placed by the files' calibrations in shared units ({gy.units or 'spectrum-image pixels'})")
+    return _place_by_rect(img, grid_sig, where)
+
+
+def _place_by_rect(img: Signal, grid_sig: Signal, where: str) -> tuple[np.ndarray, str]:
+    """:func:`place_image` by the SI rectangle the acquisition recorded, or RecordingError."""
+    from .recordings import RecordingError
+
+    iy, ix = (img.axes[i] for i in img.spatial)
+    gy, gx = (grid_sig.axes[i] for i in grid_sig.spatial)
     rect = _si_rect(grid_sig)
     if rect is not None:
         top, left, bottom, right = rect
@@ -140,7 +150,8 @@ def _si_rect(sig: Signal) -> tuple[int, int, int, int] | None:
                 "Spectrum Image Rect")
     if rect is None or len(rect) != 4:
         return None
-    return tuple(int(v) for v in rect)  # type: ignore[return-value]
+    top, left, bottom, right = (int(v) for v in rect)
+    return top, left, bottom, right
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -183,7 +194,8 @@ def make_survey(path: Path, sig: Signal, spectra: np.ndarray, axis: SpectrumAxis
         stride = int(opts.stride or 1)
         survey = resample_onto_grid(band, np.eye(3), grid_shape, stride) if stride > 1 else band
         summary = f"band [{lo:g}, {hi:g}] {axis.units} of the spectra (not an independent image)"
-        info = {"kind": "band", "band": [lo, hi], "units": axis.units, "independent": False, "summary": summary}
+        info: dict[str, Any] = {"kind": "band", "band": [lo, hi], "units": axis.units, "independent": False,
+                                "summary": summary}
         return survey[None].astype(np.float32), ("band",), stride, info
 
     survey_path = Path(opts.survey)
@@ -196,9 +208,9 @@ def make_survey(path: Path, sig: Signal, spectra: np.ndarray, axis: SpectrumAxis
     per_step = 1.0 / math.sqrt(abs(np.linalg.det(mapping[:2, :2])))  # image pixels per grid step
     stride = int(opts.stride or min(MAX_STRIDE, max(1, round(per_step))))
     data = np.asarray(img.data, dtype=np.float64)
-    info: dict[str, Any] = {"kind": "image", "independent": True, "file": survey_path.name,
-                            "sha256": sha256(survey_path), "signal": img.name, "shape": list(data.shape),
-                            "placement": how, "image_pixels_per_grid_step": per_step}
+    info = {"kind": "image", "independent": True, "file": survey_path.name,
+            "sha256": sha256(survey_path), "signal": img.name, "shape": list(data.shape),
+            "placement": how, "image_pixels_per_grid_step": per_step}
     if opts.register and min(grid_shape) >= 4 and not how.startswith("recorded"):
         reference, _ = band_image(spectra, axis, opts.survey_band, where)
         before = resample_onto_grid(data, mapping, grid_shape, 1)

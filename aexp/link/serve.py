@@ -402,10 +402,9 @@ class _ExecutedLog:
 def _position(params: dict[str, Any]) -> tuple[float, float]:
     p = params.get("position")
     # math.isfinite, not np.isfinite: a Python int too large for int64 is an object to numpy
-    ok = isinstance(p, list) and len(p) == 2 and all(
+    if not (isinstance(p, list) and len(p) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p
-    )
-    if not ok:
+    )):
         raise InvalidParams(f"'position' must be [x, y], two finite numbers in metres; got {p!r:.60}")
     return float(p[0]), float(p[1])
 
@@ -649,13 +648,13 @@ class InstrumentServer:
         if stored is None and cid in self.executed.ids:
             raise MeasurementFailed(f"command {cid!r} already ran but its result is no longer kept; not measuring twice")
         if stored is not None:
-            stored_at, outcome = stored
+            stored_at, stored_outcome = stored
             if stored_at != position:
                 raise InvalidParams(f"command id {cid!r} was already used for position {list(stored_at)}")
             log.info("repeated measure %s: stored result returned, nothing measured", cid)
-            if isinstance(outcome, BaseException):
-                raise outcome
-            return outcome
+            if isinstance(stored_outcome, BaseException):
+                raise stored_outcome
+            return stored_outcome
         try:
             t0 = time.perf_counter()
             meta, arrays = measurement_to_wire(self.instrument.measure(position, command_id=cid))

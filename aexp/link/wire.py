@@ -192,7 +192,7 @@ def _array_frames(arrays: Mapping[str, np.ndarray]) -> tuple[list[dict[str, Any]
         if a.dtype.str not in ALLOWED_DTYPES:
             raise TypeError(f"array {name!r}: dtype {a.dtype} cannot travel (allowed: numeric, little-endian)")
         specs.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape)})
-        frames.append(memoryview(a).cast("B") if a.size else b"")
+        frames.append(a.data.cast("B") if a.size else b"")  # a.data: the array's own memoryview, no copy
     return specs, frames
 
 

@@ -21,7 +21,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import BaseVAE, KLWeight, _as_float_tensor, _check_finite, check_int, gaussian_kl
+from .base import (
+    BaseVAE,
+    KLWeight,
+    LatentNetwork,
+    _as_float_tensor,
+    _check_finite,
+    check_int,
+    gaussian_kl,
+    start_log_var,
+)
 from .decoders import CoordinateDecoder
 from .rvae import SHIFT_SCALE
 
@@ -124,8 +133,7 @@ class ConditionalEncoder(nn.Module):
         self.body = nn.Sequential(
             nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2 * n_latents)
         )
-        with torch.no_grad():  # narrow start, as in MLPEncoder: see its docstring
-            self.body[-1].bias[n_latents:] += initial_log_var
+        start_log_var(self.body, n_latents, initial_log_var)  # narrow start, as in MLPEncoder: see its docstring
 
     def forward(
         self, x: torch.Tensor, c: torch.Tensor, repeats: int = 1
@@ -195,7 +203,8 @@ class ResampledDecoder(nn.Module):
 
     def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int):
         super().__init__()
-        self.shape = tuple(int(s) for s in shape)
+        channels, height, width = shape
+        self.shape = (int(channels), int(height), int(width))
         self.upright = MLPDecoder(latent_dim, self.shape, hidden)
 
     def forward(
@@ -231,6 +240,7 @@ class ConditionalDecoder(nn.Module):
         super().__init__()
         self.rotation, self.translation = rotation, translation
         self.n_geometric = len(geometric_names(rotation, translation))
+        self.render: nn.Module
         if self.n_geometric and renderer == "resample":
             self.render = ResampledDecoder(shape, latent_dim + condition_dim, hidden)
         elif self.n_geometric:
@@ -248,6 +258,14 @@ class ConditionalDecoder(nn.Module):
         return self.render(content, angle=angle, shift=shift)
 
 
+class PairedNetwork(LatentNetwork):
+    """The network of a :class:`PairedVAE`: an ``encoder`` and a ``decoder`` that the model calls
+    with the condition its subclass defines (``decode`` without one is not defined)."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+
+
 class PairedVAE(BaseVAE):
     """A :class:`BaseVAE` trained on patches ``X`` and an aligned array ``y``.
 
@@ -256,6 +274,8 @@ class PairedVAE(BaseVAE):
     starting ``kl_`` are multiplied by the epoch's KL weight, every other term is added as is,
     ``reconstruction`` must be one of them).
     """
+
+    network_: PairedNetwork
 
     def _check_targets(self, y: Any, n: int) -> torch.Tensor:
         raise NotImplementedError
@@ -377,6 +397,12 @@ class GeometricPairedVAE(PairedVAE):
     attributes, each with the rVAE's prior (``rotation_prior``, ``translation_prior``); then
     ``latent_dim`` content latents with a unit prior.
     """
+
+    # Hyper-parameters every subclass's __init__ sets.
+    rotation: bool
+    translation: bool
+    rotation_prior: float
+    translation_prior: float
 
     @property
     def geometric_names(self) -> list[str]:

@@ -51,6 +51,7 @@ __all__ = [
     "make_encoder",
     "GEOMETRIC_LATENTS",
     "SHIFT_SCALE",
+    "LatentNetwork",
     "InvariantNetwork",
     "gaussian_kl",
     "kl_schedule",
@@ -87,6 +88,7 @@ def kl_schedule(kl_weight: KLWeight, epochs: int) -> list[float]:
         >>> kl_schedule([0.1, 0.5, 1.0], epochs=5)
         [0.1, 0.5, 1.0, 1.0, 1.0]
     """
+    weights: list[Any]
     if callable(kl_weight):
         weights = [kl_weight(epoch) for epoch in range(epochs)]
     elif isinstance(kl_weight, Real) and not isinstance(kl_weight, bool):
@@ -114,6 +116,16 @@ def _schedule_value(value: Any, epoch: int) -> float:
     return weight
 
 
+def start_log_var(body: nn.Sequential, n_latents: int, initial_log_var: float) -> None:
+    """Add ``initial_log_var`` to the log-variance half of the bias of ``body``'s last layer, a
+    ``Linear`` with ``2 n_latents`` outputs ``[mean, log_var]``."""
+    last = body[-1]
+    if not isinstance(last, nn.Linear) or last.bias is None or last.out_features != 2 * n_latents:
+        raise TypeError(f"the encoder must end in a Linear layer with bias and {2 * n_latents} outputs; got {last}")
+    with torch.no_grad():
+        last.bias[n_latents:] += initial_log_var
+
+
 class MLPEncoder(nn.Module):
     """Patch -> mean and log-variance of a diagonal Gaussian over ``n_latents`` latents.
 
@@ -135,8 +147,7 @@ class MLPEncoder(nn.Module):
             nn.Tanh(),
             nn.Linear(hidden, 2 * n_latents),
         )
-        with torch.no_grad():
-            self.body[-1].bias[n_latents:] += initial_log_var
+        start_log_var(self.body, n_latents, initial_log_var)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_var = self.body(x).chunk(2, dim=-1)
@@ -168,8 +179,7 @@ class ConvEncoder(nn.Module):
             nn.Tanh(),
             nn.Linear(hidden, 2 * n_latents),
         )
-        with torch.no_grad():
-            self.body[-1].bias[n_latents:] += initial_log_var
+        start_log_var(self.body, n_latents, initial_log_var)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_var = self.body(x).chunk(2, dim=-1)
@@ -230,7 +240,29 @@ def grid_transform(latents: torch.Tensor, names: Sequence[str]) -> dict[str, tor
     return out
 
 
-class InvariantNetwork(nn.Module):
+class LatentNetwork(nn.Module):
+    """The network a model trains: patches -> latent Gaussian, latents -> raw patches.
+
+    ``encode``: ``N x C x h x w -> (mean, log_var)``, each ``N x n_latents``; ``decode``:
+    ``N x n_latents -> N x C x h x w`` raw outputs (the likelihood's natural parameter). Networks
+    of models that decode with a condition (:class:`~aexp.models._conditional.PairedVAE`) leave
+    ``decode`` out and are called through their own parts.
+
+    Example:
+        >>> network = InvariantNetwork((1, 8, 8), 2, ("angle",), hidden=16, decoder_layers=2)
+        >>> mean, log_var = network.encode(torch.zeros(4, 1, 8, 8))
+        >>> network.decode(mean).shape
+        torch.Size([4, 1, 8, 8])
+    """
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} has no encode(x)")
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no decode(latents)")
+
+
+class InvariantNetwork(LatentNetwork):
     """Encoder + coordinate decoder whose first latents are geometric.
 
     ``encode``: ``N x C x h x w -> (mean, log_var)``, each ``N x (len(geometric) + latent_dim)``;
@@ -270,7 +302,7 @@ def check_int(name: str, value: Any, minimum: int) -> int:
 
 def check_positive(name: str, value: Any) -> float:
     """``value`` as a float, or ValueError if it is not a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not (0 < value < math.inf):
+    if isinstance(value, bool) or not isinstance(value, Real) or not (0 < float(value) < math.inf):
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
     return float(value)
 
@@ -344,6 +376,12 @@ class BaseVAE:
         device: torch device the network lives and trains on.
     """
 
+    # Learned in fit (or read by load); absent before.
+    network_: LatentNetwork
+    data_min_: np.ndarray
+    data_range_: np.ndarray
+    history_: dict[str, list[float]]
+
     def __init__(
         self,
         input_shape: Sequence[int],
@@ -363,7 +401,7 @@ class BaseVAE:
     _min_latent_dim = 1
     """Fewest content latents the model works with (a model with a class latent can do with 0)."""
 
-    def _build_network(self) -> nn.Module:
+    def _build_network(self) -> LatentNetwork:
         raise NotImplementedError
 
     @property
@@ -416,8 +454,8 @@ class BaseVAE:
             or any(isinstance(s, bool) or not isinstance(s, Integral) or s < 1 for s in shape)
         ):
             raise ValueError(f"input_shape must be (h, w) or (C, h, w) of positive integers; got {shape!r}")
-        dims = tuple(int(s) for s in shape)
-        return (1, *dims) if len(dims) == 2 else dims
+        dims = [int(s) for s in shape]
+        return (1, dims[0], dims[1]) if len(dims) == 2 else (dims[0], dims[1], dims[2])
 
     @property
     def n_latents(self) -> int:
@@ -478,7 +516,7 @@ class BaseVAE:
         schedules (temperature, capacity) update them here."""
 
     def _loss_terms(
-        self, network: nn.Module, x: torch.Tensor, noise: torch.Generator
+        self, network: LatentNetwork, x: torch.Tensor, noise: torch.Generator
     ) -> dict[str, torch.Tensor]:
         """Batch means of ``reconstruction`` and of every KL term (names starting ``kl_``)."""
         mean, log_var = network.encode(x)
@@ -491,7 +529,7 @@ class BaseVAE:
         return terms
 
     def _penalty_terms(
-        self, network: nn.Module, x: torch.Tensor, mean: torch.Tensor, noise: torch.Generator
+        self, network: LatentNetwork, x: torch.Tensor, mean: torch.Tensor, noise: torch.Generator
     ) -> dict[str, torch.Tensor]:
         """Extra, already weighted loss terms (names ``penalty_*``) given the batch ``x`` and its
         latent means ``mean`` (``N x n_latents``). Default: none."""
@@ -499,7 +537,7 @@ class BaseVAE:
 
     # ----------------------------------------------------------------- fit
 
-    def _new_network(self, seed: int) -> nn.Module:
+    def _new_network(self, seed: int) -> LatentNetwork:
         # Module constructors draw their initial weights from torch's global CPU generator: seed
         # it for them and give the caller's state back afterwards.
         with torch.random.fork_rng(devices=[]):
@@ -507,7 +545,7 @@ class BaseVAE:
             network = self._wrap_network(self._build_network())
         return network.to(self.device)
 
-    def _wrap_network(self, network: nn.Module) -> nn.Module:
+    def _wrap_network(self, network: LatentNetwork) -> LatentNetwork:
         """Hook for models that add a module around any ``_build_network()`` (default: none)."""
         return network
 
@@ -577,7 +615,7 @@ class BaseVAE:
 
     def _train_epoch(
         self,
-        network: nn.Module,
+        network: LatentNetwork,
         optimiser: torch.optim.Optimizer,
         data: torch.Tensor,
         order: torch.Tensor,

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from ._conditional import (
     ConditionalDecoder,
     ConditionalEncoder,
     GeometricPairedVAE,
+    PairedNetwork,
     check_class_labels,
     check_values,
     geometric_names,
@@ -38,7 +38,10 @@ __all__ = ["CVAE"]
 CONDITIONS = ("class", "continuous")
 
 
-class _CVAENetwork(nn.Module):
+class _CVAENetwork(PairedNetwork):
+    condition_mean: torch.Tensor  # buffers, registered in __init__
+    condition_std: torch.Tensor
+
     def __init__(
         self, shape, latent_dim, condition_dim, rotation, translation, hidden, decoder_layers, encoder_hidden
     ):
@@ -78,6 +81,8 @@ class CVAE(GeometricPairedVAE):
         >>> m = CVAE(input_shape=(16, 16), condition_dim=2).fit(X, labels, epochs=20)
         >>> m.decode(np.zeros((2, 2)), [0, 1])     # one latent point drawn as class 0 and 1
     """
+
+    network_: _CVAENetwork
 
     def __init__(
         self,
@@ -121,7 +126,7 @@ class CVAE(GeometricPairedVAE):
         check_positive("rotation_prior", self.rotation_prior)
         check_positive("translation_prior", self.translation_prior)
 
-    def _build_network(self) -> nn.Module:
+    def _build_network(self) -> _CVAENetwork:
         return _CVAENetwork(
             self._patch_shape(),
             self.latent_dim,

@@ -27,6 +27,7 @@ expensive piece of an rVAE. Three things keep it cheap without changing the func
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import torch
 from torch import nn
@@ -152,6 +153,9 @@ class CoordinateDecoder(nn.Module):
         torch.Size([5, 1, 16, 16])
     """
 
+    grid: torch.Tensor  # buffers, registered in __init__
+    grid_turned: torch.Tensor
+
     def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int = 32, layers: int = 2):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
@@ -198,7 +202,8 @@ class CoordinateDecoder(nn.Module):
             ab = 2.0 * torch.stack([self.grid @ w.t(), self.grid_turned @ w.t()])
             s = _RotatedSigmoid.apply(cs, ab, 2.0 * c)
         s = s.reshape(-1, s.shape[-1])
-        for layer in self.hidden:
+        for module in self.hidden:
+            layer = cast(nn.Linear, module)  # every entry is built as an nn.Linear in __init__
             lw, lb = layer.weight, layer.bias
             s = _LinearSigmoid.apply(s, 4.0 * lw, 2.0 * (lb - lw.sum(dim=1)))
         ow, ob = self.out.weight, self.out.bias

@@ -98,6 +98,8 @@ def _traversal_latents(
     if len(dims) == 2:
         z[:, :, first + dims[1]] = values[::-1, None]
     if label is not None:
+        if not isinstance(model, JVAE):
+            raise ValueError(f"label is for class models (JVAE, JRVAE); got a {type(model).__name__}")
         z[:, :, model.n_latents - model.n_classes + label] = 1.0
     return z.reshape(rows * n, model.n_latents)
 

@@ -38,20 +38,21 @@ from .base import (
     ENCODERS,
     BaseVAE,
     CoordinateDecoder,
+    LatentNetwork,
     check_int,
     check_positive,
     gaussian_kl,
     grid_transform,
     make_encoder,
 )
-from .rvae import RVAE
+from .rvae import geometric_latent_priors, geometric_prior_table, rotation_latent_names
 
 __all__ = ["JVAE", "JRVAE", "DISCRETE_MODES"]
 
 DISCRETE_MODES = ("gumbel", "enumerate")
 
 
-class _JointNetwork(nn.Module):
+class _JointNetwork(LatentNetwork):
     """Encoder + classifier + coordinate decoder fed ``[z, class weights]``."""
 
     def __init__(self, shape, latent_dim, n_classes, geometric, hidden, decoder_layers, encoder, encoder_hidden):
@@ -110,6 +111,7 @@ class JVAE(BaseVAE):
     """
 
     _min_latent_dim = 0
+    network_: _JointNetwork
 
     def __init__(
         self,
@@ -177,7 +179,7 @@ class JVAE(BaseVAE):
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
         return [("kl_content", slice(len(self.geometric_names), None), 1.0)]
 
-    def _build_network(self) -> nn.Module:
+    def _build_network(self) -> LatentNetwork:
         return _JointNetwork(
             self._patch_shape(), self.latent_dim, self.n_classes, self.geometric_names, self.hidden,
             self.decoder_layers, self.encoder, self.encoder_hidden,
@@ -192,7 +194,9 @@ class JVAE(BaseVAE):
         ramp = 1.0 if self.capacity_epochs == 0 else min(1.0, epoch / self.capacity_epochs)
         self._capacity = ramp * math.log(self.n_classes)
 
-    def _loss_terms(self, network: nn.Module, x: torch.Tensor, noise: torch.Generator) -> dict[str, torch.Tensor]:
+    def _loss_terms(self, network: LatentNetwork, x: torch.Tensor, noise: torch.Generator) -> dict[str, torch.Tensor]:
+        if not isinstance(network, _JointNetwork):  # the network _build_network made, classifier included
+            raise TypeError(f"{type(self).__name__} trains a _JointNetwork; got {type(network).__name__}")
         mean, log_var = network.encode(x)
         eps = torch.randn(mean.shape, generator=noise, device=mean.device, dtype=mean.dtype)
         sample = mean + eps * torch.exp(0.5 * log_var)
@@ -304,9 +308,14 @@ class JRVAE(JVAE):
         check_positive("scale_prior", self.scale_prior)
 
     # The geometric latents and their priors are the rVAE's.
-    geometric_names = RVAE.geometric_names
-    _geometric_priors = RVAE._geometric_priors
+    @property
+    def geometric_names(self) -> list[str]:
+        return rotation_latent_names(self.translation, self.scale)
+
+    def _geometric_priors(self) -> dict[str, tuple[str, float]]:
+        return geometric_prior_table(
+            self.rotation_prior, self.translation_prior, self.scale_prior, getattr(self, "_warmup_factor", 1.0)
+        )
 
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
-        priors = RVAE._latent_priors(self)
-        return priors
+        return geometric_latent_priors(self.geometric_names, self._geometric_priors())

@@ -97,6 +97,8 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, restarts: int = 10, iterations:
         inertia = ((x - centres[labels]) ** 2).sum()
         if inertia < best_inertia:
             best, best_inertia = labels, inertia
+    if best is None:  # no run at all, or none with a finite inertia
+        raise ValueError(f"kmeans needs restarts >= 1 and finite x; got restarts={restarts!r}")
     return best
 
 

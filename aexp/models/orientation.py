@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .base import LatentNetwork
 from .decoders import coordinate_grid
 
 __all__ = ["rotate_patches", "OrientedNetwork", "equivariance_penalty"]
@@ -57,7 +58,7 @@ def rotate_patches(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, sample_at, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-class OrientedNetwork(nn.Module):
+class OrientedNetwork(LatentNetwork):
     """An invariant network whose decoder turns each object by its learned canonical orientation.
 
     ``encode``: the wrapped network's ``(mean, log_var)`` with ``h(mean z)`` subtracted from the
@@ -67,13 +68,14 @@ class OrientedNetwork(nn.Module):
     ``n_geometric`` geometric columns; shapes as the wrapped network's.
     """
 
-    def __init__(self, network: nn.Module, n_geometric: int, latent_dim: int, hidden: int = 32):
+    def __init__(self, network: LatentNetwork, n_geometric: int, latent_dim: int, hidden: int = 32):
         super().__init__()
         self.network = network
         self.n_geometric = n_geometric
-        self.orientation = nn.Sequential(nn.Linear(latent_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.orientation[-1].weight)
-        nn.init.zeros_(self.orientation[-1].bias)
+        first, last = nn.Linear(latent_dim, hidden), nn.Linear(hidden, 1)
+        self.orientation = nn.Sequential(first, nn.Tanh(), last)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def canonical_angle(self, content: torch.Tensor) -> torch.Tensor:
         """``h(z)``: content latents ``N x k`` -> canonical orientation ``N`` (radians)."""
@@ -93,7 +95,7 @@ class OrientedNetwork(nn.Module):
 
 
 def equivariance_penalty(
-    network: nn.Module,
+    network: LatentNetwork,
     x: torch.Tensor,
     mean: torch.Tensor,
     invariant: list[int],

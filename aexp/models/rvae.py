@@ -25,9 +25,8 @@ from collections.abc import Sequence
 from numbers import Real
 
 import torch
-from torch import nn
 
-from .base import ENCODERS, SHIFT_SCALE, BaseVAE, InvariantNetwork, check_int, check_positive
+from .base import ENCODERS, SHIFT_SCALE, BaseVAE, InvariantNetwork, LatentNetwork, check_int, check_positive
 from .orientation import OrientedNetwork, equivariance_penalty
 
 __all__ = ["RVAE", "SHIFT_SCALE", "ROTATION_WARMUP_START", "warmup_factor"]
@@ -42,6 +41,46 @@ def warmup_factor(epoch: int, warmup: int) -> float:
     if not warmup:
         return 1.0
     return ROTATION_WARMUP_START ** max(0.0, 1.0 - epoch / warmup)
+
+
+def rotation_latent_names(translation: bool, scale: bool) -> list[str]:
+    """The geometric latents of an rVAE, in the order they lead its encoding:
+    ``angle``, then ``dx, dy`` with ``translation``, then ``scale`` with ``scale``."""
+    names = ["angle"]
+    if translation:
+        names += ["dx", "dy"]
+    if scale:
+        names.append("scale")
+    return names
+
+
+def geometric_prior_table(
+    rotation_prior: float, translation_prior: float, scale_prior: float, warmup: float = 1.0
+) -> dict[str, tuple[str, float]]:
+    """Geometric latent -> (KL term name, prior standard deviation in latent units); ``warmup``
+    scales the angle's prior (see :func:`warmup_factor`)."""
+    return {
+        "angle": ("kl_angle", float(rotation_prior) * warmup),
+        "dx": ("kl_shift", float(translation_prior) / SHIFT_SCALE),
+        "dy": ("kl_shift", float(translation_prior) / SHIFT_SCALE),
+        "scale": ("kl_scale", float(scale_prior)),
+    }
+
+
+def geometric_latent_priors(
+    names: Sequence[str], table: dict[str, tuple[str, float]]
+) -> list[tuple[str, slice, float]]:
+    """The KL terms ``[(name, columns, prior_std), ...]`` of latents ``[geometric names..., content]``
+    given each geometric latent's ``(term, prior_std)`` in ``table``; content has a unit prior."""
+    priors: list[tuple[str, slice, float]] = []
+    for i, name in enumerate(names):
+        term, std = table[name]
+        if name == "dy":
+            continue  # dx and dy share one term (the shift)
+        width = 2 if name == "dx" else 1
+        priors.append((term, slice(i, i + width), std))
+    priors.append(("kl_content", slice(len(names), None), 1.0))
+    return priors
 
 
 class RVAE(BaseVAE):
@@ -149,12 +188,7 @@ class RVAE(BaseVAE):
     @property
     def geometric_names(self) -> list[str]:
         """The geometric latents, in the order they lead :meth:`encode`'s columns."""
-        names = ["angle"]
-        if self.translation:
-            names += ["dx", "dy"]
-        if self.scale:
-            names.append("scale")
-        return names
+        return rotation_latent_names(self.translation, self.scale)
 
     @property
     def latent_names(self) -> list[str]:
@@ -162,26 +196,14 @@ class RVAE(BaseVAE):
 
     def _geometric_priors(self) -> dict[str, tuple[str, float]]:
         """Geometric latent -> (KL term name, prior standard deviation in latent units)."""
-        return {
-            "angle": ("kl_angle", float(self.rotation_prior) * getattr(self, "_warmup_factor", 1.0)),
-            "dx": ("kl_shift", float(self.translation_prior) / SHIFT_SCALE),
-            "dy": ("kl_shift", float(self.translation_prior) / SHIFT_SCALE),
-            "scale": ("kl_scale", float(self.scale_prior)),
-        }
+        return geometric_prior_table(
+            self.rotation_prior, self.translation_prior, self.scale_prior, getattr(self, "_warmup_factor", 1.0)
+        )
 
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
-        table = self._geometric_priors()
-        priors: list[tuple[str, slice, float]] = []
-        for i, name in enumerate(self.geometric_names):
-            term, std = table[name]
-            if name == "dy":
-                continue  # dx and dy share one term (the shift)
-            width = 2 if name == "dx" else 1
-            priors.append((term, slice(i, i + width), std))
-        priors.append(("kl_content", slice(len(self.geometric_names), None), 1.0))
-        return priors
+        return geometric_latent_priors(self.geometric_names, self._geometric_priors())
 
-    def _build_network(self) -> nn.Module:
+    def _build_network(self) -> LatentNetwork:
         return InvariantNetwork(
             self._patch_shape(),
             self.latent_dim,
@@ -196,13 +218,13 @@ class RVAE(BaseVAE):
         super()._start_epoch(epoch, epochs)
         self._warmup_factor = warmup_factor(epoch, self.rotation_prior_warmup)
 
-    def _wrap_network(self, network: nn.Module) -> nn.Module:
+    def _wrap_network(self, network: LatentNetwork) -> LatentNetwork:
         if not self.orientation:
             return network
         return OrientedNetwork(network, len(self.geometric_names), self.latent_dim)
 
     def _penalty_terms(
-        self, network: nn.Module, x: torch.Tensor, mean: torch.Tensor, noise: torch.Generator
+        self, network: LatentNetwork, x: torch.Tensor, mean: torch.Tensor, noise: torch.Generator
     ) -> dict[str, torch.Tensor]:
         if not self.equivariance:
             return {}

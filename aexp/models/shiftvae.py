@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import BaseVAE, MLPEncoder, _as_float_tensor, _check_finite, check_int, check_positive
+from .base import BaseVAE, LatentNetwork, MLPEncoder, _as_float_tensor, _check_finite, check_int, check_positive
 
 __all__ = ["ShiftVAE", "ShiftDecoder1d"]
 
@@ -41,6 +41,8 @@ class ShiftDecoder1d(nn.Module):
         >>> ShiftDecoder1d(1, 64, latent_dim=2)(torch.zeros(3, 2), torch.zeros(3)).shape
         torch.Size([3, 1, 64])
     """
+
+    grid: torch.Tensor  # buffer, registered in __init__
 
     def __init__(self, channels: int, length: int, latent_dim: int, hidden: int = 32, layers: int = 2):
         super().__init__()
@@ -59,7 +61,7 @@ class ShiftDecoder1d(nn.Module):
         return self.out(h).transpose(1, 2)
 
 
-class _ShiftVAENetwork(nn.Module):
+class _ShiftVAENetwork(LatentNetwork):
     def __init__(self, channels, length, latent_dim, hidden, decoder_layers, encoder_hidden):
         super().__init__()
         self.encoder = MLPEncoder(channels * length, encoder_hidden, 1 + latent_dim)
@@ -137,7 +139,7 @@ class ShiftVAE(BaseVAE):
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
         return [("kl_shift", slice(0, 1), float(self.shift_prior)), ("kl_content", slice(1, None), 1.0)]
 
-    def _build_network(self) -> nn.Module:
+    def _build_network(self) -> _ShiftVAENetwork:
         channels, _, length = self._patch_shape()
         return _ShiftVAENetwork(
             channels, length, self.latent_dim, self.hidden, self.decoder_layers, self.encoder_hidden

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import MLPEncoder
+from .base import LatentNetwork, MLPEncoder
 from .decoders import coordinate_grid
 from .rvae import RVAE, SHIFT_SCALE
 
@@ -38,6 +38,9 @@ class SkipCoordinateDecoder(nn.Module):
         >>> SkipCoordinateDecoder((1, 16, 16), latent_dim=2)(torch.zeros(5, 2)).shape
         torch.Size([5, 1, 16, 16])
     """
+
+    grid: torch.Tensor  # buffers, registered in __init__
+    grid_turned: torch.Tensor
 
     def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int = 32, layers: int = 2):
         super().__init__()
@@ -78,7 +81,7 @@ class SkipCoordinateDecoder(nn.Module):
         return out.transpose(1, 2).reshape(n, channels, height, width)
 
 
-class _SkipRVAENetwork(nn.Module):
+class _SkipRVAENetwork(LatentNetwork):
     def __init__(self, shape, latent_dim, translation, hidden, decoder_layers, encoder_hidden):
         super().__init__()
         self.n_geometric = 3 if translation else 1
@@ -106,7 +109,7 @@ class SkipRVAE(RVAE):
         >>> m.encode(patches)[:, 0]           # angle of each patch
     """
 
-    def _build_network(self) -> nn.Module:
+    def _build_network(self) -> _SkipRVAENetwork:
         return _SkipRVAENetwork(
             self._patch_shape(),
             self.latent_dim,

@@ -45,6 +45,7 @@ from ._conditional import (
     ConditionalDecoder,
     ConditionalEncoder,
     GeometricPairedVAE,
+    PairedNetwork,
     check_class_labels,
     check_values,
     geometric_names,
@@ -115,12 +116,15 @@ def upright_patches(x: torch.Tensor, angle: torch.Tensor | None, shift: torch.Te
         c, s = torch.cos(angle), torch.sin(angle)
         shift = torch.stack([c * shift[:, 0] + s * shift[:, 1], c * shift[:, 1] - s * shift[:, 0]], dim=1)
     grid = transform_grid(
-        None if angle is None else -angle, None if shift is None else -shift, tuple(x.shape[1:]), x
+        None if angle is None else -angle, None if shift is None else -shift, (x.shape[1], x.shape[2], x.shape[3]), x
     )
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-class _SSVAENetwork(nn.Module):
+class _SSVAENetwork(PairedNetwork):
+    target_mean: torch.Tensor  # buffers, registered in __init__
+    target_std: torch.Tensor
+
     def __init__(
         self,
         shape,
@@ -175,7 +179,7 @@ class _SSVAENetwork(nn.Module):
         encoder's mean angle and shift; that pose is learned from the reconstruction only (no
         gradient from the classifier), so it means the same for labelled and unlabelled patches.
         """
-        if self.align_classifier:
+        if isinstance(self.encoder, _PoseContentEncoder):  # the encoder align_classifier builds
             pose = self.encoder.pose(x)[0].detach()
             angle = pose[:, 0] if self.rotation else None
             first = int(self.rotation)
@@ -232,6 +236,8 @@ class SSVAE(GeometricPairedVAE):
         >>> m = SSVAE(input_shape=(16, 16), output_dim=2).fit(X, y, epochs=20)
         >>> m.predict(X_new)                                       # class per patch
     """
+
+    network_: _SSVAENetwork
 
     def __init__(
         self,
@@ -304,7 +310,7 @@ class SSVAE(GeometricPairedVAE):
     def _regression(self) -> bool:
         return self.task == "regression"
 
-    def _build_network(self) -> nn.Module:
+    def _build_network(self) -> _SSVAENetwork:
         return _SSVAENetwork(
             self._patch_shape(),
             self.latent_dim,

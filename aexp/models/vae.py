@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import nn
-
-from .base import ENCODERS, BaseVAE, InvariantNetwork, check_int
+from .base import ENCODERS, BaseVAE, InvariantNetwork, LatentNetwork, check_int
 
 __all__ = ["VAE"]
 
@@ -69,7 +67,7 @@ class VAE(BaseVAE):
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
         return [("kl_content", slice(0, None), 1.0)]
 
-    def _build_network(self) -> nn.Module:
+    def _build_network(self) -> LatentNetwork:
         return InvariantNetwork(
             self._patch_shape(),
             self.latent_dim,

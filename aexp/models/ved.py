@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from ._conditional import MLPDecoder, PairedVAE
+from ._conditional import MLPDecoder, PairedNetwork, PairedVAE
 from .base import MLPEncoder, _as_float_tensor, _check_finite, check_int, gaussian_kl
 
 __all__ = ["VED", "im2spec", "spec2im"]
@@ -39,11 +38,14 @@ def _as_chw(shape: Any, name: str) -> tuple[int, int, int]:
         or any(isinstance(s, bool) or not isinstance(s, Integral) or s < 1 for s in shape)
     ):
         raise ValueError(f"{name} must be (L,), (h, w) or (C, h, w) of positive integers; got {shape!r}")
-    dims = tuple(int(s) for s in shape)
-    return ((1, 1) + dims)[-3:] if len(dims) < 3 else dims
+    dims = [1, 1, *(int(s) for s in shape)][-3:]
+    return (dims[0], dims[1], dims[2])
 
 
-class _VEDNetwork(nn.Module):
+class _VEDNetwork(PairedNetwork):
+    output_min: torch.Tensor  # buffers, registered in __init__
+    output_range: torch.Tensor
+
     def __init__(self, in_shape, out_shape, latent_dim, hidden, encoder_hidden):
         super().__init__()
         self.encoder = MLPEncoder(int(np.prod(in_shape)), encoder_hidden, latent_dim)
@@ -77,6 +79,8 @@ class VED(PairedVAE):
         (100, 64)
     """
 
+    network_: _VEDNetwork
+
     def __init__(
         self,
         input_shape: Sequence[int],
@@ -109,7 +113,7 @@ class VED(PairedVAE):
     def _latent_priors(self) -> list[tuple[str, slice, float]]:
         return [("kl_content", slice(0, None), 1.0)]
 
-    def _build_network(self) -> nn.Module:
+    def _build_network(self) -> _VEDNetwork:
         return _VEDNetwork(
             self._patch_shape(),
             _as_chw(self.output_shape, "output_shape"),

@@ -96,7 +96,7 @@ def _write(f: Any, reader: SessionReader) -> None:
     spectra = f.create_group("spectra")
     rows = reader.spectra()
     with_spectrum = [s for s in steps if s.spectrum_row is not None and s.spectrum_row < len(rows)]
-    data = rows[[s.spectrum_row for s in with_spectrum]] if with_spectrum else np.empty((0, rows.shape[1]))
+    data = rows[_spectrum_rows(with_spectrum)] if with_spectrum else np.empty((0, rows.shape[1]))
     spectra.create_dataset("data", data=data, compression="gzip")
     spectra.create_dataset("step", data=np.array([s.step for s in with_spectrum], dtype=np.int64))
     spectra.create_dataset("position", data=np.array([s.position for s in with_spectrum],
@@ -106,6 +106,11 @@ def _write(f: Any, reader: SessionReader) -> None:
     energy = spectra.create_dataset("axis", data=axis.values())
     energy.attrs["name"], energy.attrs["units"] = axis.name, axis.units
     spectra.attrs["units"] = _spectrum_units(reader)
+
+
+def _spectrum_rows(steps: list[Step]) -> list[int]:
+    """The row of ``spectra.bin`` of each step; the callers keep only steps that have one."""
+    return [s.spectrum_row for s in steps if s.spectrum_row is not None]
 
 
 def _spectrum_units(reader: SessionReader) -> str:
@@ -214,7 +219,7 @@ def _measured(reader: SessionReader) -> _Measured:
     scale = (ax.stop - ax.start) / (ax.n - 1) if ax.n > 1 else 1.0
     axis = (ax.name, ax.units, float(ax.start), float(scale))
     return _Measured(
-        spectra=rows[[s.spectrum_row for s in steps]],
+        spectra=rows[_spectrum_rows(steps)],
         axis=axis,
         units=_spectrum_units(reader),
         step=np.array([s.step for s in steps], dtype=np.int64),

@@ -196,14 +196,14 @@ class SessionLock:
 
 
 def _try_lock(fh: Any) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    if sys.platform == "win32":  # no fcntl there; a platform test, so type checkers see one branch
         import msvcrt
 
         fh.seek(0)
         msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
         return
+    import fcntl
+
     fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 

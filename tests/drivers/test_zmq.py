@@ -355,3 +355,10 @@ def test_under_curve_the_lease_is_bound_to_the_key_that_took_it(serve, curve_key
         thief.survey()  # the right token from the wrong key
     thief.close()
     holder.close()
+
+
+def test_the_driver_is_a_link_client_for_aexp_describe():
+    from aexp.instrument import LinkClient
+
+    assert isinstance(ZmqInstrument(address="tcp://127.0.0.1:1"), LinkClient)
+    assert not isinstance(PlasmonicSimulator(seed=0, **SIM), LinkClient)

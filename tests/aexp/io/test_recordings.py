@@ -201,3 +201,22 @@ def test_missing_readers_name_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "SciFiReaders", None)
     with pytest.raises(RecordingError, match=r"pip install 'aexp\[io\]'"):
         read_recording(STS)
+
+
+def test_a_survey_with_a_non_uniform_axis_is_placed_only_by_a_recorded_rectangle():
+    from aexp.io.recordings import Axis, Signal
+    from aexp.io.survey import place_image
+    from aexp.types import PixelTransform
+
+    def spatial(name, size, scale):
+        return Axis(name, size, 0.0, scale, "nm", True)
+
+    energy = Axis("E", 3, 0.0, 1.0, "eV", False)
+    grid = Signal("si", np.zeros((4, 5, 3)), (spatial("y", 4, 1.0), spatial("x", 5, 1.0), energy))
+    image = Signal("haadf", np.zeros((4, 5)), (spatial("y", 4, None), spatial("x", 5, 1.0)))
+    # the same size and units would place it by the calibrations, which a non-uniform axis lacks
+    with pytest.raises(RecordingError, match=r"test: cannot place the survey 'haadf' \(4 x 5: y \(4, non-uniform"):
+        place_image(image, grid, PixelTransform.square(pixel_size=1e-9), True, "test")
+    uniform = Signal("haadf", np.zeros((4, 5)), (spatial("y", 4, 1.0), spatial("x", 5, 1.0)))
+    assert place_image(uniform, grid, PixelTransform.square(pixel_size=1e-9), False, "test")[1] == (
+        "recorded on the same grid")

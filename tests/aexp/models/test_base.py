@@ -146,3 +146,20 @@ def test_save_load_keeps_lists_lists_and_turns_numpy_values_into_python_ones(tmp
     listed = RVAE(input_shape=[8, 8], hidden=4, decoder_layers=0).fit(X, epochs=1, progress=False)
     listed.save(tmp_path / "b.pt")
     assert RVAE.load(tmp_path / "b.pt").input_shape == [8, 8]
+
+
+def test_encoders_start_with_a_narrow_log_variance_and_refuse_another_last_layer():
+    from torch import nn
+
+    from aexp.models.base import ConvEncoder, MLPEncoder, start_log_var
+
+    def built(make, initial_log_var):
+        torch.manual_seed(0)
+        return make(initial_log_var).body[-1].bias.detach()
+
+    for make in (lambda v: MLPEncoder(64, 16, 2, initial_log_var=v),
+                 lambda v: ConvEncoder((1, 8, 8), 16, 2, initial_log_var=v)):
+        shift = built(make, -3.0) - built(make, 0.0)  # same seed, same weights: only the start differs
+        assert shift.tolist() == pytest.approx([0.0, 0.0, -3.0, -3.0])
+    with pytest.raises(TypeError, match="must end in a Linear layer with bias and 4 outputs"):
+        start_log_var(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), 2, -3.0)

@@ -112,3 +112,16 @@ def test_jrvae_classes_are_the_four_suits():
                   noise_std=0.2)
     model.fit(cards.images, epochs=100, seed=0, progress=False)
     assert cluster_purity(model.predict(cards.images), cards.label) >= 0.9
+
+
+def test_jrvae_geometric_latents_and_priors_are_the_rvaes():
+    for translation, scale in [(True, False), (False, True), (True, True)]:
+        settings = dict(translation=translation, scale=scale, rotation_prior=0.7, translation_prior=0.2, scale_prior=0.3)
+        joint = JRVAE(input_shape=(8, 8), latent_dim=2, n_classes=3, **settings)
+        plain = RVAE(input_shape=(8, 8), latent_dim=2, **settings)
+        assert joint.geometric_names == plain.geometric_names
+        assert joint._latent_priors() == plain._latent_priors()
+    # angle, dx+dy (one term, prior in latent units: 0.2 / SHIFT_SCALE), then the content
+    assert JRVAE(input_shape=(8, 8), translation_prior=0.2, rotation_prior=0.7)._latent_priors() == [
+        ("kl_angle", slice(0, 1), 0.7), ("kl_shift", slice(1, 3), pytest.approx(2.0)), ("kl_content", slice(3, None), 1.0)
+    ]

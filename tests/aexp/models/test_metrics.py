@@ -71,3 +71,11 @@ def test_symmetric_circular_correlation_checks_its_inputs():
         symmetric_circular_correlation(np.zeros(3), np.zeros(3), order=np.array([1, 0, 2]))
     with pytest.raises(ValueError, match="order must be integers >= 1"):
         symmetric_circular_correlation(np.zeros(3), np.zeros(3), order=1.5)
+
+
+def test_kmeans_refuses_no_restarts_and_non_finite_rows_instead_of_returning_none():
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
+    with pytest.raises(ValueError, match="restarts >= 1"):
+        kmeans(x, 2, restarts=0)
+    with pytest.raises(ValueError, match="finite x"):
+        kmeans(np.array([[0.0, np.nan], [1.0, 1.0], [5.0, 5.0]]), 2)
