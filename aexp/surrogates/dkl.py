@@ -25,13 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from botorch.models.gpytorch import GPyTorchModel
 from botorch.models.transforms.outcome import Standardize
 from botorch.posteriors.gpytorch import GPyTorchPosterior
+from botorch.posteriors.transformed import TransformedPosterior
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.kernels import AdditiveKernel, Kernel, MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
@@ -103,7 +104,7 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
         self.mean_module = ConstantMean()
         self.covar_module = covar_module
         self.outcome_transform = outcome_transform
-        self._marginal_cache: tuple[Tensor, ...] | None = None
+        self._marginal_cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self.to(train_X)
 
     def forward(self, X: Tensor) -> MultivariateNormal:
@@ -115,8 +116,9 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
             self._marginal_cache = None
         return super().train(mode)
 
-    def posterior(self, X: Tensor, observation_noise: bool | Tensor = False,
-                  posterior_transform: Any = None, **kwargs: Any) -> GPyTorchPosterior:
+    def posterior(  # type: ignore[override]  # GPyTorchModel's own signature, which narrows Model's
+        self, X: Tensor, observation_noise: bool | Tensor = False, posterior_transform: Any = None, **kwargs: Any
+    ) -> GPyTorchPosterior | TransformedPosterior:
         """Posterior of ``f`` at ``X`` (``batch x q x D``) in original target units."""
         if X.dim() < 3 or X.shape[-2] != 1 or isinstance(observation_noise, Tensor) or kwargs:
             return super().posterior(X, observation_noise=observation_noise,
@@ -128,7 +130,9 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
         shape = X.shape[:-1]
         mvn = MultivariateNormal(mean.view(shape), DiagLinearOperator(var.view(shape)))
         posterior = self.outcome_transform.untransform_posterior(GPyTorchPosterior(mvn))
-        return posterior if posterior_transform is None else posterior_transform(posterior)
+        if posterior_transform is None:
+            return posterior
+        return cast(GPyTorchPosterior, posterior_transform(posterior))  # a scalarisation keeps the family
 
     def marginal(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """Marginal mean and variance of ``f`` at each row of ``X`` (``b x D``), standardised units.
@@ -144,8 +148,13 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
         var = self.covar_module(z, diag=True) - v.square().sum(-2)
         return mean, var.clamp_min(1e-12)
 
+    def training_inputs(self) -> Tensor:
+        """The training inputs ``N x D`` (gpytorch keeps them as a tuple of one tensor)."""
+        inputs = cast(tuple[Tensor, ...], self.train_inputs)  # an ExactGP attribute torch cannot type
+        return inputs[0]
+
     def _cache(self) -> tuple[Tensor, Tensor, Tensor]:
-        train_X = self.train_inputs[0]
+        train_X = self.training_inputs()
         if self._marginal_cache is None or self._marginal_cache[0] is not train_X:
             if train_X.dim() != 2:
                 raise ValueError("the flat posterior route needs non-batched training data")
@@ -157,7 +166,8 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
                 resid = (self.train_targets - self.mean_module(Z)).unsqueeze(-1)
                 alpha = torch.cholesky_solve(resid, L).squeeze(-1)
             self._marginal_cache = (train_X, Z, L, alpha)
-        return self._marginal_cache[1:]
+        _, Z, L, alpha = self._marginal_cache
+        return Z, L, alpha
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,7 +203,7 @@ def draw_posterior_path(model: DeepKernelGP, generator: torch.Generator,
     A sum of scaled kernels gets ``num_features`` random Fourier features per term, each acting
     on its own columns of the feature map's output (independent priors add up).
     """
-    opts = {"dtype": DTYPE, "device": model.train_targets.device, "generator": generator}
+    opts: dict[str, Any] = {"dtype": DTYPE, "device": model.train_targets.device, "generator": generator}
     Z, L, _ = model._cache()
     terms = getattr(model.covar_module, "kernels", [model.covar_module])
     freqs, weights = [], []
@@ -278,7 +288,7 @@ class DKLSurrogate:
         self.seed = int(seed)
         self.device = torch.device(device)
         self._model: DeepKernelGP | None = None
-        self._start: dict[str, Tensor] | None = None
+        self._start: dict[str, Any] | None = None  # lengthscales / outputscales: a tensor per kernel part
         self.loss_history_: list[float] = []
         self.n_fits_ = 0
 
@@ -298,7 +308,7 @@ class DKLSurrogate:
         if len(parts) != len(sizes):
             raise ValueError(f"the GP's kernel has {len(parts)} additive part(s); this DKL's base "
                              f"kernel has {len(sizes)} (groups={self.groups})")
-        opts = {"dtype": DTYPE, "device": self.device}
+        opts: dict[str, Any] = {"dtype": DTYPE, "device": self.device}
         lengthscales, scales = [], []
         for part, size in zip(parts, sizes):
             scale = getattr(part, "outputscale", None)
@@ -444,7 +454,7 @@ def _train(model: DeepKernelGP, steps: int, lr: float) -> list[float]:
     model.train()
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    X, y = model.train_inputs[0], model.train_targets
+    X, y = model.training_inputs(), model.train_targets
     history = []
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
