@@ -15,6 +15,7 @@ run stops as interrupted (:class:`~aexp.campaign.InstrumentOutage`) and ``aexp r
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,10 +42,13 @@ from .instrument import Instrument
 from .patches import make_candidates
 from .policies import FEATURELESS_KINDS, Policy, make_policy
 from .repro import features_digest, torch_settings, versions
+from .session.log import session_log
 from .session.manifest import CandidatesRecord, Manifest, SurveyRecord, TorchRecord
 from .session.store import Recorder, SessionWriter, check_out_folder
 from .targets import Target
 from .types import Candidates, InstrumentDescription, Survey
+
+log = logging.getLogger("aexp.run")
 
 __all__ = [
     "CampaignResult",
@@ -266,40 +270,59 @@ def run_experiment(
     check_out_folder(folder, overwrite)
     created = not folder.exists()
     session_id = uuid.uuid4().hex[:12]
-    result: CampaignResult | None = None
-    status = "failed"
-    extra: dict[str, Any] = {}
     with torch_settings(cfg.threads) as settings:
         surveyed = survey_candidates(cfg, instrument)
         writer = SessionWriter(folder, overwrite=overwrite)
         try:
-            prepared = embed(cfg, surveyed, seed, progress=progress)
-            policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
-            writer.write_array("survey", prepared.survey.image)
-            writer.write_array("candidates", prepared.candidates.positions)
-            writer.write_array("pixels", prepared.candidates.pixels)
-            # the manifest is written last: a folder without one never measured anything
-            record = manifest(cfg, prepared, seed, session_id, settings)
-            token = getattr(instrument, "lease_token", None)  # a link's lease, for resume to take back
-            if isinstance(token, str):
-                record = dataclasses.replace(record, lease_token=token)
-            writer.write_json("manifest.json", record.to_dict())
-            result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step)
-            status = "completed"
-            finish_figure(cfg, writer.folder, prepared, result)
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        except InstrumentOutage as exc:
-            status, result, extra = "interrupted", exc.result, {"reason": str(exc)}
-            raise
+            with session_log(writer.folder):
+                result, status, extra = _record(cfg, instrument, surveyed, writer, seed, session_id, settings,
+                                                progress, on_step)
         finally:
-            if (writer.folder / "manifest.json").exists():
-                writer.write_json("summary.json", summary(status, result, **extra))
             writer.close()
             if not (writer.folder / "manifest.json").exists():
                 _remove_unstarted(writer.folder, created)  # nothing was measured
     return writer.folder, result
+
+
+def _record(cfg: ExperimentConfig, instrument: Instrument, surveyed: Surveyed, writer: SessionWriter, seed: int,
+            session_id: str, settings: dict[str, Any], progress: bool,
+            on_step: StepCallback | None) -> tuple[CampaignResult, str, dict[str, Any]]:
+    """Embed, write the survey, candidates and manifest, run the campaign, and write ``summary.json``
+    however it ends (``run_experiment``'s body, inside the session's log)."""
+    log.info("run %s (config %s, seed %d) on %s: %d candidates from a %s survey", session_id, cfg.name, seed,
+             surveyed.description.name, len(surveyed.candidates), "x".join(map(str, surveyed.survey.image.shape)))
+    result: CampaignResult | None = None
+    status, extra = "failed", {}
+    try:
+        t0 = time.perf_counter()
+        prepared = embed(cfg, surveyed, seed, progress=progress)
+        log.info("surrogate inputs ready in %.1f s: %s", time.perf_counter() - t0, prepared.feature_info)
+        policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
+        writer.write_array("survey", prepared.survey.image)
+        writer.write_array("candidates", prepared.candidates.positions)
+        writer.write_array("pixels", prepared.candidates.pixels)
+        # the manifest is written last: a folder without one never measured anything
+        record = manifest(cfg, prepared, seed, session_id, settings)
+        token = getattr(instrument, "lease_token", None)  # a link's lease, for resume to take back
+        if isinstance(token, str):
+            record = dataclasses.replace(record, lease_token=token)
+        writer.write_json("manifest.json", record.to_dict())
+        result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step)
+        status = "completed"
+        finish_figure(cfg, writer.folder, prepared, result)
+        return result, status, extra
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except InstrumentOutage as exc:
+        status, result, extra = "interrupted", exc.result, {"reason": str(exc)}
+        raise
+    finally:
+        done = len(result.steps) if result is not None else 0
+        log.info("run %s ended %s after %d steps%s", session_id, status, done,
+                 f" ({extra['reason']})" if "reason" in extra else "")
+        if (writer.folder / "manifest.json").exists():
+            writer.write_json("summary.json", summary(status, result, **extra))
 
 
 def _remove_unstarted(folder: Path, created: bool) -> None:

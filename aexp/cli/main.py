@@ -115,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aexp", description="Autonomous microscope experiments.",
                                 formatter_class=_HelpFormatter, epilog=_policies_epilog())
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print what the run does (the lines a session's aexp.log keeps)")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an experiment into a session folder")
@@ -282,6 +284,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..campaign import InstrumentOutage
     from ..errors import AexpError
     from ..instrument import InstrumentError

@@ -15,6 +15,7 @@ recomputed from its spectrum, as in the original run.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +49,12 @@ from ..types import (
     Step,
     Survey,
 )
+from .log import session_log
 from .manifest import SessionError
 from .rebuild import differences, rebuild, recorded_config, version_warnings
 from .store import SessionLock, SessionReader, SessionWriter, write_json
+
+log = logging.getLogger("aexp.resume")
 
 __all__ = [
     "TOLERANCE",
@@ -378,6 +382,14 @@ def _resume(folder, lock, config_path, instrument, progress, on_step) -> ResumeO
     previous = reader.summary or {}
     if previous.get("status") == "completed" or len(recorded) >= cfg.budget:
         return ResumeOutcome(reader.folder, 0, 0, None, ["nothing to resume: the run has ended"])
+    with session_log(reader.folder):  # only a resume that does something writes to the session
+        outcome = _continue(reader, cfg, recorded, previous, lock, instrument, progress, on_step)
+        log.info("resumed: %d recorded steps replayed, %d new%s", outcome.replayed, outcome.new,
+                 "".join(f"; recovered: {r}" for r in outcome.recovered))
+    return outcome
+
+
+def _continue(reader, cfg, recorded, previous, lock, instrument, progress, on_step) -> ResumeOutcome:
     if instrument is None:
         options = dict(cfg.instrument.options)
         if reader.manifest.lease_token:  # take the link's lease back at once (the driver knows the option)

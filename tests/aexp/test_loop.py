@@ -203,3 +203,10 @@ def test_a_policy_that_ignores_features_trains_no_embedder(tiny_session, monkeyp
     man = json.loads((folder / "manifest.json").read_text())
     assert man["features"]["kind"] == "none" and man["features"]["policy_uses_features"] is False
     assert len(result.steps) == 8 and verify_session(folder).steps == 8
+
+
+def test_a_run_keeps_its_log_in_the_session(tiny_session):
+    folder, result = tiny_session(2)
+    text = (folder / "aexp.log").read_text()
+    assert "INFO" in text and "aexp.run" in text and "256 candidates" in text
+    assert f"ended completed after {len(result.steps)} steps" in text
