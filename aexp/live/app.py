@@ -59,33 +59,63 @@ def _finite(values: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(v) else round(float(v), 6) for v in np.asarray(values, dtype=np.float64)]
 
 
-def session_state(folder: Path) -> dict[str, Any]:
-    """Everything the page draws, as JSON-ready data (read-only; a half-written session is fine)."""
+class _Static:
+    """What never changes in a session (candidates, the twin's ground truth): read once per session id."""
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+        self.data: dict[str, Any] = {}
+        self.truth: np.ndarray | None = None
+
+    def load(self, reader: Any) -> dict[str, Any]:
+        if reader.manifest.session_id != self.session_id:
+            from ..session.report import _truth
+
+            positions = reader.array("candidates")
+            self.data = {"candidates": reader.array("pixels").round(3).tolist(), "positions": positions.tolist()}
+            notes: list[str] = []
+            try:  # a simulator (or full-grid data) knows the truth: the page draws the discovery curve
+                self.truth = _truth(reader, positions, notes)
+            except Exception:  # noqa: BLE001 - the curve is a nicety; the page works without it
+                self.truth = None
+            self.session_id = reader.manifest.session_id
+        return self.data
+
+
+def session_state(folder: Path, static: _Static | None = None, with_static: bool = True) -> dict[str, Any]:
+    """Everything the page draws, as JSON-ready data (read-only; a half-written session is fine).
+
+    ``with_static``: include the candidates' pixels and positions (the page needs them once)."""
+    from ..session.figures import discovery_curve
     from ..session.store import SessionError, SessionReader
 
     try:
         reader = SessionReader(folder)
     except SessionError as exc:
         return {"ready": False, "message": str(exc)}
+    static = static or _Static()
+    fixed = static.load(reader)
     man = reader.manifest
-    px = reader.array("pixels")
     state = read_state(folder)
+    actions = read_actions(folder)
     out: dict[str, Any] = {
         "ready": True, "session_id": man.session_id, "name": man.config.get("name"),
         "instrument": man.instrument.name, "budget": man.budget,
-        "survey_shape": list(man.survey.shape[1:]), "candidates": px.round(3).tolist(),
-        "positions": reader.array("candidates").tolist(),
+        "survey_shape": list(man.survey.shape[1:]),
         "steps": [{"step": s.step, "index": s.index, "phase": s.phase, "status": s.status,
                    "target": s.target, "best": s.best_so_far, "error": s.error, "pixel": list(s.pixel),
                    "position": list(s.position), "timings": s.timings, "pending": s.pending}
                   for s in reader.steps],
-        "actions": [a.to_dict() | {"args": {k: v for k, v in a.args.items() if k != "indices"}}
-                    for a in read_actions(folder)],
-        "excluded": sorted({i for a in read_actions(folder) if a.status == "applied" and a.what == "exclude"
+        "actions": [a.to_dict() | {"args": {k: v for k, v in a.args.items() if k != "indices"}} for a in actions],
+        "excluded": sorted({i for a in actions if a.status == "applied" and a.what == "exclude"
                             for i in a.args.get("indices", [])}),
         "live": state if state.get("session_id") == man.session_id else {},
         "summary": reader.summary,
+        "discovery": None if static.truth is None or not reader.steps
+        else [round(float(v), 4) for v in discovery_curve(reader.steps, static.truth)],
     }
+    if with_static:
+        out.update(fixed)
     try:
         with np.load(folder / MAPS, allow_pickle=False) as z:
             out["maps"] = {"step": int(z["step"]), **{k: _finite(z[k]) for k in ("mean", "std", "acquisition")
@@ -115,6 +145,7 @@ def make_app(folder: str | Path, token: str | None = None, poll_s: float = 0.1):
     from starlette.routing import Route
 
     folder = Path(folder)
+    static = _Static()
 
     def allowed(request: Request) -> bool:
         if token is None:
@@ -133,7 +164,7 @@ def make_app(folder: str | Path, token: str | None = None, poll_s: float = 0.1):
         return HTMLResponse(_PAGE.read_text())
 
     async def state(request: Request) -> Response:
-        return JSONResponse(await asyncio.to_thread(session_state, folder))
+        return JSONResponse(await asyncio.to_thread(session_state, folder, static))
 
     async def survey(request: Request) -> Response:
         try:
@@ -143,12 +174,15 @@ def make_app(folder: str | Path, token: str | None = None, poll_s: float = 0.1):
 
     async def events(request: Request) -> Response:
         async def stream():
-            last = None
+            last, sent_static = None, None
             while not await request.is_disconnected():
                 sig = await asyncio.to_thread(_signature, folder)
                 if sig != last:
                     last = sig
-                    data = await asyncio.to_thread(session_state, folder)
+                    # the candidates go once per session: later events carry only what changed
+                    data = await asyncio.to_thread(session_state, folder, static, sent_static != static.session_id)
+                    if data.get("candidates") is not None:
+                        sent_static = data.get("session_id")
                     yield f"event: state\ndata: {json.dumps(data)}\n\n"
                 else:
                     yield ": keep-alive\n\n"  # also lets a closed connection be noticed

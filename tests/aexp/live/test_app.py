@@ -53,6 +53,10 @@ def test_a_token_guards_every_route(finished):
     assert client.post("/control", json={"what": "pause"}).status_code == 403
     state = client.get("/state?token=s3cret").json()
     assert state["ready"] and len(state["steps"]) == 5 and state["budget"] == 5
+    assert len(state["candidates"]) == len(state["positions"]) == 256
+    # a twin knows its truth: the discovery curve of the true top 1 % (3 candidates), never falling
+    curve = state["discovery"]
+    assert len(curve) == 5 and all(0 <= v <= 1 for v in curve) and curve == sorted(curve)
     assert client.get("/", headers={"X-Aexp-Token": "s3cret"}).status_code == 200
 
 
@@ -93,6 +97,8 @@ def test_in_a_browser_a_step_appears_and_a_click_sends_the_probe_there(tmp_path,
             page.goto(url, timeout=30_000)
             page.wait_for_function("Number(document.getElementById('nsteps').textContent) >= 1", timeout=60_000)
             shown = int(page.text_content("#nsteps"))
+            page.wait_for_function("getComputedStyle(document.getElementById('discovery-panel')).display === 'block'",
+                                   timeout=30_000)
             # a step appears without a reload
             page.wait_for_function(f"Number(document.getElementById('nsteps').textContent) > {shown}",
                                    timeout=60_000)
