@@ -269,3 +269,38 @@ def test_set_beta_is_refused_for_a_policy_without_it(tmp_path, tiny_config):
 
     _run(tmp_path, tiny_config, on_step, policy={"kind": "random", "n_initial": 3}, stopping={"max_steps": 1})
     assert "policy random/ucb has no beta" in err["m"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--approve-timeout", "5"], "--approve-timeout needs --approve"),
+    (["--token", "x"], "add --live"),
+    (["--approve"], "--approve holds one proposal at a time"),
+])
+def test_run_refuses_live_options_that_do_not_fit(tmp_path, tiny_config, argv, message, capsys):
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(policy={"kind": "dkl", "n_initial": 3, "batch": 2})))
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_aexp_control_queues_a_checked_command_for_the_running_loop(tmp_path, tiny_config, capsys):
+    statuses = {}
+
+    def on_step(step, budget):
+        if step.step == 3:
+            folder = str(tmp_path / "s")
+            statuses["goto"] = main(["control", folder, "goto", "--xy", "1.0e-8", "1.0e-8"])
+            statuses["bad"] = main(["control", folder, "set", "beta", "lots"])
+
+    _, result = _run(tmp_path, tiny_config, on_step, stopping={"max_steps": 2})
+    assert statuses == {"goto": 0, "bad": 2}
+    out = capsys.readouterr()
+    assert "goto queued" in out.out and "set beta: expected a number, got 'lots'" in out.err
+    positions = np.load(tmp_path / "s" / "candidates.npy")
+    nearest = int(np.argmin(np.linalg.norm(positions - 1e-8, axis=1)))
+    assert result.steps[4].phase == "operator" and result.steps[4].index == nearest
+    line = json.loads((tmp_path / "s" / CONTROL).read_text())
+    assert line["what"] == "goto" and line["xy"] == [1e-8, 1e-8] and line["session_id"]
