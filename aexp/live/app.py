@@ -22,6 +22,7 @@ import secrets
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -192,6 +193,13 @@ def make_app(folder: str | Path, token: str | None = None, poll_s: float = 0.1):
                                  headers={"Cache-Control": "no-store"})
 
     async def control(request: Request) -> Response:
+        # another web site open in the operator's browser must not move the probe: a JSON content type
+        # makes a cross-site POST need a CORS preflight (never granted), and a foreign Origin is refused
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"error": "send the command as application/json"}, status_code=415)
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            return JSONResponse({"error": f"a command from {origin} is refused"}, status_code=403)
         body = await request.body()
         if len(body) > 4096:
             return JSONResponse({"error": "a command is at most 4096 bytes"}, status_code=413)

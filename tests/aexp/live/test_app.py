@@ -64,11 +64,16 @@ def test_the_page_refuses_what_aexp_control_refuses(finished):
     from starlette.testclient import TestClient
 
     client = TestClient(make_app(finished))
-    r = client.post("/control", content=b"not json")
+    json_type = {"Content-Type": "application/json"}
+    r = client.post("/control", content=b"not json", headers=json_type)
     assert r.status_code == 400
+    # what a foreign web page could send: a simple form/text POST, or a JSON one from another origin
+    assert client.post("/control", content=b'{"what": "stop"}', headers={"Content-Type": "text/plain"}).status_code == 415
+    r = client.post("/control", json={"what": "stop"}, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403
     r = client.post("/control", json={"what": "goto", "index": 3})
     assert r.status_code == 400 and "it has ended (completed)" in r.json()["error"]
-    r = client.post("/control", content=b"x" * 5000)
+    r = client.post("/control", content=b"x" * 5000, headers=json_type)
     assert r.status_code == 413
     assert not (finished / "control.jsonl").exists()
     png = client.get("/survey.png")
