@@ -51,7 +51,10 @@ __all__ = [
     "Campaign",
     "CampaignResult",
     "Clock",
+    "Directive",
     "InstrumentOutage",
+    "Operator",
+    "OperatorRefused",
     "Outcome",
     "Problem",
     "Schedule",
@@ -83,6 +86,11 @@ class CampaignResult:
     def best(self) -> Step | None:
         ok = self.ok_steps
         return max(ok, key=lambda s: s.target) if ok else None
+
+
+class OperatorRefused(AexpError, ValueError):
+    """An operator's directive cannot be applied (a candidate already taken, a policy without the
+    setting); the operator objects in :mod:`aexp.live` check first, so this is a last guard."""
 
 
 class InstrumentOutage(AexpError, RuntimeError):
@@ -280,6 +288,54 @@ class TravelCost:
         return out
 
 
+@dataclass
+class Directive:
+    """What an operator wants at a decision boundary (empty: let the policy decide).
+
+    Attributes:
+        goto: measure this candidate next (a step with ``phase: "operator"``), or ``None``.
+        exclude: candidates never to be measured from now on.
+        settings: policy settings to change from this decision on (``{"beta": 1.0}``).
+        stop: end the campaign before this decision (``stop_reason`` is ``stop_reason``).
+        stop_reason: why it stops (``"operator"``, ``"stagnation"``).
+    """
+
+    goto: int | None = None
+    exclude: list[int] = field(default_factory=list)
+    settings: dict[str, float] = field(default_factory=dict)
+    stop: bool = False
+    stop_reason: str = "operator"
+
+
+@runtime_checkable
+class Operator(Protocol):
+    """The person at the microscope, as the campaign sees them: consulted at each decision boundary.
+
+    ``before_decision(k, excluded, steps)`` is called before decision ``k`` with the campaign's
+    ``M``-bool mask of candidates that may not be chosen (measured, pending, outside the bounds,
+    excluded) and the recorded steps; it may block (a pause) and returns a :class:`Directive`.
+    ``review(k, proposed, excluded)`` is called with each single policy decision before it is sent
+    (approve mode) and returns a :class:`Directive` whose ``goto`` replaces it. ``decided(k,
+    decisions)`` hands over what the policy decided (its maps when asked for). Whatever an
+    operator does takes effect at a recorded decision ``k``, so a replay re-applies it exactly.
+
+    Example:
+        >>> class StopAt:
+        ...     want_maps = False
+        ...     def before_decision(self, k, excluded, steps): return Directive(stop=k >= 10)
+        ...     def review(self, k, proposed, excluded): return Directive()
+        ...     def decided(self, k, decisions): pass
+    """
+
+    want_maps: bool
+
+    def before_decision(self, step: int, excluded: np.ndarray, steps: Sequence[Step]) -> Directive: ...
+
+    def review(self, step: int, proposed: int, excluded: np.ndarray) -> Directive: ...
+
+    def decided(self, step: int, decisions: Sequence[Decision]) -> None: ...
+
+
 class SelectAskTell:
     """Ask/tell over any ``select(ctx) -> Decision`` policy (:class:`~aexp.policies.Policy`).
 
@@ -306,6 +362,9 @@ class SelectAskTell:
         self.name = policy.name
         self._problem: Problem | None = None
 
+    #: return the mean / std / acquisition maps with every decision (the live page shows them)
+    want_maps = False
+
     def start(self, problem: Problem) -> None:
         self._problem = problem
         self.excluded = ~np.asarray(problem.allowed, dtype=bool)
@@ -328,6 +387,16 @@ class SelectAskTell:
             if o.target is not None:
                 self.measured.append(int(o.index))
                 self.targets.append(float(o.target))
+
+    def exclude(self, indices: Sequence[int]) -> None:
+        """Never choose these candidates (an operator's exclusion box)."""
+        self.excluded[list(indices)] = True
+
+    def configure(self, name: str, value: float) -> None:
+        """Change a setting of the wrapped policy (``beta``) from the next decision on."""
+        if not hasattr(self.policy, name):
+            raise AttributeError(f"policy {self.name!r} has no setting {name!r}")
+        setattr(self.policy, name, value)
 
     def context(self, step: int, pending: Sequence[int] = (), want_maps: bool = False) -> SelectionContext:
         """The policy's view at decision ``step``: pending points excluded, and believed where the
@@ -360,7 +429,7 @@ class SelectAskTell:
         chosen: list[Decision] = []
         for j in range(n):
             flight = [*pending, *(d.index for d in chosen)]
-            decision = self.policy.select(self.context(step + j, flight))
+            decision = self.policy.select(self.context(step + j, flight, want_maps=self.want_maps))
             if self.excluded[decision.index] or decision.index in flight:
                 raise RuntimeError(f"policy {self.name!r} chose candidate {decision.index}, which is "
                                    f"measured, failed, outside the bounds or pending")
@@ -473,6 +542,8 @@ class Campaign:
         travel: penalty for moves and recently visited sites (``select`` policies that use
             ``ctx.penalty``); the distance travelled is recorded on every step regardless.
         clock: time for the wall-time budget and the outage (a seam for simulated clocks).
+        operator: consulted before each decision (pause, goto, exclude, settings, stop) and, in
+            approve mode, on each proposal (:class:`Operator`); ``None``: nobody steers.
 
     Example:
         >>> result = Campaign(instrument=inst, candidates=cands, features=feats, target=target,
@@ -500,6 +571,7 @@ class Campaign:
         on_step: StepCallback | None = None,
         session_id: str = "",
         stop_after: int | None = None,
+        operator: Operator | None = None,
     ) -> None:
         self.instrument = instrument
         self.candidates = candidates
@@ -517,6 +589,7 @@ class Campaign:
         self.on_step = on_step
         self.session_id = session_id
         self.stop_after = stop_after
+        self.operator = operator
 
     def run(self) -> CampaignResult:
         """Run to the end of the budget; returns every step. Raises :class:`InstrumentOutage`."""
@@ -530,10 +603,19 @@ class Campaign:
                 while len(self.flight) > self.schedule.ahead:
                     self._finish(self.flight.popleft())
                 reason = self._stop_reason()
+                directive = self._consult() if reason is None else Directive()
+                if directive.stop:
+                    reason = directive.stop_reason
+                elif reason is None and (~self.excluded).sum() == 0:
+                    reason = "no candidates left"  # the operator excluded the rest
                 if reason is not None:
                     stop_reason = reason
                     break
-                for step in self._decide():
+                steps = self._decide(directive.goto)
+                if self._stopped is not None:
+                    stop_reason = self._stopped
+                    break
+                for step in steps:
                     while self.flight and len(self.flight) >= max(self.schedule.ahead, 1):
                         self._finish(self.flight.popleft())
                     self.flight.append(_InFlight(step, executor.submit(self._measure, step), time.perf_counter()))
@@ -575,6 +657,9 @@ class Campaign:
         self.start = self.clock.monotonic()
         self.received = time.perf_counter()
         self.last_position: tuple[float, float] | None = None
+        self._stopped: str | None = None
+        if self.operator is not None and self.operator.want_maps and hasattr(self.policy, "want_maps"):
+            self.policy.want_maps = True  # type: ignore[attr-defined]
         self.policy.start(Problem(self.features, self.candidates.positions, self.candidates.grid_shape,
                                   inside, self.budget.measurements, self.seed))
 
@@ -590,12 +675,33 @@ class Campaign:
             return "no candidates left"
         return None
 
-    def _decide(self) -> list[Step]:
-        """The next steps: the initial random points first; then the policy, once it has two targets."""
+    def _consult(self) -> Directive:
+        """Ask the operator before decision ``k`` and apply its exclusions and settings."""
+        if self.operator is None:
+            return Directive()
+        d = self.operator.before_decision(self.decided, self.excluded.copy(), self.steps)
+        if d.exclude:
+            if not hasattr(self.policy, "exclude"):
+                raise OperatorRefused(f"policy {self.policy.name!r} cannot exclude candidates (no exclude())")
+            self.excluded[d.exclude] = True
+            self.policy.exclude(d.exclude)  # type: ignore[attr-defined]
+        for name, value in d.settings.items():
+            if not hasattr(self.policy, "configure"):
+                raise OperatorRefused(f"policy {self.policy.name!r} has no settings to change")
+            self.policy.configure(name, value)  # type: ignore[attr-defined]
+        return d
+
+    def _decide(self, goto: int | None = None) -> list[Step]:
+        """The next steps: the operator's point if there is one; else the initial random points
+        first, then the policy once it has two targets (each single proposal reviewed in approve mode)."""
         k = self.decided
         pending = [f.step.index for f in self.flight]
         t0 = time.perf_counter() if pending else self.received
-        if k < len(self.init) or len(self.measured) < 2:
+        if goto is not None:
+            if self.excluded[goto]:
+                raise OperatorRefused(f"the operator's candidate {goto} is measured, pending or excluded")
+            decisions, phase = [Decision(int(goto), None, None, None, 0.0, 0.0, None)], "operator"
+        elif k < len(self.init) or len(self.measured) < 2:
             if k < len(self.init):
                 index = int(self.init[k])
             else:  # too many initial points failed: keep exploring at random
@@ -617,6 +723,19 @@ class Campaign:
                 order = short_tour(None if start is None else np.asarray(start),
                                    self.candidates.positions[[d.index for d in decisions]])
                 decisions = [decisions[i] for i in order]
+            if self.operator is not None:
+                self.operator.decided(k, decisions)
+                if len(decisions) == 1:
+                    review = self.operator.review(k, decisions[0].index, self.excluded.copy())
+                    if review.stop:
+                        self._stopped = review.stop_reason
+                        return []
+                    if review.goto is not None and review.goto != decisions[0].index:
+                        if self.excluded[review.goto]:
+                            raise OperatorRefused(f"the operator's candidate {review.goto} is measured, "
+                                                  f"pending or excluded")
+                        decisions, phase = [Decision(int(review.goto), None, None, None, 0.0, 0.0, None)], \
+                            "operator"
         decision_s = time.perf_counter() - t0
         out = []
         for d in decisions:

@@ -298,12 +298,24 @@ class TargetConfig(BaseModel):
         return make_target(self.name, **self.params)
 
 
+class StagnationConfig(_Section):
+    """When the campaign has stopped learning (docs/live.md): ``window`` steps without a better
+    target and the largest posterior std over the unmeasured candidates at most ``std_ratio`` times
+    the measured targets' std. The page and the terminal say so; ``stop: true`` ends the run."""
+
+    window: int = Field(10, ge=1, description="steps without a better target")
+    std_ratio: float = Field(0.05, gt=0, description="largest unmeasured std / std of the measured targets")
+    stop: bool = Field(False, description="end the run when stagnant (else only say so)")
+
+
 class StoppingConfig(_Section):
     """When the experiment ends: after ``max_steps`` policy measurements, or ``wall_time_s``."""
 
     max_steps: int = Field(100, ge=0, description="measurements after the initial random ones")
     wall_time_s: float | None = Field(None, gt=0)
     max_failures: int | None = Field(None, ge=1, description="stop after this many failed steps")
+    stagnation: StagnationConfig | None = Field(
+        None, description="say (and optionally stop) when the campaign stagnates; needs a model policy")
 
 
 class RecordingConfig(_Section):

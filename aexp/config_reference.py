@@ -32,6 +32,7 @@ from .config import (
     NeighbourCount,
     PolicyConfig,
     RecordingConfig,
+    StagnationConfig,
     StoppingConfig,
     SurrogateConfig,
 )
@@ -47,6 +48,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("surrogate.neighbour_counts[]", NeighbourCount),
     ("policy", PolicyConfig),
     ("stopping", StoppingConfig),
+    ("stopping.stagnation", StagnationConfig),
     ("recording", RecordingConfig),
 )
 

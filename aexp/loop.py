@@ -31,6 +31,7 @@ from .campaign import (
     CampaignResult,
     Clock,
     InstrumentOutage,
+    Operator,
     Schedule,
     StepCallback,
     TravelCost,
@@ -39,6 +40,7 @@ from .campaign import (
 from .config import ExperimentConfig, check_against
 from .features import resolve_device, standardise, surrogate_inputs
 from .instrument import Instrument
+from .live.channel import LiveOperator, OperatorOptions
 from .patches import make_candidates
 from .policies import FEATURELESS_KINDS, Policy, make_policy
 from .repro import features_digest, torch_settings, versions
@@ -124,6 +126,7 @@ def build_campaign(
     stop_after: int | None = None,
     want_final_maps: bool = False,
     clock: Clock | None = None,
+    operator: Operator | None = None,
 ) -> Campaign:
     """The campaign a config describes: budget, schedule, travel, target (run, replay, resume, bench)."""
     p = cfg.policy
@@ -146,6 +149,7 @@ def build_campaign(
         on_step=on_step,
         session_id=session_id,
         stop_after=stop_after,
+        operator=operator,
     )
 
 
@@ -255,8 +259,12 @@ def run_experiment(
     overwrite: bool = False,
     progress: bool = True,
     on_step: StepCallback | None = None,
+    operator: OperatorOptions | None = None,
 ) -> tuple[Path, CampaignResult]:
     """Run a whole experiment into the session folder ``out``; returns the folder and the result.
+
+    The operator's channel (``aexp control``, :mod:`aexp.live.channel`) is open on every run;
+    ``operator`` adds the live page's state and maps, approve mode and the terminal's notices.
 
     On Ctrl-C, or an instrument unreachable for longer than ``instrument.max_outage_s``
     (:class:`~aexp.campaign.InstrumentOutage`), the completed steps are already on disk;
@@ -276,7 +284,7 @@ def run_experiment(
         try:
             with session_log(writer.folder):
                 result, status, extra = _record(cfg, instrument, surveyed, writer, seed, session_id, settings,
-                                                progress, on_step)
+                                                progress, on_step, operator)
         finally:
             writer.close()
             if not (writer.folder / "manifest.json").exists():
@@ -285,14 +293,15 @@ def run_experiment(
 
 
 def _record(cfg: ExperimentConfig, instrument: Instrument, surveyed: Surveyed, writer: SessionWriter, seed: int,
-            session_id: str, settings: dict[str, Any], progress: bool,
-            on_step: StepCallback | None) -> tuple[CampaignResult, str, dict[str, Any]]:
+            session_id: str, settings: dict[str, Any], progress: bool, on_step: StepCallback | None,
+            operator: OperatorOptions | None) -> tuple[CampaignResult, str, dict[str, Any]]:
     """Embed, write the survey, candidates and manifest, run the campaign, and write ``summary.json``
     however it ends (``run_experiment``'s body, inside the session's log)."""
     log.info("run %s (config %s, seed %d) on %s: %d candidates from a %s survey", session_id, cfg.name, seed,
              surveyed.description.name, len(surveyed.candidates), "x".join(map(str, surveyed.survey.image.shape)))
     result: CampaignResult | None = None
     status, extra = "failed", {}
+    live = None
     try:
         t0 = time.perf_counter()
         prepared = embed(cfg, surveyed, seed, progress=progress)
@@ -307,7 +316,8 @@ def _record(cfg: ExperimentConfig, instrument: Instrument, surveyed: Surveyed, w
         if isinstance(token, str):
             record = dataclasses.replace(record, lease_token=token)
         writer.write_json("manifest.json", record.to_dict())
-        result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step)
+        live = operator_for(cfg, writer.folder, session_id, prepared, instrument, operator)
+        result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step, operator=live)
         status = "completed"
         finish_figure(cfg, writer.folder, prepared, result)
         return result, status, extra
@@ -323,6 +333,8 @@ def _record(cfg: ExperimentConfig, instrument: Instrument, surveyed: Surveyed, w
                  f" ({extra['reason']})" if "reason" in extra else "")
         if (writer.folder / "manifest.json").exists():
             writer.write_json("summary.json", summary(status, result, **extra))
+        if live is not None:
+            live.close(status)
 
 
 def _remove_unstarted(folder: Path, created: bool) -> None:
@@ -343,13 +355,31 @@ def campaign(
     session_id: str,
     on_step: StepCallback | None = None,
     stop_after: int | None = None,
+    operator: Operator | None = None,
 ) -> CampaignResult:
     """Run the campaign the config describes on prepared candidates (run, replay and resume alike)."""
     return build_campaign(
         cfg, instrument, prepared.candidates, prepared.features, policy, recorder, seed,
         session_id=session_id, on_step=on_step, stop_after=stop_after,
-        want_final_maps=cfg.recording.figure and stop_after is None,
+        want_final_maps=cfg.recording.figure and stop_after is None, operator=operator,
     ).run()
+
+
+def operator_for(cfg: ExperimentConfig, folder: Path, session_id: str, prepared: Prepared,
+                 instrument: Instrument, options: OperatorOptions | None = None) -> LiveOperator:
+    """The live end of the operator's channel for a run (or the new steps of a resume)."""
+    from .live.stagnation import StagnationRule
+
+    opts = options or OperatorOptions()
+    st = cfg.stopping.stagnation
+    rule = StagnationRule(st.window, st.std_ratio, st.stop) if st is not None else \
+        (StagnationRule() if opts.live else None)
+    b = instrument.bounds
+    return LiveOperator(
+        folder, session_id, policy={"kind": cfg.policy.kind, "acquisition": cfg.policy.acquisition},
+        approve=opts.approve, approve_timeout_s=opts.approve_timeout_s,
+        want_maps=opts.live or st is not None, stagnation=rule, notify=opts.notify, publish=opts.live or opts.approve,
+    ).attach(prepared.candidates.positions, (b.xmin, b.xmax, b.ymin, b.ymax))
 
 
 def finish_figure(cfg: ExperimentConfig, folder: Path, prepared: Prepared, result: CampaignResult) -> None:

@@ -241,7 +241,8 @@ class Step:
     """One completed measurement of the experiment, as recorded in ``steps.jsonl``.
 
     ``status`` is ``"ok"`` or ``"failed"``; a failed step has ``target = None`` and an ``error``.
-    ``phase`` is ``"initial"`` for the random seed measurements and ``"policy"`` afterwards.
+    ``phase`` is ``"initial"`` for the random seed measurements and ``"policy"`` afterwards;
+    ``"operator"`` for a point the operator chose (``aexp control FOLDER goto``, or a replaced proposal).
     ``pending`` lists the candidates in flight when this step was decided; ``travel_m`` is the
     distance from the previous step's position (``None`` for the first step).
     """

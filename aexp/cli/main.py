@@ -1,7 +1,8 @@
 """The ``aexp`` command line: ``run``, ``check``, ``bench`` (a campaign, run by :mod:`aexp.cli.bench`,
 which also has ``bench-report``); ``replay``, ``resume``, ``export``,
 ``report`` (in :mod:`aexp.cli.session`); ``serve``, ``describe``, ``keys`` (in :mod:`aexp.cli.link`);
-``import`` (in :mod:`aexp.cli.data`).
+``import`` (in :mod:`aexp.cli.data`); ``watch``, ``control`` and ``run --live/--approve`` (in
+:mod:`aexp.cli.live`).
 
 Errors a user can act on (a bad config, an occupied output folder, an unknown instrument) print one
 clear message and exit with status 2; Ctrl-C exits with 130 after the completed steps are on disk.
@@ -127,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace an existing session folder")
     run.add_argument("--quiet", action="store_true", help="no progress output")
 
+    from .live import add_run_options
+
+    add_run_options(run)  # --live [--host --port --token], --approve [--approve-timeout S]
+
     check = sub.add_parser("check", help="validate a config (and the instrument it names) without running")
     check.add_argument("config", type=Path)
 
@@ -170,6 +175,10 @@ def _parser() -> argparse.ArgumentParser:
     from .data import add_parsers as add_data_parsers
 
     add_data_parsers(sub)  # import
+
+    from .live import add_parsers as add_live_parsers
+
+    add_live_parsers(sub)  # watch, control
 
     for name, command in sub.choices.items():
         command.formatter_class = _HelpFormatter
@@ -249,24 +258,34 @@ def _step_printer(quiet: bool):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ..live.channel import OperatorOptions
     from ..loop import run_experiment
+    from .live import check_run_options, start_live
 
     cfg = _load(args.config, args.steps)
+    check_run_options(args, cfg)
     seed = cfg.seed if args.seed is None else args.seed
     on_step, bar = _step_printer(args.quiet)
+    instrument = _instrument(cfg, seed)
+    server = start_live(args) if args.live else None
+    options = OperatorOptions(live=args.live, approve=args.approve, approve_timeout_s=args.approve_timeout,
+                              notify=lambda line: print(line, file=sys.stderr, flush=True))
     try:
         folder, result = run_experiment(
             cfg,
-            _instrument(cfg, seed),
+            instrument,
             args.out,
             seed=seed,
             overwrite=args.overwrite,
             progress=not args.quiet,
             on_step=on_step,
+            operator=options,
         )
     finally:
         if bar is not None:
             bar.close()
+        if server is not None:
+            server.stop()
     best = result.best
     print(f"session: {folder}")
     if best is not None:
@@ -294,12 +313,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .bench import COMMANDS as BENCH_COMMANDS
     from .data import COMMANDS as DATA_COMMANDS
     from .link import COMMANDS as LINK_COMMANDS
+    from .live import COMMANDS as LIVE_COMMANDS
     from .session import COMMANDS
 
     commands = {"run": _cmd_run, "check": _cmd_check, "config": _cmd_config, "bench": _cmd_bench, **COMMANDS}
     commands.update(LINK_COMMANDS)
     commands.update(BENCH_COMMANDS)
     commands.update(DATA_COMMANDS)
+    commands.update(LIVE_COMMANDS)
     try:
         return commands[args.command](args)
     except InstrumentOutage as exc:

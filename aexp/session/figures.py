@@ -140,6 +140,11 @@ def _survey_figure(survey: Survey, steps: list[Step], path: Path) -> Path:
     sc = ax.scatter(rc[ok, 1], rc[ok, 0], c=np.flatnonzero(ok), cmap="viridis", s=16, edgecolors="none")
     if (~ok).any():
         ax.scatter(rc[~ok, 1], rc[~ok, 0], marker="x", c="red", s=20, label="failed")
+    operator = np.array([s.phase == "operator" for s in steps], dtype=bool)
+    if operator.any():  # the operator's own points (aexp control goto, a replaced proposal)
+        ax.scatter(rc[operator, 1], rc[operator, 0], marker="s", s=60, facecolors="none", edgecolors="orange",
+                   label="operator")
+    if (~ok).any() or operator.any():
         ax.legend(loc="lower right", fontsize=8)
     fig.colorbar(sc, ax=ax, label="step")
     ax.set_title(f"survey ({survey.channels[0]}) and measured points")

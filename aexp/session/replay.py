@@ -34,12 +34,14 @@ from ..instrument import (
     OutOfBounds,
     load_instrument,
 )
+from ..live.channel import RecordedOperator, ResumedOperator
 from ..loop import (
     CampaignResult,
     Prepared,
     StepCallback,
     campaign,
     finish_figure,
+    operator_for,
     summary,
 )
 from ..types import (
@@ -277,7 +279,7 @@ def verify_session(
     checker = _Checker(reader.steps)
     with rebuild(reader, instrument, config=cfg, progress=progress) as r:
         result = campaign(cfg, instrument, r.prepared, r.policy, checker, r.seed, r.session_id,
-                          on_step, stop_after=len(reader.steps))
+                          on_step, stop_after=len(reader.steps), operator=RecordedOperator.of(reader.folder))
     if len(result.steps) != len(reader.steps):
         k = len(result.steps)
         raise ReplayDivergence(k, "length", f"stop after {k} steps ({result.stop_reason})",
@@ -407,7 +409,12 @@ def _continue(reader, cfg, recorded, previous, lock, instrument, progress, on_st
                      check=lambda prepared: _check_instrument(reader, live, prepared)) as r:
             warnings = r.warnings
             mixed = _Resumed(SessionInstrument(reader), live)
-            result = campaign(cfg, mixed, r.prepared, r.policy, checker, r.seed, r.session_id, on_step)
+            # the recorded operator actions first, then the channel (commands queued before a crash apply now)
+            operator = ResumedOperator(RecordedOperator.of(reader.folder),
+                                       operator_for(cfg, reader.folder, r.session_id, r.prepared, live),
+                                       len(recorded))
+            result = campaign(cfg, mixed, r.prepared, r.policy, checker, r.seed, r.session_id, on_step,
+                              operator=operator)
         status = "completed"
         finish_figure(cfg, reader.folder, r.prepared, result)
     except KeyboardInterrupt:

@@ -39,6 +39,14 @@ class _MapCapture:
         self.policy, self.steps, self.name = policy, steps, policy.name
         self.maps: dict[int, dict[str, np.ndarray]] = {}
 
+    @property
+    def beta(self) -> float:  # an operator's `set beta` reaches the wrapped policy
+        return self.policy.beta  # type: ignore[attr-defined]
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self.policy.beta = value  # type: ignore[attr-defined]
+
     def select(self, ctx: SelectionContext) -> Decision:
         ctx.want_maps = ctx.step in self.steps
         decision = self.policy.select(ctx)
@@ -49,6 +57,7 @@ class _MapCapture:
 
 def _model_maps(reader: SessionReader, steps_wanted: list[int]) -> tuple[Candidates | None, dict[int, dict[str, np.ndarray]]]:
     """Replay the session up to the last wanted step, refitting as the run did, keeping the maps."""
+    from ..live.channel import RecordedOperator
     from ..loop import campaign
     from .rebuild import rebuild, recorded_config
     from .replay import SessionInstrument
@@ -61,7 +70,7 @@ def _model_maps(reader: SessionReader, steps_wanted: list[int]) -> tuple[Candida
     with rebuild(reader, instrument, config=cfg) as r:
         capture = _MapCapture(r.policy, set(steps_wanted))
         campaign(cfg, instrument, r.prepared, capture, MemoryRecorder(), r.seed, r.session_id,
-                 stop_after=max(steps_wanted) + 1)
+                 stop_after=max(steps_wanted) + 1, operator=RecordedOperator.of(reader.folder))
     return r.prepared.candidates, capture.maps
 
 
@@ -84,6 +93,26 @@ def _truth(reader: SessionReader, positions: np.ndarray, notes: list[str]) -> np
         notes.append("no discovery curve: the instrument differs from the recorded one")
         return None
     return np.asarray(inst.truth(positions, cfg.target.build()), dtype=float)
+
+
+def _operator_rows(reader: SessionReader, steps: list) -> list[tuple[str, str]]:
+    """The operator's part of the run: its steps (marked on the survey) and every recorded action."""
+    from ..live.channel import read_actions
+
+    actions = [a for a in read_actions(reader.folder) if a.who == "operator"]
+    if not actions:
+        return []
+    mine = [s.step for s in steps if s.phase == "operator"]
+    rows = [("operator steps", f"{len(mine)}: steps {', '.join(str(k + 1) for k in mine) or '-'} "
+                               "(orange squares on the survey)")]
+    for a in actions:
+        detail = ", ".join(f"{k} {v}" for k, v in a.args.items() if k != "indices")
+        if "indices" in a.args:
+            detail = f"{len(a.args['indices'])} candidates" + (f", {detail}" if detail else "")
+        rows.append((f"operator {a.what} ({a.status})",
+                     f"before step {a.step + 1}, {a.when}" + (f": {detail}" if detail else "")
+                     + (f": {a.error}" if a.error else "")))
+    return rows
 
 
 def _html(title: str, rows: list[tuple[str, str]], figures: list[tuple[str, str, Path]], notes: list[str]) -> str:
@@ -162,6 +191,7 @@ def write_report(folder: str | Path, out: str | Path | None = None,
             ("steps", f"{len(steps)} of a budget of {man.budget}"),
             ("status", str(summary.get("status"))),
             ("best target", str(max((s.target for s in steps if s.target is not None), default=None)))]
+    rows += _operator_rows(reader, steps)
     page = out / "report.html"
     page.write_text(_html(f"aexp session {man.session_id}: {cfg.name}", rows, figures, notes))
     return page

@@ -138,6 +138,8 @@ LOCK = ".aexp-lock"
 SESSION_FILES = (
     MARKER, LOCK, "manifest.json", "survey.npy", "candidates.npy", "pixels.npy", "steps.jsonl",
     "spectra.bin", "summary.json", "session.png", "recovered-*.bin", "*.tmp", "aexp.log",
+    # the operator's channel and record (aexp.live): commands in, applied actions, the page's state
+    "control.jsonl", "actions.jsonl", "live.json", "maps.npz",
 )
 
 
@@ -205,6 +207,34 @@ def _try_lock(fh: Any) -> None:
     import fcntl
 
     fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def writer_running(folder: Path) -> bool:
+    """Whether a process holds ``folder``'s :class:`SessionLock` now (a run or resume is writing it).
+
+    Probes with a shared lock that is released at once: nothing is written, so a finished or
+    crashed session is never touched."""
+    path = Path(folder) / LOCK
+    if not path.is_file():
+        return False
+    with open(path, "rb") as fh:
+        try:
+            import fcntl
+        except ImportError:  # Windows: msvcrt has no shared probe; an exclusive try is the nearest
+            try:
+                import msvcrt
+
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBRLCK, 1)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+                return False
+            except OSError:
+                return True
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def check_out_folder(folder: Path, overwrite: bool) -> None:
