@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
+from .drift import DriftCorrection
 from .errors import AexpError
 from .instrument import Instrument, InstrumentError, InstrumentUnreachable, OutOfBounds, check_position
 from .policies import Decision, Policy, SelectionContext
@@ -473,6 +474,9 @@ class Campaign:
         travel: penalty for moves and recently visited sites (``select`` policies that use
             ``ctx.penalty``); the distance travelled is recorded on every step regardless.
         clock: time for the wall-time budget and the outage (a seam for simulated clocks).
+        drift: re-registration (:class:`aexp.drift.DriftCorrection`): when it is due, the commands in
+            flight are finished, it surveys (in the measuring thread) and from then on every command goes
+            to the candidate's position plus its ``offset_m``.
 
     Example:
         >>> result = Campaign(instrument=inst, candidates=cands, features=feats, target=target,
@@ -500,6 +504,7 @@ class Campaign:
         on_step: StepCallback | None = None,
         session_id: str = "",
         stop_after: int | None = None,
+        drift: DriftCorrection | None = None,
     ) -> None:
         self.instrument = instrument
         self.candidates = candidates
@@ -517,6 +522,7 @@ class Campaign:
         self.on_step = on_step
         self.session_id = session_id
         self.stop_after = stop_after
+        self.drift = drift
 
     def run(self) -> CampaignResult:
         """Run to the end of the budget; returns every step. Raises :class:`InstrumentOutage`."""
@@ -533,6 +539,11 @@ class Campaign:
                 if reason is not None:
                     stop_reason = reason
                     break
+                if self.drift is not None and self.drift.due(self.decided, self.clock.monotonic() - self.start):
+                    while self.flight:  # a survey goes to an idle instrument, after every step is recorded
+                        self._finish(self.flight.popleft())
+                    executor.submit(self.drift.register, self.instrument, self.decided,
+                                    self.clock.monotonic() - self.start).result()
                 for step in self._decide():
                     while self.flight and len(self.flight) >= max(self.schedule.ahead, 1):
                         self._finish(self.flight.popleft())
@@ -633,7 +644,8 @@ class Campaign:
     def _step(self, k: int, d: Decision, phase: str, pending: list[int], decision_s: float) -> Step:
         idx = d.index
         c = self.candidates
-        position = (float(c.positions[idx, 0]), float(c.positions[idx, 1]))
+        dx, dy = (0.0, 0.0) if self.drift is None else self.drift.offset_m
+        position = (float(c.positions[idx, 0]) + dx, float(c.positions[idx, 1]) + dy)
         previous = self.last_position
         self.last_position = position
         travel = None if previous is None else float(np.hypot(position[0] - previous[0],

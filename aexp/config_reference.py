@@ -26,6 +26,7 @@ from pydantic_core import PydanticUndefined
 
 from .config import (
     CandidatesConfig,
+    DriftConfig,
     EmbedderConfig,
     ExperimentConfig,
     InstrumentConfig,
@@ -48,6 +49,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("policy", PolicyConfig),
     ("stopping", StoppingConfig),
     ("recording", RecordingConfig),
+    ("drift", DriftConfig),
 )
 
 

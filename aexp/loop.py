@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from .campaign import (
     initial_indices,
 )
 from .config import ExperimentConfig, check_against
+from .drift import Registrar, Registration, append_registration
 from .features import resolve_device, standardise, surrogate_inputs
 from .instrument import Instrument
 from .patches import make_candidates
@@ -119,6 +121,7 @@ def build_campaign(
     stop_after: int | None = None,
     want_final_maps: bool = False,
     clock: Clock | None = None,
+    drift: Registrar | None = None,
 ) -> Campaign:
     """The campaign a config describes: budget, schedule, travel, target (run, replay, resume, bench)."""
     p = cfg.policy
@@ -141,7 +144,31 @@ def build_campaign(
         on_step=on_step,
         session_id=session_id,
         stop_after=stop_after,
+        drift=drift,
     )
+
+
+def registrar(
+    cfg: ExperimentConfig,
+    survey: Survey,
+    *,
+    recorded: Sequence[Registration] = (),
+    live_from: int | None = 0,
+    folder: Path | None = None,
+) -> Registrar | None:
+    """``drift`` of the config as a :class:`~aexp.drift.Registrar` against ``survey`` (None when off).
+
+    ``recorded``: a session's registrations, applied at their steps (replay, resume); ``live_from``:
+    the first step that may survey live (None: never, a replay); ``folder``: the session that records
+    new ones in ``registrations.jsonl``.
+    """
+    d = cfg.drift
+    if d is None:
+        return None
+    sink = None if folder is None else (lambda record: append_registration(folder, record))
+    return Registrar(survey, every_s=d.resurvey_every_s, every_steps=d.resurvey_every, recorded=recorded,
+                     live_from=live_from, sink=sink, upsample_factor=d.upsample_factor,
+                     max_shift_px=d.max_shift_px, min_correlation=d.min_correlation, channel=d.channel)
 
 
 @dataclass
@@ -279,7 +306,8 @@ def run_experiment(
             writer.write_array("pixels", prepared.candidates.pixels)
             # the manifest is written last: a folder without one never measured anything
             writer.write_json("manifest.json", manifest(cfg, prepared, seed, session_id, settings).to_dict())
-            result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step)
+            result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step,
+                              folder=writer.folder)
             status = "completed"
             finish_figure(cfg, writer.folder, prepared, result)
         except KeyboardInterrupt:
@@ -315,13 +343,24 @@ def campaign(
     session_id: str,
     on_step: StepCallback | None = None,
     stop_after: int | None = None,
+    *,
+    registrations: Sequence[Registration] = (),
+    live_from: int | None = 0,
+    folder: Path | None = None,
 ) -> CampaignResult:
-    """Run the campaign the config describes on prepared candidates (run, replay and resume alike)."""
-    return build_campaign(
+    """Run the campaign the config describes on prepared candidates (run, replay and resume alike).
+
+    ``registrations``, ``live_from``, ``folder``: drift correction (:func:`registrar`).
+    """
+    drift = registrar(cfg, prepared.survey, recorded=registrations, live_from=live_from, folder=folder)
+    result = build_campaign(
         cfg, instrument, prepared.candidates, prepared.features, policy, recorder, seed,
         session_id=session_id, on_step=on_step, stop_after=stop_after,
-        want_final_maps=cfg.recording.figure and stop_after is None,
+        want_final_maps=cfg.recording.figure and stop_after is None, drift=drift,
     ).run()
+    if drift is not None:
+        result.extra["registrations"] = [r.to_dict() for r in drift.history]
+    return result
 
 
 def finish_figure(cfg: ExperimentConfig, folder: Path, prepared: Prepared, result: CampaignResult) -> None:

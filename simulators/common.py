@@ -476,7 +476,7 @@ class SquareScan:
 
     def _drifted_survey(self, image: np.ndarray) -> np.ndarray:
         """A survey ``C x H x W`` as taken now: the clock spends ``survey_time_s``, and the field shows
-        the sample moved by its drift at the survey's start (bilinear shift, borders repeated)."""
+        the sample moved by its drift at the survey's start (cubic-spline shift, borders repeated)."""
         start = self.clock.now_s
         if self.options.survey_time_s > 0:
             self.clock.advance(self.options.survey_time_s)
@@ -487,7 +487,7 @@ class SquareScan:
 
         px = self.options.pixel_size_m
         shift = (0.0, s[1] / px, s[0] / px)  # (channel, row = y, col = x)
-        return ndimage.shift(image, shift, order=1, mode="nearest").astype(image.dtype)
+        return ndimage.shift(image, shift, order=3, mode="nearest").astype(image.dtype)
 
     def _land(self, position: Iterable[float], clock_s: float, repeat: int) -> tuple[float, float]:
         """Where the probe really lands (``_placement.actual``), logged for :meth:`probe_log`."""

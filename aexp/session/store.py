@@ -137,7 +137,7 @@ LOCK = ".aexp-lock"
 #: What aexp writes into a session folder; ``--overwrite`` deletes a folder holding nothing else.
 SESSION_FILES = (
     MARKER, LOCK, "manifest.json", "survey.npy", "candidates.npy", "pixels.npy", "steps.jsonl",
-    "spectra.bin", "summary.json", "session.png", "recovered-*.bin", "*.tmp",
+    "spectra.bin", "summary.json", "session.png", "recovered-*.bin", "*.tmp", "registrations.jsonl",
 )
 
 

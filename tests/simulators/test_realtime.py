@@ -61,10 +61,10 @@ class TestEveryTwin:
         later = sim.survey().image  # taken at t = 1 s: 2 pixels of drift
         d = sim.sample_drift_m(1.0) / sim.options.pixel_size_m  # (x, y) in pixels
         r0, c0 = 10, 10
-        # a pixel of the later image shows what the first showed ``d`` pixels back (bilinear)
+        # a pixel of the later image shows what the first showed ``d`` pixels back (cubic spline)
         from scipy import ndimage
 
-        back = ndimage.map_coordinates(first[0], [[r0 - d[1]], [c0 - d[0]]], order=1)[0]
+        back = ndimage.map_coordinates(first[0], [[r0 - d[1]], [c0 - d[0]]], order=3, mode="nearest")[0]
         assert later[0, r0, c0] == pytest.approx(back, rel=1e-5, abs=1e-6)
         assert not np.array_equal(first, later)
 
