@@ -154,3 +154,15 @@ def test_a_drifting_run_re_registers_records_and_replays_exactly(tiny_config, tm
 
 def test_registrations_is_a_session_file() -> None:
     assert REGISTRATIONS_FILE in SESSION_FILES
+
+
+def test_the_report_draws_the_corrections_and_refits_through_them(tiny_config, tmp_path) -> None:
+    from aexp.session.report import write_report
+
+    cfg = tiny_config(sample={"drift_nm_per_min": 30.0, "measurement_time_s": 1.0}, stopping={"max_steps": 5},
+                      drift={"resurvey_every": 3})
+    inst = load_instrument("plasmonic", cfg["instrument"]["options"], seed=4)
+    folder, _ = run_experiment(parse_config(cfg), inst, tmp_path / "s", seed=4, progress=False)
+    page = write_report(folder, tmp_path / "r", map_steps=[6])  # maps after a registration: replayed
+    assert (tmp_path / "r" / "registrations.png").stat().st_size > 0
+    assert 'id="registrations"' in page.read_text() and 'id="maps"' in page.read_text()
