@@ -542,7 +542,7 @@ class Campaign:
                 if self.drift is not None and self.drift.due(self.decided, self.clock.monotonic() - self.start):
                     while self.flight:  # a survey goes to an idle instrument, after every step is recorded
                         self._finish(self.flight.popleft())
-                    executor.submit(self.drift.register, self.instrument, self.decided,
+                    executor.submit(self._busy_while, self.drift.register, self.instrument, self.decided,
                                     self.clock.monotonic() - self.start).result()
                 for step in self._decide():
                     while self.flight and len(self.flight) >= max(self.schedule.ahead, 1):
@@ -569,7 +569,35 @@ class Campaign:
         if self.want_final_maps and self.stop_after is None and len(self.measured) >= 2 \
                 and (~self.excluded).any() and hasattr(self.policy, "maps"):
             maps = self.policy.maps(len(self.steps))  # type: ignore[attr-defined]
-        return CampaignResult(steps=self.steps, maps=maps, stop_reason=stop_reason)
+        result = CampaignResult(steps=self.steps, maps=maps, stop_reason=stop_reason)
+        result.extra.update(self.pace())
+        return result
+
+    def pace(self) -> dict[str, float | None]:
+        """How the instrument's time went, from the start to the end of its last command.
+
+        ``instrument_idle_fraction = 1 - busy / wall_s``: ``busy`` the union of the intervals the
+        instrument was inside a call (measurements and re-registration surveys), ``wall_s`` from the
+        campaign's start to the end of the last call; ``travel_m`` the summed step distances.
+        """
+        intervals = sorted(self.busy)
+        wall = (max(e for _, e in intervals) - self.t_start) if intervals else 0.0
+        busy, reach = 0.0, self.t_start
+        for a, b in intervals:  # union of possibly overlapping intervals (a command and its retry)
+            if b > reach:
+                busy += b - max(a, reach)
+                reach = b
+        travel = float(sum(s.travel_m for s in self.steps if s.travel_m is not None))
+        return {"wall_s": wall, "instrument_busy_s": busy, "travel_m": travel,
+                "instrument_idle_fraction": (1.0 - busy / wall) if wall > 0 else None}
+
+    def _busy_while(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call ``fn`` and keep the interval as instrument time (runs in the measuring thread)."""
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.busy.append((t0, time.perf_counter()))
 
     # --- the parts of one step ---
 
@@ -584,6 +612,8 @@ class Campaign:
         self.decided = 0
         self.flight: deque[_InFlight] = deque()
         self.start = self.clock.monotonic()
+        self.t_start = time.perf_counter()
+        self.busy: list[tuple[float, float]] = []  # instrument-call intervals (perf_counter)
         self.received = time.perf_counter()
         self.last_position: tuple[float, float] | None = None
         self.policy.start(Problem(self.features, self.candidates.positions, self.candidates.grid_shape,
@@ -674,7 +704,7 @@ class Campaign:
         wait = 0.5
         while True:
             try:
-                return self.instrument.measure(step.position, command_id=step.command_id)
+                return self._busy_while(lambda: self.instrument.measure(step.position, command_id=step.command_id))
             except InstrumentUnreachable as exc:
                 now = self.clock.monotonic()
                 began = now if began is None else began

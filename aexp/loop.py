@@ -384,5 +384,8 @@ def summary(status: str, result: CampaignResult | None, **extra: Any) -> dict[st
             best_index=best.index if best else None,
             figure=result.extra.get("figure"),
         )
+        # the instrument's pace (docs/realtime.md): idle while waiting for decisions, distance moved
+        out.update({k: result.extra[k] for k in ("instrument_idle_fraction", "travel_m", "wall_s")
+                    if k in result.extra})
     out.update(extra)
     return out
