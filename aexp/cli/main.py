@@ -145,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="local worker processes (default: every core; 1 runs in this process)")
     bench.add_argument("--scheduler", default=None,
                        help="a Dask scheduler address (tcp://HOST:8786) to run the cells on; needs aexp[cluster]")
+    bench.add_argument("--realtime", action="store_true",
+                       help="twins on the real clock; each pending config beside its sequential loop and each "
+                            "drift config beside its run without re-registration (docs/realtime.md)")
     bench.add_argument("--quiet", action="store_true")
 
     from .bench import add_parsers as add_bench_parsers
