@@ -153,6 +153,10 @@ class EmbedderConfig(_Section):
     features: Literal["all", "content"] = Field(
         "all", description="feed the surrogate all latents or only the content ones"
     )
+    train_subsample: int | None = Field(
+        None, ge=1, description="train on this many candidates drawn from the seed (then encode all): "
+        "training is the cost before the first decision, encoding is cheap; null: train on all"
+    )
 
 
 class NeighbourCount(_Section):
@@ -175,6 +179,10 @@ class SurrogateConfig(_Section):
     base_kernel: bool = Field(True, description="add an ARD kernel on the raw inputs to the deep kernel")
     gp_until: int = Field(
         0, ge=0, description="measured points below which an exact ARD GP on the inputs stands in for the DKL"
+    )
+    gp_warm_maxiter: int | None = Field(
+        None, ge=1, description="L-BFGS iterations of each warm-started refit of the gp_until stage; null: to "
+        "convergence (as before)"
     )
     position: bool = Field(
         True, description="append the candidate's standardised (x, y) to the surrogate's inputs"
