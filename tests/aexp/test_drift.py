@@ -166,3 +166,25 @@ def test_the_report_draws_the_corrections_and_refits_through_them(tiny_config, t
     page = write_report(folder, tmp_path / "r", map_steps=[6])  # maps after a registration: replayed
     assert (tmp_path / "r" / "registrations.png").stat().st_size > 0
     assert 'id="registrations"' in page.read_text() and 'id="maps"' in page.read_text()
+
+
+def test_resume_replays_the_recorded_registrations_then_re_registers_the_live_field(tiny_config, tmp_path) -> None:
+    from aexp.session.replay import resume_session
+
+    cfg = tiny_config(sample={"drift_nm_per_min": 30.0, "measurement_time_s": 1.0}, stopping={"max_steps": 9},
+                      drift={"resurvey_every": 3})
+    inst = load_instrument("plasmonic", cfg["instrument"]["options"], seed=4)
+    folder, _ = run_experiment(parse_config(cfg), inst, tmp_path / "s", seed=4, progress=False)
+    # a crash after step 7: steps 0-7 and the registrations at 3 and 6 on disk, no summary
+    lines = (folder / "steps.jsonl").read_bytes().splitlines(True)
+    (folder / "steps.jsonl").write_bytes(b"".join(lines[:8]))
+    regs = (folder / REGISTRATIONS_FILE).read_bytes().splitlines(True)
+    (folder / REGISTRATIONS_FILE).write_bytes(b"".join(regs[:2]))
+    (folder / "summary.json").unlink()
+    # the live twin restarted, so its field is where it was at the survey: the resumed run catches up
+    out = resume_session(folder)
+    assert (out.replayed, out.new) == (8, 4)
+    records = read_registrations(folder)
+    assert [r.step for r in records] == [3, 6, 8, 11]  # the recorded two, at once on resuming, then on schedule
+    assert np.hypot(*records[2].offset_m) < 0.2 * PX  # a fresh twin has not drifted yet
+    assert verify_session(folder).steps == 12  # the whole session, both halves, replays exactly
