@@ -114,7 +114,7 @@ def estimate_shift(
     if float(np.hypot(*d)) > max_shift_px:
         reason = f"shift {np.hypot(*d):.1f} px beyond drift.max_shift_px {max_shift_px:g}"
     elif not corr >= min_correlation:
-        reason = f"correlation {corr:.2f} below drift.min_correlation {min_correlation:g}"
+        reason = f"correlation {corr:.4f} below drift.min_correlation {min_correlation:g}"
     return ShiftEstimate((float(d[0]), float(d[1])), (float(shift_m[0]), float(shift_m[1])), corr,
                          not reason, reason)
 

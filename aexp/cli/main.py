@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -281,8 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.update(LINK_COMMANDS)
     commands.update(BENCH_COMMANDS)
     commands.update(DATA_COMMANDS)
+    from ..drift import RegistrationWarning
+
     try:
-        return commands[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", RegistrationWarning)  # the operator sees every failed one
+            return commands[args.command](args)
     except InstrumentOutage as exc:
         folder = getattr(args, "out", None) or getattr(args, "folder", None)
         done = len(exc.result.steps) if exc.result is not None else 0

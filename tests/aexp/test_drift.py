@@ -188,3 +188,21 @@ def test_resume_replays_the_recorded_registrations_then_re_registers_the_live_fi
     assert [r.step for r in records] == [3, 6, 8, 11]  # the recorded two, at once on resuming, then on schedule
     assert np.hypot(*records[2].offset_m) < 0.2 * PX  # a fresh twin has not drifted yet
     assert verify_session(folder).steps == 12  # the whole session, both halves, replays exactly
+
+
+def test_the_command_line_warns_the_operator_of_every_failed_registration(tiny_config, tmp_path, capsys) -> None:
+    import yaml
+
+    from aexp.cli.main import main
+
+    # min_correlation 1: no real pair of surveys is that alike, so every registration fails
+    cfg = tiny_config(sample={"drift_nm_per_min": 30.0, "measurement_time_s": 1.0}, stopping={"max_steps": 5},
+                      drift={"resurvey_every": 3, "min_correlation": 1.0})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.warns(RegistrationWarning) as caught:
+        assert main(["run", str(path), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    messages = [str(w.message) for w in caught if w.category is RegistrationWarning]
+    assert len(messages) == 2 and all("below drift.min_correlation 1" in m for m in messages)
+    records = read_registrations(tmp_path / "s")
+    assert [(r.step, r.ok, r.offset_m) for r in records] == [(3, False, (0.0, 0.0)), (6, False, (0.0, 0.0))]
