@@ -48,7 +48,8 @@ def test_shipped_realtime_configs_run_on_the_simulated_clock_and_replay(name, tm
     small = {"instrument.options.clock": "sim", "instrument.options.survey_pixels": 64,
              "instrument.options.n_particles": 2, "embedder.kind": "none", **FAST, "recording.figure": False}
     if cfg.drift is not None:
-        small["drift.resurvey_every_s"] = 1.0  # about every other step of simulated time
+        # seconds follow the wall clock, not the twin's simulated one: count steps here
+        small.update({"drift.resurvey_every_s": None, "drift.resurvey_every": 3})
     cfg = load_config(CONFIGS / name).with_overrides(**small)
     inst = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=0)
     folder, result = run_experiment(cfg, inst, tmp_path / "run", seed=0, progress=False)
