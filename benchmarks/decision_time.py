@@ -96,10 +96,16 @@ def _decide(ours, X: torch.Tensor, y: np.ndarray, idx: np.ndarray, cfg, k: int) 
     return time.perf_counter() - t0
 
 
-def time_decisions(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, repeats: int, cfg,
-                   variant=None, baseline: bool = True):
-    """Median seconds of `repeats` consecutive decisions at n, n+1, ... measured points: aexp, the
-    variant config (or None), the from-scratch baseline (or None)."""
+def time_decisions(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, repeats: int, cfg):
+    """Median seconds of `repeats` consecutive decisions at n, n+1, ... measured points: aexp and
+    the from-scratch baseline."""
+    ours, _, base = time_all(X, y, order, n, repeats, cfg)
+    return ours, base
+
+
+def time_all(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, repeats: int, cfg,
+             variant=None, baseline: bool = True):
+    """As :func:`time_decisions`, and the variant config (or None); the baseline None when skipped."""
     ours = _surrogate(X, y, order, n, cfg)
     other = _surrogate(X, y, order, n, variant) if variant is not None else None
     t_ours, t_var, t_base = [], [], []
@@ -156,8 +162,8 @@ def main() -> None:
         feats, truth = features_for(side, args.seed, cfg)
         X = torch.as_tensor(feats, dtype=torch.float64)
         order = np.random.default_rng(args.seed).permutation(len(X))
-        ours, var, base = time_decisions(X, truth, order, args.measured, args.repeats, cfg, variant,
-                                         baseline=not args.no_baseline)
+        ours, var, base = time_all(X, truth, order, args.measured, args.repeats, cfg, variant,
+                                   baseline=not args.no_baseline)
         rows.append({"candidates": len(X), "measured": args.measured, "features": X.shape[1],
                      "aexp_s": ours, "variant": args.variant or None, "variant_s": var,
                      "baseline_s": base, "speedup": base / ours if base else None})
