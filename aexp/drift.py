@@ -44,6 +44,8 @@ __all__ = [
     "DriftCorrection",
     "read_registrations",
     "append_registration",
+    "require_registration",
+    "RegistrationUnavailable",
 ]
 
 REGISTRATIONS_FILE = "registrations.jsonl"
@@ -55,6 +57,20 @@ class RegistrationWarning(UserWarning):
 
 class RegistrationsError(AexpError, ValueError):
     """``registrations.jsonl`` of a session cannot be read."""
+
+
+class RegistrationUnavailable(AexpError, ImportError):
+    """``drift`` is configured but scikit-image (the registration routine) is not installed."""
+
+
+def require_registration() -> None:
+    """Raise :class:`RegistrationUnavailable` unless scikit-image's registration can be imported."""
+    try:
+        import skimage.registration  # noqa: F401
+    except ImportError as exc:
+        raise RegistrationUnavailable(
+            f"the config's drift section needs scikit-image ({exc}); install it with "
+            f"pip install 'aexp[drift]'") from None
 
 
 @dataclass(frozen=True)
@@ -241,6 +257,8 @@ class Registrar:
     ) -> None:
         if every_s is None and every_steps is None:
             raise ValueError("drift needs resurvey_every_s or resurvey_every")
+        if live_from is not None:  # a replay applies records and never registers
+            require_registration()
         self.reference = reference
         self.every_s, self.every_steps = every_s, every_steps
         self.recorded = sorted(recorded, key=lambda r: r.step)

@@ -36,7 +36,7 @@ from .campaign import (
     initial_indices,
 )
 from .config import ExperimentConfig, check_against
-from .drift import Registrar, Registration, append_registration
+from .drift import Registrar, Registration, append_registration, require_registration
 from .features import resolve_device, standardise, surrogate_inputs
 from .instrument import Instrument
 from .patches import make_candidates
@@ -289,6 +289,8 @@ def run_experiment(
     folder = Path(out)
     # everything that can be checked is checked before a previous session is deleted
     check_against(cfg, instrument.describe())
+    if cfg.drift is not None:
+        require_registration()  # before anything is written
     check_out_folder(folder, overwrite)
     created = not folder.exists()
     session_id = uuid.uuid4().hex[:12]

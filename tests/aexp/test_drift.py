@@ -206,3 +206,17 @@ def test_the_command_line_warns_the_operator_of_every_failed_registration(tiny_c
     assert len(messages) == 2 and all("below drift.min_correlation 1" in m for m in messages)
     records = read_registrations(tmp_path / "s")
     assert [(r.step, r.ok, r.offset_m) for r in records] == [(3, False, (0.0, 0.0)), (6, False, (0.0, 0.0))]
+
+
+def test_without_scikit_image_a_drift_run_is_refused_before_anything_is_written(tiny_config, tmp_path,
+                                                                                 monkeypatch) -> None:
+    import sys
+
+    from aexp.drift import RegistrationUnavailable
+
+    monkeypatch.setitem(sys.modules, "skimage.registration", None)  # what an uninstalled package looks like
+    cfg = tiny_config(drift={"resurvey_every": 3})
+    inst = load_instrument("plasmonic", cfg["instrument"]["options"], seed=0)
+    with pytest.raises(RegistrationUnavailable, match=r"aexp\[drift\]"):
+        run_experiment(parse_config(cfg), inst, tmp_path / "s", seed=0, progress=False)
+    assert not (tmp_path / "s").exists()
