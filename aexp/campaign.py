@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
+from .drift import DriftCorrection
 from .errors import AexpError
 from .instrument import Instrument, InstrumentError, InstrumentUnreachable, OutOfBounds, check_position
 from .policies import Decision, Policy, SelectionContext
@@ -544,6 +545,9 @@ class Campaign:
         clock: time for the wall-time budget and the outage (a seam for simulated clocks).
         operator: consulted before each decision (pause, goto, exclude, settings, stop) and, in
             approve mode, on each proposal (:class:`Operator`); ``None``: nobody steers.
+        drift: re-registration (:class:`aexp.drift.DriftCorrection`): when it is due, the commands in
+            flight are finished, it surveys (in the measuring thread) and from then on every command goes
+            to the candidate's position plus its ``offset_m``.
 
     Example:
         >>> result = Campaign(instrument=inst, candidates=cands, features=feats, target=target,
@@ -572,6 +576,7 @@ class Campaign:
         session_id: str = "",
         stop_after: int | None = None,
         operator: Operator | None = None,
+        drift: DriftCorrection | None = None,
     ) -> None:
         self.instrument = instrument
         self.candidates = candidates
@@ -590,6 +595,7 @@ class Campaign:
         self.session_id = session_id
         self.stop_after = stop_after
         self.operator = operator
+        self.drift = drift
 
     def run(self) -> CampaignResult:
         """Run to the end of the budget; returns every step. Raises :class:`InstrumentOutage`."""
@@ -611,6 +617,11 @@ class Campaign:
                 if reason is not None:
                     stop_reason = reason
                     break
+                if self.drift is not None and self.drift.due(self.decided, self.clock.monotonic() - self.start):
+                    while self.flight:  # a survey goes to an idle instrument, after every step is recorded
+                        self._finish(self.flight.popleft())
+                    executor.submit(self._busy_while, self.drift.register, self.instrument, self.decided,
+                                    self.clock.monotonic() - self.start).result()
                 steps = self._decide(directive.goto)
                 if self._stopped is not None:
                     stop_reason = self._stopped
@@ -640,7 +651,35 @@ class Campaign:
         if self.want_final_maps and self.stop_after is None and len(self.measured) >= 2 \
                 and (~self.excluded).any() and hasattr(self.policy, "maps"):
             maps = self.policy.maps(len(self.steps))  # type: ignore[attr-defined]
-        return CampaignResult(steps=self.steps, maps=maps, stop_reason=stop_reason)
+        result = CampaignResult(steps=self.steps, maps=maps, stop_reason=stop_reason)
+        result.extra.update(self.pace())
+        return result
+
+    def pace(self) -> dict[str, float | None]:
+        """How the instrument's time went, from the start to the end of its last command.
+
+        ``instrument_idle_fraction = 1 - busy / wall_s``: ``busy`` the union of the intervals the
+        instrument was inside a call (measurements and re-registration surveys), ``wall_s`` from the
+        campaign's start to the end of the last call; ``travel_m`` the summed step distances.
+        """
+        intervals = sorted(self.busy)
+        wall = (max(e for _, e in intervals) - self.t_start) if intervals else 0.0
+        busy, reach = 0.0, self.t_start
+        for a, b in intervals:  # union of possibly overlapping intervals (a command and its retry)
+            if b > reach:
+                busy += b - max(a, reach)
+                reach = b
+        travel = float(sum(s.travel_m for s in self.steps if s.travel_m is not None))
+        return {"wall_s": wall, "instrument_busy_s": busy, "travel_m": travel,
+                "instrument_idle_fraction": (1.0 - busy / wall) if wall > 0 else None}
+
+    def _busy_while(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call ``fn`` and keep the interval as instrument time (runs in the measuring thread)."""
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.busy.append((t0, time.perf_counter()))
 
     # --- the parts of one step ---
 
@@ -655,6 +694,8 @@ class Campaign:
         self.decided = 0
         self.flight: deque[_InFlight] = deque()
         self.start = self.clock.monotonic()
+        self.t_start = time.perf_counter()
+        self.busy: list[tuple[float, float]] = []  # instrument-call intervals (perf_counter)
         self.received = time.perf_counter()
         self.last_position: tuple[float, float] | None = None
         self._stopped: str | None = None
@@ -752,7 +793,8 @@ class Campaign:
     def _step(self, k: int, d: Decision, phase: str, pending: list[int], decision_s: float) -> Step:
         idx = d.index
         c = self.candidates
-        position = (float(c.positions[idx, 0]), float(c.positions[idx, 1]))
+        dx, dy = (0.0, 0.0) if self.drift is None else self.drift.offset_m
+        position = (float(c.positions[idx, 0]) + dx, float(c.positions[idx, 1]) + dy)
         previous = self.last_position
         self.last_position = position
         travel = None if previous is None else float(np.hypot(position[0] - previous[0],
@@ -781,7 +823,7 @@ class Campaign:
         wait = 0.5
         while True:
             try:
-                return self.instrument.measure(step.position, command_id=step.command_id)
+                return self._busy_while(lambda: self.instrument.measure(step.position, command_id=step.command_id))
             except InstrumentUnreachable as exc:
                 now = self.clock.monotonic()
                 began = now if began is None else began

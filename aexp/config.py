@@ -153,6 +153,10 @@ class EmbedderConfig(_Section):
     features: Literal["all", "content"] = Field(
         "all", description="feed the surrogate all latents or only the content ones"
     )
+    train_subsample: int | None = Field(
+        None, ge=1, description="train on this many candidates drawn from the seed (then encode all): "
+        "training is the cost before the first decision, encoding is cheap; null: train on all"
+    )
 
 
 class NeighbourCount(_Section):
@@ -175,6 +179,10 @@ class SurrogateConfig(_Section):
     base_kernel: bool = Field(True, description="add an ARD kernel on the raw inputs to the deep kernel")
     gp_until: int = Field(
         0, ge=0, description="measured points below which an exact ARD GP on the inputs stands in for the DKL"
+    )
+    gp_warm_maxiter: int | None = Field(
+        None, ge=1, description="L-BFGS iterations of each warm-started refit of the gp_until stage; null: to "
+        "convergence (as before)"
     )
     position: bool = Field(
         True, description="append the candidate's standardised (x, y) to the surrogate's inputs"
@@ -325,6 +333,26 @@ class RecordingConfig(_Section):
     figure: bool = True
 
 
+class DriftConfig(_Section):
+    """Re-registration against sample drift (see :mod:`aexp.drift`): a fresh survey on a schedule, its
+    shift against the first by phase correlation, and the candidate -> instrument correction."""
+
+    resurvey_every_s: float | None = Field(None, gt=0, description="re-register every this many seconds")
+    resurvey_every: int | None = Field(None, ge=1, description="re-register every this many steps")
+    upsample_factor: int = Field(20, ge=1, le=1000, description="sub-pixel precision: 1 / upsample_factor px")
+    max_shift_px: float = Field(16.0, gt=0, description="a larger estimated shift is a failed registration")
+    min_correlation: float = Field(
+        0.5, ge=-1, le=1, description="a lower correlation of the re-aligned surveys is a failed registration"
+    )
+    channel: int = Field(0, ge=0, description="survey channel to register")
+
+    @model_validator(mode="after")
+    def _a_schedule(self) -> DriftConfig:
+        if self.resurvey_every_s is None and self.resurvey_every is None:
+            raise ValueError("give drift.resurvey_every_s (seconds) or drift.resurvey_every (steps)")
+        return self
+
+
 class ExperimentConfig(_Section):
     """A whole experiment. ``budget`` = initial random measurements + ``stopping.max_steps``."""
 
@@ -343,6 +371,7 @@ class ExperimentConfig(_Section):
     target: TargetConfig
     stopping: StoppingConfig = Field(default_factory=StoppingConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    drift: DriftConfig | None = Field(None, description="re-registration against sample drift; off when null")
 
     @field_validator("embedder", mode="before")
     @classmethod

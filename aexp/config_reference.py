@@ -26,6 +26,7 @@ from pydantic_core import PydanticUndefined
 
 from .config import (
     CandidatesConfig,
+    DriftConfig,
     EmbedderConfig,
     ExperimentConfig,
     InstrumentConfig,
@@ -50,6 +51,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("stopping", StoppingConfig),
     ("stopping.stagnation", StagnationConfig),
     ("recording", RecordingConfig),
+    ("drift", DriftConfig),
 )
 
 

@@ -129,8 +129,11 @@ def _embed(
         rotation_prior_warmup=cfg.rotation_prior_warmup,
         device=device,
     )
+    train = patches
+    if cfg.train_subsample is not None and cfg.train_subsample < len(patches):
+        train = patches[training_subsample(len(patches), cfg.train_subsample, seed)]
     model.fit(
-        patches, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress
+        train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress
     )
     z = model.encode(patches)
     # the latent means' spread before standardising: near 0 when the embedder has collapsed
@@ -154,7 +157,16 @@ def _embed(
         "collapsed": collapsed,
         "final_loss": {k: float(v[-1]) for k, v in getattr(model, "history_", {}).items() if len(v)},
     }
+    if len(train) < len(patches):
+        info["trained_on"] = int(len(train))
     return standardise(z), info
+
+
+def training_subsample(n: int, size: int, seed: int) -> np.ndarray:
+    """``size`` distinct candidate indices out of ``n``, sorted, a function of ``seed`` alone: the
+    embedder's training set when ``embedder.train_subsample`` is set."""
+    rng = np.random.default_rng([int(seed), n, size, 0x7375_6273])  # "subs": a stream of its own
+    return np.sort(rng.choice(n, size=size, replace=False))
 
 
 def with_position(features: np.ndarray, candidates: Candidates) -> np.ndarray:

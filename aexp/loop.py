@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from .campaign import (
     initial_indices,
 )
 from .config import ExperimentConfig, check_against
+from .drift import Registrar, Registration, append_registration, require_registration
 from .features import resolve_device, standardise, surrogate_inputs
 from .instrument import Instrument
 from .live.channel import LiveOperator, OperatorOptions
@@ -127,6 +129,7 @@ def build_campaign(
     want_final_maps: bool = False,
     clock: Clock | None = None,
     operator: Operator | None = None,
+    drift: Registrar | None = None,
 ) -> Campaign:
     """The campaign a config describes: budget, schedule, travel, target (run, replay, resume, bench)."""
     p = cfg.policy
@@ -150,7 +153,31 @@ def build_campaign(
         session_id=session_id,
         stop_after=stop_after,
         operator=operator,
+        drift=drift,
     )
+
+
+def registrar(
+    cfg: ExperimentConfig,
+    survey: Survey,
+    *,
+    recorded: Sequence[Registration] = (),
+    live_from: int | None = 0,
+    folder: Path | None = None,
+) -> Registrar | None:
+    """``drift`` of the config as a :class:`~aexp.drift.Registrar` against ``survey`` (None when off).
+
+    ``recorded``: a session's registrations, applied at their steps (replay, resume); ``live_from``:
+    the first step that may survey live (None: never, a replay); ``folder``: the session that records
+    new ones in ``registrations.jsonl``.
+    """
+    d = cfg.drift
+    if d is None:
+        return None
+    sink = None if folder is None else (lambda record: append_registration(folder, record))
+    return Registrar(survey, every_s=d.resurvey_every_s, every_steps=d.resurvey_every, recorded=recorded,
+                     live_from=live_from, sink=sink, upsample_factor=d.upsample_factor,
+                     max_shift_px=d.max_shift_px, min_correlation=d.min_correlation, channel=d.channel)
 
 
 @dataclass
@@ -275,6 +302,8 @@ def run_experiment(
     folder = Path(out)
     # everything that can be checked is checked before a previous session is deleted
     check_against(cfg, instrument.describe())
+    if cfg.drift is not None:
+        require_registration()  # before anything is written
     check_out_folder(folder, overwrite)
     created = not folder.exists()
     session_id = uuid.uuid4().hex[:12]
@@ -317,7 +346,8 @@ def _record(cfg: ExperimentConfig, instrument: Instrument, surveyed: Surveyed, w
             record = dataclasses.replace(record, lease_token=token)
         writer.write_json("manifest.json", record.to_dict())
         live = operator_for(cfg, writer.folder, session_id, prepared, instrument, operator)
-        result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step, operator=live)
+        result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step, operator=live,
+                          folder=writer.folder)
         status = "completed"
         finish_figure(cfg, writer.folder, prepared, result)
         return result, status, extra
@@ -356,13 +386,24 @@ def campaign(
     on_step: StepCallback | None = None,
     stop_after: int | None = None,
     operator: Operator | None = None,
+    *,
+    registrations: Sequence[Registration] = (),
+    live_from: int | None = 0,
+    folder: Path | None = None,
 ) -> CampaignResult:
-    """Run the campaign the config describes on prepared candidates (run, replay and resume alike)."""
-    return build_campaign(
+    """Run the campaign the config describes on prepared candidates (run, replay and resume alike).
+
+    ``registrations``, ``live_from``, ``folder``: drift correction (:func:`registrar`).
+    """
+    drift = registrar(cfg, prepared.survey, recorded=registrations, live_from=live_from, folder=folder)
+    result = build_campaign(
         cfg, instrument, prepared.candidates, prepared.features, policy, recorder, seed,
         session_id=session_id, on_step=on_step, stop_after=stop_after,
-        want_final_maps=cfg.recording.figure and stop_after is None, operator=operator,
+        want_final_maps=cfg.recording.figure and stop_after is None, operator=operator, drift=drift,
     ).run()
+    if drift is not None:
+        result.extra["registrations"] = [r.to_dict() for r in drift.history]
+    return result
 
 
 def operator_for(cfg: ExperimentConfig, folder: Path, session_id: str, prepared: Prepared,
@@ -403,5 +444,8 @@ def summary(status: str, result: CampaignResult | None, **extra: Any) -> dict[st
             best_index=best.index if best else None,
             figure=result.extra.get("figure"),
         )
+        # the instrument's pace (docs/realtime.md): idle while waiting for decisions, distance moved
+        out.update({k: result.extra[k] for k in ("instrument_idle_fraction", "travel_m", "wall_s")
+                    if k in result.extra})
     out.update(extra)
     return out

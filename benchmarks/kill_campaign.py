@@ -117,14 +117,21 @@ def main() -> None:
     for k in range(args.kills):
         trigger = triggers[k % len(triggers)]
         folder = work / f"killed-{k:02d}"
-        proc = subprocess.Popen([sys.executable, "-m", "aexp", "run", str(config), "--out", str(folder), "--quiet"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started = time.perf_counter()
-        while proc.poll() is None and not reached(trigger, folder, time.perf_counter() - started):
-            time.sleep(0.005)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        log = work / f"killed-{k:02d}.stderr"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "aexp", "run", str(config), "--out", str(folder), "--quiet"],
+                                    stdout=subprocess.DEVNULL, stderr=err)
+            started = time.perf_counter()
+            while proc.poll() is None and not reached(trigger, folder, time.perf_counter() - started):
+                time.sleep(0.005)
+            ended_by_itself = proc.poll() is not None
+            if not ended_by_itself:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if ended_by_itself:  # the run must not end on its own before the moment it was to be killed
+            rows.append((k, trigger, "ended before the kill", f"exit {proc.returncode}: {log.read_text()[-300:]}"))
+            print(f"kill {k:2d} at {trigger:<10}: ended by itself with {proc.returncode}", flush=True)
+            continue
         phase, outcome = classify(folder, config, reference)
         rows.append((k, trigger, phase, outcome))
         print(f"kill {k:2d} at {trigger:<10}: {phase:<32} {outcome}", flush=True)

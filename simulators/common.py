@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Self
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +36,10 @@ __all__ = [
     "position_key",
     "PICOMETRE",
     "SimClock",
+    "RealClock",
+    "TwinClock",
+    "make_clock",
+    "SampleDrift",
     "SimOptions",
     "options_error",
     "gaussian_blur",
@@ -142,6 +148,53 @@ class SimClock:
         return self.now_s
 
 
+class TwinClock(Protocol):
+    """A twin's time: ``now_s`` seconds since the twin was made; ``advance`` spends ``dt_s`` of it.
+
+    Example:
+        >>> clock = make_clock("sim"); clock.advance(0.5)
+        0.5
+    """
+
+    @property
+    def now_s(self) -> float: ...
+
+    def advance(self, dt_s: float) -> float: ...
+
+
+class RealClock:
+    """The wall clock: ``advance(dt)`` sleeps ``dt`` seconds (dwell, stage moves), so a twin runs at an
+    instrument's pace for benchmarks and demos. ``now_s`` counts from construction, decisions included.
+
+    Example:
+        >>> c = RealClock(); c.advance(0.01) >= 0.01
+        True
+    """
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+
+    @property
+    def now_s(self) -> float:
+        return time.monotonic() - self._t0
+
+    def advance(self, dt_s: float) -> float:
+        dt_s = float(dt_s)
+        if not (math.isfinite(dt_s) and dt_s >= 0.0):
+            raise ValueError(f"a clock only moves forward, got dt_s={dt_s}")
+        time.sleep(dt_s)
+        return self.now_s
+
+
+def make_clock(kind: str) -> TwinClock:
+    """``"sim"`` (a :class:`SimClock`, never sleeps) or ``"real"`` (a :class:`RealClock`)."""
+    if kind == "sim":
+        return SimClock()
+    if kind == "real":
+        return RealClock()
+    raise ValueError(f"clock must be 'sim' or 'real', got {kind!r}")
+
+
 def _short_repr(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -225,6 +278,20 @@ class PlacementOptions(SimOptions):
         0.0, ge=0, description="further drift per second of simulated time (m/s); direction from the seed"
     )
     probe_error_m: float = Field(0.0, ge=0, description="std of the probe placement error per axis (m)")
+    clock: Literal["sim", "real"] = Field(
+        "sim", description="'sim': simulated time, never sleeps (tests); 'real': dwell and moves sleep (demos)"
+    )
+    stage_speed_m_s: float | None = Field(
+        None, gt=0, description="probe/stage speed (m/s) for the time a move takes; null: moves take no time"
+    )
+    settle_s: float = Field(0.0, ge=0, description="settle time after each move (s)")
+    survey_time_s: float = Field(0.0, ge=0, description="time one survey takes (s)")
+    drift_nm_per_min: float = Field(
+        0.0, ge=0, description="constant-velocity sample drift (nm/min) from the twin's start; direction from the seed"
+    )
+    drift_walk_nm_per_sqrt_min: float = Field(
+        0.0, ge=0, description="random-walk sample drift: std per axis after one minute (nm), seeded"
+    )
 
 
 class RealismOptions(PlacementOptions):
@@ -243,13 +310,66 @@ def _unit_vector(seed: int, kind: str) -> np.ndarray:
     return np.array([math.cos(angle), math.sin(angle)])
 
 
+_WALK_STEP_S = 1.0
+_WALK_BLOCK = 1024
+
+
+class SampleDrift:
+    """How far the sample has moved since the twin started: constant velocity plus a random walk.
+
+    ``s(t) = v t u + W(t)`` (metres, x y), ``u`` a unit vector from the seed, ``W`` a Gaussian random
+    walk on a 1 s grid (std ``sigma sqrt(t)`` per axis, linear between grid points), its increments
+    keyed on (seed, block), so ``s`` is a fixed function of ``t`` for a seed.
+
+    Example:
+        >>> d = SampleDrift(seed=1, speed_m_s=2e-9 / 60, walk_m_per_sqrt_s=0.0)
+        >>> float(np.hypot(*d.at(60.0)))     # 2 nm after a minute
+        2e-09
+    """
+
+    def __init__(self, seed: int, speed_m_s: float = 0.0, walk_m_per_sqrt_s: float = 0.0) -> None:
+        self.seed = int(seed)
+        self.speed_m_s = float(speed_m_s)
+        self.walk_m_per_sqrt_s = float(walk_m_per_sqrt_s)
+        self._direction = _unit_vector(self.seed, "sample-drift")
+        self._walk = np.zeros((1, 2))  # walk at grid points 0, 1, 2, ... s
+        self._lock = threading.Lock()  # a survey (main thread) and a measurement (worker) may both ask
+
+    @classmethod
+    def from_options(cls, seed: int, opts: PlacementOptions) -> SampleDrift | None:
+        """The options' drift, or ``None`` when both terms are 0."""
+        if opts.drift_nm_per_min == 0 and opts.drift_walk_nm_per_sqrt_min == 0:
+            return None
+        return cls(seed, opts.drift_nm_per_min * 1e-9 / 60.0, opts.drift_walk_nm_per_sqrt_min * 1e-9 / math.sqrt(60.0))
+
+    def _walk_at(self, t: float) -> np.ndarray:
+        if self.walk_m_per_sqrt_s == 0:
+            return np.zeros(2)
+        k = int(math.floor(t / _WALK_STEP_S))
+        with self._lock:
+            while len(self._walk) <= k + 1:
+                block = (len(self._walk) - 1) // _WALK_BLOCK
+                steps = rng_for(self.seed, "drift-walk", block).normal(
+                    0.0, self.walk_m_per_sqrt_s * math.sqrt(_WALK_STEP_S), size=(_WALK_BLOCK, 2))
+                self._walk = np.concatenate([self._walk, self._walk[-1] + np.cumsum(steps, axis=0)])
+            a, b = self._walk[k], self._walk[k + 1]
+        frac = t / _WALK_STEP_S - k
+        return a + frac * (b - a)
+
+    def at(self, t_s: float) -> np.ndarray:
+        """Sample displacement ``2`` (x, y) in metres at twin time ``t_s >= 0``."""
+        t = max(0.0, float(t_s))
+        return self.speed_m_s * t * self._direction + self._walk_at(t)
+
+
 @dataclass(frozen=True)
 class ProbePlacement:
     """Where the probe lands when ``position`` is asked for: drift plus a placement error.
 
-    ``actual = requested + drift_offset u1 + drift_rate t u2 + e``, with unit vectors ``u1``,
-    ``u2`` drawn from the seed, ``t`` the simulated clock and ``e ~ N(0, probe_error^2 I)`` keyed
-    on (seed, position, repeat).
+    ``actual = requested + drift_offset u1 + drift_rate t u2 - s(t) + e``, with unit vectors ``u1``,
+    ``u2`` drawn from the seed, ``t`` the twin's clock, ``s`` the sample's own drift
+    (:class:`SampleDrift`: the probe lands on the sample point that sat at ``requested - s`` when the
+    survey was taken) and ``e ~ N(0, probe_error^2 I)`` keyed on (seed, position, repeat).
 
     Example:
         >>> ProbePlacement.from_options(7, opts).actual((1e-9, 2e-9), clock_s=0.5, repeat=0)
@@ -259,10 +379,16 @@ class ProbePlacement:
     drift_offset_m: float = 0.0
     drift_rate_m_per_s: float = 0.0
     probe_error_m: float = 0.0
+    sample: SampleDrift | None = field(default=None, compare=False)
 
     @classmethod
     def from_options(cls, seed: int, opts: PlacementOptions) -> ProbePlacement:
-        return cls(seed, opts.drift_offset_m, opts.drift_rate_m_per_s, opts.probe_error_m)
+        return cls(seed, opts.drift_offset_m, opts.drift_rate_m_per_s, opts.probe_error_m,
+                   SampleDrift.from_options(seed, opts))
+
+    def sample_drift_m(self, clock_s: float) -> np.ndarray:
+        """The sample's displacement ``2`` (x, y) m at ``clock_s`` (zeros without sample drift)."""
+        return np.zeros(2) if self.sample is None else self.sample.at(clock_s)
 
     def drift_m(self, clock_s: float) -> np.ndarray:
         """Drift ``2`` (x, y) in metres at simulated time ``clock_s``."""
@@ -276,7 +402,7 @@ class ProbePlacement:
     def actual(self, position: Iterable[float], clock_s: float, repeat: int) -> tuple[float, float]:
         """The (x, y) in metres that is really probed for the requested ``position``."""
         xy = np.array([float(v) for v in position])
-        shifted = xy + self.drift_m(clock_s)
+        shifted = xy + self.drift_m(clock_s) - self.sample_drift_m(clock_s)
         if self.probe_error_m > 0:
             rng = rng_for(self.seed, "probe-error", *position_key(xy), int(repeat))
             shifted = shifted + rng.normal(0.0, self.probe_error_m, size=2)
@@ -323,12 +449,61 @@ class SquareScan:
     """The Instrument-protocol pieces every twin with a square survey of square pixels shares.
 
     A subclass has ``options`` with ``survey_pixels``, ``pixel_size_m`` and ``measurement_time_s``,
-    ``_axis``, its spectrum axis, and ``_repeats``, an empty dict at the start.
+    ``_axis``, its spectrum axis, and ``_repeats``, an empty dict at the start. Twins with
+    :class:`PlacementOptions` also have ``clock`` and ``_placement`` and use the real-time helpers
+    (:meth:`_move_to`, :meth:`_drifted_survey`, :meth:`_land`).
     """
 
     options: Any
     _axis: SpectrumAxis
     _repeats: dict[tuple[int, ...], int]
+    clock: Any
+    _placement: ProbePlacement
+
+    def _move_to(self, position: Iterable[float]) -> float:
+        """Spend the time a move from the last probe position takes (``settle_s + distance /
+        stage_speed_m_s``, nothing without a stage speed or for the first move); returns it."""
+        xy = tuple(float(v) for v in position)
+        last = getattr(self, "_probe_at", None)
+        self._probe_at = xy
+        o = self.options
+        if last is None or o.stage_speed_m_s is None:
+            return 0.0
+        distance = math.hypot(xy[0] - last[0], xy[1] - last[1])
+        seconds = (o.settle_s + distance / o.stage_speed_m_s) if distance > 0 else 0.0
+        self.clock.advance(seconds)
+        return seconds
+
+    def _drifted_survey(self, image: np.ndarray) -> np.ndarray:
+        """A survey ``C x H x W`` as taken now: the clock spends ``survey_time_s``, and the field shows
+        the sample moved by its drift at the survey's start (cubic-spline shift, borders repeated)."""
+        start = self.clock.now_s
+        if self.options.survey_time_s > 0:
+            self.clock.advance(self.options.survey_time_s)
+        s = self._placement.sample_drift_m(start)
+        if not s.any():
+            return image
+        from scipy import ndimage  # a dependency of scikit-image, needed only with drift
+
+        px = self.options.pixel_size_m
+        shift = (0.0, s[1] / px, s[0] / px)  # (channel, row = y, col = x)
+        return ndimage.shift(image, shift, order=3, mode="nearest").astype(image.dtype)
+
+    def _land(self, position: Iterable[float], clock_s: float, repeat: int) -> tuple[float, float]:
+        """Where the probe really lands (``_placement.actual``), logged for :meth:`probe_log`."""
+        actual = self._placement.actual(position, clock_s, repeat)
+        log = self.__dict__.setdefault("_probe_log", [])
+        log.append((tuple(float(v) for v in position), actual, float(clock_s)))
+        return actual
+
+    def probe_log(self) -> list[tuple[tuple[float, float], tuple[float, float], float]]:
+        """Hidden truth: every measurement's (requested (x, y), sample point really probed (x, y),
+        twin time) in metres and seconds, in order; the benchmark's position error comes from it."""
+        return list(self.__dict__.get("_probe_log", []))
+
+    def sample_drift_m(self, clock_s: float | None = None) -> np.ndarray:
+        """Hidden truth: the sample's drift ``2`` (x, y) m at ``clock_s`` (default: now)."""
+        return self._placement.sample_drift_m(self.clock.now_s if clock_s is None else clock_s)
 
     def _next_attempt(self, position: tuple[float, float]) -> tuple[tuple[int, ...], int]:
         """Check ``position`` against the bounds (``OutOfBounds`` before anything happens), then
@@ -353,6 +528,13 @@ class SquareScan:
     def axis(self) -> SpectrumAxis:
         return self._axis
 
+    def _stage_extra(self) -> dict[str, Any]:
+        """``stage_speed_m_s`` and ``settle_s`` for the campaign's travel cost, when the twin has a stage."""
+        speed = getattr(self.options, "stage_speed_m_s", None)
+        if speed is None:
+            return {}
+        return {"stage_speed_m_s": speed, "settle_s": self.options.settle_s}
+
     def _description(self, name: str, channels: tuple[str, ...], extra: dict[str, Any]) -> InstrumentDescription:
         """What ``describe()`` returns: the shared fields plus the twin's own ``extra``."""
         n = self.options.survey_pixels
@@ -364,5 +546,5 @@ class SquareScan:
             spectrum_axis=self._axis,
             units="m",
             measurement_time_s=self.options.measurement_time_s,
-            extra={"pixel_size_m": self.options.pixel_size_m, **extra},
+            extra={"pixel_size_m": self.options.pixel_size_m, **self._stage_extra(), **extra},
         )

@@ -59,7 +59,16 @@ from scipy import ndimage
 from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import DoseLedger, ProbePlacement, RealismOptions, SimClock, SquareScan, as_positions, check_seed, rng_for
+from .common import (
+    DoseLedger,
+    ProbePlacement,
+    RealismOptions,
+    SquareScan,
+    as_positions,
+    check_seed,
+    make_clock,
+    rng_for,
+)
 
 __all__ = ["FerroelectricSimulator", "FerroelectricOptions", "LOOP_PARAMETERS"]
 
@@ -132,7 +141,7 @@ class FerroelectricSimulator(SquareScan):
         self.seed = check_seed(seed, NAME)
         self.options = FerroelectricOptions.parse(options, NAME)
         o = self.options
-        self.clock = SimClock()
+        self.clock = make_clock(self.options.clock)
         p = o.points_per_branch
         self._axis = SpectrumAxis("unfolded_bias", "V", -o.bias_max_v, 3 * o.bias_max_v, 2 * p + 1)
         self._placement = ProbePlacement.from_options(self.seed, o)
@@ -211,7 +220,7 @@ class FerroelectricSimulator(SquareScan):
         rng = rng_for(self.seed, "survey")
         amp = amp + rng.normal(0.0, o.survey_noise * o.amplitude, size=amp.shape)
         phase = phase + rng.normal(0.0, o.phase_noise_deg, size=phase.shape)
-        return Survey(image=np.stack([amp, phase]).astype(np.float32), transform=self.transform,
+        return Survey(image=self._drifted_survey(np.stack([amp, phase]).astype(np.float32)), transform=self.transform,
                       channels=("amplitude", "phase"))
 
     def measure(self, position: tuple[float, float], command_id: str = "") -> Measurement:
@@ -221,7 +230,8 @@ class FerroelectricSimulator(SquareScan):
             OutOfBounds: ``position`` is outside :attr:`bounds` (nothing happens, no time passes).
         """
         key, repeat = self._next_attempt(position)
-        actual = self._placement.actual(position, self.clock.now_s, repeat)
+        self._move_to(position)
+        actual = self._land(position, self.clock.now_s, repeat)
         written = 0.0
         if self._ledger is not None:
             written = self.options.imprint_per_sweep_v * float(self._ledger.exposure(np.array([actual]))[0])

@@ -89,10 +89,10 @@ from .common import (
     DoseLedger,
     ProbePlacement,
     RealismOptions,
-    SimClock,
     SquareScan,
     as_positions,
     check_seed,
+    make_clock,
     rng_for,
 )
 
@@ -194,7 +194,7 @@ class FourDStemSimulator(SquareScan):
         self.options = FourDStemOptions.parse(options, NAME)
         o = self.options
         n = o.detector_pixels
-        self.clock = SimClock()
+        self.clock = make_clock(o.clock)
         self.calibration = DetectorCalibration(o.detector_pixel_mrad, ((n - 1) / 2, (n - 1) / 2))
         self._axis = SpectrumAxis("detector_pixel", "index", 0.0, float(n * n - 1), n * n)
         self._placement = ProbePlacement.from_options(self.seed, o)
@@ -287,7 +287,7 @@ class FourDStemSimulator(SquareScan):
         """Virtual images ``4 x H x W`` float32 (haadf, adf, com_x mrad, com_y mrad); the same on every call."""
         if self._survey_image is None:
             self._survey_image = self._render_survey()
-        return Survey(image=self._survey_image.copy(), transform=self.transform, channels=CHANNELS)
+        return Survey(image=self._drifted_survey(self._survey_image.copy()), transform=self.transform, channels=CHANNELS)
 
     def measure_pattern(
         self, position: tuple[float, float], command_id: str = ""
@@ -316,6 +316,7 @@ class FourDStemSimulator(SquareScan):
 
     def _acquire(self, position: tuple[float, float], command_id: str) -> tuple[np.ndarray, dict[str, Any]]:
         key, repeat = self._next_attempt(position)
+        self._move_to(position)
         start = self.clock.now_s
         now = self.clock.advance(self.options.measurement_time_s)
         p_fail = self.options.fail_probability
@@ -324,7 +325,7 @@ class FourDStemSimulator(SquareScan):
                 f"simulated detector fault at (x={position[0]:.4g} m, y={position[1]:.4g} m), "
                 f"repeat {repeat}, command {command_id!r}"
             )
-        actual = self._placement.actual(position, start, repeat)
+        actual = self._land(position, start, repeat)
         damage = 0.0
         if self._ledger is not None:
             damage = self.options.damage_disorder * float(self._ledger.exposure(np.array([actual]))[0])

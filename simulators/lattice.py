@@ -65,7 +65,16 @@ from scipy.special import erf
 from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
-from .common import DoseLedger, ProbePlacement, RealismOptions, SimClock, SquareScan, as_positions, check_seed, rng_for
+from .common import (
+    DoseLedger,
+    ProbePlacement,
+    RealismOptions,
+    SquareScan,
+    as_positions,
+    check_seed,
+    make_clock,
+    rng_for,
+)
 
 __all__ = ["LatticeSimulator", "LatticeOptions", "Atoms"]
 
@@ -184,7 +193,7 @@ class LatticeSimulator(SquareScan):
         self.seed = check_seed(seed, NAME)
         self.options = LatticeOptions.parse(options, NAME)
         o = self.options
-        self.clock = SimClock()
+        self.clock = make_clock(o.clock)
         self._axis = SpectrumAxis("energy_loss", "eV", *o.energy_range_ev, o.n_channels)
         self._placement = ProbePlacement.from_options(self.seed, o)
         self._ledger = DoseLedger(o.damage_radius_m) if o.damage_radius_m > 0 else None
@@ -284,7 +293,8 @@ class LatticeSimulator(SquareScan):
         """HAADF image ``1 x H x W`` float32 of the pristine sample; the same on every call."""
         if self._survey_image is None:
             self._survey_image = self._render_survey()
-        return Survey(image=self._survey_image[None].copy(), transform=self.transform, channels=("haadf",))
+        image = self._drifted_survey(self._survey_image[None].copy())
+        return Survey(image=image, transform=self.transform, channels=("haadf",))
 
     def measure(self, position: tuple[float, float], command_id: str = "") -> Measurement:
         """One core-loss spectrum (Poisson counts) with the beam sent to ``position`` (x, y) m.
@@ -293,8 +303,9 @@ class LatticeSimulator(SquareScan):
             OutOfBounds: ``position`` is outside :attr:`bounds` (nothing happens, no time passes).
         """
         key, repeat = self._next_attempt(position)
+        self._move_to(position)
         start = self.clock.now_s
-        actual = self._placement.actual(position, start, repeat)
+        actual = self._land(position, start, repeat)
         expected = self.noiseless_spectra(np.array([actual]), present=self._present())[0]
         counts = rng_for(self.seed, "measure", *key, repeat).poisson(expected).astype(float)
         now = self.clock.advance(self.options.measurement_time_s)

@@ -45,6 +45,12 @@ def render() -> str:
         "takes the placement options (drift and probe error); the lattice and ferroelectric twins also take",
         "`damage_radius_m`, with effects of their own (`damage_threshold`, `imprint_per_sweep_v` below).",
         "",
+        "Real time (every twin): `clock: sim` (default) spends simulated time and never sleeps; `clock: real`",
+        "sleeps the dwell (`measurement_time_s`), each move (`settle_s + distance / stage_speed_m_s`) and the",
+        "survey (`survey_time_s`). Sample drift (`drift_nm_per_min`, `drift_walk_nm_per_sqrt_min`) moves the",
+        "sample from the twin's start: a measurement lands where the sample now is, and a later survey shows",
+        "the field moved. See [realtime.md](realtime.md).",
+        "",
     ]
     lines += model_section("placement: plasmonic, lattice, ferroelectric", PlacementOptions)[2:]
     lines += model_section("damage: lattice, ferroelectric", RealismOptions, inherited=PlacementOptions)[2:]

@@ -65,11 +65,11 @@ from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 from .common import (
     PlacementOptions,
     ProbePlacement,
-    SimClock,
     SquareScan,
     as_positions,
     check_seed,
     gaussian_blur,
+    make_clock,
     rng_for,
 )
 
@@ -363,7 +363,7 @@ class PlasmonicSimulator(SquareScan):
     def __init__(self, seed: int = 0, **options: Any) -> None:
         self.seed = check_seed(seed, NAME)
         self.options = PlasmonicOptions.parse(options, NAME)
-        self.clock = SimClock()
+        self.clock = make_clock(self.options.clock)
         self._particles = place_particles(self.options, self.seed)
         self._axis = SpectrumAxis("energy_loss", "eV", *self.options.energy_range_ev, self.options.n_channels)
         self._profiles = self._mode_profiles()
@@ -392,7 +392,8 @@ class PlasmonicSimulator(SquareScan):
         """HAADF image ``1 x H x W`` float32; identical on every call for a given seed."""
         if self._survey_image is None:
             self._survey_image = self._render_survey()
-        return Survey(image=self._survey_image[None].copy(), transform=self.transform, channels=("haadf",))
+        image = self._drifted_survey(self._survey_image[None].copy())
+        return Survey(image=image, transform=self.transform, channels=("haadf",))
 
     def measure(self, position: tuple[float, float], command_id: str = "") -> Measurement:
         """One spectrum (Poisson counts, ``L`` channels) with the beam at ``position`` (x, y) m.
@@ -405,6 +406,7 @@ class PlasmonicSimulator(SquareScan):
             MeasurementFailed: with probability ``fail_probability`` (seeded per position, repeat).
         """
         key, repeat = self._next_attempt(position)
+        self._move_to(position)
         now = self.clock.advance(self.options.measurement_time_s)
         p_fail = self.options.fail_probability
         if p_fail > 0 and rng_for(self.seed, "fail", *key, repeat).random() < p_fail:
@@ -413,7 +415,7 @@ class PlasmonicSimulator(SquareScan):
                 f"repeat {repeat}, command {command_id!r}"
             )
         xy = (float(position[0]), float(position[1]))
-        actual = self._placement.actual(xy, now - self.options.measurement_time_s, repeat)  # at the start
+        actual = self._land(xy, now - self.options.measurement_time_s, repeat)  # at the start
         expected = self.noiseless_spectra(np.array([actual]))[0]
         counts = rng_for(self.seed, "measure", *key, repeat).poisson(expected).astype(float)
         return Measurement(

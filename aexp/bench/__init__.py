@@ -27,11 +27,11 @@ from ..config import ExperimentConfig, check_against
 from ..errors import UsageError
 from ..features import resolve_device, surrogate_inputs
 from ..instrument import GroundTruth, load_instrument
-from ..loop import CampaignResult, build_campaign, build_policy
+from ..loop import CampaignResult, build_campaign, build_policy, registrar
 from ..patches import make_candidates
 from ..policies import Policy, SurveyRankPolicy, survey_values
 from ..session.store import MemoryRecorder
-from ..types import Candidates
+from ..types import Candidates, Step
 
 __all__ = ["BENCH_POLICIES", "BenchPolicy", "run_bench", "run_policy", "format_table", "top_indices"]
 
@@ -93,7 +93,30 @@ def run_policy(
     else:
         policy = build_policy(cfg, int(features.shape[1]), seed, device, kind=kind)
     instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
-    return build_campaign(cfg, instrument, candidates, features, policy, MemoryRecorder(), seed).run()
+    drift = registrar(cfg, instrument.survey()) if cfg.drift is not None else None
+    run = build_campaign(cfg, instrument, candidates, features, policy, MemoryRecorder(), seed, drift=drift).run()
+    if drift is not None:
+        run.extra["registrations"] = [r.to_dict() for r in drift.history]
+    errors = position_errors(instrument, candidates, run.steps)
+    if errors is not None:
+        run.extra["position_errors_px"] = errors
+    return run
+
+
+def position_errors(instrument: Any, candidates: Candidates, steps: list[Step]) -> list[float] | None:
+    """Per measurement that reached the twin: |sample point really probed - candidate chosen| in survey
+    pixels, from the twin's hidden ``probe_log()`` (None for an instrument without one)."""
+    log = getattr(instrument, "probe_log", None)
+    px = (instrument.describe().extra or {}).get("pixel_size_m")
+    if log is None or not px:
+        return None
+    chosen = {(round(s.position[0] * 1e12), round(s.position[1] * 1e12)): s.index for s in steps}
+    out = []
+    for requested, actual, _ in log():
+        index = chosen.get((round(requested[0] * 1e12), round(requested[1] * 1e12)))
+        if index is not None:
+            out.append(float(np.hypot(*(np.asarray(actual) - candidates.positions[index]))) / float(px))
+    return out
 
 
 def run_bench(

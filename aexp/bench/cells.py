@@ -127,6 +127,15 @@ class CellResult:
     prepare_s: float = 0.0
     wall_s: float = 0.0
     prepared_here: bool = True  # False when the seed's candidates/embedding came from this process's cache
+    # the instrument's pace (docs/realtime.md): meaningful on a twin with clock: real
+    instrument_idle_fraction: float | None = None
+    travel_m: float | None = None
+    campaign_wall_s: float | None = None
+    # drift: |sample point really probed - candidate chosen| in survey pixels (the twin's truth)
+    position_error_px: float | None = None
+    position_error_max_px: float | None = None
+    registrations: int | None = None
+    registrations_failed: int | None = None
     error: str | None = None
     traceback: str | None = None
     host: str = ""
@@ -229,6 +238,15 @@ def _measure_cell(cell: Cell, record: CellResult) -> None:
     record.best_target = None if best_target is None or not math.isfinite(best_target) else float(best_target)
     record.decision_times_s = decisions
     record.decision_s = float(np.median(decisions)) if decisions else 0.0
+    record.instrument_idle_fraction = run.extra.get("instrument_idle_fraction")
+    record.travel_m = run.extra.get("travel_m")
+    record.campaign_wall_s = run.extra.get("wall_s")
+    errors = run.extra.get("position_errors_px")
+    if errors:
+        record.position_error_px, record.position_error_max_px = float(np.mean(errors)), float(np.max(errors))
+    if "registrations" in run.extra:
+        record.registrations = len(run.extra["registrations"])
+        record.registrations_failed = sum(not r["ok"] for r in run.extra["registrations"])
 
 
 def run_cell(cell: Cell) -> dict[str, Any]:

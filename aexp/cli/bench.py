@@ -48,13 +48,19 @@ def run_campaign_command(args: argparse.Namespace, load: Callable[[Path, int | N
     from ..bench.notes import add_notes
 
     configs = [load(p, args.steps) for p in args.config]
+    paths = list(args.config)
+    if getattr(args, "realtime", False):
+        from ..bench.realtime import realtime_variants
+
+        variants = [(v, p) for c, p in zip(configs, paths) for v in realtime_variants(c)]
+        configs, paths = [v for v, _ in variants], [p for _, p in variants]
     policies = bench_policy_names(args.policies)
     if not 0 < args.top_fraction <= 1:
         raise UsageError(f"--top-fraction must be in (0, 1], got {args.top_fraction}")
     if args.resume and args.out is None:
         raise UsageError("--resume needs the --out folder of the campaign to finish")
     if args.scheduler is None:  # a Dask worker checks its own GPU; this machine may have none
-        _check_devices(configs, args.config)
+        _check_devices(configs, paths)
 
     from ..bench.cells import config_digest, make_cells
 
@@ -66,7 +72,7 @@ def run_campaign_command(args: argparse.Namespace, load: Callable[[Path, int | N
 
     store, todo, already = None, cells, []
     if args.out is not None:
-        sources = {config_digest(d): str(path) for d, path in zip(dicts, args.config)}
+        sources = {config_digest(d): str(path) for d, path in zip(dicts, paths)}
         store, todo = open_campaign(args.out, cells, args.resume, spec.describe(), sources)
         latest = store.latest()
         skip = {c.key for c in cells} - {c.key for c in todo}
@@ -94,6 +100,10 @@ def run_campaign_command(args: argparse.Namespace, load: Callable[[Path, int | N
     for result, cfg in zip(results, configs):
         add_notes(result, cfg)
         print(format_table(result))
+    if getattr(args, "realtime", False):
+        from ..bench.realtime import realtime_table
+
+        print(realtime_table(already + records))
     failed = [r for r in records if r["status"] != "ok"]
     for r in failed:
         print(f"failed: {r['config_name']} seed {r['seed']} {r['policy']}: {r['error']}", file=sys.stderr)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -158,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="local worker processes (default: every core; 1 runs in this process)")
     bench.add_argument("--scheduler", default=None,
                        help="a Dask scheduler address (tcp://HOST:8786) to run the cells on; needs aexp[cluster]")
+    bench.add_argument("--realtime", action="store_true",
+                       help="twins on the real clock; each pending config beside its sequential loop and each "
+                            "drift config beside its run without re-registration (docs/realtime.md)")
     bench.add_argument("--quiet", action="store_true")
 
     from .bench import add_parsers as add_bench_parsers
@@ -321,8 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.update(BENCH_COMMANDS)
     commands.update(DATA_COMMANDS)
     commands.update(LIVE_COMMANDS)
+    from ..drift import RegistrationWarning
+
     try:
-        return commands[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", RegistrationWarning)  # the operator sees every failed one
+            return commands[args.command](args)
     except InstrumentOutage as exc:
         folder = getattr(args, "out", None) or getattr(args, "folder", None)
         done = len(exc.result.steps) if exc.result is not None else 0

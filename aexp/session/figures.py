@@ -14,6 +14,7 @@ import numpy as np
 from ..types import Candidates, Step, Survey
 
 if TYPE_CHECKING:
+    from ..drift import Registration
     from ..loop import CampaignResult
 
 __all__ = ["session_figure", "discovery_curve", "latency_table", "travel_per_step", "default_map_steps"]
@@ -244,4 +245,22 @@ def _latency_figure(steps: list[Step], path: Path) -> Path:
         bottom += values
     ax.set(xlabel="step", ylabel="seconds", title="latency per step")
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def _registration_figure(records: list[Registration], path: Path) -> Path:
+    """The drift correction in force after each re-registration (x, y in nm); failed ones marked."""
+    plt = pyplot()
+    steps = np.array([r.step for r in records])
+    off = np.array([r.offset_m for r in records]).reshape(-1, 2) * 1e9
+    est = np.array([r.shift_m for r in records]).reshape(-1, 2) * 1e9
+    failed = np.array([not r.ok for r in records])
+    fig, ax = plt.subplots(figsize=(7, 3.5), constrained_layout=True)
+    for j, name in enumerate("xy"):
+        ax.step(steps, off[:, j], "-o", where="post", ms=3, label=f"correction {name}")
+    if failed.any():
+        ax.plot(steps[failed], est[failed, 0], "rx", label="failed estimate (x), not applied")
+    ax.set(xlabel="step (registered before it)", ylabel="drift correction (nm)",
+           title=f"re-registrations ({len(records)}, {int(failed.sum())} failed)")
+    ax.legend(fontsize="small")
     return save_figure(fig, path)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..campaign import InstrumentOutage
 from ..config import ExperimentConfig, load_config
+from ..drift import read_registrations
 from ..errors import AexpError
 from ..instrument import (
     Instrument,
@@ -279,7 +280,8 @@ def verify_session(
     checker = _Checker(reader.steps)
     with rebuild(reader, instrument, config=cfg, progress=progress) as r:
         result = campaign(cfg, instrument, r.prepared, r.policy, checker, r.seed, r.session_id,
-                          on_step, stop_after=len(reader.steps), operator=RecordedOperator.of(reader.folder))
+                          on_step, stop_after=len(reader.steps), operator=RecordedOperator.of(reader.folder),
+                          registrations=read_registrations(reader.folder), live_from=None)
     if len(result.steps) != len(reader.steps):
         k = len(result.steps)
         raise ReplayDivergence(k, "length", f"stop after {k} steps ({result.stop_reason})",
@@ -322,14 +324,15 @@ def _check_config(cfg: ExperimentConfig, config_path: Path | None) -> None:
         )
 
 
-def _check_instrument(reader: SessionReader, instrument: Instrument, prepared: Prepared) -> None:
+def _check_instrument(reader: SessionReader, instrument: Instrument, prepared: Prepared,
+                      survey: bool = True) -> None:
     diff = differences(instrument.describe().to_dict(), reader.manifest.instrument.to_dict())
     if diff:
         raise SessionError(
             f"the instrument no longer matches the one recorded in {reader.folder}: "
             f"{', '.join(diff)} differ (nothing was written)"
         )
-    if not np.array_equal(prepared.survey.image, reader.array("survey")):
+    if survey and not np.array_equal(prepared.survey.image, reader.array("survey")):
         raise SessionError(
             f"the instrument's survey differs from {reader.folder}/survey.npy: the sample or its "
             f"position changed, so the recorded decisions no longer apply (nothing was written)"
@@ -405,8 +408,12 @@ def _continue(reader, cfg, recorded, previous, lock, instrument, progress, on_st
     extra: dict[str, Any] = {}
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
-        with rebuild(reader, live, config=cfg, progress=progress,
-                     check=lambda prepared: _check_instrument(reader, live, prepared)) as r:
+        # with drift correction the sample may have moved since the survey: the candidates come from the
+        # recorded survey, and the registrar re-registers the live field before the first new step
+        source = SessionInstrument(reader) if cfg.drift is not None else live
+        with rebuild(reader, source, config=cfg, progress=progress,
+                     check=lambda prepared: _check_instrument(reader, live, prepared,
+                                                              survey=cfg.drift is None)) as r:
             warnings = r.warnings
             mixed = _Resumed(SessionInstrument(reader), live)
             # the recorded operator actions first, then the channel (commands queued before a crash apply now)
@@ -414,7 +421,8 @@ def _continue(reader, cfg, recorded, previous, lock, instrument, progress, on_st
                                        operator_for(cfg, reader.folder, r.session_id, r.prepared, live),
                                        len(recorded))
             result = campaign(cfg, mixed, r.prepared, r.policy, checker, r.seed, r.session_id, on_step,
-                              operator=operator)
+                              operator=operator, registrations=read_registrations(reader.folder),
+                              live_from=len(recorded), folder=reader.folder)
         status = "completed"
         finish_figure(cfg, reader.folder, r.prepared, result)
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from .figures import (
     _discovery_figure,
     _latency_figure,
     _maps_figure,
+    _registration_figure,
     _survey_figure,
     _target_figure,
     _travel_figure,
@@ -57,6 +58,7 @@ class _MapCapture:
 
 def _model_maps(reader: SessionReader, steps_wanted: list[int]) -> tuple[Candidates | None, dict[int, dict[str, np.ndarray]]]:
     """Replay the session up to the last wanted step, refitting as the run did, keeping the maps."""
+    from ..drift import read_registrations
     from ..live.channel import RecordedOperator
     from ..loop import campaign
     from .rebuild import rebuild, recorded_config
@@ -70,7 +72,8 @@ def _model_maps(reader: SessionReader, steps_wanted: list[int]) -> tuple[Candida
     with rebuild(reader, instrument, config=cfg) as r:
         capture = _MapCapture(r.policy, set(steps_wanted))
         campaign(cfg, instrument, r.prepared, capture, MemoryRecorder(), r.seed, r.session_id,
-                 stop_after=max(steps_wanted) + 1, operator=RecordedOperator.of(reader.folder))
+                 stop_after=max(steps_wanted) + 1, operator=RecordedOperator.of(reader.folder),
+                 registrations=read_registrations(reader.folder), live_from=None)
     return r.prepared.candidates, capture.maps
 
 
@@ -178,6 +181,13 @@ def write_report(folder: str | Path, out: str | Path | None = None,
         notes.append("no model maps: the policy has no model, or the candidates are not a grid")
     figures.append(("target", "target vs step", _target_figure(steps, out / "target.png")))
     figures.append(("travel", "travel per step", _travel_figure(steps, out / "travel.png")))
+    from ..drift import read_registrations
+
+    registrations = read_registrations(reader.folder)
+    if registrations:
+        figures.append(("registrations", "drift corrections (re-registration against the first survey)",
+                        _registration_figure(registrations, out / "registrations.png")))
+        notes += [f"re-registration before step {r.step} failed: {r.reason}" for r in registrations if not r.ok]
     truth = _truth(reader, reader.array("candidates"), notes) if steps else None
     if truth is not None:
         figures.append(("discovery", "discovery of the true top 1 % of candidates",

@@ -138,6 +138,7 @@ LOCK = ".aexp-lock"
 SESSION_FILES = (
     MARKER, LOCK, "manifest.json", "survey.npy", "candidates.npy", "pixels.npy", "steps.jsonl",
     "spectra.bin", "summary.json", "session.png", "recovered-*.bin", "*.tmp", "aexp.log",
+    "registrations.jsonl",  # drift corrections (aexp.drift)
     # the operator's channel and record (aexp.live): commands in, applied actions, the page's state
     "control.jsonl", "actions.jsonl", "live.json", "maps.npz",
 )

@@ -385,3 +385,18 @@ def test_a_run_uses_one_torch_thread_unless_the_config_says_otherwise(tmp_path):
         folder, _ = run_experiment(cfg, Fake(), tmp_path / f"t{want}", progress=False)
         assert json.loads((folder / "manifest.json").read_text())["torch"]["num_threads"] == want
     assert torch.get_num_threads() == before  # restored afterwards
+
+
+def test_the_instrument_pace_is_measured_and_summarised(tiny_session) -> None:
+    # a twin on the real clock sleeps its 20 ms dwell; the decisions in between are instrument idle time
+    import json
+
+    folder, result = tiny_session(0, sample={"clock": "real", "measurement_time_s": 0.02})
+    pace = {k: result.extra[k] for k in ("wall_s", "instrument_busy_s", "travel_m", "instrument_idle_fraction")}
+    assert pace["instrument_busy_s"] >= 8 * 0.02  # eight measurements, each at least its dwell
+    assert 0.0 < pace["instrument_idle_fraction"] < 1.0
+    assert pace["instrument_idle_fraction"] == pytest.approx(1 - pace["instrument_busy_s"] / pace["wall_s"])
+    assert pace["travel_m"] == pytest.approx(sum(s.travel_m for s in result.steps if s.travel_m is not None))
+    summary = json.loads((folder / "summary.json").read_text())
+    assert {"instrument_idle_fraction", "travel_m", "wall_s"} <= set(summary)
+    assert summary["travel_m"] == pytest.approx(pace["travel_m"]) and summary["travel_m"] > 0

@@ -268,3 +268,32 @@ def test_surrogate_inputs_put_neighbour_counts_before_the_position(tiny_config):
     assert info["neighbour_columns"] == 2 and info["position_columns"] == 2
     np.testing.assert_allclose(feats[:, 25:27], neighbour_counts(c, cfg.surrogate.neighbour_counts, 2))
     np.testing.assert_allclose(feats[:, 27:], standardise(c.positions))
+
+
+def test_the_embedder_trains_on_a_seeded_subsample_and_encodes_every_candidate(monkeypatch):
+    from aexp.features import training_subsample
+
+    idx = training_subsample(36, 20, seed=3)
+    assert len(set(idx.tolist())) == 20 and np.all(np.diff(idx) > 0) and idx.max() < 36
+    np.testing.assert_array_equal(idx, training_subsample(36, 20, seed=3))
+    assert not np.array_equal(idx, training_subsample(36, 20, seed=4))
+    made = _spy_on_embedders(monkeypatch)
+    seen = []
+    import aexp.models.rvae as rvae_module
+
+    real_fit = rvae_module.RVAE.fit
+
+    def fit(self, patches, **kw):
+        seen.append(np.asarray(patches).copy())
+        return real_fit(self, patches, **kw)
+
+    monkeypatch.setattr(rvae_module.RVAE, "fit", fit)
+    c = _candidates()
+    cfg = EmbedderConfig(kind="rvae", epochs=1, hidden=8, train_subsample=20)
+    f, info = embed_candidates(c, cfg, seed=3, progress=False)
+    assert f.shape[0] == 36 and info["trained_on"] == 20  # every candidate encoded, the subsample recorded
+    assert len(seen[-1]) == 20
+    np.testing.assert_allclose(seen[-1], c.patches[idx], rtol=1e-6)  # clipping off: the patches themselves
+    assert made[-1] is not None
+    _, whole = embed_candidates(c, cfg.model_copy(update={"train_subsample": None}), seed=3, progress=False)
+    assert "trained_on" not in whole and len(seen[-1]) == 36
