@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -85,8 +85,8 @@ class CampaignResult:
 
     @property
     def best(self) -> Step | None:
-        ok = self.ok_steps
-        return max(ok, key=lambda s: s.target) if ok else None
+        ok = [s for s in self.ok_steps if s.target is not None]  # an ok step always has its target
+        return max(ok, key=lambda s: float(s.target or 0.0)) if ok else None
 
 
 class OperatorRefused(AexpError, ValueError):
@@ -470,7 +470,7 @@ def short_tour(start: np.ndarray | None, points: np.ndarray) -> list[int]:
     if q <= 1:
         return list(range(q))
 
-    def length(order: Sequence[int]) -> float:
+    def length(order: Iterable[int]) -> float:
         path = points[list(order)]
         legs = np.linalg.norm(np.diff(path, axis=0), axis=1).sum()
         return float(legs + (np.linalg.norm(path[0] - start) if start is not None else 0.0))

@@ -329,7 +329,8 @@ def _record(cfg: ExperimentConfig, instrument: Instrument, surveyed: Surveyed, w
     log.info("run %s (config %s, seed %d) on %s: %d candidates from a %s survey", session_id, cfg.name, seed,
              surveyed.description.name, len(surveyed.candidates), "x".join(map(str, surveyed.survey.image.shape)))
     result: CampaignResult | None = None
-    status, extra = "failed", {}
+    status = "failed"
+    extra: dict[str, Any] = {}
     live = None
     try:
         t0 = time.perf_counter()

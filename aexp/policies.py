@@ -206,7 +206,7 @@ def score_candidates(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *,
             raise ValueError("thompson sampling needs a seed")
         return surrogate.posterior_sample(X, seed=seed, chunk=chunk)
     acqf = _acquisition_function(acquisition, surrogate.model, beta, best_f)
-    device = surrogate.model.train_targets.device
+    device = torch.as_tensor(surrogate.model.train_targets).device  # a gpytorch attribute torch cannot type
     out = []
     with torch.no_grad():
         for start in range(0, len(X), chunk):
@@ -352,11 +352,11 @@ class PositionGP:
 def additive_kernel(groups: Sequence[Sequence[int]], n_columns: int) -> Kernel:
     """``sum_g s_g k_g``: one scaled RBF-ARD kernel per column group, with botorch's
     dimension-scaled lengthscale prior for the group's own dimension."""
-    groups = check_groups(groups, n_columns)
+    checked = check_groups(groups, n_columns) or ()
     parts = []
-    for g in groups:
+    for g in checked:
         scaled = ScaleKernel(get_covar_module_with_dim_scaled_prior(len(g), active_dims=tuple(g)))
-        scaled.outputscale = 1.0 / len(groups)
+        scaled.outputscale = 1.0 / len(checked)
         parts.append(scaled)
     return AdditiveKernel(*parts)
 
@@ -499,7 +499,7 @@ class RasterPolicy:
         t0 = time.perf_counter()
         allowed = _allowed(ctx)
         excluded = np.asarray(ctx.excluded, dtype=bool)
-        shape = tuple(ctx.grid_shape) if ctx.grid_shape is not None else (1, len(excluded))
+        shape = (int(ctx.grid_shape[0]), int(ctx.grid_shape[1])) if ctx.grid_shape is not None else (1, len(excluded))
         if shape[0] * shape[1] != len(excluded):
             raise ValueError(f"grid_shape {shape} does not hold {len(excluded)} candidates")
         if self._plan is None or self._plan_key != shape:
@@ -596,7 +596,8 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
         if input_dim < 3:
             raise ValueError("position_kernel: additive needs feature columns besides (x, y)")
         groups = [tuple(range(input_dim - 2)), (input_dim - 2, input_dim - 1)]
-    surrogate: Surrogate = DKLSurrogate(input_dim, seed=seed, device=device, groups=groups, **options)
+    dkl = DKLSurrogate(input_dim, seed=seed, device=device, groups=groups, **options)
+    surrogate: Surrogate = dkl
     if gp_until > 0:
-        surrogate = StagedSurrogate(surrogate, gp_until, seed=seed, groups=groups, gp_warm_maxiter=gp_warm_maxiter)
+        surrogate = StagedSurrogate(dkl, gp_until, seed=seed, groups=groups, gp_warm_maxiter=gp_warm_maxiter)
     return SurrogatePolicy(surrogate, acquisition, beta, name="dkl")

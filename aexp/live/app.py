@@ -46,7 +46,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _signature(folder: Path) -> tuple:
-    out = []
+    out: list[tuple[int, int] | None] = []
     for name in _WATCHED:
         try:
             st = (folder / name).stat()

@@ -542,7 +542,7 @@ class LiveOperator:
         if maps is None:
             return
         self.maps = maps
-        arrays = {k: np.asarray(v, dtype=np.float32) for k, v in maps.items()}
+        arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float32) for k, v in maps.items()}
         _write_durable(self.folder / MAPS, lambda fh: np.savez(fh, step=np.int64(step), **arrays))
 
     # state for the page and the terminal

@@ -225,8 +225,8 @@ def writer_running(folder: Path) -> bool:
             try:
                 import msvcrt
 
-                msvcrt.locking(fh.fileno(), msvcrt.LK_NBRLCK, 1)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBRLCK, 1)  # type: ignore[attr-defined]  # Windows only
+                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]  # Windows only
                 return False
             except OSError:
                 return True
