@@ -243,7 +243,8 @@ class Step:
     ``status`` is ``"ok"`` or ``"failed"``; a failed step has ``target = None`` and an ``error``.
     ``phase`` is ``"initial"`` for the random seed measurements and ``"policy"`` afterwards.
     ``pending`` lists the candidates in flight when this step was decided; ``travel_m`` is the
-    distance from the previous step's position (``None`` for the first step).
+    distance from the previous step's position (``None`` for the first step). ``weights``: input
+    group -> the weight it carried in the surrogate's decision (``surrogate.kind: groups``), else ``None``.
     """
 
     step: int
@@ -263,6 +264,7 @@ class Step:
     timings: dict[str, float] = field(default_factory=dict)
     pending: list[int] = field(default_factory=list)
     travel_m: float | None = None
+    weights: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
