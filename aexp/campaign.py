@@ -814,6 +814,7 @@ class Campaign:
             timings={"fit_s": d.fit_s, "select_s": d.select_s, "decision_s": decision_s},
             pending=list(pending),
             travel_m=travel,
+            weights=d.weights,
         )
 
     def _measure(self, step: Step) -> Measurement:

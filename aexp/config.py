@@ -99,7 +99,11 @@ class CandidatesConfig(_Section):
 
     mode: Literal["grid", "atoms"] = "grid"
     stride: int = Field(2, ge=1, description="pixels between neighbouring candidates")
-    patch_size: int = Field(16, ge=2, description="patch edge in survey pixels")
+    patch_size: int | Literal["auto"] = Field(
+        16,
+        description="patch edge in survey pixels (>= 2), or auto: 2 correlation lengths of the survey, "
+        "within [max(4, stride), 32] px (aexp.patches.auto_patch_size)",
+    )
     channels: list[str] | None = Field(None, description="survey channels to cut; all when omitted")
     context: int = Field(
         1, ge=1, description="> 1: also a view this many patches wide, pooled to patch_size, embedded on its own"
@@ -115,6 +119,13 @@ class CandidatesConfig(_Section):
         description="survey pixels that are NaN (outside a paired image, NaN spectra): drop the candidates "
         "centred there, or keep them with the pixel repaired from its nearest finite neighbour",
     )
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch_at_least_two(cls, v: int | str) -> int | str:
+        if v != "auto" and int(v) < 2:
+            raise ValueError(f"must be at least 2 px (or auto), not {v}")
+        return v
 
 
 class EmbedderConfig(_Section):
@@ -170,6 +181,12 @@ class NeighbourCount(_Section):
 class SurrogateConfig(_Section):
     """Deep kernel learning: MLP feature map -> GP kernel, trained on the measured points."""
 
+    kind: Literal["dkl", "groups"] = Field(
+        "dkl",
+        description="dkl: deep kernel learning (with the GP stage of gp_until); groups: an average of "
+        "exact GPs, one per input group (embedding, survey under the probe, context, position) and one "
+        "additive over all, weighted by leave-one-out likelihood at every step (aexp.surrogates.groups)",
+    )
     feature_dim: int = Field(2, ge=1)
     hidden: list[int] = Field(default_factory=lambda: [64, 32])
     kernel: Literal["rbf", "matern52"] = "rbf"
@@ -383,6 +400,13 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _surrogate_columns_fit_the_candidates(self) -> ExperimentConfig:
+        if self.surrogate.neighbour_counts and self.candidates.mode != "atoms":
+            raise ValueError("surrogate.neighbour_counts counts found atoms; it needs candidates.mode: atoms")
+        if self.candidates.patch_size == "auto":  # at least 4 px: centre 3 x 3 and gradient fit
+            if self.surrogate.centre_pixels > 3:
+                raise ValueError(f"surrogate.centre_pixels ({self.surrogate.centre_pixels}) may be larger "
+                                 "than an automatic patch (4 px or more); give candidates.patch_size")
+            return self
         if self.surrogate.centre_pixels > self.candidates.patch_size:
             raise ValueError(f"surrogate.centre_pixels ({self.surrogate.centre_pixels}) is larger than "
                              f"candidates.patch_size ({self.candidates.patch_size})")
@@ -537,7 +561,8 @@ def check_against(cfg: ExperimentConfig, desc: InstrumentDescription, source: st
     """Check what needs the instrument: channels, patch vs survey, target vs axis, budget vs candidates."""
     _, h, w = desc.survey_shape
     problems = []
-    p = cfg.candidates.patch_size
+    # "auto" is chosen from the survey, within its size (at least 4 px); the context view may be wider
+    p = min(4, h, w) if cfg.candidates.patch_size == "auto" else int(cfg.candidates.patch_size)
     if p > min(h, w):
         problems.append(
             f"candidates.patch_size: {p} px is larger than the survey ({h} x {w} px)"

@@ -221,6 +221,8 @@ def embed(cfg: ExperimentConfig, surveyed: Surveyed, seed: int, progress: bool =
         feats, info = standardise(candidates.positions), {"kind": "none", "policy_uses_features": False, "dim": 2}
     else:
         feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress)
+    if cfg.candidates.patch_size == "auto":  # what the survey chose (aexp.patches.auto_patch_size)
+        info = {**info, "patch_size": int(candidates.patches.shape[-1]), "patch_size_auto": True}
     features = torch.as_tensor(feats, dtype=torch.float64, device=device)
     return Prepared(surveyed.description, surveyed.survey, candidates, features, info, device)
 
@@ -233,9 +235,11 @@ def prepare(
 
 
 def build_policy(
-    cfg: ExperimentConfig, input_dim: int, seed: int, device: str, kind: str | None = None
+    cfg: ExperimentConfig, input_dim: int, seed: int, device: str, kind: str | None = None,
+    columns: dict[str, Any] | None = None,
 ) -> Policy:
-    """The configured policy (or another ``kind`` with the same settings, for the benchmark)."""
+    """The configured policy (or another ``kind`` with the same settings, for the benchmark);
+    ``columns`` is the features record (which columns are which input group)."""
     return make_policy(
         kind or cfg.policy.kind,
         acquisition=cfg.policy.acquisition,
@@ -244,6 +248,7 @@ def build_policy(
         surrogate_options=cfg.surrogate.options(),
         seed=seed,
         device=device,
+        columns=columns,
     )
 
 
@@ -336,7 +341,8 @@ def _record(cfg: ExperimentConfig, instrument: Instrument, surveyed: Surveyed, w
         t0 = time.perf_counter()
         prepared = embed(cfg, surveyed, seed, progress=progress)
         log.info("surrogate inputs ready in %.1f s: %s", time.perf_counter() - t0, prepared.feature_info)
-        policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device)
+        policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device,
+                              columns=prepared.feature_info)
         writer.write_array("survey", prepared.survey.image)
         writer.write_array("candidates", prepared.candidates.positions)
         writer.write_array("pixels", prepared.candidates.pixels)

@@ -30,7 +30,13 @@ __all__ = [
     "atom_candidates",
     "context_views",
     "make_candidates",
+    "correlation_length",
+    "auto_patch_size",
 ]
+
+#: ``patch_size: auto`` chooses ``AUTO_PATCH_SCALE`` correlation lengths, at most ``AUTO_PATCH_MAX`` px.
+AUTO_PATCH_SCALE = 2.0
+AUTO_PATCH_MAX = 32
 
 
 def grid_pixels(shape: tuple[int, int], stride: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -265,16 +271,67 @@ def repair_survey(survey: Survey) -> tuple[Survey, np.ndarray]:
     return replace(survey, image=image), np.asarray(bad.any(axis=0))
 
 
+def correlation_length(image: np.ndarray) -> float:
+    """The survey's structure scale: the lag (pixels) where its radially averaged autocorrelation
+    first falls below ``1/e``, averaged over channels.
+
+    ``image``: ``C x H x W`` finite. ``ACF(r) = <(I(x) - Ibar)(I(x + r) - Ibar)> / var(I)``, computed
+    with a zero-padded FFT (no wrap-around) and normalised by the overlap at each lag; a channel that
+    never falls below ``1/e`` within half the image counts as half the image's shorter side, and a
+    constant channel is skipped (``inf`` when every channel is constant).
+    """
+    image = np.asarray(image, dtype=np.float64)
+    lengths = []
+    for channel in image:
+        h, w = channel.shape
+        x = channel - channel.mean()
+        if not np.any(x):
+            continue
+        size = (2 * h, 2 * w)
+        spectrum = np.fft.rfft2(x, size)
+        acf = np.fft.irfft2(np.abs(spectrum) ** 2, size)
+        overlap = np.fft.irfft2(np.abs(np.fft.rfft2(np.ones_like(x), size)) ** 2, size)
+        acf = np.fft.fftshift(acf / np.maximum(overlap, 1.0))
+        acf = acf / acf[h, w]
+        rows, cols = np.indices(acf.shape)
+        radius = np.rint(np.hypot(rows - h, cols - w)).astype(np.int64)
+        limit = max(1, min(h, w) // 2)
+        inside = radius <= limit
+        profile = np.bincount(radius[inside], acf[inside]) / np.bincount(radius[inside])
+        below = np.flatnonzero(profile < 1 / np.e)
+        lengths.append(float(below[0]) if len(below) else float(limit))
+    return float(np.mean(lengths)) if lengths else float("inf")
+
+
+def auto_patch_size(survey: Survey, stride: int = 1) -> int:
+    """``candidates.patch_size: auto``: two correlation lengths of the survey (the ``1/e`` lag is about
+    a structure's radius, so the patch spans one structure across the probe), at least the
+    candidates' ``stride`` (so the patches cover the survey between candidates) and 4 px, at most
+    32 px and the survey's shorter side.
+
+    Example:
+        >>> auto_patch_size(survey, stride=2)    # correlation length 4.5 px -> 9 px patches
+    """
+    _, h, w = survey.image.shape
+    repaired, _ = repair_survey(survey)
+    length = correlation_length(repaired.image)
+    wanted = AUTO_PATCH_SCALE * length if np.isfinite(length) else AUTO_PATCH_MAX
+    upper = min(AUTO_PATCH_MAX, h, w)
+    return int(min(upper, max(4, int(stride), int(round(wanted)))))
+
+
 def make_candidates(survey: Survey, cfg: CandidatesConfig) -> Candidates:
     """The candidates the ``candidates:`` section of a config asks for (``mode: grid | atoms``),
-    with their pooled wider views when ``context > 1``.
+    with their pooled wider views when ``context > 1``. ``patch_size: auto`` is resolved here from
+    the survey (:func:`auto_patch_size`); the patches' shape records the size chosen.
 
     NaN survey pixels never reach a patch: they are repaired from their nearest finite pixel, and
     with ``survey_nan: drop`` the candidates centred on one are left out (the rest are then no
     longer a full grid: ``grid_shape`` is ``None``).
     """
+    size = auto_patch_size(survey, cfg.stride) if cfg.patch_size == "auto" else int(cfg.patch_size)
     survey, bad = repair_survey(survey)
-    candidates = _candidates(survey, cfg)
+    candidates = _candidates(survey, cfg, size)
     if bad.any() and cfg.survey_nan == "drop":
         rc = np.rint(candidates.pixels).astype(np.int64)
         keep = ~bad[rc[:, 0], rc[:, 1]]
@@ -283,19 +340,19 @@ def make_candidates(survey: Survey, cfg: CandidatesConfig) -> Candidates:
         candidates = Candidates(candidates.positions[keep], candidates.pixels[keep], candidates.patches[keep])
     if cfg.context > 1:
         image = _select_channels(survey, cfg.channels)
-        candidates = replace(candidates, context=context_views(image, candidates.pixels, cfg.patch_size, cfg.context))
+        candidates = replace(candidates, context=context_views(image, candidates.pixels, size, cfg.context))
     return candidates
 
 
-def _candidates(survey: Survey, cfg: CandidatesConfig) -> Candidates:
+def _candidates(survey: Survey, cfg: CandidatesConfig, size: int) -> Candidates:
     if cfg.mode == "atoms":
         return atom_candidates(
             survey,
-            cfg.patch_size,
+            size,
             cfg.channels,
             atom_channel=cfg.atom_channel,
             sigma_px=cfg.atom_sigma_px,
             min_distance_px=cfg.min_distance_px,
             threshold=cfg.threshold,
         )
-    return grid_candidates(survey, cfg.stride, cfg.patch_size, cfg.channels)
+    return grid_candidates(survey, cfg.stride, size, cfg.channels)

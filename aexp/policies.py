@@ -74,6 +74,7 @@ __all__ = [
     "Surrogate",
     "SurrogatePolicy",
     "SurveyRankPolicy",
+    "feature_groups",
     "make_policy",
     "raster_plan",
     "score_candidates",
@@ -135,6 +136,8 @@ class Decision:
         select_s: seconds spent scoring candidates and choosing.
         maps: ``"mean"``, ``"std"``, ``"acquisition"`` over all ``M`` candidates when asked for
             and the policy has a model; ``None`` otherwise.
+        weights: input group -> the weight it carried in the surrogate at this decision (a
+            surrogate with ``weights_``, e.g. :class:`~aexp.surrogates.groups.GroupAverage`), or ``None``.
     """
 
     index: int
@@ -144,6 +147,7 @@ class Decision:
     fit_s: float
     select_s: float
     maps: dict[str, np.ndarray] | None = None
+    weights: dict[str, float] | None = None
 
 
 class Policy(Protocol):
@@ -272,9 +276,11 @@ class SurrogatePolicy:
             mean, var = self.surrogate.predict(X[index:index + 1])
             maps, mean_i, var_i = None, mean[0], var[0]
         t2 = time.perf_counter()
+        weights = getattr(self.surrogate, "weights_", None)
         return Decision(index=index, acquisition=float(scores[index]),
                         predicted_mean=float(mean_i), predicted_std=float(math.sqrt(var_i)),
-                        fit_s=t1 - t0, select_s=t2 - t1, maps=maps)
+                        fit_s=t1 - t0, select_s=t2 - t1, maps=maps,
+                        weights=dict(weights) if weights else None)
 
 
 class PositionGP:
@@ -557,9 +563,31 @@ def _check_acquisition(acquisition: str, beta: float) -> None:
         raise ValueError(f"beta must be >= 0, got {beta}")
 
 
+def feature_groups(input_dim: int, columns: dict[str, Any] | None = None) -> dict[str, tuple[int, ...]]:
+    """The input groups of the surrogate's ``input_dim`` columns, from the counts
+    :func:`aexp.features.with_surrogate_columns` records (``centre_columns``, ``gradient_columns``,
+    ``neighbour_columns``, ``position_columns``): the embedding first, then the survey under the probe
+    (centre pixels and gradient), the context (neighbour counts), the position last.
+    Without the counts: the last two columns are the position, the rest the embedding."""
+    columns = dict(columns) if columns else {"position_columns": 2}
+    sizes = {
+        "survey": int(columns.get("centre_columns", 0)) + int(columns.get("gradient_columns", 0)),
+        "context": int(columns.get("neighbour_columns", 0)),
+        "position": int(columns.get("position_columns", 0)),
+    }
+    embedding = input_dim - sum(sizes.values())
+    if embedding < 0:
+        raise ValueError(f"{input_dim} feature columns cannot hold the groups {sizes}")
+    groups, start = {}, 0
+    for name, size in {"embedding": embedding, **sizes}.items():
+        groups[name] = tuple(range(start, start + size))
+        start += size
+    return {k: v for k, v in groups.items() if v}
+
+
 def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
                 input_dim: int | None = None, surrogate_options: dict | None = None,
-                seed: int = 0, device: str = "cpu") -> Policy:
+                seed: int = 0, device: str = "cpu", columns: dict[str, Any] | None = None) -> Policy:
     """Build a policy by name: one of :data:`POLICY_KINDS`.
 
     Args:
@@ -571,6 +599,8 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
             every kind (so a typo in a config is caught) but used by ``dkl`` only.
         seed: seeds the surrogate's initial weights / hyper-parameter restarts.
         device: torch device of the DKL surrogate.
+        columns: counts of the feature columns by kind (the features record), which
+            ``surrogate_options["kind"] == "groups"`` splits into input groups (:func:`feature_groups`).
     """
     if kind not in POLICY_KINDS:
         raise ValueError(f"unknown policy {kind!r}; known policies: {', '.join(POLICY_KINDS)}")
@@ -579,6 +609,7 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
     gp_until = int(options.pop("gp_until", 0))
     gp_warm_maxiter = options.pop("gp_warm_maxiter", None)
     position_kernel = options.pop("position_kernel", "joint")
+    surrogate_kind = options.pop("kind", "dkl")
     known = ("feature_dim", "hidden", "kernel", "lr", "iterations", "warm_iterations", "base_kernel")
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -591,6 +622,11 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
         return GPXYPolicy(acquisition, beta, seed=seed)
     if input_dim is None:
         raise ValueError("policy 'dkl' needs input_dim (the number of feature columns)")
+    if surrogate_kind == "groups":
+        from aexp.surrogates.groups import GroupAverage
+
+        average = GroupAverage(feature_groups(input_dim, columns), seed=seed)
+        return SurrogatePolicy(average, acquisition, beta, name="dkl")
     groups = None
     if position_kernel == "additive":  # the last two columns are the position (with_position)
         if input_dim < 3:

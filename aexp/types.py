@@ -244,7 +244,8 @@ class Step:
     ``phase`` is ``"initial"`` for the random seed measurements and ``"policy"`` afterwards;
     ``"operator"`` for a point the operator chose (``aexp control FOLDER goto``, or a replaced proposal).
     ``pending`` lists the candidates in flight when this step was decided; ``travel_m`` is the
-    distance from the previous step's position (``None`` for the first step).
+    distance from the previous step's position (``None`` for the first step). ``weights``: input
+    group -> the weight it carried in the surrogate's decision (``surrogate.kind: groups``), else ``None``.
     """
 
     step: int
@@ -264,6 +265,7 @@ class Step:
     timings: dict[str, float] = field(default_factory=dict)
     pending: list[int] = field(default_factory=list)
     travel_m: float | None = None
+    weights: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -85,13 +85,14 @@ def run_policy(
     features: torch.Tensor,
     kind: str,
     device: str = "cpu",
+    columns: dict[str, Any] | None = None,
 ) -> CampaignResult:
     """One benchmark campaign: a fresh instrument of ``seed``, the policy ``kind`` with the config's
     settings on ``features``, the config's budget and initial points, kept in memory."""
     if kind.startswith("survey-rank-"):
         policy: Policy = SurveyRankPolicy(survey_values(candidates.patches), brightest=kind.endswith("bright"))
     else:
-        policy = build_policy(cfg, int(features.shape[1]), seed, device, kind=kind)
+        policy = build_policy(cfg, int(features.shape[1]), seed, device, kind=kind, columns=columns)
     instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
     drift = registrar(cfg, instrument.survey()) if cfg.drift is not None else None
     run = build_campaign(cfg, instrument, candidates, features, policy, MemoryRecorder(), seed, drift=drift).run()
@@ -161,15 +162,18 @@ def run_bench(
         features: dict[str | None, torch.Tensor] = {
             None: torch.zeros((len(candidates), 0), dtype=torch.float64, device=device)
         }
+        infos: dict[str | None, dict[str, Any]] = {None: {}}
         for name in names:
             entry = BENCH_POLICIES[name]
             if entry.embedder not in features:
                 emb_cfg = cfg.embedder.model_copy(update={"kind": entry.embedder})
                 t0 = time.perf_counter()
-                feats, _ = surrogate_inputs(candidates, cfg, seed, device, progress, embedder=emb_cfg)
+                feats, infos[entry.embedder] = surrogate_inputs(candidates, cfg, seed, device, progress,
+                                                                embedder=emb_cfg)
                 features[entry.embedder] = torch.as_tensor(feats, dtype=torch.float64, device=device)
                 log(f"seed {seed}: embedder {entry.embedder} ready in {time.perf_counter() - t0:.1f} s")
-            run = run_policy(cfg, seed, candidates, features[entry.embedder], entry.kind, device)
+            run = run_policy(cfg, seed, candidates, features[entry.embedder], entry.kind, device,
+                             columns=infos[entry.embedder])
             hit = len(top & {s.index for s in run.steps})
             decisions = [s.timings["decision_s"] for s in run.steps if s.phase == "policy"]
             disc = hit / len(top)

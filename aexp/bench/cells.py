@@ -190,21 +190,24 @@ def _prepared(cell: Cell, cfg: Any) -> tuple[dict[str, Any], bool]:
 
 
 def _features(entry: dict[str, Any], cell: Cell, cfg: Any, embedder: str | None, device: str):
-    """The embedding a policy reads (``None``: no columns, for policies that ignore features)."""
+    """The embedding a policy reads (``None``: no columns, for policies that ignore features) and
+    its features record (which columns are which input group)."""
     import torch
 
     from ..features import surrogate_inputs
 
     feats = entry["features"]
+    infos = entry.setdefault("feature_info", {})
     if embedder not in feats:
         n = len(entry["candidates"])
         if embedder is None:
-            feats[None] = torch.zeros((n, 0), dtype=torch.float64, device=device)
+            feats[None], infos[None] = torch.zeros((n, 0), dtype=torch.float64, device=device), {}
         else:
             emb_cfg = cfg.embedder.model_copy(update={"kind": embedder})
-            x, _ = surrogate_inputs(entry["candidates"], cfg, cell.seed, device, False, embedder=emb_cfg)
+            x, infos[embedder] = surrogate_inputs(entry["candidates"], cfg, cell.seed, device, False,
+                                                  embedder=emb_cfg)
             feats[embedder] = torch.as_tensor(x, dtype=torch.float64, device=device)
-    return feats[embedder]
+    return feats[embedder], infos[embedder]
 
 
 def _measure_cell(cell: Cell, record: CellResult) -> None:
@@ -220,9 +223,9 @@ def _measure_cell(cell: Cell, record: CellResult) -> None:
     record.torch["device"] = device
     t0 = time.perf_counter()
     prep, record.prepared_here = _prepared(cell, cfg)
-    features = _features(prep, cell, cfg, entry.embedder, device)
+    features, columns = _features(prep, cell, cfg, entry.embedder, device)
     record.prepare_s = time.perf_counter() - t0
-    run = run_policy(cfg, cell.seed, prep["candidates"], features, entry.kind, device)
+    run = run_policy(cfg, cell.seed, prep["candidates"], features, entry.kind, device, columns=columns)
 
     top = set(top_indices(prep["truth"], cell.top_fraction).tolist())
     indices = [int(s.index) for s in run.steps]

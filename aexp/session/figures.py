@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from ..drift import Registration
     from ..loop import CampaignResult
 
-__all__ = ["session_figure", "discovery_curve", "latency_table", "travel_per_step", "default_map_steps"]
+__all__ = ["session_figure", "discovery_curve", "latency_table", "travel_per_step", "default_map_steps",
+           "weight_table"]
 
 
 def _grid_map(values: np.ndarray, candidates: Candidates) -> np.ndarray | None:
@@ -106,7 +107,7 @@ def session_figure(
 
 # --- aexp report: PNG figures and one self-contained HTML page of a recorded session ---
 
-REPORT_FIGURES = ("survey", "maps", "target", "travel", "discovery", "latency")
+REPORT_FIGURES = ("survey", "maps", "target", "travel", "discovery", "latency", "weights")
 
 
 def pyplot():
@@ -263,4 +264,28 @@ def _registration_figure(records: list[Registration], path: Path) -> Path:
     ax.set(xlabel="step (registered before it)", ylabel="drift correction (nm)",
            title=f"re-registrations ({len(records)}, {int(failed.sum())} failed)")
     ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+def weight_table(steps: list[Step]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The surrogate's weight per input group at each step that recorded one (``surrogate.kind:
+    groups``): ``(step numbers, {group: weights})``, groups in the order first seen; empty when no
+    step has weights."""
+    rows = [s for s in steps if s.weights]
+    groups: list[str] = []
+    for s in rows:
+        groups += [g for g in s.weights if g not in groups]  # type: ignore[union-attr]
+    table = {g: np.array([float(s.weights.get(g, 0.0)) for s in rows]) for g in groups}  # type: ignore[union-attr]
+    return np.array([s.step for s in rows], dtype=int), table
+
+
+def _weights_figure(steps: list[Step], path: Path) -> Path:
+    """Stacked weight of each input group vs step: which inputs the surrogate trusted as data came."""
+    plt = pyplot()
+    order, table = weight_table(steps)
+    fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+    ax.stackplot(order, *table.values(), labels=list(table), step="mid")
+    ax.set(xlabel="step", ylabel="weight", ylim=(0, 1), xlim=(order.min() - 0.5, order.max() + 0.5),
+           title="which inputs predicted the target (leave-one-out weight per group)")
+    ax.legend(fontsize=8, loc="upper left")
     return save_figure(fig, path)

@@ -116,5 +116,6 @@ def rebuild(
         if check is not None:
             check(prepared)
         check_prepared(reader, prepared, warnings)
-        policy = build_policy(cfg, int(prepared.features.shape[1]), man.seed, prepared.device)
+        policy = build_policy(cfg, int(prepared.features.shape[1]), man.seed, prepared.device,
+                              columns=prepared.feature_info)
         yield Rebuilt(cfg, prepared, policy, man.seed, man.session_id, warnings)

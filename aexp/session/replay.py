@@ -188,6 +188,11 @@ def compare_steps(replayed: Step, recorded: Step) -> ReplayDivergence | None:
         if (a is None) != (b is None) or (a is not None and not _close(a, b)):
             return ReplayDivergence(recorded.step, name, a, b,
                                     f" (tolerance rtol {TOLERANCE['rtol']:g}, atol {TOLERANCE['atol']:g})")
+    a, b = replayed.weights, recorded.weights  # the surrogate's group weights (None before they existed)
+    if (a is None) != (b is None) or (a is not None and b is not None and (
+            set(a) != set(b) or not all(_close(float(a[k]), float(b[k])) for k in b))):
+        return ReplayDivergence(recorded.step, "weights", a, b,
+                                f" (tolerance rtol {TOLERANCE['rtol']:g}, atol {TOLERANCE['atol']:g})")
     return None
 
 

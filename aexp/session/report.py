@@ -19,6 +19,7 @@ from .figures import (
     _survey_figure,
     _target_figure,
     _travel_figure,
+    _weights_figure,
     default_map_steps,
     discovery_curve,
     latency_table,
@@ -194,6 +195,9 @@ def write_report(folder: str | Path, out: str | Path | None = None,
                         _discovery_figure(discovery_curve(steps, truth), out / "discovery.png")))
     figures.append(("latency", "latency per step (fit, select, move+measure, record+other)",
                     _latency_figure(steps, out / "latency.png")))
+    if any(s.weights for s in steps):
+        figures.append(("weights", "weight of each input group in the surrogate, per step",
+                        _weights_figure(steps, out / "weights.png")))
     summary = reader.summary or {"status": "no summary.json (stopped hard?)"}
     cfg = recorded_config(reader)
     rows = [("session", str(reader.folder)), ("config", cfg.name), ("seed", str(man.seed)),

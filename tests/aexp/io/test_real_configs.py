@@ -13,7 +13,9 @@ from aexp.config import load_config
 from aexp.instrument import load_instrument
 from aexp.loop import run_experiment
 
-CONFIGS = sorted((Path(__file__).parents[3] / "configs" / "real").glob("*.yaml"))
+ROOT = Path(__file__).parents[3]
+# the recipe for a new sample reads a shipped recording too
+CONFIGS = [*sorted((ROOT / "configs" / "real").glob("*.yaml")), ROOT / "configs" / "real-default.yaml"]
 
 
 def test_there_is_a_config_per_shipped_recording():

@@ -1,0 +1,73 @@
+"""The recipe for a new sample end to end: the group average decides, each step records the weight of
+every input group, replay reproduces them, the report draws them; the patch size comes from the survey."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from aexp.patches import auto_patch_size, correlation_length
+from aexp.session.replay import compare_steps, verify_session
+from aexp.session.report import write_report
+from aexp.session.store import SessionReader
+from aexp.types import PixelTransform, Survey
+
+
+@pytest.fixture(scope="module")
+def recipe_session(tiny_session):
+    return tiny_session(3, candidates={"patch_size": "auto"},
+                        surrogate={"kind": "groups", "centre_pixels": 1, "centre_gradient": True})[0]
+
+
+def test_steps_record_group_weights_and_the_chosen_patch_size(recipe_session):
+    reader = SessionReader(recipe_session)
+    policy_steps = [s for s in reader.steps if s.phase == "policy"]
+    assert policy_steps and all(s.weights is not None for s in policy_steps)
+    assert all(s.weights is None for s in reader.steps if s.phase == "initial")
+    for s in policy_steps:
+        assert set(s.weights) == {"embedding", "survey", "position"}
+        assert math.isclose(sum(s.weights.values()), 1.0, rel_tol=1e-9)
+        assert min(s.weights.values()) >= 0
+    features = json.loads((recipe_session / "manifest.json").read_text())["features"]
+    assert features["patch_size_auto"] is True
+    assert features["patch_size"] == reader.manifest.candidates.patch_shape[-1]
+    assert features["centre_columns"] == 1 and features["gradient_columns"] == 1
+
+
+def test_replay_reproduces_the_weights_and_notices_a_change(recipe_session):
+    report = verify_session(recipe_session, progress=False)  # raises ReplayDivergence on a difference
+    assert report.steps == len(SessionReader(recipe_session).steps)
+    step = next(s for s in SessionReader(recipe_session).steps if s.weights)
+    other = {k: (v + 0.01 if k == "position" else v) for k, v in step.weights.items()}
+    from dataclasses import replace
+
+    diff = compare_steps(replace(step, weights=other), step)
+    assert diff is not None and diff.field == "weights"
+    assert compare_steps(replace(step, weights=None), step).field == "weights"
+    assert compare_steps(step, step) is None
+
+
+def test_report_has_a_weights_panel(recipe_session, tmp_path):
+    page = write_report(recipe_session, tmp_path / "rep", map_steps=[])
+    assert 'id="weights"' in page.read_text()
+    assert (tmp_path / "rep" / "weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _survey(image: np.ndarray) -> Survey:
+    return Survey(image[None], PixelTransform.square(1e-9), ("haadf",))
+
+
+def test_correlation_length_of_a_gaussian_field_and_the_auto_patch_bounds():
+    # white noise smoothed by a Gaussian of width s has ACF exp(-r^2 / (4 s^2)): 1/e at r = 2 s
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    for s in (1.5, 3.0):
+        field = gaussian_filter(rng.standard_normal((256, 256)), s, mode="wrap")
+        assert correlation_length(field[None]) == pytest.approx(2 * s, abs=1.0)
+    smooth = gaussian_filter(rng.standard_normal((128, 128)), 3.0, mode="wrap")
+    assert auto_patch_size(_survey(smooth)) == pytest.approx(12, abs=2)
+    assert auto_patch_size(_survey(smooth), stride=16) == 16          # covers the survey between candidates
+    assert auto_patch_size(_survey(rng.standard_normal((64, 64)))) == 4  # scatter: the smallest patch
+    assert auto_patch_size(_survey(np.ones((20, 20)))) == 20           # constant: the largest that fits
