@@ -122,7 +122,7 @@ def time_all(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, repeats:
 
         t0 = time.perf_counter()
         dkl_opts = {key: v for key, v in cfg.surrogate.options().items()
-                    if key not in ("gp_until", "position_kernel", "gp_warm_maxiter")}
+                    if key not in ("gp_until", "position_kernel", "gp_warm_maxiter", "kind")}
         base = FromScratchDKL(X.shape[1], seed=0, **{**dkl_opts, "base_kernel": False, "iterations": 200})
         base.fit(X[idx], y[idx])
         choices = X[~torch.as_tensor(excluded)]
