@@ -43,6 +43,21 @@ def worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)
+    _exit_with_parent(os.getppid())
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """End this worker when the process that started it is gone (killed with SIGKILL, say): a pool
+    worker is otherwise orphaned, idle, holding its memory and its parent's pipes."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="aexp-parent-watch", daemon=True).start()
 
 
 class SerialExecutor(Executor):

@@ -97,3 +97,45 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, tiny_config, capsy
 def test_resume_needs_out(config, capsys):
     assert main(["bench", str(config), "--resume", "--quiet"]) == 2
     assert "--resume needs the --out folder" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_pool_workers_end_when_the_campaign_is_killed(config, tmp_path):
+    out = tmp_path / "c2"
+    cmd = [sys.executable, "-m", "aexp", "bench", str(config), "--seeds", "0-3", "--policies", "gp-xy,random",
+           "--out", str(out), "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while not (out / "cells.jsonl").exists() or not (out / "cells.jsonl").read_bytes().count(b"\n"):
+            assert proc.poll() is None and time.monotonic() < deadline, "the campaign recorded no cell"
+            time.sleep(0.02)
+        workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert workers, "no pool worker found"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers), "pool workers outlived the killed campaign"
