@@ -148,7 +148,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             steps = [int(s) for s in args.maps_at.split(",") if s.strip()]
         except ValueError:
             raise UsageError(f"--maps-at takes comma-separated step numbers, got {args.maps_at!r}") from None
-    page = write_report(args.folder, args.out, map_steps=steps)
+    page = write_report(args.folder, args.out, map_steps=steps, progress=sys.stderr.isatty())
     print(f"report: {page}")
     return 0
 

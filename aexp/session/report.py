@@ -57,8 +57,10 @@ class _MapCapture:
         return decision
 
 
-def _model_maps(reader: SessionReader, steps_wanted: list[int]) -> tuple[Candidates | None, dict[int, dict[str, np.ndarray]]]:
-    """Replay the session up to the last wanted step, refitting as the run did, keeping the maps."""
+def _model_maps(reader: SessionReader, steps_wanted: list[int],
+                progress: bool = False) -> tuple[Candidates | None, dict[int, dict[str, np.ndarray]]]:
+    """Replay the session up to the last wanted step, refitting as the run did, keeping the maps
+    (with ``progress``, a bar over the replayed steps: a long session takes minutes)."""
     from ..drift import read_registrations
     from ..live.channel import RecordedOperator
     from ..loop import campaign
@@ -70,11 +72,16 @@ def _model_maps(reader: SessionReader, steps_wanted: list[int]) -> tuple[Candida
         return None, {}
     cfg = recorded_config(reader).with_overrides(**{"stopping.wall_time_s": None})
     instrument = SessionInstrument(reader)
-    with rebuild(reader, instrument, config=cfg) as r:
+    from tqdm.auto import tqdm
+
+    last = max(steps_wanted) + 1
+    with tqdm(total=last, desc="refitting the model", unit="step", disable=not progress, leave=False) as bar, \
+            rebuild(reader, instrument, config=cfg, progress=progress) as r:
         capture = _MapCapture(r.policy, set(steps_wanted))
         campaign(cfg, instrument, r.prepared, capture, MemoryRecorder(), r.seed, r.session_id,
-                 stop_after=max(steps_wanted) + 1, operator=RecordedOperator.of(reader.folder),
-                 registrations=read_registrations(reader.folder), live_from=None)
+                 on_step=lambda step, budget: bar.update(1), stop_after=last,
+                 operator=RecordedOperator.of(reader.folder), registrations=read_registrations(reader.folder),
+                 live_from=None)
     return r.prepared.candidates, capture.maps
 
 
@@ -145,7 +152,7 @@ def _html(title: str, rows: list[tuple[str, str]], figures: list[tuple[str, str,
 
 
 def write_report(folder: str | Path, out: str | Path | None = None,
-                 map_steps: list[int] | None = None) -> Path:
+                 map_steps: list[int] | None = None, progress: bool = False) -> Path:
     """Figures of a recorded session and one self-contained ``report.html`` (images embedded).
 
     Args:
@@ -153,6 +160,7 @@ def write_report(folder: str | Path, out: str | Path | None = None,
         out: where to write; default ``<folder>-report`` beside the session. Never inside it.
         map_steps: steps at which to draw the model's maps (refitted from the record);
             default :func:`default_map_steps`; ``[]`` for none.
+        progress: show bars while the model is refitted from the record (the CLI does on a terminal).
 
     Returns:
         The path of ``report.html``.
@@ -174,7 +182,7 @@ def write_report(folder: str | Path, out: str | Path | None = None,
     notes = list(reader.dropped)
     survey = Survey(reader.array("survey"), man.survey.transform, man.survey.channels)
     figures = [("survey", "survey and measured points (colour: step)", _survey_figure(survey, steps, out / "survey.png"))]
-    candidates, maps = _model_maps(reader, wanted)
+    candidates, maps = _model_maps(reader, wanted, progress)
     if maps and candidates is not None and candidates.grid_shape is not None:
         figures.append(("maps", f"model maps at steps {sorted(maps)} (refitted from the record)",
                         _maps_figure(maps, candidates, steps, out / "maps.png")))
