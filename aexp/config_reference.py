@@ -17,6 +17,7 @@ import inspect
 import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,16 +173,21 @@ def render() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aexp.config_reference", description=__doc__.split("\n\n")[0])
+def page_main(render_page: Callable[[], str], prog: str, doc: str, argv: list[str] | None = None) -> int:
+    """The command line of a generated reference page: print it, or write it with ``--out``."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="write the page here (default: print it)")
     args = parser.parse_args(argv)
-    page = render()
+    page = render_page()
     if args.out is None:
         sys.stdout.write(page)
     else:
         args.out.write_text(page)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return page_main(render, "python -m aexp.config_reference", __doc__ or "", argv)
 
 
 if __name__ == "__main__":

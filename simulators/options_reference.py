@@ -10,11 +10,7 @@ validate their options with, so the page lists exactly what ``aexp check`` accep
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
-from aexp.config_reference import model_section
+from aexp.config_reference import model_section, page_main
 
 from .common import PlacementOptions, RealismOptions
 from .ferroelectric import FerroelectricOptions
@@ -60,16 +56,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators.options_reference",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="write the page here (default: print it)")
-    args = parser.parse_args(argv)
-    page = render()
-    if args.out is None:
-        sys.stdout.write(page)
-    else:
-        args.out.write_text(page)
-    return 0
+    return page_main(render, "python -m simulators.options_reference", __doc__ or "", argv)
 
 
 if __name__ == "__main__":

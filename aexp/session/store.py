@@ -219,17 +219,17 @@ def writer_running(folder: Path) -> bool:
     if not path.is_file():
         return False
     with open(path, "rb") as fh:
-        try:
-            import fcntl
-        except ImportError:  # Windows: msvcrt has no shared probe; an exclusive try is the nearest
-            try:
-                import msvcrt
+        if sys.platform == "win32":  # msvcrt has no shared probe: a non-blocking try, released at once
+            import msvcrt
 
-                msvcrt.locking(fh.fileno(), msvcrt.LK_NBRLCK, 1)  # type: ignore[attr-defined]  # Windows only
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]  # Windows only
-                return False
+            try:
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBRLCK, 1)
             except OSError:
                 return True
+            msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+            return False
+        import fcntl
+
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
