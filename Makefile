@@ -17,7 +17,7 @@ STEPS ?=
 OVERWRITE ?=
 DEMO_OUT := runs/demo
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test test-slow lint typecheck bench clean
 
 # exit 0 when URL answers within T seconds; the thread bounds the name lookup too, which urlopen's
 # own timeout does not
@@ -56,8 +56,15 @@ demo: setup
 	fi
 	$(BIN)/aexp run configs/plasmonic-dkl.yaml --out $(DEMO_OUT) --seed 0 --overwrite $(if $(STEPS),--steps $(STEPS),)
 
+# the default suite on TEST_WORKERS processes (pytest-xdist), one torch thread each: two processes
+# with torch's default threads each would fight over the cores (docs/benchmarks.md, the thread policy)
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
+# the statistical and long tests (learning beats random, angle recovery, kill -9 campaigns)
+test-slow: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS)
 
 lint: setup
 	$(BIN)/ruff check aexp drivers simulators tests benchmarks examples

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import pytest
+import torch
 
 from aexp.config import parse_config
 from aexp.instrument import load_instrument
 from aexp.loop import run_experiment
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # ``make test`` runs the suite on several processes: one torch thread each, so they do not
+    # oversubscribe the cores (torch's own default takes every core in every process)
+    torch.set_num_threads(1)
 
 # Two small particles on a 32 x 32 px survey: 256 candidates with 8 x 8 patches.
 TINY_SAMPLE = {"survey_pixels": 32, "n_particles": 2, "size_range_m": [6e-9, 10e-9]}
