@@ -150,9 +150,11 @@ def _cycles(b: np.ndarray, direction: np.ndarray, lo: float, hi: float, where: s
     at = [b[order[s]] for s, _ in turns]
     bad = [v for k, v in enumerate(at) if abs(v - (lo if k % 2 == 0 else hi)) > _TURN_RTOL * (hi - lo)]
     if bad or len(lows) != len(highs):
+        listed = ", ".join(f"{v:g}" for v in at[:12]) + (f", ... ({len(at)} turns)" if len(at) > 12 else "")
         raise RecordingError(
-            f"{where}: the bias waveform turns at {', '.join(f'{v:g}' for v in at)} V; every cycle must sweep "
-            f"the same range {lo:g} .. {hi:g} V (a waveform of growing or mixed amplitude is not supported)")
+            f"{where}: the bias waveform turns at {listed} V; every cycle must sweep the same range "
+            f"{lo:g} .. {hi:g} V (a waveform of growing or mixed amplitude, or a noisy read-back of the "
+            f"bias, is not supported)")
     up, down = [], []
     for c, ((ls, le), (hs, he)) in enumerate(zip(lows, highs)):
         ns, ne = lows[(c + 1) % len(lows)]
@@ -324,6 +326,9 @@ def as_loop_map(sig: Signal, bias_file: str | Path | None, cycle: int | None, wh
     if len(bias) != ax.size:
         raise RecordingError(f"{where}: the bias waveform ({source}) has {len(bias)} values but the signal axis "
                              f"{ax.name!r} has {ax.size}; they must be the same length")
+    if np.iscomplexobj(sig.data):
+        raise RecordingError(f"{where}: the loops are complex numbers; import a real response (amplitude, "
+                             f"phase or their mixed piezoresponse, e.g. a signal of the SHO fit) with --signal")
     cube = np.asarray(sig.data, dtype=float).transpose(rows, cols, k)
     loop = unfold_loops(cube, bias, cycle=cycle, where=where)
     a = loop.axis

@@ -202,6 +202,9 @@ def test_aexp_import_of_a_npy_loop_map_with_its_bias(tmp_path, capsys):
     np.save(tmp_path / "short.npy", bias[:100])
     with pytest.raises(RecordingError, match=r"bias waveform \(short.npy, .*\) has 100 values but the signal axis"):
         import_recording(cube, ImportOptions(bias=tmp_path / "short.npy", pixel_size=1e-8))
+    np.save(tmp_path / "complex.npy", np.load(cube) * (1 + 1j))
+    with pytest.raises(RecordingError, match="the loops are complex numbers; import a real response"):
+        import_recording(tmp_path / "complex.npy", ImportOptions(bias=bias_file, pixel_size=1e-8))
     with pytest.raises(RecordingError, match="not both"):
         ImportOptions.from_mapping({"bias": "b.npy", "axis": ["bias", "V", -1, 1]}, "test")
 
@@ -269,3 +272,24 @@ def test_a_non_uniform_axis_that_is_no_bias_waveform_is_still_refused(tmp_path, 
     with pytest.warns(UserWarning, match="non-uniformity"), \
             pytest.raises(RecordingError, match="the signal axis 'Frequency' is non-uniform"):
         import_recording(path)
+
+
+def test_a_hyperspy_file_with_a_bias_axis_in_millivolts(tmp_path):
+    from rsciio.hspy import file_writer
+
+    bias = _triangle(64, 0.25)  # +V going down, 64 points
+    cube = np.broadcast_to(_loops(bias), (3, 4, 64)).astype(np.float32)
+    axes = [{"name": "y", "size": 3, "scale": 20.0, "offset": 0.0, "units": "nm", "navigate": True},
+            {"name": "x", "size": 4, "scale": 20.0, "offset": 0.0, "units": "nm", "navigate": True},
+            {"name": "Bias", "axis": bias * 1e3, "units": "mV", "navigate": False}]
+    file_writer(str(tmp_path / "loops.hspy"), {
+        "data": cube, "axes": axes, "original_metadata": {}, "tmp_parameters": {}, "models": {},
+        "metadata": {"General": {"title": "piezoresponse"}, "Signal": {"signal_type": ""}},
+        "attributes": {"_lazy": False}, "package_info": {"name": "aexp-test", "version": "0"},
+        "learning_results": {},
+    })
+    ds = import_recording(tmp_path / "loops.hspy")
+    assert (ds.axis.name, ds.axis.start, ds.axis.stop, ds.axis.n) == ("unfolded_bias", -V, 3 * V, 65)
+    assert ds.metadata["loops"]["waveform"] == pytest.approx(bias.tolist())
+    assert ds.metadata["loops"]["waveform_source"] == "the recording's 'Bias' axis in mV"
+    assert np.abs(ds.spectra[2, 3] - _analytic(ds.axis, 0.5)).max() < 1e-6
