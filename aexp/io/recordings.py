@@ -27,6 +27,7 @@ import importlib
 import json
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,7 +300,9 @@ def _read_rsciio(path: Path) -> list[Signal]:
     for plugin in _rsciio_reader(path):
         try:
             module = importlib.import_module(plugin["api"])
-            dicts = module.file_reader(str(path), lazy=False)
+            with warnings.catch_warnings():  # USID's non-uniform values are read back below (loops.py)
+                warnings.filterwarnings("ignore", "Ignoring non-uniformity of dimension", UserWarning)
+                dicts = module.file_reader(str(path), lazy=False)
         except ImportError as exc:  # another reader of this suffix may be the file's (.h5: Tofwerk ... USID)
             missing = missing or exc
             continue
