@@ -357,11 +357,13 @@ def restore_usid_axes(path: Path, dataset_path: str, axes: tuple[Axis, ...]) -> 
     BEPS waveform) by ``0, 1, 2, ...`` with a warning; the values are in the file's
     ``Spectroscopic_Values``, read here with pyUSID.
     """
+    import h5py
+
     try:
-        import h5py
         import pyUSID
-    except ImportError:
-        return axes
+    except ImportError as exc:  # rosettasciio's USID reader needs it too: not reached in practice
+        raise RecordingError(f"{path}: reading USID spectroscopic values needs pyUSID ({exc}); install it with "
+                             f"pip install 'aexp[io]'") from None
     try:
         with h5py.File(path, "r") as f:
             main = pyUSID.USIDataset(f[dataset_path])
