@@ -15,9 +15,9 @@ averaged unless one is chosen.
 
 Example:
     >>> bias = 5 * np.sin(2 * np.pi * np.arange(64) / 64)      # 0 V going up, 64 points, one cycle
-    >>> loops = unfold_loops(responses, bias)                   # responses: rows x cols x 64
+    >>> loops = unfold_loops(np.zeros((2, 3, 64)), bias)        # responses: rows x cols x 64
     >>> loops.loops.shape, loops.axis.start, loops.axis.stop
-    ((rows, cols, 33), -5.0, 15.0)
+    ((2, 3, 65), -5.0, 15.0)
 """
 
 from __future__ import annotations
@@ -153,8 +153,9 @@ def _cycles(b: np.ndarray, direction: np.ndarray, lo: float, hi: float, where: s
         listed = ", ".join(f"{v:g}" for v in at[:12]) + (f", ... ({len(at)} turns)" if len(at) > 12 else "")
         raise RecordingError(
             f"{where}: the bias waveform turns at {listed} V; every cycle must sweep the same range "
-            f"{lo:g} .. {hi:g} V (a waveform of growing or mixed amplitude, or a noisy read-back of the "
-            f"bias, is not supported)")
+            f"{lo:g} .. {hi:g} V. Not supported: a waveform of growing amplitude, a noisy read-back of the "
+            f"bias, a write/read (in-field/out-of-field) waveform that returns to 0 V between steps: give the "
+            f"write bias of each step with --bias, one value per loop point")
     up, down = [], []
     for c, ((ls, le), (hs, he)) in enumerate(zip(lows, highs)):
         ns, ne = lows[(c + 1) % len(lows)]
