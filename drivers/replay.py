@@ -10,7 +10,8 @@
 - a recording as a microscope wrote it (``scan.dm4``, ``grid.3ds``, ``si.emd``, a ``.npy`` cube, ...),
   imported on the fly by :func:`aexp.io.import_recording` with the options of ``aexp import``
   (``signal``, ``survey``, ``survey_signal``, ``survey_band``, ``pixel_size``, ``stride``, ``axis``,
-  ``register``; see ``docs/real-data.md``), so no conversion is needed to try a policy on it;
+  ``register``, and ``bias``, ``cycle`` for a hysteresis-loop map; see ``docs/real-data.md``), so no
+  conversion is needed to try a policy on it;
 - a session folder: only its measured positions exist (:class:`aexp.session.replay.SessionInstrument`);
   asking for another raises :class:`~aexp.session.replay.NotRecorded`.
 

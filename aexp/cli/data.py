@@ -31,6 +31,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--stride", type=int, default=None, help="survey pixels per grid step of the data set")
     p.add_argument("--axis", nargs=4, default=None, metavar=("NAME", "UNITS", "START", "STOP"),
                    help=".npy cubes: the signal axis")
+    p.add_argument("--bias", type=Path, default=None, metavar="FILE.npy",
+                   help="hysteresis loops (BEPS): the applied bias at each point of the signal axis, in V; the "
+                        "loops are imported on the unfolded bias axis (USID files: taken from the file)")
+    p.add_argument("--cycle", type=int, default=None, metavar="N",
+                   help="of a bias waveform with several cycles, keep cycle N (0 = first from -V_max); "
+                        "default: average them")
     p.add_argument("--no-register", action="store_true",
                    help="keep the paired image where the files place it (no phase-correlation refinement)")
     p.add_argument("--out", type=Path, default=None, help="data set to write (.npz, or .h5/.hdf5)")
@@ -55,7 +61,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     opts = ImportOptions.from_mapping({
         "signal": args.signal, "survey": args.survey, "survey_signal": args.survey_signal,
         "survey_band": args.survey_band, "pixel_size": args.pixel_size, "stride": args.stride,
-        "axis": axis, "register": not args.no_register,
+        "axis": axis, "register": not args.no_register, "bias": args.bias, "cycle": args.cycle,
     }, "aexp import")
     data = import_recording(args.source, opts)
     path = save_grid(args.out, data)
@@ -64,6 +70,11 @@ def _cmd_import(args: argparse.Namespace) -> int:
     print(f"{args.source} [{meta['source']['signal']}] -> {path}")
     print(f"  grid {r} x {q} spectra of {n} values, {data.axis.name} {data.axis.start:g} .. {data.axis.stop:g} "
           f"{data.axis.units}{' (reversed: the file ran backwards)' if meta['axis_reversed'] else ''}")
+    if "loops" in meta:
+        lp = meta["loops"]
+        print(f"  loops: a bias waveform of {lp['waveform_points']} points ({lp['waveform_source']}), "
+              f"{lp['cycles']} cycle(s) from {lp['start']}, {lp['v_min']:g} .. {lp['v_max']:g} V")
+        print(f"  {lp['resampled']}")
     print(f"  pixel {data.transform.pixel_size * data.stride:.4g} m per grid step ({meta['calibration']})")
     print(f"  survey {data.survey.shape[1]} x {data.survey.shape[2]} px, stride {data.stride}: {data.survey_source}")
     if meta["nan_spectra"]:

@@ -27,6 +27,7 @@ import importlib
 import json
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,8 @@ class RecordingError(AexpError, ValueError):
 class Axis:
     """One axis of a recorded signal, as its reader calibrated it.
 
-    ``value(i) = offset + scale * i``; ``scale`` is ``None`` for a non-uniform axis.
+    ``value(i) = offset + scale * i``; ``scale`` is ``None`` for a non-uniform axis, whose recorded
+    values are then in ``values`` (a bias waveform, ``aexp.io.loops``).
     """
 
     name: str
@@ -78,6 +80,7 @@ class Axis:
     scale: float | None
     units: str
     spatial: bool
+    values: tuple[float, ...] | None = None
 
     def describe(self) -> str:
         if self.scale is None:
@@ -147,6 +150,11 @@ class ImportOptions:
             paired image's own sampling rounded and capped at 8.
         axis: ``.npy`` cubes only: ``(name, units, start, stop)`` of the signal axis.
         register: refine a paired image's placement by phase correlation against the spectra.
+        bias: a ``.npy`` vector of the applied bias (V) at each point of the signal axis: the data are
+            hysteresis loops recorded along that waveform, imported on the unfolded bias axis
+            (``aexp.io.loops``; a USID file's own non-uniform bias axis is used without it).
+        cycle: of a waveform with several cycles, keep this one (0 = the first to start at
+            ``V_min``); default ``None``: average them.
     """
 
     signal: str | None = None
@@ -157,6 +165,8 @@ class ImportOptions:
     stride: int | None = None
     axis: tuple[str, str, float, float] | None = None
     register: bool = True
+    bias: str | Path | None = None
+    cycle: int | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any], where: str) -> ImportOptions:
@@ -182,6 +192,13 @@ class ImportOptions:
             raise RecordingError(f"{where}: stride must be a positive integer, got {kw['stride']!r}")
         if kw.get("signal") is not None:
             kw["signal"] = str(kw["signal"])
+        if kw.get("bias") is not None and kw.get("axis") is not None:
+            raise RecordingError(f"{where}: give the bias waveform (bias) or a uniform signal axis (axis), not both")
+        if kw.get("cycle") == "average":
+            kw["cycle"] = None
+        if kw.get("cycle") is not None and (not isinstance(kw["cycle"], int) or isinstance(kw["cycle"], bool)
+                                            or kw["cycle"] < 0):
+            raise RecordingError(f"{where}: cycle must be a cycle number 0, 1, ... or 'average', got {kw['cycle']!r}")
         return cls(**kw)
 
 
@@ -263,7 +280,8 @@ def _axis_from_values(name: str, units: str, values: np.ndarray, spatial: bool) 
     steps = np.diff(values)
     uniform = np.allclose(steps, steps[0], rtol=_UNIFORM_RTOL, atol=0) and steps[0] != 0
     scale = float((values[-1] - values[0]) / (len(values) - 1)) if uniform else None
-    return Axis(name, len(values), float(values[0]), scale, units, spatial)
+    kept = None if uniform else tuple(float(v) for v in values)
+    return Axis(name, len(values), float(values[0]), scale, units, spatial, kept)
 
 
 def _dm_metadata(original: Mapping[str, Any]) -> dict[str, Any]:
@@ -278,12 +296,16 @@ def _dm_metadata(original: Mapping[str, Any]) -> dict[str, Any]:
 
 def _read_rsciio(path: Path) -> list[Signal]:
     errors = []
+    missing: ImportError | None = None
     for plugin in _rsciio_reader(path):
         try:
             module = importlib.import_module(plugin["api"])
-            dicts = module.file_reader(str(path), lazy=False)
-        except ImportError as exc:
-            raise _missing_extra(exc, path) from None
+            with warnings.catch_warnings():  # USID's non-uniform values are read back below (loops.py)
+                warnings.filterwarnings("ignore", "Ignoring non-uniformity of dimension", UserWarning)
+                dicts = module.file_reader(str(path), lazy=False)
+        except ImportError as exc:  # another reader of this suffix may be the file's (.h5: Tofwerk ... USID)
+            missing = missing or exc
+            continue
         except Exception as exc:  # the readers raise many kinds on a file that is not theirs
             errors.append(f"{plugin['name']}: {type(exc).__name__}: {exc}")
             continue
@@ -297,8 +319,14 @@ def _read_rsciio(path: Path) -> list[Signal]:
                 facts["tags"] = _dm_metadata(original)
             facts["reader"] = f"rosettasciio {plugin['name']}"
             axes = tuple(_rsciio_axis(ax) for ax in sorted(d["axes"], key=lambda a: a.get("index_in_array", 0)))
+            if plugin["name"] == "USID" and original.get("dataset_path"):
+                from .loops import restore_usid_axes
+
+                axes = restore_usid_axes(path, str(original["dataset_path"]), axes)
             out.append(Signal(title, d["data"], axes, facts, None, original))
         return out
+    if missing is not None:
+        raise _missing_extra(missing, path)
     raise RecordingError(f"{path}: no reader could open it ({'; '.join(errors)})")
 
 
@@ -348,7 +376,7 @@ def _read_npy(path: Path, axis: tuple[str, str, float, float] | None) -> list[Si
         raise RecordingError(f"{path}: a .npy spectrum image must be rows x cols x L, got shape {data.shape}")
     if axis is None:
         raise RecordingError(f"{path}: a .npy cube has no axes; give the signal axis (--axis NAME UNITS START STOP) "
-                             "and --pixel-size")
+                             "or the bias waveform of a loop map (--bias FILE.npy), and --pixel-size")
     name, units, start, stop = axis
     r, q, n = data.shape
     scale = (stop - start) / (n - 1) if n > 1 else 1.0
@@ -421,7 +449,8 @@ def _spectrum_cube(sig: Signal, path: Path) -> tuple[np.ndarray, SpectrumAxis, b
     ax = sig.axes[k]
     if ax.scale is None:
         raise RecordingError(f"{where}: the signal axis {ax.name!r} is non-uniform; aexp needs evenly spaced "
-                             f"values (resample it first)")
+                             f"values (resample it first; a loop map's bias waveform is recognised in V or mV, or "
+                             f"give it with --bias FILE.npy)")
     if ax.size < 2:
         raise RecordingError(f"{where}: the signal axis {ax.name!r} has {ax.size} value(s); a spectrum needs 2 or more")
     cube = np.asarray(sig.data, dtype=np.float32).transpose(rows, cols, k)
@@ -490,13 +519,18 @@ def import_recording(path: str | Path, options: ImportOptions | None = None) -> 
         RecordingError: naming the file, the signal and what is wrong (no spectrum image, a
             non-uniform or uncalibrated axis, NaN everywhere, a survey that cannot be placed, ...).
     """
+    from .loops import as_loop_map
     from .survey import make_survey
 
     opts = options or ImportOptions()
     path = Path(path)
-    signals = read_recording(path, opts.axis)
+    # a loop map's .npy cube takes its axis from the waveform: a placeholder until it is unfolded
+    signals = read_recording(path, ("waveform_step", "", 0.0, 1.0) if opts.bias is not None else opts.axis)
     sig = select_signal(signals, opts.signal, path)
     where = f"{path}, signal {sig.name!r}"
+    loops = as_loop_map(sig, opts.bias, opts.cycle, where)
+    if loops is not None:
+        sig = loops[0]
     spectra, axis, reversed_, dims = _spectrum_cube(sig, path)
     bad = ~np.isfinite(spectra).all(axis=2)
     if bad.all():
@@ -516,6 +550,8 @@ def import_recording(path: str | Path, options: ImportOptions | None = None) -> 
         "survey": survey_info,
         "recording": sig.metadata,
     }
+    if loops is not None:
+        metadata["loops"] = loops[1]
     units = "counts" if "EELS" in json.dumps(sig.metadata) or "EDS" in json.dumps(sig.metadata) else \
         str(sig.metadata.get("Unit") or sig.metadata.get("units") or "a.u.")
     data = GridDataset(survey=survey, spectra=spectra, transform=transform, channels=channels, axis=axis,
