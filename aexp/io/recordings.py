@@ -598,7 +598,7 @@ def _import_4d(path: Path, sig: Signal, opts: ImportOptions) -> GridDataset:
     if bad.all():
         raise RecordingError(f"{where}: every pattern holds NaN or inf; nothing to measure")
     transform, calibration = _grid_transform(sig, (rows, cols), opts.pixel_size, path)
-    survey = virtual_images(np.where(bad[..., None, None], np.nan, patterns), (ky, kx))
+    survey = virtual_images(patterns, (ky, kx))  # a pattern holding NaN gives NaN pixels: masked candidates
     summary = "virtual images of the patterns: sum, adf (|k| >= half the detector), centre of mass (not independent)"
     metadata = {
         "source": {"file": path.name, "sha256": sha256(path), "signal": sig.name, "shape": [a.size for a in sig.axes]},
