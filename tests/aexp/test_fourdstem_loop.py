@@ -70,3 +70,11 @@ def test_export_is_a_4d_stem_stack_calibrated_in_mrad(run, tmp_path):
     export_session(folder, tmp_path / "run.h5", format="hdf5")
     with h5py.File(tmp_path / "run.h5") as f:
         assert f["spectra/data"].shape == (cfg.budget, 64, 64) and f["spectra/axes/kx"].attrs["units"] == "mrad"
+
+
+def test_report_draws_the_discovery_curve_from_the_twins_pattern_truth(run, tmp_path):
+    from aexp.session.report import write_report
+
+    _, folder, _ = run
+    page = write_report(folder, tmp_path / "report", map_steps=[]).read_text()
+    assert "no discovery curve" not in page and "<img" in page
