@@ -685,7 +685,9 @@ class Campaign:
 
     def _setup(self) -> None:
         inside = self.instrument.bounds.contains(self.candidates.positions)
-        self.axis = self.instrument.describe().spectrum_axis.values()
+        axes = self.instrument.describe().signal_axes
+        # a spectrum's target takes its axis values, a pattern's the pair (ky, kx)
+        self.axis = axes[0].values() if len(axes) == 1 else tuple(a.values() for a in axes)
         self.excluded = ~inside  # decided (sent or pending), or never measurable
         self.init = list(initial_indices(self.n_initial, self.seed, inside))
         self.measured: list[int] = []

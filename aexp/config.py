@@ -584,7 +584,8 @@ def check_against(cfg: ExperimentConfig, desc: InstrumentDescription, source: st
             f"candidates.atom_channel: {atom_channel!r} is not among the instrument's channels {list(desc.channels)}"
         )
     try:
-        cfg.target.build().check_axis(desc.spectrum_axis)
+        axes = desc.signal_axes
+        cfg.target.build().check_axis(axes[0] if len(axes) == 1 else axes)
     except TargetError as exc:
         problems.append(f"target: {exc}")
     rows, cols = n_grid_candidates((h, w), cfg.candidates.stride)

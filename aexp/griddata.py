@@ -18,7 +18,13 @@ key                    shape / type                meaning
 ``spectrum_units``     string                      e.g. ``counts``
 ``survey_source``      string                      what the survey is (optional; default ``image``)
 ``metadata_json``      string                      JSON: the recording's provenance (optional)
+``axes_json``          string                      JSON: the axes of N-D measurements (optional)
 =====================  ==========================  =============================================
+
+A 4D-STEM data set holds a diffraction pattern at every grid point: ``spectra`` is
+``R x Q x ky x kx`` and ``axes_json`` lists the two detector axes (``[{"name": "ky", "units":
+"mrad", "start": ..., "stop": ..., "n": ...}, {"name": "kx", ...}]``); the ``axis_*`` keys then
+describe the first of them.
 
 with ``R = ceil(H / stride)`` and ``Q = ceil(W / stride)``. In HDF5, ``survey`` and ``spectra`` are
 datasets and the rest are attributes of the root group. Nothing is pickled.
@@ -40,14 +46,15 @@ from typing import Any
 import numpy as np
 
 from .errors import AexpError
-from .types import Bounds, PixelTransform, SpectrumAxis
+from .types import Bounds, PixelTransform, SpectrumAxis, axes_from_dicts
 
 __all__ = ["GridDataset", "GridDatasetError", "load_grid", "save_grid"]
 
 _HDF5_SUFFIXES = (".h5", ".hdf5")
 _ARRAYS = ("survey", "spectra")
 _SCALARS = ("channels", "stride", "transform_origin", "transform_matrix", "axis_start", "axis_stop",
-            "axis_name", "axis_units", "spectrum_units", "survey_source", "metadata_json")
+            "axis_name", "axis_units", "spectrum_units", "survey_source", "metadata_json",
+            "axes_json")
 
 
 class GridDatasetError(AexpError, ValueError):
@@ -70,6 +77,8 @@ class GridDataset:
             this key existed), or e.g. ``"band 455-470 eV of the spectra (not an independent image)"``.
         metadata: provenance of an imported recording (source file and checksum, instrument,
             calibration, survey placement); JSON-ready, ``{}`` when there is none.
+        signal_axes: the axes of an N-D measurement (``ky``, ``kx`` of a 4D-STEM scan; ``axis``
+            is then the first), ``None`` for spectra.
     """
 
     survey: np.ndarray
@@ -81,6 +90,7 @@ class GridDataset:
     spectrum_units: str = "counts"
     survey_source: str = "image"
     metadata: dict[str, Any] = field(default_factory=dict)
+    signal_axes: tuple[SpectrumAxis, ...] | None = None
 
     def __post_init__(self) -> None:
         self.check()
@@ -95,12 +105,17 @@ class GridDataset:
         if int(self.stride) != self.stride or self.stride < 1:
             raise GridDatasetError(f"{source}: stride must be a positive integer, got {self.stride!r}")
         want = (math.ceil(h / self.stride), math.ceil(w / self.stride))
-        if self.spectra.ndim != 3 or self.spectra.shape[:2] != want:
+        axes = self.signal_axes or (self.axis,)
+        dims = " x ".join(a.name for a in self.signal_axes) if self.signal_axes else "L"
+        if self.spectra.ndim != 2 + len(axes) or self.spectra.shape[:2] != want:
             raise GridDatasetError(
-                f"{source}: spectra must be {want[0]} x {want[1]} x L for a {h} x {w} survey at "
+                f"{source}: spectra must be {want[0]} x {want[1]} x {dims} for a {h} x {w} survey at "
                 f"stride {self.stride}, got shape {self.spectra.shape}"
             )
-        if self.spectra.shape[2] != self.axis.n:
+        if self.signal_axes and self.spectra.shape[2:] != tuple(a.n for a in axes):
+            raise GridDatasetError(f"{source}: measurements of shape {self.spectra.shape[2:]} but the axes "
+                                   f"({', '.join(a.name for a in axes)}) hold {tuple(a.n for a in axes)} values")
+        if not self.signal_axes and self.spectra.shape[2] != self.axis.n:
             raise GridDatasetError(
                 f"{source}: spectra hold {self.spectra.shape[2]} values each but the axis has {self.axis.n}"
             )
@@ -146,6 +161,8 @@ class GridDataset:
             "spectrum_units": self.spectrum_units,
             "survey_source": self.survey_source,
             "metadata_json": json.dumps(self.metadata, sort_keys=True),
+            # only for N-D measurements, so that a spectra data set keeps its keys
+            **({"axes_json": json.dumps([a.to_dict() for a in self.signal_axes])} if self.signal_axes else {}),
         }
 
 
@@ -162,7 +179,7 @@ def save_grid(path: str | Path, data: GridDataset) -> Path:
         with h5py.File(path, "w-") as f:
             for key in _ARRAYS:
                 f.create_dataset(key, data=fields[key], compression="gzip", compression_opts=4)
-            for key in _SCALARS:
+            for key in (k for k in _SCALARS if k in fields):
                 value = fields[key]
                 f.attrs[key] = value.astype(object) if key == "channels" else value
     else:
@@ -226,5 +243,14 @@ def load_grid(path: str | Path) -> GridDataset:
         data.metadata = json.loads(str(raw.get("metadata_json", "{}")))
     except json.JSONDecodeError as exc:
         raise GridDatasetError(f"{path}: metadata_json is not valid JSON ({exc})") from None
+    data.signal_axes = None
+    try:
+        axes = json.loads(str(raw.get("axes_json", "[]")))
+        if axes:
+            data.signal_axes = axes_from_dicts(axes)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise GridDatasetError(f"{path}: axes_json is not a list of axes ({exc})") from None
+    if data.signal_axes:
+        data.axis = data.signal_axes[0]
     data.check(str(path))
     return data

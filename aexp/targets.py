@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from . import diffraction
 from .errors import AexpError
 from .types import SpectrumAxis
 
@@ -323,25 +325,132 @@ def _ascending(spectra: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.nd
     return spectra, axis
 
 
+# --- targets on diffraction patterns (4D-STEM) -------------------------------------------------------
+#
+# A pattern target is ``f(spectra, axis, **params)`` with ``spectra`` the patterns ``N x ky x kx``
+# and ``axis`` the pair ``(ky values, kx values)`` in mrad, ascending; it carries
+# ``f.signal_ndim = 2``. The calibration comes from the axes: the pixel size is their spacing and
+# the undeflected beam is where both are 0 (:func:`calibration_from_axes`).
+
+
+def calibration_from_axes(axes: tuple[np.ndarray, np.ndarray]) -> diffraction.DetectorCalibration:
+    """The :class:`~aexp.diffraction.DetectorCalibration` of a detector whose rows lie at ``ky``
+    and columns at ``kx`` (mrad, ascending, evenly spaced, the same spacing on both)."""
+    ky, kx = (np.asarray(a, dtype=float) for a in axes)
+    steps = []
+    for name, a in (("ky", ky), ("kx", kx)):
+        d = np.diff(a)
+        if a.ndim != 1 or len(a) < 2 or not np.all(np.isfinite(a)) or not np.all(d > 0) \
+                or not np.allclose(d, d[0], rtol=1e-6, atol=0.0):
+            raise TargetError(f"the detector axis {name} must be at least 2 evenly spaced ascending values (mrad)")
+        steps.append(float(d[0]))
+    if not math.isclose(steps[0], steps[1], rel_tol=1e-6):
+        raise TargetError(f"the detector pixels must be square: {steps[0]:.6g} mrad along ky, {steps[1]:.6g} along kx")
+    return diffraction.DetectorCalibration(steps[1], (-ky[0] / steps[0], -kx[0] / steps[1]))
+
+
+def _pattern_target(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    fn.signal_ndim = 2  # type: ignore[attr-defined]
+    return fn
+
+
+@_pattern_target
+def com_magnitude(spectra: np.ndarray, axis: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``|<k>|`` (mrad), the magnitude of the pattern's centre of mass: the DPC field strength."""
+    return np.atleast_1d(diffraction.com_magnitude(spectra, calibration_from_axes(axis)))
+
+
+@_pattern_target
+def com_direction(spectra: np.ndarray, axis: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``atan2(<ky>, <kx>)`` (rad) of the pattern's centre of mass: the DPC field direction."""
+    return np.atleast_1d(diffraction.com_direction(spectra, calibration_from_axes(axis)))
+
+
+@_pattern_target
+def annular_intensity(
+    spectra: np.ndarray, axis: tuple[np.ndarray, np.ndarray], inner_mrad: float, outer_mrad: float
+) -> np.ndarray:
+    """Counts on a virtual annular detector, ``inner_mrad <= |k| < outer_mrad`` (a virtual ADF)."""
+    return np.atleast_1d(diffraction.annular_intensity(spectra, calibration_from_axes(axis), inner_mrad, outer_mrad))
+
+
+@_pattern_target
+def disk_spacing_strain(
+    spectra: np.ndarray, axis: tuple[np.ndarray, np.ndarray], direction_rad: float, reference_mrad: float,
+    window_mrad: float,
+) -> np.ndarray:
+    """Strain ``g0 / g - 1`` along ``direction_rad`` from the spacing of the ``+-g`` Bragg disks."""
+    cal = calibration_from_axes(axis)
+    return np.atleast_1d(diffraction.disk_spacing_strain(spectra, cal, direction_rad, reference_mrad, window_mrad))
+
+
+@_pattern_target
+def bragg_ratio(
+    spectra: np.ndarray, axis: tuple[np.ndarray, np.ndarray], g1_mrad: tuple[float, float],
+    g2_mrad: tuple[float, float], radius_mrad: float,
+) -> np.ndarray:
+    """Counts in the disk at ``beam + g1`` over those at ``beam + g2`` (``(kx, ky)`` mrad)."""
+    cal = calibration_from_axes(axis)
+    return np.atleast_1d(diffraction.bragg_ratio(spectra, cal, g1_mrad, g2_mrad, radius_mrad))
+
+
 @dataclass(frozen=True)
 class Target:
-    """A named scalariser bound to its parameters."""
+    """A named scalariser bound to its parameters.
+
+    ``ndim`` is the number of axes of the measurement it scores: 1 for a spectrum (``spectra``
+    ``n x L`` on ``axis`` ``L``), 2 for a diffraction pattern (``spectra`` ``n x ky x kx`` on
+    ``axis`` = ``(ky values, kx values)``, mrad).
+    """
 
     name: str
     params: dict[str, Any]
     fn: Callable[..., np.ndarray]
 
-    def __call__(self, spectra: np.ndarray, axis: np.ndarray) -> np.ndarray | float:
-        """``spectra``: ``n x L`` (or ``L``) on ``axis`` (``L``) -> ``n`` floats (or one float)."""
+    @property
+    def ndim(self) -> int:
+        return int(getattr(self.fn, "signal_ndim", 1))
+
+    def __call__(self, spectra: np.ndarray, axis: Any) -> np.ndarray | float:
+        """``spectra``: ``n x L`` (or ``L``) on ``axis`` (``L``) -> ``n`` floats (or one float);
+        for a pattern target ``n x ky x kx`` (or ``ky x kx``) on ``(ky, kx)``."""
+        if self.ndim != 1:
+            return self._patterns(spectra, axis)
         s = np.asarray(spectra, dtype=float)
         one = s.ndim == 1
         s, x = _ascending(np.atleast_2d(s), np.asarray(axis, dtype=float))
         out = self.fn(s, x, **self.params)
         return float(out[0]) if one else out
 
-    def check_axis(self, axis: SpectrumAxis) -> None:
-        """Raise :class:`TargetError` if this target cannot be computed on ``axis``."""
-        self(np.zeros((1, axis.n)), axis.values())
+    def _patterns(self, spectra: np.ndarray, axis: Any) -> np.ndarray | float:
+        p = np.asarray(spectra, dtype=float)
+        one = p.ndim == self.ndim
+        p = p[None] if one else p
+        axes = tuple(np.asarray(a, dtype=float) for a in axis) if isinstance(axis, (tuple, list)) else ()
+        if len(axes) != self.ndim or p.ndim != self.ndim + 1 or p.shape[1:] != tuple(len(a) for a in axes):
+            raise TargetError(f"target {self.name!r} scores measurements of {self.ndim} axes; got values of shape "
+                              f"{np.shape(spectra)} on axes of lengths {[len(a) for a in axes] or np.shape(axis)}")
+        finite = np.isfinite(p).all(axis=tuple(range(1, p.ndim)))
+        out = np.full(len(p), np.nan)
+        if finite.any():
+            try:
+                out[finite] = self.fn(p[finite], axes, **self.params)
+            except diffraction.DiffractionError as exc:
+                raise TargetError(f"target {self.name!r}: {exc}") from None
+        return float(out[0]) if one else out
+
+    def check_axis(self, axis: SpectrumAxis | tuple[SpectrumAxis, ...]) -> None:
+        """Raise :class:`TargetError` if this target cannot be computed on ``axis`` (the axes of an
+        N-D measurement: a tuple)."""
+        axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+        if len(axes) != self.ndim:
+            kind = {1: "spectra"}.get(self.ndim, f"measurements of {self.ndim} axes")
+            raise TargetError(f"target {self.name!r} scores {kind}; the instrument measures "
+                              f"{' x '.join(f'{a.name} ({a.n})' for a in axes)}")
+        if self.ndim == 1:
+            self(np.zeros((1, axes[0].n)), axes[0].values())
+        else:
+            self(np.ones((1, *(a.n for a in axes))), tuple(a.values() for a in axes))
 
 
 TARGETS: dict[str, Callable[..., np.ndarray]] = {
@@ -354,12 +463,19 @@ TARGETS: dict[str, Callable[..., np.ndarray]] = {
     "coercive_bias": coercive_bias,
     "imprint": imprint,
     "nucleation_bias": nucleation_bias,
+    "com_magnitude": com_magnitude,
+    "com_direction": com_direction,
+    "annular_intensity": annular_intensity,
+    "disk_spacing_strain": disk_spacing_strain,
+    "bragg_ratio": bragg_ratio,
 }
 
 
 #: Targets of other packages: an entry point ``name = "package.module:function"`` in this group names a
 #: function ``f(spectra, axis, **params) -> values`` (``spectra``: ``N x L`` or ``L``; ``axis``: ``L``
-#: ascending; ``values``: ``N`` or a float; NaN marks a measurement the target cannot score). A name
+#: ascending; ``values``: ``N`` or a float; NaN marks a measurement the target cannot score). A
+#: function with the attribute ``signal_ndim = 2`` scores diffraction patterns instead: ``spectra``
+#: ``N x ky x kx``, ``axis`` the pair ``(ky, kx)`` in mrad (:func:`calibration_from_axes`). A name
 #: of the built-in :data:`TARGETS` cannot be taken.
 ENTRY_POINT_GROUP = "aexp.targets"
 
@@ -394,7 +510,11 @@ def make_target(name: str, **params: Any) -> Target:
     fn = target_function(name)
     clean: dict[str, Any] = {}
     for k, v in params.items():
-        if isinstance(v, (list, tuple)):
+        if isinstance(v, (list, tuple)) and getattr(fn, "signal_ndim", 1) != 1:
+            if len(v) != 2 or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in v):
+                raise TargetError(f"target {name!r}: {k} must be two numbers (kx, ky) in mrad, got {v}")
+            v = (float(v[0]), float(v[1]))
+        elif isinstance(v, (list, tuple)):
             if len(v) != 2 or not v[0] < v[1]:
                 raise TargetError(f"target {name!r}: {k} must be [low, high] with low < high, got {v}")
             v = (float(v[0]), float(v[1]))

@@ -18,6 +18,7 @@ __all__ = [
     "Survey",
     "Candidates",
     "SpectrumAxis",
+    "axes_from_dicts",
     "Measurement",
     "InstrumentDescription",
     "Step",
@@ -171,20 +172,53 @@ class SpectrumAxis:
     def values(self) -> np.ndarray:
         return np.linspace(self.start, self.stop, self.n)
 
+    @property
+    def scale(self) -> float:
+        """Spacing of neighbouring values (``1.0`` for a one-value axis)."""
+        return (self.stop - self.start) / (self.n - 1) if self.n > 1 else 1.0
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def axes_from_dicts(raw: Any) -> tuple[SpectrumAxis, ...]:
+    """Axes from their ``to_dict()`` forms (a list of objects); ``ValueError`` names the bad one."""
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise ValueError(f"measurement_axes must be a non-empty list of axes, got {raw!r}")
+    out = []
+    for i, d in enumerate(raw):
+        if not isinstance(d, dict):
+            raise ValueError(f"measurement_axes[{i}] must be an object, got {d!r}")
+        try:
+            axis = SpectrumAxis(**d)
+        except TypeError as exc:
+            raise ValueError(f"measurement_axes[{i}]: {exc}") from None
+        if not isinstance(axis.n, int) or isinstance(axis.n, bool) or axis.n < 1:
+            raise ValueError(f"measurement_axes[{i}].n must be an integer >= 1, got {axis.n!r}")
+        out.append(axis)
+    return tuple(out)
+
+
 @dataclass
 class Measurement:
-    """One spectrum acquired at one probe position.
+    """One measurement at one probe position: a spectrum (``L``) or an array with named, calibrated
+    axes, e.g. a diffraction pattern (``ky x kx``).
 
     Attributes:
-        spectrum: ``L`` float values (counts, pm/V, ...).
-        axis: the spectrum's axis (``L == axis.n``).
+        spectrum: the values (counts, pm/V, ...): ``L`` for a spectrum, ``n_0 x n_1 x ...`` for an
+            N-D measurement (``spectrum.shape == tuple(a.n for a in signal_axes)``).
+        axis: the spectrum's axis (``L == axis.n``); for an N-D measurement its first axis.
         position: instrument (x, y) where it was taken, metres.
         duration_s: instrument time it took (simulated clock for a simulator).
         metadata: anything else the instrument reports (JSON-serialisable).
+        axes: every axis of an N-D measurement, in the array's order (``axes[0] == axis``); ``None``
+            for a spectrum.
+
+    Example:
+        >>> ky = SpectrumAxis("ky", "mrad", -11.0, 11.0, 64); kx = SpectrumAxis("kx", "mrad", -11.0, 11.0, 64)
+        >>> m = Measurement(pattern, ky, (0.0, 0.0), axes=(ky, kx))   # pattern: 64 x 64
+        >>> [a.name for a in m.signal_axes]
+        ['ky', 'kx']
     """
 
     spectrum: np.ndarray
@@ -192,6 +226,23 @@ class Measurement:
     position: tuple[float, float]
     duration_s: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    axes: tuple[SpectrumAxis, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.axes is None:
+            return
+        self.axes = tuple(self.axes)
+        shape = tuple(a.n for a in self.axes)
+        if np.shape(self.spectrum) != shape or self.axes[0] != self.axis:
+            raise ValueError(
+                f"a measurement of shape {np.shape(self.spectrum)} on axes {[a.name for a in self.axes]} "
+                f"{list(shape)}; axis must be axes[0]"
+            )
+
+    @property
+    def signal_axes(self) -> tuple[SpectrumAxis, ...]:
+        """The measurement's axes: ``(axis,)`` for a spectrum."""
+        return self.axes if self.axes else (self.axis,)
 
 
 @dataclass
@@ -207,8 +258,16 @@ class InstrumentDescription:
     measurement_time_s: float = 0.0
     protocol_version: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    #: every axis of an N-D measurement (``spectrum_axis`` is the first); ``None`` for spectra
+    measurement_axes: tuple[SpectrumAxis, ...] | None = None
+
+    @property
+    def signal_axes(self) -> tuple[SpectrumAxis, ...]:
+        """The axes of each measurement: ``(spectrum_axis,)`` for a spectrum."""
+        return self.measurement_axes if self.measurement_axes else (self.spectrum_axis,)
 
     def to_dict(self) -> dict[str, Any]:
+        nd = {"measurement_axes": [a.to_dict() for a in self.measurement_axes]} if self.measurement_axes else {}
         return {
             "name": self.name,
             "bounds": self.bounds.to_dict(),
@@ -219,6 +278,7 @@ class InstrumentDescription:
             "measurement_time_s": self.measurement_time_s,
             "protocol_version": self.protocol_version,
             "extra": self.extra,
+            **nd,  # absent for spectra, so 1-D sessions keep their bytes
         }
 
     @classmethod
@@ -233,6 +293,7 @@ class InstrumentDescription:
             measurement_time_s=d.get("measurement_time_s", 0.0),
             protocol_version=d.get("protocol_version", 1),
             extra=d.get("extra", {}),
+            measurement_axes=axes_from_dicts(d["measurement_axes"]) if d.get("measurement_axes") else None,
         )
 
 

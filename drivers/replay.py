@@ -113,6 +113,7 @@ class ReplayInstrument:
             survey_shape=tuple(int(v) for v in self.data.survey.shape),
             channels=self.data.channels,
             spectrum_axis=self.data.axis,
+            measurement_axes=self.data.signal_axes,
             units="m",
             extra={
                 "path": str(self.path),
@@ -129,7 +130,8 @@ class ReplayInstrument:
         return Survey(self.data.survey.copy(), self.data.transform, self.data.channels)
 
     def _rows(self, positions: np.ndarray) -> np.ndarray:
-        """Recorded spectra ``N x L`` at positions ``N x 2``; off-grid positions are an error."""
+        """Recorded spectra ``N x L`` (patterns ``N x ky x kx``) at positions ``N x 2``; off-grid
+        positions are an error."""
         r, q, ok = self.data.grid_index(positions)
         if not ok.all():
             x, y = np.atleast_2d(positions)[int(np.flatnonzero(~ok)[0])]
@@ -144,8 +146,10 @@ class ReplayInstrument:
         check_position(self.bounds, position)
         xy = (float(position[0]), float(position[1]))
         return Measurement(self._rows(np.array([xy]))[0], self.data.axis, xy,
-                           metadata={"command_id": command_id})
+                           metadata={"command_id": command_id}, axes=self.data.signal_axes)
 
     def truth(self, positions: np.ndarray, target: Target) -> np.ndarray:
-        """The target of the recorded spectrum at each position ``N x 2`` -> ``N``."""
-        return np.asarray(target(self._rows(positions), self.data.axis.values()), dtype=float)
+        """The target of the recorded spectrum (or pattern) at each position ``N x 2`` -> ``N``."""
+        axes = self.data.signal_axes
+        values = tuple(a.values() for a in axes) if axes else self.data.axis.values()
+        return np.asarray(target(self._rows(positions), values), dtype=float)

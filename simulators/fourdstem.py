@@ -49,11 +49,10 @@ Poisson noise at ``survey_dose`` counts per unit signal. ``com_x``, ``com_y``: t
 of the pattern (mrad), a coarse DPC: averaged over ``dpc_bin`` x ``dpc_bin`` scan blocks, with the
 shot noise of ``survey_dose`` electrons per pixel.
 
-Measurement, interim form. ``measure`` returns the pattern flattened row-major into
-``Measurement.spectrum`` (``detector_pixels^2`` values on the axis ``"detector_pixel"``, unit
-``"index"``); ``metadata["pattern_shape"]`` and ``metadata["calibration"]`` say how to fold it back.
-:meth:`FourDStemSimulator.measure_pattern` returns the ``ky x kx`` pattern and its
-:class:`~aexp.diffraction.DetectorCalibration` directly; it is the same acquisition.
+Measurement: ``measure`` returns the pattern ``ky x kx`` in ``Measurement.spectrum`` with its two
+axes, ``ky`` and ``kx`` in mrad (0 where the undeflected beam falls), in ``Measurement.axes``;
+``describe()`` names them in ``measurement_axes``. :meth:`FourDStemSimulator.measure_pattern`
+returns the pattern and its :class:`~aexp.diffraction.DetectorCalibration`; it is the same acquisition.
 
 Ground truth (not part of the Instrument protocol): :meth:`FourDStemSimulator.noiseless_patterns`,
 :meth:`FourDStemSimulator.local_physics`, :meth:`FourDStemSimulator.hidden_features`,
@@ -97,7 +96,8 @@ from .common import (
 )
 
 __all__ = [
-    "FourDStemSimulator", "FourDStemOptions", "electron_wavelength_m", "write_4d", "CHANNELS", "PHYSICS",
+    "FourDStemSimulator", "FourDStemOptions", "electron_wavelength_m", "detector_axes", "write_4d", "CHANNELS",
+    "PHYSICS",
 ]
 
 NAME = "fourdstem"
@@ -196,7 +196,8 @@ class FourDStemSimulator(SquareScan):
         n = o.detector_pixels
         self.clock = make_clock(o.clock)
         self.calibration = DetectorCalibration(o.detector_pixel_mrad, ((n - 1) / 2, (n - 1) / 2))
-        self._axis = SpectrumAxis("detector_pixel", "index", 0.0, float(n * n - 1), n * n)
+        self._axes = detector_axes(self.calibration, n)
+        self._axis = self._axes[0]
         self._placement = ProbePlacement.from_options(self.seed, o)
         self._ledger = DoseLedger(o.damage_radius_m) if o.damage_radius_m > 0 else None
         self._repeats: dict[tuple[int, ...], int] = {}
@@ -275,13 +276,14 @@ class FourDStemSimulator(SquareScan):
 
     def describe(self) -> InstrumentDescription:
         n = self.options.detector_pixels
-        return self._description(NAME, CHANNELS, {
+        desc = self._description(NAME, CHANNELS, {
             "dose": self.options.dose,
             "spectrum_units": "counts",
             "pattern_shape": [n, n],
             "calibration": self.calibration.to_dict(),
-            "measurement_form": "interim: the ky x kx pattern flattened row-major into the spectrum",
         })
+        desc.measurement_axes = self._axes
+        return desc
 
     def survey(self) -> Survey:
         """Virtual images ``4 x H x W`` float32 (haadf, adf, com_x mrad, com_y mrad); the same on every call."""
@@ -303,15 +305,16 @@ class FourDStemSimulator(SquareScan):
         return pattern, self.calibration
 
     def measure(self, position: tuple[float, float], command_id: str = "") -> Measurement:
-        """:meth:`measure_pattern` in the interim 1-D form: the pattern flattened row-major into
-        ``spectrum`` (``detector_pixels^2`` values), its shape and calibration in the metadata."""
+        """:meth:`measure_pattern` as a :class:`~aexp.types.Measurement`: the pattern ``ky x kx``
+        on the axes ``ky``, ``kx`` (mrad), its calibration also in the metadata."""
         pattern, meta = self._acquire(position, command_id)
         return Measurement(
-            spectrum=pattern.ravel(),
+            spectrum=pattern,
             axis=self._axis,
             position=(float(position[0]), float(position[1])),
             duration_s=self.options.measurement_time_s,
             metadata=meta,
+            axes=self._axes,
         )
 
     def _acquire(self, position: tuple[float, float], command_id: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -365,9 +368,13 @@ class FourDStemSimulator(SquareScan):
         return {**features, "com_x_mrad": com[:, 0], "com_y_mrad": com[:, 1]}
 
     def truth(self, positions: np.ndarray, target: Target) -> np.ndarray:
-        """Noiseless target ``N`` at positions ``N x 2`` on the flattened patterns (the interim form)."""
-        flat = self.noiseless_patterns(positions).reshape(len(as_positions(positions)), -1)
-        return np.asarray(target(flat, self._axis.values()), dtype=float)
+        """Noiseless target ``N`` at positions ``N x 2``: a pattern target (``target.ndim == 2``) on
+        the patterns and their ``(ky, kx)`` axes, any other on the patterns flattened row-major."""
+        patterns = self.noiseless_patterns(positions)
+        if getattr(target, "ndim", 1) == 2:
+            return np.asarray(target(patterns, tuple(a.values() for a in self._axes)), dtype=float)
+        flat = patterns.reshape(len(patterns), -1)
+        return np.asarray(target(flat, np.arange(flat.shape[1], dtype=float)), dtype=float)
 
     def pattern_truth(
         self, positions: np.ndarray, scalar: Callable[..., Any], **params: Any
@@ -467,6 +474,14 @@ class FourDStemSimulator(SquareScan):
 
 
 _WRITERS = {".hspy": "rsciio.hspy", ".zspy": "rsciio.zspy"}
+
+
+def detector_axes(calibration: DetectorCalibration, n: int) -> tuple[SpectrumAxis, SpectrumAxis]:
+    """The ``(ky, kx)`` axes in mrad of an ``n x n`` detector: ``k = pixel_mrad (pixel - centre)``."""
+    p = calibration.pixel_mrad
+    (cy, cx) = calibration.centre_px
+    return (SpectrumAxis("ky", "mrad", -cy * p, (n - 1 - cy) * p, n),
+            SpectrumAxis("kx", "mrad", -cx * p, (n - 1 - cx) * p, n))
 
 
 def write_4d(path: str | Path, sim: FourDStemSimulator, stride: int = 1) -> np.ndarray:

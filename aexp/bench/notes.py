@@ -58,11 +58,11 @@ def _noise_draws(spectra: np.ndarray, counts: bool, n: int, rng: np.random.Gener
         yield spectra + rng.normal(size=spectra.shape) * sigma
 
 
-def top_stability(spectra: np.ndarray, axis: np.ndarray, target: Target, fraction: float, counts: bool,
+def top_stability(spectra: np.ndarray, axis: Any, target: Target, fraction: float, counts: bool,
                   n: int = 20, seed: int = 0) -> dict[str, Any]:
     """Overlap of the recorded top ``fraction`` with that of ``n`` noise redraws (module docstring).
 
-    ``spectra``: ``M x L`` at the candidates; ``axis``: ``L``.
+    ``spectra``: ``M x L`` at the candidates; ``axis``: ``L`` (patterns ``M x ky x kx`` on ``(ky, kx)``).
     """
     from . import top_indices
 
@@ -84,14 +84,15 @@ def replay_notes(instrument: Any, candidates: Candidates, target: Target, top_fr
     if data is None or not hasattr(instrument, "_rows"):
         return None
     spectra = instrument._rows(candidates.positions)
+    axes = instrument.describe().signal_axes  # a pattern target takes the pair (ky, kx)
+    axis = axes[0].values() if len(axes) == 1 else tuple(a.values() for a in axes)
     counts = data.spectrum_units == "counts" and bool(np.nanmin(spectra) >= 0)
     source = (data.metadata.get("source") or {}).get("file") or instrument.path.name
     return {
         "recording": source,
         "seeds_vary": "the initial random points only: every seed replays the same recorded sample",
         "survey_source": data.survey_source,
-        "top_stability": top_stability(spectra, instrument.describe().spectrum_axis.values(), target,
-                                       top_fraction, counts),
+        "top_stability": top_stability(spectra, axis, target, top_fraction, counts),
     }
 
 

@@ -65,11 +65,16 @@ def _cmd_import(args: argparse.Namespace) -> int:
     }, "aexp import")
     data = import_recording(args.source, opts)
     path = save_grid(args.out, data)
-    r, q, n = data.spectra.shape
+    r, q = data.spectra.shape[:2]
     meta = data.metadata
+    backwards = " (reversed: the file ran backwards)" if meta["axis_reversed"] else ""
     print(f"{args.source} [{meta['source']['signal']}] -> {path}")
-    print(f"  grid {r} x {q} spectra of {n} values, {data.axis.name} {data.axis.start:g} .. {data.axis.stop:g} "
-          f"{data.axis.units}{' (reversed: the file ran backwards)' if meta['axis_reversed'] else ''}")
+    if data.signal_axes:
+        axes = ", ".join(f"{a.name} {a.start:g} .. {a.stop:g} {a.units}" for a in data.signal_axes)
+        print(f"  grid {r} x {q} patterns of {' x '.join(str(a.n) for a in data.signal_axes)}, {axes}{backwards}")
+    else:
+        print(f"  grid {r} x {q} spectra of {data.spectra.shape[2]} values, {data.axis.name} {data.axis.start:g} .. "
+              f"{data.axis.stop:g} {data.axis.units}{backwards}")
     if "loops" in meta:
         lp = meta["loops"]
         print(f"  loops: a bias waveform of {lp['waveform_points']} points ({lp['waveform_source']}), "

@@ -119,6 +119,8 @@ class Signal:
         n_sp, n = len(self.spatial), len(self.axes)
         if n == 3 and n_sp == 2:
             return "spectrum image"
+        if n == 4 and n_sp == 2:
+            return "4D-STEM"
         if n == 2 and n_sp == 2:
             return "image"
         if n == 1 and n_sp == 0:
@@ -203,10 +205,16 @@ class ImportOptions:
 
 
 def sha256(path: str | Path) -> str:
+    """Of a file's bytes; of a folder store (``.zspy``), of each file's relative name and bytes, in order."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
@@ -397,9 +405,9 @@ def read_recording(path: str | Path, axis: tuple[str, str, float, float] | None 
             not installed (the message names the ``io`` extra).
     """
     path = Path(path)
-    if not path.is_file():
-        raise RecordingError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if not (path.is_file() or (suffix == ".zspy" and path.is_dir())):  # a .zspy may be a zarr folder
+        raise RecordingError(f"{path}: no such file")
     if suffix == ".npy":
         return _read_npy(path, axis)
     if suffix in _SCIFI_SUFFIXES:
@@ -526,6 +534,8 @@ def import_recording(path: str | Path, options: ImportOptions | None = None) -> 
     path = Path(path)
     # a loop map's .npy cube takes its axis from the waveform: a placeholder until it is unfolded
     signals = read_recording(path, ("waveform_step", "", 0.0, 1.0) if opts.bias is not None else opts.axis)
+    if _is_4d(signals, opts.signal):
+        return _import_4d(path, select_signal(signals, opts.signal, path, kind="4D-STEM"), opts)
     sig = select_signal(signals, opts.signal, path)
     where = f"{path}, signal {sig.name!r}"
     loops = as_loop_map(sig, opts.bias, opts.cycle, where)
@@ -559,3 +569,82 @@ def import_recording(path: str | Path, options: ImportOptions | None = None) -> 
                        metadata=metadata)
     assert data.survey.shape[1:] == (h, w)
     return data
+
+
+# -------------------------------------------------------------------------------- 4D-STEM
+
+
+#: the virtual images a 4D-STEM data set's survey is made of (the 4D-STEM twin's channels but the HAADF,
+#: which lies beyond a camera's edge)
+VIRTUAL_CHANNELS = ("sum", "adf", "com_x", "com_y")
+
+
+def _is_4d(signals: list[Signal], name: str | None) -> bool:
+    """Whether the signal to import is a 4D-STEM scan: the one named, or the only candidate."""
+    if name is not None:
+        hits = [s for s in signals if s.name.lower() == name.lower()]
+        if not hits and re.fullmatch(r"\d+", name) and int(name) < len(signals):
+            hits = [signals[int(name)]]
+        return bool(hits) and hits[0].kind == "4D-STEM"
+    kinds = [s.kind for s in signals]
+    return "4D-STEM" in kinds and "spectrum image" not in kinds
+
+
+def _detector_axis(ax: Axis, where: str) -> tuple[SpectrumAxis, bool]:
+    if ax.scale is None or ax.scale == 0 or ax.size < 2:
+        raise RecordingError(f"{where}: the detector axis {ax.describe()} must hold 2 or more evenly spaced values")
+    start, stop = ax.offset, ax.offset + ax.scale * (ax.size - 1)
+    name = re.sub(r"[^0-9a-z]+", "_", ax.name.lower()).strip("_") or "k"
+    return SpectrumAxis(name, ax.units, float(min(start, stop)), float(max(start, stop)), ax.size), ax.scale < 0
+
+
+def virtual_images(patterns: np.ndarray, axes: tuple[SpectrumAxis, SpectrumAxis]) -> np.ndarray:
+    """The survey of a 4D-STEM scan, ``4 x R x Q`` (:data:`VIRTUAL_CHANNELS`): the counts of each
+    pattern (``sum``), those at ``|k| >= k_max / 2`` with ``k_max`` the largest angle on the
+    detector's inscribed circle (``adf``), and the centre of mass ``<kx>``, ``<ky>`` in the axes'
+    units (``com_x``, ``com_y``). ``patterns``: ``R x Q x ky x kx``; NaN patterns give NaN pixels."""
+    ky, kx = np.meshgrid(axes[0].values(), axes[1].values(), indexing="ij")
+    k = np.hypot(kx, ky)
+    k_max = min(abs(axes[0].start), abs(axes[0].stop), abs(axes[1].start), abs(axes[1].stop))
+    outer = (k >= k_max / 2).astype(np.float64)
+    p = np.asarray(patterns, dtype=np.float64)
+    total = p.sum(axis=(2, 3))
+    safe = np.where(total != 0, total, 1.0)
+    com_x = np.einsum("rqyx,yx->rq", p, kx) / safe
+    com_y = np.einsum("rqyx,yx->rq", p, ky) / safe
+    adf = np.einsum("rqyx,yx->rq", p, outer)
+    return np.stack([total, adf, com_x, com_y]).astype(np.float32)
+
+
+def _import_4d(path: Path, sig: Signal, opts: ImportOptions) -> GridDataset:
+    """A 4D-STEM scan (two navigation, two detector axes) as a full-grid data set of patterns whose
+    survey is made of virtual images (:func:`virtual_images`)."""
+    where = f"{path}, signal {sig.name!r}"
+    if opts.survey is not None or opts.survey_band is not None or (opts.stride or 1) != 1:
+        raise RecordingError(f"{where}: a 4D-STEM scan's survey is made of virtual images of its patterns, "
+                             f"one pixel per probe position; --survey, --survey-band and --stride do not apply")
+    rows, cols = sig.spatial
+    det = [i for i in range(4) if i not in (rows, cols)]
+    (ky, flip_y), (kx, flip_x) = (_detector_axis(sig.axes[i], where) for i in det)
+    patterns = np.asarray(sig.data, dtype=np.float32).transpose(rows, cols, *det)
+    if flip_y or flip_x:  # detector axes run upwards, as every pattern target expects
+        patterns = patterns[..., :: -1 if flip_y else 1, :: -1 if flip_x else 1]
+    patterns = np.ascontiguousarray(patterns)
+    bad = ~np.isfinite(patterns).all(axis=(2, 3))
+    if bad.all():
+        raise RecordingError(f"{where}: every pattern holds NaN or inf; nothing to measure")
+    transform, calibration = _grid_transform(sig, (rows, cols), opts.pixel_size, path)
+    survey = virtual_images(patterns, (ky, kx))  # a pattern holding NaN gives NaN pixels: masked candidates
+    summary = "virtual images of the patterns: sum, adf (|k| >= half the detector), centre of mass (not independent)"
+    metadata = {
+        "source": {"file": path.name, "sha256": sha256(path), "signal": sig.name, "shape": [a.size for a in sig.axes]},
+        "calibration": calibration,
+        "axis_reversed": bool(flip_y or flip_x),
+        "nan_spectra": int(bad.sum()),
+        "survey": {"kind": "virtual images", "channels": list(VIRTUAL_CHANNELS), "independent": False,
+                   "summary": summary},
+        "recording": sig.metadata,
+    }
+    return GridDataset(survey=survey, spectra=patterns, transform=transform, channels=VIRTUAL_CHANNELS, axis=ky,
+                       stride=1, spectrum_units="counts", survey_source=summary, metadata=metadata,
+                       signal_axes=(ky, kx))

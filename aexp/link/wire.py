@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..instrument import InstrumentError, InstrumentTimeout, MeasurementFailed, OutOfBounds
-from ..types import InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey
+from ..types import InstrumentDescription, Measurement, PixelTransform, SpectrumAxis, Survey, axes_from_dicts
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -481,8 +481,11 @@ def survey_from_wire(result: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
 
 
 def measurement_to_wire(m: Measurement) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """``(result, arrays)`` of a measurement: the spectrum travels raw, ``L`` values."""
+    """``(result, arrays)`` of a measurement: the spectrum travels raw, ``L`` values (an N-D
+    measurement, e.g. a pattern ``ky x kx``, with its shape, and its axes under ``"axes"``)."""
+    nd = {"axes": [a.to_dict() for a in m.axes]} if m.axes else {}
     meta = {
+        **nd,
         "axis": m.axis.to_dict(),
         "position": [float(m.position[0]), float(m.position[1])],
         "duration_s": float(m.duration_s),
@@ -502,6 +505,7 @@ def measurement_from_wire(result: Mapping[str, Any], arrays: Mapping[str, np.nda
             position=(float(x), float(y)),
             duration_s=float(result["duration_s"]),
             metadata=dict(result.get("metadata") or {}),
+            axes=axes_from_dicts(result["axes"]) if result.get("axes") is not None else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMessage(f"measurement reply: {exc}") from None

@@ -96,15 +96,22 @@ def _write(f: Any, reader: SessionReader) -> None:
     spectra = f.create_group("spectra")
     rows = reader.spectra()
     with_spectrum = [s for s in steps if s.spectrum_row is not None and s.spectrum_row < len(rows)]
-    data = rows[_spectrum_rows(with_spectrum)] if with_spectrum else np.empty((0, rows.shape[1]))
+    data = rows[_spectrum_rows(with_spectrum)] if with_spectrum else np.empty((0, *rows.shape[1:]))
     spectra.create_dataset("data", data=data, compression="gzip")
     spectra.create_dataset("step", data=np.array([s.step for s in with_spectrum], dtype=np.int64))
     spectra.create_dataset("position", data=np.array([s.position for s in with_spectrum],
                                                      dtype=np.float64).reshape(-1, 2)).attrs["units"] = "m"
     spectra.create_dataset("target", data=_column(with_spectrum, "target"))
-    axis = man.spectrum_axis
-    energy = spectra.create_dataset("axis", data=axis.values())
-    energy.attrs["name"], energy.attrs["units"] = axis.name, axis.units
+    axes = man.signal_axes
+    if len(axes) == 1:
+        energy = spectra.create_dataset("axis", data=axes[0].values())
+        energy.attrs["name"], energy.attrs["units"] = axes[0].name, axes[0].units
+    else:  # N-D measurements (diffraction patterns): one calibrated axis per dimension of ``data``
+        group = spectra.create_group("axes")
+        for i, a in enumerate(axes):
+            values = group.create_dataset(a.name, data=a.values())
+            values.attrs["units"], values.attrs["dimension"] = a.units, i + 1
+        spectra.attrs["axes"] = json.dumps([a.name for a in axes])
     spectra.attrs["units"] = _spectrum_units(reader)
 
 
@@ -192,13 +199,14 @@ class _Measured:
 
     Attributes:
         spectra: ``m x L`` float64.
-        axis: ``(name, units, offset, scale)`` of the spectrum axis (channel numbers if unrecorded).
+        spectra: ``m x L``, or ``m x ky x kx`` for diffraction patterns.
+        axes: ``(name, units, offset, scale)`` of each axis of a measurement.
         units: the spectra's units (e.g. ``counts``), ``""`` if unknown.
         step, index: ``m`` int64; position: ``m x 2`` (x, y) m; pixel: ``m x 2`` (row, col); target: ``m``.
     """
 
     spectra: np.ndarray
-    axis: tuple[str, str, float, float]
+    axes: list[tuple[str, str, float, float]]
     units: str
     step: np.ndarray
     index: np.ndarray
@@ -215,12 +223,10 @@ def _measured(reader: SessionReader) -> _Measured:
             f"{reader.folder}: no step has a recorded spectrum (recording.spectra was off, or every "
             f"step failed); --format hdf5 exports the steps without spectra"
         )
-    ax = reader.manifest.spectrum_axis
-    scale = (ax.stop - ax.start) / (ax.n - 1) if ax.n > 1 else 1.0
-    axis = (ax.name, ax.units, float(ax.start), float(scale))
+    axes = [(ax.name, ax.units, float(ax.start), float(ax.scale)) for ax in reader.manifest.signal_axes]
     return _Measured(
         spectra=rows[_spectrum_rows(steps)],
-        axis=axis,
+        axes=axes,
         units=_spectrum_units(reader),
         step=np.array([s.step for s in steps], dtype=np.int64),
         index=np.array([s.index for s in steps], dtype=np.int64),
@@ -326,16 +332,21 @@ def _hyperspy_signals(reader: SessionReader, survey_name: str) -> tuple[dict[str
     m, sv = _measured(reader), _survey(reader)
     man = reader.manifest
     sid = man.session_id
-    name, units, offset, scale = m.axis
     step_axis = {"_type": "DataAxis", "name": "step", "units": None, "axis": m.step.astype(np.float64),
                  "navigate": True, "is_binned": False}
     points = {"session_id": sid, "seed": man.seed, "survey_file": survey_name,
               "step": m.step, "index": m.index, "position_m": m.position, "pixel": m.pixel, "target": m.target}
+    signal_axes = [_hs_axis(name, units, offset, scale, size, False)
+                   for (name, units, offset, scale), size in zip(m.axes, m.spectra.shape[1:])]
+    patterns = len(m.axes) == 2
     spectra = _hs_signal(
-        m.spectra, [step_axis, _hs_axis(name, units, offset, scale, m.spectra.shape[1], False)],
-        f"aexp {sid} spectra", f"Intensity ({m.units})" if m.units else "Intensity",
+        m.spectra, [step_axis, *signal_axes],
+        f"aexp {sid} {'diffraction patterns' if patterns else 'spectra'}",
+        f"Intensity ({m.units})" if m.units else "Intensity",
         {"aexp": points}, {"aexp": _provenance(reader)},
     )
+    if patterns:  # a stack of patterns with calibrated detector axes: pyxem's ElectronDiffraction2D
+        spectra["metadata"]["Signal"]["signal_type"] = "electron_diffraction"
     image_axes = [_hs_axis(a.name, a.units, a.offset, a.scale, n, False)
                   for a, n in zip((sv.rows, sv.cols), sv.image.shape[-2:])]
     if sv.image.ndim == 3:
@@ -406,13 +417,15 @@ def _write_nsid(reader: SessionReader, outs: list[Path], tmps: list[Path]) -> No
     hdf_io = _need("pyNSID.io.hdf_io", "pyNSID")
     m, sv = _measured(reader), _survey(reader)
     sid = reader.manifest.session_id
-    name, units, offset, scale = m.axis
     spectra = sidpy.Dataset.from_array(m.spectra, title="spectra", datatype="point_cloud",
                                        coordinates=m.position, units=m.units or "a.u.", quantity="intensity")
     spectra.set_dimension(0, sidpy.Dimension(m.step.astype(np.float64), name="step", quantity="step",
                                              units="step", dimension_type="point_cloud"))
-    spectra.set_dimension(1, sidpy.Dimension(offset + scale * np.arange(m.spectra.shape[1]), name=name,
-                                             quantity=name, units=units or "channel", dimension_type="spectral"))
+    # a spectrum's axis is spectral; a diffraction pattern's two are scattering angles (reciprocal)
+    kind = "spectral" if len(m.axes) == 1 else "reciprocal"
+    for i, (name, units, offset, scale) in enumerate(m.axes, start=1):
+        spectra.set_dimension(i, sidpy.Dimension(offset + scale * np.arange(m.spectra.shape[i]), name=name,
+                                                 quantity=name, units=units or "channel", dimension_type=kind))
     spectra.metadata = {"aexp": {"session_id": sid, "step": m.step, "index": m.index, "position_m": m.position,
                                  "pixel": m.pixel, "target": m.target}}
     spectra.original_metadata = {"aexp": _provenance(reader)}

@@ -172,6 +172,13 @@ class Manifest:
     def num_threads(self) -> int | None:
         return self.torch.num_threads
 
+    @property
+    def signal_axes(self) -> tuple[SpectrumAxis, ...]:
+        """The axes of each recorded measurement: ``(spectrum_axis,)`` for spectra, the instrument's
+        ``measurement_axes`` (e.g. ``ky``, ``kx``) for N-D measurements."""
+        axes = self.instrument.measurement_axes
+        return axes if axes and len(axes) > 1 else (self.spectrum_axis,)
+
 
 _KNOWN = {
     "format_version", "session_id", "created", "seed", "budget", "config", "versions", "torch",

@@ -160,12 +160,14 @@ class SessionInstrument:
                 )
             name, _, message = (step.error or "InstrumentError: failed").partition(": ")
             raise _ERRORS.get(name, InstrumentError)(message)
+        axes = self.reader.manifest.signal_axes
         return Measurement(
             spectrum=spectrum,
-            axis=self._description.spectrum_axis,
+            axis=axes[0],
             position=(float(position[0]), float(position[1])),
             duration_s=float(step.timings.get("instrument_s", 0.0)),
             metadata={"replayed_step": step.step},
+            axes=axes if len(axes) > 1 else None,
         )
 
 

@@ -9,10 +9,12 @@ Layout (format version 1)::
     steps.jsonl        one JSON object per completed measurement (a :class:`aexp.types.Step`)
     spectra.bin        raw little-endian float64, one row of L values per recorded spectrum;
                        a step's ``spectrum_row`` points into it
+    measurements.zarr  N-D measurements (diffraction patterns ``ky x kx``) instead of spectra.bin:
+                       a Zarr v2 folder, one chunk per row (:mod:`aexp.session.zarr_rows`)
     summary.json       written when the run ends (completed, interrupted or failed)
 
 A step is durable before the next command goes to the instrument: its spectrum row is appended and
-fsynced, then its JSON line is appended and fsynced. A reader trusts only complete lines; a torn last
+fsynced (an N-D row: its chunk written, fsynced and renamed), then its JSON line is appended and fsynced. A reader trusts only complete lines; a torn last
 line (a crash mid-write) is reported in :attr:`SessionReader.dropped` and ignored, never silently.
 Nothing is pickled.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -33,7 +36,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..types import Step
+from .durable import _fsync_dir, _write_durable
 from .manifest import FORMAT_VERSION, Manifest, SessionError
+from .zarr_rows import MEASUREMENTS, ZarrRows
 
 __all__ = [
     "FORMAT_VERSION",
@@ -69,25 +74,6 @@ class Recorder(Protocol):
     def append_step(self, step: Step, spectrum: np.ndarray | None = None) -> Step: ...
 
     def close(self) -> None: ...
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durable(path: Path, write) -> None:
-    """Write via a temporary file + fsync + rename, so a reader never sees a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _set_aside(path: Path, size: int) -> Path:
@@ -137,7 +123,7 @@ LOCK = ".aexp-lock"
 #: What aexp writes into a session folder; ``--overwrite`` deletes a folder holding nothing else.
 SESSION_FILES = (
     MARKER, LOCK, "manifest.json", "survey.npy", "candidates.npy", "pixels.npy", "steps.jsonl",
-    "spectra.bin", "summary.json", "session.png", "recovered-*.bin", "*.tmp", "aexp.log",
+    "spectra.bin", MEASUREMENTS, "summary.json", "session.png", "recovered-*.bin", "*.tmp", "aexp.log",
     "registrations.jsonl",  # drift corrections (aexp.drift)
     # the operator's channel and record (aexp.live): commands in, applied actions, the page's state
     "control.jsonl", "actions.jsonl", "live.json", "maps.npz",
@@ -164,7 +150,14 @@ def foreign_entries(folder: Path) -> list[str]:
     return sorted(
         e.name for e in folder.iterdir()
         if not (e.is_file() and not e.is_symlink() and any(fnmatch.fnmatchcase(e.name, pat) for pat in SESSION_FILES))
+        and not _is_measurement_store(e)
     )
+
+
+def _is_measurement_store(entry: Path) -> bool:
+    """Whether ``entry`` is the session's ``measurements.zarr`` (a real folder of plain files only)."""
+    return (entry.name == MEASUREMENTS and entry.is_dir() and not entry.is_symlink()
+            and all(c.is_file() and not c.is_symlink() for c in entry.iterdir()))
 
 
 class SessionLock:
@@ -278,7 +271,9 @@ class SessionWriter:
         try:
             check_out_folder(self.folder, overwrite)  # again, now that no other writer can start
             for entry in self.folder.iterdir():
-                if entry.name != LOCK:
+                if entry.name == MEASUREMENTS and _is_measurement_store(entry):
+                    shutil.rmtree(entry)
+                elif entry.name != LOCK:
                     entry.unlink()
             write_json(self.folder / MARKER, {"format": "aexp-session", "format_version": FORMAT_VERSION})
             self._open(rows=0, length=None)
@@ -286,11 +281,12 @@ class SessionWriter:
             self._lock.release()
             raise
 
-    def _open(self, rows: int, length: int | None) -> None:
+    def _open(self, rows: int, length: int | None, nd: ZarrRows | None = None) -> None:
         self._steps = open(self.folder / "steps.jsonl", "ab")
         self._spectra = open(self.folder / "spectra.bin", "ab")
         self._rows = rows
         self._length = length
+        self._nd = nd  # the N-D store, once the first N-D measurement came (or on resume)
         _fsync_dir(self.folder)
 
     @classmethod
@@ -308,9 +304,10 @@ class SessionWriter:
             raise SessionError(f"the lock held is not {folder}'s")
         length = reader.spectrum_length
         rows = sum(1 for s in reader.steps if s.spectrum_row is not None)
+        nd = reader.measurement_store()
         keep = {
             "steps.jsonl": reader.steps_bytes,
-            "spectra.bin": rows * (length or 0) * np.dtype(SPECTRUM_DTYPE).itemsize,
+            "spectra.bin": 0 if nd else rows * (length or 0) * np.dtype(SPECTRUM_DTYPE).itemsize,
         }
         for name, size in keep.items():
             path = folder / name
@@ -318,10 +315,12 @@ class SessionWriter:
                 extra = path.stat().st_size - size
                 aside = _set_aside(path, size)
                 reader.dropped.append(f"{name}: {extra} bytes past the last complete step moved to {aside.name}")
+        if nd is not None:
+            reader.dropped.extend(nd.set_aside(rows))
         self = cls.__new__(cls)
         self.folder = folder
         self._lock = lock
-        self._open(rows=rows, length=length if rows else None)
+        self._open(rows=rows, length=length if rows and nd is None else None, nd=nd)
         return self
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
@@ -335,15 +334,24 @@ class SessionWriter:
     def append_step(self, step: Step, spectrum: np.ndarray | None = None) -> Step:
         """Make ``step`` (and its spectrum) durable. Returns the step with ``spectrum_row`` set."""
         row = None
+        nd = spectrum is not None and (np.ndim(spectrum) > 1 or self._nd is not None)
         if spectrum is not None:
-            row = np.ascontiguousarray(spectrum, dtype=SPECTRUM_DTYPE).ravel()
-            if self._length is not None and row.size != self._length:
-                raise SessionError(f"spectrum of {row.size} values; this session records {self._length}")
+            row = np.ascontiguousarray(spectrum, dtype=SPECTRUM_DTYPE)
+            if nd:
+                self._check_nd(row)
+            else:
+                row = row.ravel()
+                if self._length is not None and row.size != self._length:
+                    raise SessionError(f"spectrum of {row.size} values; this session records {self._length}")
             step.spectrum_row = self._rows
         # serialise first: a record that cannot be written leaves nothing half-done on disk
         line = (json.dumps(step.to_dict(), allow_nan=False) + "\n").encode()
         with _no_interrupt():
-            if row is not None:
+            if row is not None and nd:
+                assert self._nd is not None
+                self._nd.append(self._rows, row)
+                self._rows += 1
+            elif row is not None:
                 self._spectra.write(row.tobytes())
                 self._spectra.flush()
                 os.fsync(self._spectra.fileno())
@@ -353,6 +361,24 @@ class SessionWriter:
             self._steps.flush()
             os.fsync(self._steps.fileno())
         return step
+
+    def _check_nd(self, row: np.ndarray) -> None:
+        """An N-D measurement goes to ``measurements.zarr``; a session records one shape, one kind."""
+        if self._nd is None:
+            if self._rows:
+                raise SessionError(f"a measurement of shape {row.shape}; this session records spectra of "
+                                   f"{self._length} values")
+            self._nd = ZarrRows(self.folder / MEASUREMENTS, row.shape, axes=self._recorded_axes(row.shape))
+        elif row.shape != self._nd.shape:
+            raise SessionError(f"a measurement of shape {row.shape}; this session records {self._nd.shape}")
+
+    def _recorded_axes(self, shape: tuple[int, ...]) -> tuple[Any, ...] | None:
+        """The measurement axes the manifest (written before the first step) describes, if they fit."""
+        try:
+            axes = Manifest.from_dict(json.loads((self.folder / "manifest.json").read_text())).signal_axes
+        except (OSError, ValueError, SessionError):
+            return None
+        return axes if tuple(a.n for a in axes) == tuple(shape) else None
 
     def close(self) -> None:
         for fh in (self._steps, self._spectra):
@@ -438,6 +464,18 @@ class SessionReader:
         return self.manifest.spectrum_axis.n
 
     @property
+    def measurement_shape(self) -> tuple[int, ...]:
+        """The shape of one recorded measurement: ``(L,)``, or ``(ky, kx)`` for diffraction patterns."""
+        return tuple(a.n for a in self.manifest.signal_axes)
+
+    def measurement_store(self) -> ZarrRows | None:
+        """The session's ``measurements.zarr`` when it records N-D measurements, else ``None``."""
+        axes = self.manifest.signal_axes
+        if len(axes) < 2:
+            return None
+        return ZarrRows(self.folder / MEASUREMENTS, self.measurement_shape, axes=axes)
+
+    @property
     def summary(self) -> dict[str, Any] | None:
         """The parsed ``summary.json``; ``None`` while a run is going on or after a hard crash."""
         path = self.folder / "summary.json"
@@ -477,7 +515,13 @@ class SessionReader:
         return steps
 
     def _spectrum_rows(self) -> int:
-        """Complete rows in ``spectra.bin`` (from its size; nothing is read)."""
+        """Complete rows in ``spectra.bin`` (from its size; nothing is read), or chunks in
+        ``measurements.zarr``."""
+        nd = self.measurement_store()
+        if nd is not None:
+            if not nd.path.is_dir() and any(s.spectrum_row is not None for s in self.steps):
+                raise SessionError(f"{nd.path} is missing while steps.jsonl points into it; the session is damaged")
+            return nd.present()
         length, path = self.spectrum_length, self.folder / "spectra.bin"
         if not path.exists() and any(s.spectrum_row is not None for s in self.steps):
             raise SessionError(f"{path} is missing while steps.jsonl points into it; the session is damaged "
@@ -498,7 +542,7 @@ class SessionReader:
             if step.spectrum_row is not None and step.spectrum_row >= rows:
                 lost = self.steps[n:]
                 self.dropped.append(
-                    f"spectra.bin: holds {rows} complete rows; steps {lost[0].step}..{lost[-1].step} "
+                    f"{MEASUREMENTS if self.measurement_store() else 'spectra.bin'}: holds {rows} complete rows; steps {lost[0].step}..{lost[-1].step} "
                     f"({len(lost)}) point past it and are ignored"
                 )
                 raw = (self.folder / "steps.jsonl").read_bytes()
@@ -517,7 +561,11 @@ class SessionReader:
             raise SessionError(f"{path}: unreadable or truncated ({exc})") from None
 
     def spectra(self) -> np.ndarray:
-        """All complete spectrum rows, ``rows x L`` float64 (empty if none were recorded)."""
+        """All complete measurement rows, ``rows x L`` float64 (``rows x ky x kx`` for diffraction
+        patterns; empty if none were recorded)."""
+        nd = self.measurement_store()
+        if nd is not None:
+            return nd.read_rows(nd.present()) if nd.path.is_dir() else np.empty((0, *nd.shape))
         length = self.spectrum_length
         path = self.folder / "spectra.bin"
         if not length or not path.exists():
@@ -531,9 +579,16 @@ class SessionReader:
         return data[: whole * length].reshape(whole, length)
 
     def spectrum(self, step: Step) -> np.ndarray | None:
-        """The spectrum recorded with ``step`` (``L`` float64), or ``None`` if it has none."""
+        """The measurement recorded with ``step`` (``L`` float64, or :attr:`measurement_shape` for
+        N-D measurements), or ``None`` if it has none."""
         if step.spectrum_row is None or not self.spectrum_length:
             return None
+        nd = self.measurement_store()
+        if nd is not None:
+            try:
+                return nd.read(step.spectrum_row)
+            except ValueError as exc:
+                raise SessionError(f"{self.folder}: measurement row {step.spectrum_row}: {exc}") from None
         n = self.spectrum_length
         with open(self.folder / "spectra.bin", "rb") as fh:
             fh.seek(step.spectrum_row * n * np.dtype(SPECTRUM_DTYPE).itemsize)

@@ -362,3 +362,15 @@ def test_the_driver_is_a_link_client_for_aexp_describe():
 
     assert isinstance(ZmqInstrument(address="tcp://127.0.0.1:1"), LinkClient)
     assert not isinstance(PlasmonicSimulator(seed=0, **SIM), LinkClient)
+
+
+def test_a_diffraction_pattern_crosses_the_link_with_its_axes(serve):
+    from simulators.fourdstem import FourDStemSimulator
+
+    s = serve(instrument=FourDStemSimulator(seed=3, survey_pixels=16))
+    with client(s.address) as inst:
+        assert [a.name for a in inst.describe().signal_axes] == ["ky", "kx"]
+        m = inst.measure((5e-9, 5e-9), command_id="c0")
+    local = FourDStemSimulator(seed=3, survey_pixels=16).measure((5e-9, 5e-9), command_id="c0")
+    assert m.spectrum.shape == (64, 64) and m.signal_axes == local.signal_axes
+    np.testing.assert_array_equal(m.spectrum, local.spectrum)

@@ -40,7 +40,10 @@ def test_registered_in_pyproject_and_an_instrument():
     assert isinstance(sim, Instrument)
     d = sim.describe()
     assert d.name == "fourdstem" and d.survey_shape == (4, 24, 24) and d.channels == CHANNELS
-    assert d.spectrum_axis.n == 64 * 64 and d.extra["pattern_shape"] == [64, 64]
+    assert [(a.name, a.units, a.n) for a in d.signal_axes] == [("ky", "mrad", 64), ("kx", "mrad", 64)]
+    # 0 mrad where the undeflected beam falls (pixel 31.5), 0.35 mrad per pixel
+    assert d.signal_axes[1].start == pytest.approx(-31.5 * 0.35) and d.signal_axes[1].scale == pytest.approx(0.35)
+    assert d.spectrum_axis == d.signal_axes[0] and d.extra["pattern_shape"] == [64, 64]
     assert d.extra["calibration"] == {"pixel_mrad": 0.35, "centre_px": [31.5, 31.5]}
 
 
@@ -69,10 +72,10 @@ def test_pattern_is_poisson_counts_keyed_by_place_and_repeat():
     assert abs(first.sum() - sim.options.dose) < 5 * math.sqrt(sim.options.dose)
     fresh = FourDStemSimulator(seed=SEED, **SMALL)
     np.testing.assert_array_equal(fresh.measure_pattern(where)[0], first)
-    # the interim 1-D form is the same acquisition, flattened row-major
+    # measure() is the same acquisition, the pattern on its (ky, kx) axes
     m = FourDStemSimulator(seed=SEED, **SMALL).measure(where, command_id="c7")
-    np.testing.assert_array_equal(m.spectrum, first.ravel())
-    assert m.axis.n == first.size and m.metadata["pattern_shape"] == [64, 64]
+    np.testing.assert_array_equal(m.spectrum, first)
+    assert [a.name for a in m.signal_axes] == ["ky", "kx"] and m.metadata["pattern_shape"] == [64, 64]
     assert m.metadata["calibration"] == cal.to_dict() and m.metadata["command_id"] == "c7"
     assert sim.clock.now_s == pytest.approx(2 * sim.options.measurement_time_s)
 
@@ -168,7 +171,7 @@ def test_damage_weakens_the_disks_where_the_beam_dwells():
     for _ in range(8):
         m = sim.measure(where)
         damage.append(m.metadata["damage_disorder"])
-        counts.append(annular_intensity(m.spectrum.reshape(64, 64), sim.calibration, *annulus))
+        counts.append(annular_intensity(m.spectrum, sim.calibration, *annulus))
     assert damage[0] == 0.0 and np.all(np.diff(damage) > 0)
     assert counts[-1] < 0.9 * counts[0]  # 8 patterns: Bragg disks down, halo up (shot noise ~1 %)
 

@@ -207,3 +207,16 @@ def test_fuzzed_nesting_numbers_and_shapes_decode_or_raise_a_protocol_error(dept
             decode(frames)
         except ProtocolError:
             pass
+
+
+def test_a_pattern_travels_with_its_axes_and_a_lying_shape_is_refused():
+    ky, kx = SpectrumAxis("ky", "mrad", -1.0, 1.0, 3), SpectrumAxis("kx", "mrad", -2.0, 2.0, 4)
+    pattern = np.arange(12.0).reshape(3, 4)
+    m = Measurement(pattern, ky, (1e-9, 2e-9), 0.5, {}, axes=(ky, kx))
+    meta, arrays = measurement_to_wire(m)
+    msg = decode(encode_result("m", meta, arrays))
+    got = measurement_from_wire(msg.result, msg.arrays)
+    assert got.signal_axes == (ky, kx)
+    np.testing.assert_array_equal(got.spectrum, pattern)
+    with pytest.raises(MalformedMessage, match=r"shape \(4, 3\)"):
+        measurement_from_wire(msg.result, {"spectrum": pattern.T.copy()})
