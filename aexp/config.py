@@ -46,7 +46,7 @@ __all__ = [
     "InstrumentConfig",
     "CandidatesConfig",
     "EmbedderConfig",
-    "EmbedderTraining",
+    "EmbedderPipeline",
     "VAEEmbedderConfig",
     "RVAEEmbedderConfig",
     "AffineEmbedderConfig",
@@ -272,15 +272,12 @@ class CandidatesConfig(_Section):
         return v
 
 
-class EmbedderTraining(_Section):
-    """What every model embedder shares: how the patches are prepared, how the model is trained and
-    which of its latents the surrogate sees. The fields of the kinds' own classes below go to the
+class EmbedderPipeline(_Section):
+    """What every model embedder shares around its model: how the patches are prepared for it and
+    which of its latents the surrogate sees. The other fields of each kind are the arguments of its
     model's constructor (:func:`aexp.models.build_embedder`)."""
 
     kind: str  # each kind's class names itself; first, so a dumped section starts with it
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(3e-3, gt=0)
     clip_percentile: float = Field(
         0.0,
         ge=0,
@@ -297,13 +294,16 @@ class EmbedderTraining(_Section):
     )
 
     def model_options(self) -> dict[str, Any]:
-        """Keyword arguments of the model's constructor: this kind's fields beyond the training ones."""
-        skip = {"kind", *EmbedderTraining.model_fields}
+        """Keyword arguments of the model's constructor: this kind's fields beyond the pipeline's."""
+        skip = {"kind", *EmbedderPipeline.model_fields}
         return {name: getattr(self, name) for name in type(self).model_fields if name not in skip}
 
 
-class _ModelEmbedder(EmbedderTraining):
-    # constructor arguments every model kind takes
+class _ModelEmbedder(EmbedderPipeline):
+    # constructor arguments every model kind takes (aexp.models.base.BaseVAE and Training)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(3e-3, gt=0)
     latent_dim: int = Field(2, ge=1, description="content latents (rotation and shift come extra)")
     hidden: int = Field(32, ge=4)
     decoder_layers: int = Field(2, ge=0, description="hidden x hidden layers of the coordinate decoder")

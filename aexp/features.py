@@ -114,13 +114,11 @@ def _embed(
     from .models import build_embedder  # the models pull in more of torch; import only when used
 
     patches = clip_channels(patches, cfg.clip_percentile)
-    model = build_embedder(cfg, input_shape=tuple(patches.shape[1:]), device=device)
+    model = build_embedder(cfg, input_shape=tuple(patches.shape[1:]), seed=seed, device=device)
     train = patches
     if cfg.train_subsample is not None and cfg.train_subsample < len(patches):
         train = patches[training_subsample(len(patches), cfg.train_subsample, seed)]
-    model.fit(
-        train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress
-    )
+    model.fit(train, progress=progress)  # epochs, batch size, lr and seed are the model's own
     z = model.encode(patches)
     # the latent means' spread before standardising: near 0 when the embedder has collapsed
     spread = np.std(z, axis=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import EmbedderTraining
+from ..config import EmbedderPipeline
 from .affine import AffineVAE
 from .base import BaseVAE
 from .jvae import JRVAE, JVAE
@@ -45,13 +45,15 @@ def make_embedder(kind: str, input_shape: Sequence[int], **options: Any) -> Base
     return cls(input_shape=input_shape, **options)
 
 
-def build_embedder(section: EmbedderTraining, input_shape: Sequence[int], device: str = "cpu") -> BaseVAE:
+def build_embedder(
+    section: EmbedderPipeline, input_shape: Sequence[int], *, seed: int = 0, device: str = "cpu"
+) -> BaseVAE:
     """The model a config's ``embedder`` section describes: its kind's class, built from the section's
-    model fields (:meth:`~aexp.config.EmbedderTraining.model_options`); the training fields go to
-    ``fit``.
+    model fields (:meth:`~aexp.config.EmbedderPipeline.model_options`, training settings included)
+    with the experiment's ``seed``; ``model.fit(patches)`` then trains it as configured.
 
     Example:
-        >>> build_embedder(RVAEEmbedderConfig(latent_dim=3), input_shape=(1, 16, 16)).latent_dim
-        3
+        >>> build_embedder(RVAEEmbedderConfig(latent_dim=3, epochs=5), input_shape=(1, 16, 16)).get_params()["epochs"]
+        5
     """
-    return make_embedder(section.kind, input_shape, device=device, **section.model_options())
+    return make_embedder(section.kind, input_shape, seed=seed, device=device, **section.model_options())

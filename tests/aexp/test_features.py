@@ -141,8 +141,8 @@ def _spy_on_embedders(monkeypatch) -> list:
     made = []
     real = models.build_embedder
 
-    def spy(section, input_shape, device="cpu"):
-        made.append(real(section, input_shape, device))
+    def spy(section, input_shape, **where):
+        made.append(real(section, input_shape, **where))
         return made[-1]
 
     monkeypatch.setattr(models, "build_embedder", spy)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from aexp.config import KINDS, EmbedderTraining, JRVAEEmbedderConfig, RVAEEmbedderConfig, parse_section
+from aexp.config import KINDS, EmbedderPipeline, JRVAEEmbedderConfig, RVAEEmbedderConfig, parse_section
 from aexp.features import embed_candidates
 from aexp.models import EMBEDDERS, JRVAE, VAE, AffineVAE, build_embedder, make_embedder
 from aexp.patches import grid_candidates
@@ -24,13 +24,14 @@ def test_the_configs_embedder_kinds_are_the_registrys_and_each_maps_onto_its_con
     kinds = KINDS["embedder"].members
     assert set(kinds) == set(EMBEDDERS) | {"none"}
     # every constructor argument that some kind's section sets is a field of each kind whose model takes it
-    settable = {f for cls in kinds.values() for f in cls.model_fields} - set(EmbedderTraining.model_fields)
+    settable = {f for cls in kinds.values() for f in cls.model_fields} - set(EmbedderPipeline.model_fields)
     for kind, model in EMBEDDERS.items():
         section = kinds[kind]()
         options = section.model_options()
         assert set(options) == settable & set(model._parameter_names()), kind
-        built = build_embedder(section, input_shape=(8, 8))
+        built = build_embedder(section, input_shape=(8, 8), seed=7)
         assert type(built) is model and {k: built.get_params()[k] for k in options} == options
+        assert {"epochs", "batch_size", "lr"} <= set(options) and built.get_params()["seed"] == 7
 
 
 @pytest.mark.parametrize("kind, all_dim, content_dim", [("vae", 2, 2), ("affine", 6, 2), ("jrvae", 9, 6), ("skiprvae", 5, 2)])
