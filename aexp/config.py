@@ -18,11 +18,23 @@ from __future__ import annotations
 import inspect
 import math
 import reprlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import AexpError
 from .targets import Target, TargetError, make_target, target_function
@@ -34,8 +46,32 @@ __all__ = [
     "InstrumentConfig",
     "CandidatesConfig",
     "EmbedderConfig",
+    "EmbedderPipeline",
+    "VAEEmbedderConfig",
+    "RVAEEmbedderConfig",
+    "AffineEmbedderConfig",
+    "SkipRVAEEmbedderConfig",
+    "JVAEEmbedderConfig",
+    "JRVAEEmbedderConfig",
+    "NoEmbedderConfig",
     "SurrogateConfig",
+    "SurrogateInputs",
+    "DKLSurrogateConfig",
+    "GroupsSurrogateConfig",
+    "AcquisitionConfig",
+    "UCBConfig",
+    "LogEIConfig",
+    "ThompsonConfig",
+    "MaxVarianceConfig",
     "PolicyConfig",
+    "PolicyBase",
+    "DKLPolicyConfig",
+    "GPXYPolicyConfig",
+    "RandomPolicyConfig",
+    "RasterPolicyConfig",
+    "KINDS",
+    "parse_section",
+    "with_kind",
     "TravelConfig",
     "TargetConfig",
     "StoppingConfig",
@@ -58,6 +94,114 @@ class ConfigError(AexpError, ValueError):
 class _Section(BaseModel):
     # inf and nan mean nothing in a config (an infinite learning rate, a NaN window edge)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+@dataclass(frozen=True)
+class _Family:
+    """The kinds of one kind-switched section: each kind has its own class, so a key given to a kind
+    that does not take it is an error naming the key and the kind."""
+
+    name: str
+    default: str
+    members: dict[str, type[_Section]]
+
+
+def _family_of(union: Any, name: str, default: str) -> _Family:
+    classes = get_args(get_args(union)[0])  # Annotated[A | B | ..., ...] -> (A, B, ...)
+    return _Family(name, default, {get_args(c.model_fields["kind"].annotation)[0]: c for c in classes})
+
+
+def _foreign_keys(family: _Family, data: dict[str, Any], recorded: bool) -> dict[str, Any]:
+    """``data`` without the keys its kind does not take but that mean nothing there; an error naming
+    the others.
+
+    Configs written before each kind had its own class (every recorded session, every full dump of
+    ``aexp config``) hold every kind's options: ``orientation: false`` under a ``vae``, ``beta: 4.0``
+    beside ``acquisition: log_ei``. Such a key at its default is dropped. One set to something else
+    was ignored by the run, which a user's config must not be silently again: an error naming the key
+    and the kind. A recorded config keeps replaying: the run that recorded it ignored the key too.
+    """
+    cls = family.members[data["kind"]]
+    # a key of no kind (a misspelling) is left to the class, which names it as an unknown key
+    foreign = [key for key in data if key not in cls.model_fields and _owners(family, key)]
+    wrong = [key for key in foreign if not recorded and not _at_default(family, key, data[key])]
+    if wrong:
+        notes = [f"{key!r} (an option of {', '.join(_owners(family, key))})" for key in wrong]
+        raise ValueError(f"{', '.join(notes)} {'is not an option' if len(notes) == 1 else 'are not options'} "
+                         f"of {family.name} kind {data['kind']!r}, {_takes(cls)}")
+    return {key: value for key, value in data.items() if key not in foreign}
+
+
+def _owners(family: _Family, key: str) -> list[str]:
+    return [kind for kind, cls in family.members.items() if key in cls.model_fields]
+
+
+def _takes(cls: type[BaseModel]) -> str:
+    takes = [name for name in cls.model_fields if name != "kind"]
+    return f"which takes {', '.join(takes)}" if takes else "which takes no options"
+
+
+def _at_default(family: _Family, key: str, value: Any) -> bool:
+    """Whether ``value`` is the default of ``key`` in a kind of ``family`` that takes it."""
+    for kind, cls in family.members.items():
+        if key in cls.model_fields:
+            try:
+                given = cls.model_validate({"kind": kind, key: value})
+            except ValidationError:
+                continue
+            if getattr(given, key) == getattr(cls.model_validate({"kind": kind}), key):
+                return True
+    return False
+
+
+def _switch(name: str) -> Callable[[Any, ValidationInfo], Any]:
+    """The ``mode="before"`` step of a kind-switched section: the shorthands of the family, the
+    default kind when none is given, and the check of every key against the kind's own class."""
+
+    def before(data: Any, info: ValidationInfo) -> Any:
+        family = KINDS[name]
+        data = _SHORTHANDS[name](data)
+        if not isinstance(data, dict):
+            return data  # a section object, or a wrong type the union names
+        data = {"kind": family.default, **data}
+        if data["kind"] not in family.members:
+            raise ValueError(f"{name} kind {shorten(data['kind'])} is not one of {', '.join(family.members)}")
+        return _foreign_keys(family, data, recorded=bool(info.context and info.context.get("recorded")))
+
+    return before
+
+
+def _kind_name(data: Any) -> Any:
+    # `acquisition: ucb` means `acquisition: {kind: ucb}`
+    return {"kind": data} if isinstance(data, str) else data
+
+
+def _embedder_shorthand(data: Any) -> Any:
+    # `embedder: none` in YAML is the string "none"; `embedder: null` is None
+    if data is None or (isinstance(data, str) and data.lower() == "none"):
+        return {"kind": "none"}
+    return _kind_name(data)
+
+
+def _nest_acquisition(data: Any) -> Any:
+    """The flat policy of every config before acquisitions had their own section, ``{acquisition: ucb,
+    beta: 4.0}``, as ``{acquisition: {kind: ucb, beta: 4.0}}``."""
+    if not isinstance(data, dict) or not (isinstance(data.get("acquisition"), str) or "beta" in data):
+        return data
+    acquisition = _kind_name(data.get("acquisition", {}))
+    if "beta" in data:
+        if not isinstance(acquisition, dict):
+            return data  # the section's own check names the problem
+        if "beta" in acquisition:
+            raise ValueError("beta is given both on the policy and under acquisition; give it once")
+        acquisition = {**acquisition, "beta": data["beta"]}
+    return {**{k: v for k, v in data.items() if k != "beta"}, "acquisition": acquisition}
+
+
+_SHORTHANDS: dict[str, Callable[[Any], Any]] = {
+    "embedder": _embedder_shorthand, "acquisition": _kind_name, "policy": _nest_acquisition,
+    "surrogate": _kind_name,
+}
 
 
 class InstrumentConfig(_Section):
@@ -128,32 +272,12 @@ class CandidatesConfig(_Section):
         return v
 
 
-class EmbedderConfig(_Section):
-    """How patches become features: a model's latent means (``rvae``, ``vae``, ``affine``, ``jvae``,
-    ``jrvae``), or the raw patch (``none``)."""
+class EmbedderPipeline(_Section):
+    """What every model embedder shares around its model: how the patches are prepared for it and
+    which of its latents the surrogate sees. The other fields of each kind are the arguments of its
+    model's constructor (:func:`aexp.models.build_embedder`)."""
 
-    kind: Literal["rvae", "vae", "affine", "jvae", "jrvae", "skiprvae", "none"] = "rvae"
-    latent_dim: int = Field(2, ge=1, description="content latents (rotation and shift come extra)")
-    hidden: int = Field(32, ge=4)
-    decoder_layers: int = Field(2, ge=0, description="hidden x hidden layers of the coordinate decoder")
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    rotation_prior: float = Field(math.pi / 3, gt=0, description="prior std of the angle, radians")
-    translation: bool = True
-    n_classes: int = Field(4, ge=2, description="classes of the discrete latent (jvae, jrvae)")
-    orientation: bool = Field(
-        False, description="rvae, affine, skiprvae: one angle offset for all kinds of object"
-    )
-    equivariance: float = Field(
-        0.0, ge=0, description="rvae, affine, skiprvae: weight of the encoder-equivariance penalty"
-    )
-    rotation_prior_warmup: int = Field(
-        0, ge=0, description="rvae, affine, skiprvae: epochs over which the angle prior widens"
-    )
-    noise_std: float = Field(
-        0.1, gt=0, description="Gaussian likelihood width, in units of each channel's scaled range"
-    )
+    kind: str  # each kind's class names itself; first, so a dumped section starts with it
     clip_percentile: float = Field(
         0.0,
         ge=0,
@@ -169,6 +293,92 @@ class EmbedderConfig(_Section):
         "training is the cost before the first decision, encoding is cheap; null: train on all"
     )
 
+    def model_options(self) -> dict[str, Any]:
+        """Keyword arguments of the model's constructor: this kind's fields beyond the pipeline's."""
+        skip = {"kind", *EmbedderPipeline.model_fields}
+        return {name: getattr(self, name) for name in type(self).model_fields if name not in skip}
+
+
+class _ModelEmbedder(EmbedderPipeline):
+    # constructor arguments every model kind takes (aexp.models.base.BaseVAE and Training)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    latent_dim: int = Field(2, ge=1, description="content latents (rotation and shift come extra)")
+    hidden: int = Field(32, ge=4)
+    decoder_layers: int = Field(2, ge=0, description="hidden x hidden layers of the coordinate decoder")
+    noise_std: float = Field(
+        0.1, gt=0, description="Gaussian likelihood width, in units of each channel's scaled range"
+    )
+
+
+class _Rotating(_ModelEmbedder):
+    rotation_prior: float = Field(math.pi / 3, gt=0, description="prior std of the angle, radians")
+    translation: bool = True
+
+
+class _Oriented(_Rotating):
+    orientation: bool = Field(False, description="one angle offset for all kinds of object")
+    equivariance: float = Field(0.0, ge=0, description="weight of the encoder-equivariance penalty")
+    rotation_prior_warmup: int = Field(0, ge=0, description="epochs over which the angle prior widens")
+
+
+class _Discrete(_Section):
+    n_classes: int = Field(4, ge=2, description="classes of the discrete latent")
+
+
+class VAEEmbedderConfig(_ModelEmbedder):
+    """``vae``: a plain VAE over the patch (:class:`aexp.models.VAE`); features are its latent means."""
+
+    kind: Literal["vae"] = "vae"
+
+
+class RVAEEmbedderConfig(_Oriented):
+    """``rvae``: rotation- and translation-invariant VAE (:class:`aexp.models.RVAE`); features are
+    [angle, dx, dy, z...]."""
+
+    kind: Literal["rvae"] = "rvae"
+
+
+class AffineEmbedderConfig(_Oriented):
+    """``affine``: the rVAE with scale and shear latents too (:class:`aexp.models.AffineVAE`)."""
+
+    kind: Literal["affine"] = "affine"
+
+
+class SkipRVAEEmbedderConfig(_Oriented):
+    """``skiprvae``: the rVAE with the latent fed to every decoder layer (:class:`aexp.models.SkipRVAE`)."""
+
+    kind: Literal["skiprvae"] = "skiprvae"
+
+
+class JVAEEmbedderConfig(_ModelEmbedder, _Discrete):
+    """``jvae``: a VAE with a discrete latent beside the continuous one (:class:`aexp.models.JVAE`)."""
+
+    kind: Literal["jvae"] = "jvae"
+
+
+class JRVAEEmbedderConfig(_Rotating, _Discrete):
+    """``jrvae``: the jVAE with rotation and translation latents (:class:`aexp.models.JRVAE`)."""
+
+    kind: Literal["jrvae"] = "jrvae"
+
+
+class NoEmbedderConfig(_Section):
+    """``none``: the surrogate sees the raw patch, flattened and standardised; no model is trained."""
+
+    kind: Literal["none"] = "none"
+
+
+EmbedderConfig = Annotated[
+    RVAEEmbedderConfig | VAEEmbedderConfig | AffineEmbedderConfig | JVAEEmbedderConfig | JRVAEEmbedderConfig
+    | SkipRVAEEmbedderConfig | NoEmbedderConfig,
+    Field(discriminator="kind"),
+    BeforeValidator(_switch("embedder")),
+]
+"""How patches become features, one class per ``kind`` (the names of :data:`aexp.models.EMBEDDERS`
+and ``none``)."""
+
 
 class NeighbourCount(_Section):
     """One neighbour-count column for atom candidates: how many found atoms of one brightness class
@@ -178,29 +388,11 @@ class NeighbourCount(_Section):
     radius_px: float = Field(gt=0, description="radius of the count (survey pixels)")
 
 
-class SurrogateConfig(_Section):
-    """Deep kernel learning: MLP feature map -> GP kernel, trained on the measured points."""
+class SurrogateInputs(_Section):
+    """What every surrogate kind shares: the columns appended to the embedder's features
+    (:func:`aexp.features.with_surrogate_columns`)."""
 
-    kind: Literal["dkl", "groups"] = Field(
-        "dkl",
-        description="dkl: deep kernel learning (with the GP stage of gp_until); groups: an average of "
-        "exact GPs, one per input group (embedding, survey under the probe, context, position) and one "
-        "additive over all, weighted by leave-one-out likelihood at every step (aexp.surrogates.groups)",
-    )
-    feature_dim: int = Field(2, ge=1)
-    hidden: list[int] = Field(default_factory=lambda: [64, 32])
-    kernel: Literal["rbf", "matern52"] = "rbf"
-    lr: float = Field(0.01, gt=0)
-    iterations: int = Field(200, ge=1, description="Adam iterations of the first fit")
-    warm_iterations: int = Field(50, ge=0, description="Adam iterations of each warm-started refit")
-    base_kernel: bool = Field(True, description="add an ARD kernel on the raw inputs to the deep kernel")
-    gp_until: int = Field(
-        0, ge=0, description="measured points below which an exact ARD GP on the inputs stands in for the DKL"
-    )
-    gp_warm_maxiter: int | None = Field(
-        None, ge=1, description="L-BFGS iterations of each warm-started refit of the gp_until stage; null: to "
-        "convergence (as before)"
-    )
+    kind: str  # each kind's class names itself; first, so a dumped section starts with it
     position: bool = Field(
         True, description="append the candidate's standardised (x, y) to the surrogate's inputs"
     )
@@ -223,27 +415,6 @@ class SurrogateConfig(_Section):
     brightness_classes: int = Field(
         3, ge=2, le=8, description="classes the atoms' brightness is split into for neighbour_counts"
     )
-    position_kernel: Literal["joint", "additive"] = Field(
-        "joint", description="joint: one ARD kernel over features and (x, y); additive: k(features) + k(x, y)"
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SurrogateConfig:
-        if self.position_kernel == "additive" and not self.position:
-            raise ValueError("position_kernel: additive splits the inputs into features and (x, y); "
-                             "it needs position: true")
-        if self.position_kernel == "additive" and not self.base_kernel:
-            raise ValueError("position_kernel: additive acts on the base kernel; it needs base_kernel: true")
-        for i, count in enumerate(self.neighbour_counts):
-            if count.brightness >= self.brightness_classes:
-                raise ValueError(f"neighbour_counts[{i}].brightness is {count.brightness}; the classes "
-                                 f"are 0..{self.brightness_classes - 1} (brightness_classes)")
-        return self
-
-    def options(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`aexp.policies.make_policy`'s ``surrogate_options``."""
-        features = {"hidden", "position", "centre_pixels", "centre_gradient", "neighbour_counts", "brightness_classes"}
-        return {**self.model_dump(exclude=features), "hidden": tuple(self.hidden)}
 
     @field_validator("centre_pixels")
     @classmethod
@@ -252,12 +423,67 @@ class SurrogateConfig(_Section):
             raise ValueError(f"must be odd (a square around the centre pixel) or 0, not {v}")
         return v
 
+    @model_validator(mode="after")
+    def _counts_within_classes(self) -> SurrogateInputs:
+        for i, count in enumerate(self.neighbour_counts):
+            if count.brightness >= self.brightness_classes:
+                raise ValueError(f"neighbour_counts[{i}].brightness is {count.brightness}; the classes "
+                                 f"are 0..{self.brightness_classes - 1} (brightness_classes)")
+        return self
+
+
+class DKLSurrogateConfig(SurrogateInputs):
+    """``dkl``: deep kernel learning, an MLP feature map -> GP kernel trained on the measured points
+    (:class:`aexp.surrogates.dkl.DKLSurrogate`), with an exact GP standing in below ``gp_until``."""
+
+    kind: Literal["dkl"] = "dkl"
+    feature_dim: int = Field(2, ge=1)
+    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    kernel: Literal["rbf", "matern52"] = "rbf"
+    lr: float = Field(0.01, gt=0)
+    iterations: int = Field(200, ge=1, description="Adam iterations of the first fit")
+    warm_iterations: int = Field(50, ge=0, description="Adam iterations of each warm-started refit")
+    base_kernel: bool = Field(True, description="add an ARD kernel on the raw inputs to the deep kernel")
+    gp_until: int = Field(
+        0, ge=0, description="measured points below which an exact ARD GP on the inputs stands in for the DKL"
+    )
+    gp_warm_maxiter: int | None = Field(
+        None, ge=1, description="L-BFGS iterations of each warm-started refit of the gp_until stage; null: to "
+        "convergence (as before)"
+    )
+    position_kernel: Literal["joint", "additive"] = Field(
+        "joint", description="joint: one ARD kernel over features and (x, y); additive: k(features) + k(x, y)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DKLSurrogateConfig:
+        if self.position_kernel == "additive" and not self.position:
+            raise ValueError("position_kernel: additive splits the inputs into features and (x, y); "
+                             "it needs position: true")
+        if self.position_kernel == "additive" and not self.base_kernel:
+            raise ValueError("position_kernel: additive acts on the base kernel; it needs base_kernel: true")
+        return self
+
     @field_validator("hidden")
     @classmethod
     def _positive_widths(cls, v: list[int]) -> list[int]:
         if not v or any(h < 1 for h in v):
             raise ValueError("hidden must be a non-empty list of positive layer widths")
         return v
+
+
+class GroupsSurrogateConfig(SurrogateInputs):
+    """``groups``: an average of exact GPs, one per input group (embedding, survey under the probe,
+    context, position) and one additive over all, weighted by leave-one-out likelihood at every step
+    (:mod:`aexp.surrogates.groups`)."""
+
+    kind: Literal["groups"] = "groups"
+
+
+SurrogateConfig = Annotated[
+    DKLSurrogateConfig | GroupsSurrogateConfig, Field(discriminator="kind"), BeforeValidator(_switch("surrogate"))
+]
+"""What the ``dkl`` policy fits to the measured points, one class per ``kind``."""
 
 
 class TravelConfig(_Section):
@@ -275,12 +501,44 @@ class TravelConfig(_Section):
     recency_window: int = Field(10, ge=1, description="how many recent sites count")
 
 
-class PolicyConfig(_Section):
-    """How the next point is chosen."""
+class UCBConfig(_Section):
+    """``ucb``: upper confidence bound, ``mu + sqrt(beta) * sigma`` (botorch ``UpperConfidenceBound``)."""
 
-    kind: Literal["dkl", "gp-xy", "random", "raster"] = "dkl"
-    acquisition: Literal["ucb", "log_ei", "thompson", "max_variance"] = "ucb"
-    beta: float = Field(4.0, ge=0, description="UCB: mu + sqrt(beta) * sigma")
+    kind: Literal["ucb"] = "ucb"
+    beta: float = Field(4.0, ge=0, description="exploration weight: mu + sqrt(beta) * sigma")
+
+
+class LogEIConfig(_Section):
+    """``log_ei``: log expected improvement over the best measured target (botorch ``LogExpectedImprovement``)."""
+
+    kind: Literal["log_ei"] = "log_ei"
+
+
+class ThompsonConfig(_Section):
+    """``thompson``: the argmax of one pathwise posterior draw, seeded per step."""
+
+    kind: Literal["thompson"] = "thompson"
+
+
+class MaxVarianceConfig(_Section):
+    """``max_variance``: the largest posterior std, pure exploration (botorch ``PosteriorStandardDeviation``)."""
+
+    kind: Literal["max_variance"] = "max_variance"
+
+
+AcquisitionConfig = Annotated[
+    UCBConfig | LogEIConfig | MaxVarianceConfig | ThompsonConfig,
+    Field(discriminator="kind"),
+    BeforeValidator(_switch("acquisition")),
+]
+"""How a model policy scores the candidates, one class per ``kind`` (:data:`aexp.policies.ACQUISITIONS`)."""
+
+
+class PolicyBase(_Section):
+    """What every policy kind shares: the initial random measurements, the schedule of commands and
+    the travel penalty."""
+
+    kind: str  # each kind's class names itself; first, so a dumped section starts with it
     n_initial: int = Field(5, ge=1, description="random measurements before the policy takes over")
     pending: bool = Field(
         False, description="decide the next point while the instrument measures, with the points in "
@@ -289,6 +547,104 @@ class PolicyConfig(_Section):
     max_in_flight: int = Field(1, ge=1, description="pending: commands outstanding while deciding")
     batch: int = Field(1, ge=1, description="points chosen jointly per decision, visited in a short tour")
     travel: TravelConfig | None = Field(None, description="penalty for moving the probe and for recent sites")
+
+    @property
+    def acquisition_kind(self) -> str | None:
+        """The acquisition's kind, for the policies that have one."""
+        return None
+
+    @property
+    def label(self) -> str:
+        """``dkl/ucb``, or the kind alone for a policy without an acquisition."""
+        return self.kind if self.acquisition_kind is None else f"{self.kind}/{self.acquisition_kind}"
+
+
+class _ModelPolicy(PolicyBase):
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_acquisition(cls, data: Any) -> Any:
+        return _nest_acquisition(data)
+
+    @property
+    def acquisition_kind(self) -> str:
+        return self.acquisition.kind
+
+    acquisition: AcquisitionConfig = Field(
+        default_factory=UCBConfig, description="what the surrogate's posterior is scored by: a kind "
+        "(`ucb`, `log_ei`, `thompson`, `max_variance`) and its options, e.g. `{kind: ucb, beta: 4}`; "
+        "`acquisition: ucb` with `beta` beside it on the policy means the same"
+    )
+
+
+class DKLPolicyConfig(_ModelPolicy):
+    """``dkl``: the surrogate of the ``surrogate`` section on the embedder's features, then the acquisition."""
+
+    kind: Literal["dkl"] = "dkl"
+
+
+class GPXYPolicyConfig(_ModelPolicy):
+    """``gp-xy``: an exact GP on the candidates' positions only (a baseline), then the acquisition."""
+
+    kind: Literal["gp-xy"] = "gp-xy"
+
+
+class RandomPolicyConfig(PolicyBase):
+    """``random``: candidates in a seeded random order (a baseline)."""
+
+    kind: Literal["random"] = "random"
+
+
+class RasterPolicyConfig(PolicyBase):
+    """``raster``: a regular raster over the candidate grid, spread to fit the budget (a baseline)."""
+
+    kind: Literal["raster"] = "raster"
+
+
+PolicyConfig = Annotated[
+    DKLPolicyConfig | GPXYPolicyConfig | RandomPolicyConfig | RasterPolicyConfig,
+    Field(discriminator="kind"),
+    BeforeValidator(_switch("policy")),
+]
+"""How the next point is chosen, one class per ``kind`` (:data:`aexp.policies.POLICY_KINDS`)."""
+
+#: Every kind-switched section: its kinds, each with its own class, and the kind taken when none is given.
+KINDS: dict[str, _Family] = {
+    "embedder": _family_of(EmbedderConfig, "embedder", "rvae"),
+    "surrogate": _family_of(SurrogateConfig, "surrogate", "dkl"),
+    "acquisition": _family_of(AcquisitionConfig, "acquisition", "ucb"),
+    "policy": _family_of(PolicyConfig, "policy", "dkl"),
+}
+
+
+_UNIONS: dict[str, Any] = {
+    "embedder": EmbedderConfig, "surrogate": SurrogateConfig, "acquisition": AcquisitionConfig, "policy": PolicyConfig,
+}
+
+
+def parse_section(family: str, data: Any, *, recorded: bool = False) -> Any:
+    """One kind-switched section (``embedder``, ``surrogate``, ``acquisition``, ``policy``) from a
+    mapping or a kind's name, checked as in a config file: the class of its ``kind``.
+
+    Raises a pydantic ``ValidationError`` (a ``ValueError``) naming the key at fault.
+
+    Example:
+        >>> type(parse_section("embedder", {"kind": "vae", "epochs": 5})).__name__
+        'VAEEmbedderConfig'
+    """
+    return TypeAdapter(_UNIONS[family]).validate_python(data, context={"recorded": recorded})
+
+
+def with_kind(section: _Section, kind: str) -> Any:
+    """``section`` switched to another ``kind``, keeping the fields the new kind also takes (the
+    benchmark runs several embedders and policies from one config)."""
+    family = next((f for f in KINDS.values() if type(section) in f.members.values()), None)
+    if family is None:
+        raise TypeError(f"{type(section).__name__} has no kinds")
+    if kind not in family.members:
+        raise ConfigError(f"{family.name} kind {kind!r} is not one of {', '.join(family.members)}")
+    cls = family.members[kind]
+    kept = {k: v for k, v in section.model_dump().items() if k in cls.model_fields and k != "kind"}
+    return cls.model_validate({**kept, "kind": kind})
 
 
 class TargetConfig(BaseModel):
@@ -382,21 +738,13 @@ class ExperimentConfig(_Section):
     )
     instrument: InstrumentConfig
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
-    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
-    surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    embedder: EmbedderConfig = Field(default_factory=RVAEEmbedderConfig)
+    surrogate: SurrogateConfig = Field(default_factory=DKLSurrogateConfig)
+    policy: PolicyConfig = Field(default_factory=DKLPolicyConfig)
     target: TargetConfig
     stopping: StoppingConfig = Field(default_factory=StoppingConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     drift: DriftConfig | None = Field(None, description="re-registration against sample drift; off when null")
-
-    @field_validator("embedder", mode="before")
-    @classmethod
-    def _embedder_none(cls, v: Any) -> Any:
-        # `embedder: none` in YAML is the string "none"; `embedder: null` is None
-        if v is None or (isinstance(v, str) and v.lower() == "none"):
-            return {"kind": "none"}
-        return v
 
     @model_validator(mode="after")
     def _surrogate_columns_fit_the_candidates(self) -> ExperimentConfig:
@@ -425,19 +773,46 @@ class ExperimentConfig(_Section):
         return self.model_dump(mode="json")
 
     def with_overrides(self, **changes: Any) -> ExperimentConfig:
-        """A copy with dotted-path overrides, validated again: ``with_overrides(**{"stopping.max_steps": 10})``."""
+        """A copy with dotted-path overrides, validated again: ``with_overrides(**{"stopping.max_steps": 10})``.
+
+        A new ``kind`` of a kind-switched section (``"embedder.kind": "vae"``) keeps the options the
+        new kind takes (:func:`with_kind`) and is applied before the other overrides.
+        """
         data = self.to_dict()
-        for path, value in changes.items():
+        for path, value in sorted(changes.items(), key=lambda change: not change[0].endswith(".kind")):
             node = data
             *parents, leaf = path.split(".")
             for key in parents:
                 node = node.setdefault(key, {})
-            node[leaf] = value
+            section: Any = self
+            for key in parents:
+                section = getattr(section, key, None)
+            if leaf == "kind" and any(type(section) in f.members.values() for f in KINDS.values()):
+                node.clear()
+                node.update(with_kind(section, value).model_dump(mode="json"))
+            else:
+                node[leaf] = value
         return parse_config(data, source="<overrides>")
 
 
 def _location(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith("function-")) or "<top level>"
+    parts: list[str] = []
+    for p in loc:
+        # pydantic names the kind it tried after a kind-switched section: `policy.dkl.batch` is `policy.batch`
+        if parts and parts[-1] in KINDS and p in KINDS[parts[-1]].members:
+            continue
+        if not str(p).startswith("function-"):
+            parts.append(str(p))
+    return ".".join(parts) or "<top level>"
+
+
+def _of_kind(loc: tuple[Any, ...]) -> str:
+    """`` of policy kind 'dkl', which takes ...`` when ``loc`` lies in a kind-switched section."""
+    found = ""
+    for name, tag in zip(loc, loc[1:]):  # the innermost section names the key
+        if name in KINDS and tag in KINDS[name].members:
+            found = f" of {name} kind {tag!r}, {_takes(KINDS[name].members[tag])}"
+    return found
 
 
 def shorten(value: Any, limit: int = 80) -> str:
@@ -453,7 +828,7 @@ def _format_validation(exc: ValidationError, source: str) -> str:
     for err in exc.errors(include_input=True, include_url=False)[:20]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + _of_kind(err["loc"])
         got = ""
         if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), dict):
             got = f" (got {shorten(err.get('input'))})"
@@ -462,12 +837,17 @@ def _format_validation(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
-    """Validate an already-parsed mapping. Raises :class:`ConfigError` naming ``source`` and keys."""
+def parse_config(data: Any, source: str = "<config>", *, recorded: bool = False) -> ExperimentConfig:
+    """Validate an already-parsed mapping. Raises :class:`ConfigError` naming ``source`` and keys.
+
+    ``recorded``: the config comes from a session's manifest. Sessions recorded before each kind had
+    its own class hold every kind's options (``orientation`` under a ``vae`` embedder); those the kind
+    does not take are dropped, as the recording run ignored them. In any other config they are errors.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
     try:
-        return ExperimentConfig.model_validate(data)
+        return ExperimentConfig.model_validate(data, context={"recorded": recorded})
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, source)) from None
 

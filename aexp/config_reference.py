@@ -26,29 +26,31 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from .config import (
+    KINDS,
     CandidatesConfig,
     DriftConfig,
-    EmbedderConfig,
     ExperimentConfig,
     InstrumentConfig,
     NeighbourCount,
-    PolicyConfig,
     RecordingConfig,
     StagnationConfig,
     StoppingConfig,
-    SurrogateConfig,
+    TravelConfig,
 )
 from .targets import TARGETS
 
 __all__ = ["render", "main", "model_section"]
 
-SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
+#: The page's sections in order: a section class, or the name of a kind-switched family of :data:`KINDS`.
+SECTIONS: tuple[tuple[str, type[BaseModel] | str], ...] = (
     ("instrument", InstrumentConfig),
     ("candidates", CandidatesConfig),
-    ("embedder", EmbedderConfig),
-    ("surrogate", SurrogateConfig),
+    ("embedder", "embedder"),
+    ("surrogate", "surrogate"),
     ("surrogate.neighbour_counts[]", NeighbourCount),
-    ("policy", PolicyConfig),
+    ("policy", "policy"),
+    ("policy.acquisition", "acquisition"),
+    ("policy.travel", TravelConfig),
     ("stopping", StoppingConfig),
     ("stopping.stagnation", StagnationConfig),
     ("recording", RecordingConfig),
@@ -62,6 +64,8 @@ def _type_name(annotation: Any) -> str:
     if origin is typing.Literal:
         return " | ".join(f"`{a}`" for a in args)
     if origin in (typing.Union, types.UnionType):
+        if all(isinstance(a, type) and issubclass(a, BaseModel) for a in args):
+            return "mapping with a `kind`"
         return " or ".join(_type_name(a) for a in args)
     if origin in (list, tuple):
         return f"list of {_type_name(args[0])}" if args else "list"
@@ -109,19 +113,55 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def model_section(title: str, model: type[BaseModel], inherited: type[BaseModel] | None = None) -> list[str]:
-    """A Markdown section for one pydantic model: its docstring's first paragraph, then one row per
-    field (key, type, default, limits, description), leaving out the fields of ``inherited``."""
-    doc = inspect.cleandoc(model.__doc__ or "").split("\n\n")[0].replace(":class:", "")
-    skip = set(inherited.model_fields) if inherited is not None else set()
-    lines = [f"## `{title}`", "", " ".join(doc.split()), "", "| key | type | default | limits | meaning |",
-             "|---|---|---|---|---|"]
+def _doc(model: type[BaseModel]) -> str:
+    text = inspect.cleandoc(model.__doc__ or "").split("\n\n")[0]
+    for role in (":class:", ":func:", ":mod:", ":meth:"):
+        text = text.replace(role, "")
+    return " ".join(text.split())
+
+
+def _rows(model: type[BaseModel], skip: set[str]) -> list[str]:
+    lines = ["| key | type | default | limits | meaning |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
         if name in skip:
             continue
         lines.append(f"| `{name}` | {_cell(_type_name(field.annotation))} | {_cell(_default(field))} | "
                      f"{_limits(field)} | {_cell(field.description or '')} |")
-    return lines + [""]
+    return lines
+
+
+def model_section(title: str, model: type[BaseModel], inherited: type[BaseModel] | None = None) -> list[str]:
+    """A Markdown section for one pydantic model: its docstring's first paragraph, then one row per
+    field (key, type, default, limits, description), leaving out the fields of ``inherited``."""
+    skip = set(inherited.model_fields) if inherited is not None else set()
+    return [f"## `{title}`", "", _doc(model), "", *_rows(model, skip), ""]
+
+
+def kinds_section(title: str, family: str) -> list[str]:
+    """A Markdown section for a kind-switched family of :data:`aexp.config.KINDS`: the fields every
+    kind with options shares, then a subsection per kind with its own fields."""
+    fam = KINDS[family]
+    members = list(fam.members.items())
+    with_options = [cls for _, cls in members if len(cls.model_fields) > 1]
+    shared = set.intersection(*(set(cls.model_fields) for cls in with_options)) if len(with_options) > 1 else {"kind"}
+    lines = [f"## `{title}`", "", f"`kind` picks one of {', '.join(f'`{k}`' for k, _ in members)} (default "
+             f"`{fam.default}`); each kind takes only its own keys, and a key of another kind is an error naming "
+             "both (one at its default is let through, as every config written before the kinds had their own "
+             "keys holds them).", ""]
+    if shared - {"kind"}:
+        first = with_options[0]
+        base = next(c for c in first.__mro__ if issubclass(c, BaseModel) and set(c.model_fields) <= shared
+                    and c.__doc__ and c is not BaseModel)
+        lines += [f"Shared by {', '.join(f'`{k}`' for k, c in members if c in with_options)}: {_doc(base)}", "",
+                  *_rows(first, set(first.model_fields) - shared | {"kind"}), ""]
+    for kind, cls in members:
+        own = set(cls.model_fields) & (shared | {"kind"}) if cls in with_options else {"kind"}
+        lines += [f"### `{title}` kind `{kind}`", "", _doc(cls), ""]
+        if set(cls.model_fields) - own:
+            lines += [*_rows(cls, own), ""]
+        else:
+            lines += ["No keys of its own." if cls in with_options and shared - {"kind"} else "No keys besides `kind`.", ""]
+    return lines
 
 
 def _targets() -> list[str]:
@@ -166,10 +206,12 @@ def render() -> str:
         lines.append(f"| `{name}` | {_cell(_type_name(field.annotation))} | {_cell(_default(field))} | {notes[name]} |")
     lines.append("")
     for title, model in SECTIONS:
-        lines += model_section(title, model)
-        if title == "policy":
+        lines += kinds_section(title, model) if isinstance(model, str) else model_section(title, model)
+        if title == "policy.travel":
             lines += _targets()
-    lines += ["`embedder: none` (the string) stands for `{kind: none}`: the surrogate sees the raw patch.", ""]
+    lines += ["`embedder: none` (the string) stands for `{kind: none}`: the surrogate sees the raw patch. "
+              "`acquisition: ucb` stands for `{kind: ucb}`, and `beta` beside it on the policy (the form of "
+              "configs written before acquisitions had their own section) for `{kind: ucb, beta: ...}`.", ""]
     return "\n".join(lines)
 
 

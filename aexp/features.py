@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from .config import EmbedderConfig, ExperimentConfig, NeighbourCount, SurrogateConfig
+from .config import EmbedderConfig, ExperimentConfig, NeighbourCount, NoEmbedderConfig, SurrogateConfig
 from .errors import AexpError
 from .types import Candidates
 
@@ -108,33 +108,17 @@ def _embed(
     patches: np.ndarray, cfg: EmbedderConfig, seed: int, device: str, progress: bool
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One view's features: the embedder's latent means (or the flattened patch), standardised."""
-    if cfg.kind == "none":
+    if isinstance(cfg, NoEmbedderConfig):
         flat = patches.reshape(len(patches), -1)
         return standardise(flat), {"kind": "none", "dim": int(flat.shape[1])}
-    from .models import make_embedder  # the models pull in more of torch; import only when used
+    from .models import build_embedder  # the models pull in more of torch; import only when used
 
     patches = clip_channels(patches, cfg.clip_percentile)
-    model = make_embedder(
-        cfg.kind,
-        input_shape=tuple(patches.shape[1:]),
-        latent_dim=cfg.latent_dim,
-        hidden=cfg.hidden,
-        decoder_layers=cfg.decoder_layers,
-        translation=cfg.translation,
-        rotation_prior=cfg.rotation_prior,
-        n_classes=cfg.n_classes,
-        noise_std=cfg.noise_std,
-        orientation=cfg.orientation,
-        equivariance=cfg.equivariance,
-        rotation_prior_warmup=cfg.rotation_prior_warmup,
-        device=device,
-    )
+    model = build_embedder(cfg, input_shape=tuple(patches.shape[1:]), seed=seed, device=device)
     train = patches
     if cfg.train_subsample is not None and cfg.train_subsample < len(patches):
         train = patches[training_subsample(len(patches), cfg.train_subsample, seed)]
-    model.fit(
-        train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=progress
-    )
+    model.fit(train, progress=progress)  # epochs, batch size, lr and seed are the model's own
     z = model.encode(patches)
     # the latent means' spread before standardising: near 0 when the embedder has collapsed
     spread = np.std(z, axis=0)

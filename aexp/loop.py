@@ -38,7 +38,7 @@ from .campaign import (
     TravelCost,
     initial_indices,
 )
-from .config import ExperimentConfig, check_against
+from .config import ExperimentConfig, check_against, with_kind
 from .drift import Registrar, Registration, append_registration, require_registration
 from .features import resolve_device, standardise, surrogate_inputs
 from .instrument import Instrument
@@ -240,16 +240,9 @@ def build_policy(
 ) -> Policy:
     """The configured policy (or another ``kind`` with the same settings, for the benchmark);
     ``columns`` is the features record (which columns are which input group)."""
-    return make_policy(
-        kind or cfg.policy.kind,
-        acquisition=cfg.policy.acquisition,
-        beta=cfg.policy.beta,
-        input_dim=input_dim,
-        surrogate_options=cfg.surrogate.options(),
-        seed=seed,
-        device=device,
-        columns=columns,
-    )
+    policy = cfg.policy if kind is None or kind == cfg.policy.kind else with_kind(cfg.policy, kind)
+    return make_policy(policy, surrogate=cfg.surrogate, input_dim=input_dim, seed=seed, device=device,
+                       columns=columns)
 
 
 def manifest(
@@ -424,7 +417,7 @@ def operator_for(cfg: ExperimentConfig, folder: Path, session_id: str, prepared:
         (StagnationRule() if opts.live else None)
     b = instrument.bounds
     return LiveOperator(
-        folder, session_id, policy={"kind": cfg.policy.kind, "acquisition": cfg.policy.acquisition},
+        folder, session_id, policy={"kind": cfg.policy.kind, "acquisition": cfg.policy.acquisition_kind},
         approve=opts.approve, approve_timeout_s=opts.approve_timeout_s,
         want_maps=opts.live or st is not None, stagnation=rule, notify=opts.notify, publish=opts.live or opts.approve,
     ).attach(prepared.candidates.positions, (b.xmin, b.xmax, b.ymin, b.ymax))

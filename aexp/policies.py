@@ -25,7 +25,7 @@ Acquisitions (``acquisition=`` of the model-based policies), all maximised:
 Excluded candidates score ``-inf`` and are never chosen; ties go to the lowest index.
 
 Example:
-    >>> policy = make_policy("dkl", acquisition="ucb", beta=4.0, input_dim=features.shape[1])
+    >>> policy = make_policy(DKLPolicyConfig(acquisition={"kind": "ucb", "beta": 4.0}), input_dim=features.shape[1])
     >>> decision = policy.select(ctx)
     >>> instrument.measure(ctx.positions[decision.index])
 """
@@ -59,6 +59,18 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from aexp.surrogates.dkl import DKLSurrogate, check_groups
 
+from .config import (
+    KINDS,
+    DKLPolicyConfig,
+    DKLSurrogateConfig,
+    GPXYPolicyConfig,
+    GroupsSurrogateConfig,
+    PolicyConfig,
+    RandomPolicyConfig,
+    RasterPolicyConfig,
+    SurrogateConfig,
+    UCBConfig,
+)
 from .errors import AexpError
 
 __all__ = [
@@ -75,6 +87,7 @@ __all__ = [
     "SurrogatePolicy",
     "SurveyRankPolicy",
     "feature_groups",
+    "dkl_surrogate",
     "make_policy",
     "raster_plan",
     "score_candidates",
@@ -585,55 +598,64 @@ def feature_groups(input_dim: int, columns: dict[str, Any] | None = None) -> dic
     return {k: v for k, v in groups.items() if v}
 
 
-def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
-                input_dim: int | None = None, surrogate_options: dict | None = None,
-                seed: int = 0, device: str = "cpu", columns: dict[str, Any] | None = None) -> Policy:
-    """Build a policy by name: one of :data:`POLICY_KINDS`.
+def make_policy(policy: PolicyConfig | str, *, surrogate: SurrogateConfig | None = None,
+                input_dim: int | None = None, seed: int = 0, device: str = "cpu",
+                columns: dict[str, Any] | None = None) -> Policy:
+    """The policy a config's ``policy`` section describes (with its ``surrogate`` section for ``dkl``).
 
     Args:
-        kind: ``"dkl"``, ``"gp-xy"``, ``"random"`` or ``"raster"``.
-        acquisition, beta: for ``dkl`` and ``gp-xy`` (see the module docstring); checked for
-            every kind.
+        policy: the section, one class per kind of :data:`POLICY_KINDS`; a kind's name stands for
+            its section with the defaults.
+        surrogate: the ``surrogate`` section, used by ``dkl`` only (``dkl`` kind with its defaults
+            when omitted).
         input_dim: ``D`` of the candidate features; required for ``dkl``.
-        surrogate_options: keyword arguments of :class:`~aexp.surrogates.dkl.DKLSurrogate`; checked for
-            every kind (so a typo in a config is caught) but used by ``dkl`` only.
         seed: seeds the surrogate's initial weights / hyper-parameter restarts.
         device: torch device of the DKL surrogate.
-        columns: counts of the feature columns by kind (the features record), which
-            ``surrogate_options["kind"] == "groups"`` splits into input groups (:func:`feature_groups`).
+        columns: counts of the feature columns by kind (the features record), which a ``groups``
+            surrogate splits into input groups (:func:`feature_groups`).
+
+    Example:
+        >>> make_policy(DKLPolicyConfig(acquisition={"kind": "ucb", "beta": 2.0}), input_dim=5).beta
+        2.0
     """
-    if kind not in POLICY_KINDS:
-        raise ValueError(f"unknown policy {kind!r}; known policies: {', '.join(POLICY_KINDS)}")
-    _check_acquisition(acquisition, beta)
-    options = dict(surrogate_options or {})
-    gp_until = int(options.pop("gp_until", 0))
-    gp_warm_maxiter = options.pop("gp_warm_maxiter", None)
-    position_kernel = options.pop("position_kernel", "joint")
-    surrogate_kind = options.pop("kind", "dkl")
-    known = ("feature_dim", "hidden", "kernel", "lr", "iterations", "warm_iterations", "base_kernel")
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"unknown DKL surrogate options {unknown}; known: {', '.join(known)}")
-    if kind == "random":
+    if isinstance(policy, str) and policy not in KINDS["policy"].members:
+        raise ValueError(f"unknown policy {policy!r}; known policies: {', '.join(POLICY_KINDS)}")
+    section = KINDS["policy"].members[policy]() if isinstance(policy, str) else policy
+    if isinstance(section, RandomPolicyConfig):
         return RandomPolicy()
-    if kind == "raster":
+    if isinstance(section, RasterPolicyConfig):
         return RasterPolicy()
-    if kind == "gp-xy":
-        return GPXYPolicy(acquisition, beta, seed=seed)
+    if not isinstance(section, (DKLPolicyConfig, GPXYPolicyConfig)):
+        raise TypeError(f"make_policy takes a policy section, not {type(section).__name__}")
+    acquisition = section.acquisition
+    # beta weighs UCB only; the other acquisitions keep UCB's default for an operator's `set beta`
+    beta = acquisition.beta if isinstance(acquisition, UCBConfig) else UCBConfig().beta
+    if isinstance(section, GPXYPolicyConfig):
+        return GPXYPolicy(acquisition.kind, beta, seed=seed)
     if input_dim is None:
         raise ValueError("policy 'dkl' needs input_dim (the number of feature columns)")
-    if surrogate_kind == "groups":
+    model = surrogate if surrogate is not None else DKLSurrogateConfig()
+    if isinstance(model, GroupsSurrogateConfig):
         from aexp.surrogates.groups import GroupAverage
 
         average = GroupAverage(feature_groups(input_dim, columns), seed=seed)
-        return SurrogatePolicy(average, acquisition, beta, name="dkl")
+        return SurrogatePolicy(average, acquisition.kind, beta, name="dkl")
+    return SurrogatePolicy(dkl_surrogate(model, input_dim, seed=seed, device=device), acquisition.kind, beta,
+                           name="dkl")
+
+
+def dkl_surrogate(section: DKLSurrogateConfig, input_dim: int, *, seed: int = 0, device: str = "cpu") -> Surrogate:
+    """The surrogate a ``surrogate: {kind: dkl}`` section describes over ``input_dim`` feature columns:
+    a :class:`~aexp.surrogates.dkl.DKLSurrogate`, behind an exact GP for the first ``gp_until`` points."""
     groups = None
-    if position_kernel == "additive":  # the last two columns are the position (with_position)
+    if section.position_kernel == "additive":  # the last two columns are the position (with_position)
         if input_dim < 3:
             raise ValueError("position_kernel: additive needs feature columns besides (x, y)")
         groups = [tuple(range(input_dim - 2)), (input_dim - 2, input_dim - 1)]
-    dkl = DKLSurrogate(input_dim, seed=seed, device=device, groups=groups, **options)
-    surrogate: Surrogate = dkl
-    if gp_until > 0:
-        surrogate = StagedSurrogate(dkl, gp_until, seed=seed, groups=groups, gp_warm_maxiter=gp_warm_maxiter)
-    return SurrogatePolicy(surrogate, acquisition, beta, name="dkl")
+    dkl = DKLSurrogate(input_dim, feature_dim=section.feature_dim, hidden=tuple(section.hidden),
+                       kernel=section.kernel, lr=section.lr, iterations=section.iterations,
+                       warm_iterations=section.warm_iterations, base_kernel=section.base_kernel,
+                       groups=groups, seed=seed, device=device)
+    if section.gp_until == 0:
+        return dkl
+    return StagedSurrogate(dkl, section.gp_until, seed=seed, groups=groups, gp_warm_maxiter=section.gp_warm_maxiter)

@@ -2,7 +2,7 @@
 
 A decision = fit the surrogate on the measured points + score every unmeasured candidate + argmax.
 
-- aexp: the surrogate the config's ``policy`` and ``surrogate`` sections build (``make_policy``),
+- aexp: the surrogate the config's ``policy`` and ``surrogate`` sections build (``aexp.policies.dkl_surrogate``),
   taken through the experiment's stages (the exact GP below ``gp_until`` points, then the DKL
   begun as that GP) and warm-started from the previous step; candidates scored through botorch on
   aexp's flat cached posterior, in chunks of 1024.
@@ -35,12 +35,12 @@ from botorch.acquisition import LogExpectedImprovement
 from botorch.models.gpytorch import GPyTorchModel
 from botorch.optim import optimize_acqf_discrete
 
-from aexp.config import load_config
+from aexp.config import DKLPolicyConfig, DKLSurrogateConfig, UCBConfig, load_config
 from aexp.features import standardise, with_surrogate_columns
 from aexp.instrument import load_instrument
 from aexp.models import RVAE
 from aexp.patches import make_candidates
-from aexp.policies import make_policy, score_candidates
+from aexp.policies import dkl_surrogate, score_candidates
 from aexp.surrogates.dkl import DeepKernelGP, DKLSurrogate
 
 
@@ -74,11 +74,17 @@ def features_for(n_side: int, seed: int, cfg) -> tuple[np.ndarray, np.ndarray]:
     return with_surrogate_columns(np.hstack(columns), cands, cfg.surrogate)[0], truth
 
 
+def _dkl_section(cfg) -> DKLSurrogateConfig:
+    if not isinstance(cfg.surrogate, DKLSurrogateConfig) or not isinstance(cfg.policy, DKLPolicyConfig):
+        raise SystemExit(f"{cfg.name}: decision_time times the dkl policy with a dkl surrogate")
+    return cfg.surrogate
+
+
 def _surrogate(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, cfg):
     """aexp's surrogate taken through the experiment so far (the GP stage, the switch, warm fits)."""
-    opts = cfg.surrogate.options()
-    ours = make_policy("dkl", input_dim=X.shape[1], surrogate_options=opts, seed=0).surrogate
-    switch = opts["gp_until"]
+    section = _dkl_section(cfg)
+    ours = dkl_surrogate(section, X.shape[1], seed=0)
+    switch = section.gp_until
     for k in ([switch - 1] if 0 < switch < n else []) + [n - 1]:
         ours.fit(X[order[:k]], y[order[:k]])
     return ours
@@ -89,8 +95,9 @@ def _decide(ours, X: torch.Tensor, y: np.ndarray, idx: np.ndarray, cfg, k: int) 
     excluded[idx] = True
     t0 = time.perf_counter()
     ours.fit(X[idx], y[idx])
-    s = score_candidates(ours, X, cfg.policy.acquisition, beta=cfg.policy.beta, best_f=float(y[idx].max()),
-                         seed=k)
+    acquisition = cfg.policy.acquisition
+    beta = acquisition.beta if isinstance(acquisition, UCBConfig) else UCBConfig().beta
+    s = score_candidates(ours, X, acquisition.kind, beta=beta, best_f=float(y[idx].max()), seed=k)
     s[excluded] = -np.inf
     int(np.argmax(s))
     return time.perf_counter() - t0
@@ -121,9 +128,9 @@ def time_all(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, repeats:
             continue
 
         t0 = time.perf_counter()
-        dkl_opts = {key: v for key, v in cfg.surrogate.options().items()
-                    if key not in ("gp_until", "position_kernel", "gp_warm_maxiter", "kind")}
-        base = FromScratchDKL(X.shape[1], seed=0, **{**dkl_opts, "base_kernel": False, "iterations": 200})
+        s = _dkl_section(cfg)
+        base = FromScratchDKL(X.shape[1], feature_dim=s.feature_dim, hidden=tuple(s.hidden), kernel=s.kernel,
+                              lr=s.lr, iterations=200, warm_iterations=s.warm_iterations, base_kernel=False, seed=0)
         base.fit(X[idx], y[idx])
         choices = X[~torch.as_tensor(excluded)]
         acqf = LogExpectedImprovement(base.model, best_f=best_f)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from aexp.config import parse_config
+from aexp.config import KINDS, parse_config, parse_section, with_kind
 from aexp.instrument import load_instrument
 from aexp.loop import run_experiment
 
@@ -34,12 +34,16 @@ _TINY = {
 
 def _tiny_config(sample: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
     """The tiny experiment as a config dict. ``sample``: more plasmonic options; each other keyword
-    updates the section of that name (a dict section key by key, anything else replaced)."""
+    updates the section of that name (a dict section key by key, anything else replaced); a new
+    ``kind`` keeps only the section's keys that kind takes (:func:`aexp.config.with_kind`)."""
     cfg = copy.deepcopy(_TINY)
     cfg["instrument"]["options"] = {**TINY_SAMPLE, **(sample or {})}
     for name, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(name), dict):
-            cfg[name] = {**cfg[name], **value}
+            base = cfg[name]
+            if name in KINDS and "kind" in value and value["kind"] != base.get("kind", KINDS[name].default):
+                base = with_kind(parse_section(name, base), value["kind"]).model_dump(mode="json")
+            cfg[name] = {**base, **value}
         else:
             cfg[name] = value
     return cfg

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ExperimentConfig, check_against
+from ..config import ExperimentConfig, check_against, with_kind
 from ..errors import UsageError
 from ..features import resolve_device, surrogate_inputs
 from ..instrument import GroundTruth, load_instrument
@@ -165,8 +165,8 @@ def run_bench(
         infos: dict[str | None, dict[str, Any]] = {None: {}}
         for name in names:
             entry = BENCH_POLICIES[name]
-            if entry.embedder not in features:
-                emb_cfg = cfg.embedder.model_copy(update={"kind": entry.embedder})
+            if entry.embedder is not None and entry.embedder not in features:
+                emb_cfg = with_kind(cfg.embedder, entry.embedder)
                 t0 = time.perf_counter()
                 feats, infos[entry.embedder] = surrogate_inputs(candidates, cfg, seed, device, progress,
                                                                 embedder=emb_cfg)

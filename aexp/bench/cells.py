@@ -194,6 +194,7 @@ def _features(entry: dict[str, Any], cell: Cell, cfg: Any, embedder: str | None,
     its features record (which columns are which input group)."""
     import torch
 
+    from ..config import with_kind
     from ..features import surrogate_inputs
 
     feats = entry["features"]
@@ -203,7 +204,7 @@ def _features(entry: dict[str, Any], cell: Cell, cfg: Any, embedder: str | None,
         if embedder is None:
             feats[None], infos[None] = torch.zeros((n, 0), dtype=torch.float64, device=device), {}
         else:
-            emb_cfg = cfg.embedder.model_copy(update={"kind": embedder})
+            emb_cfg = with_kind(cfg.embedder, embedder)
             x, infos[embedder] = surrogate_inputs(entry["candidates"], cfg, cell.seed, device, False,
                                                   embedder=emb_cfg)
             feats[embedder] = torch.as_tensor(x, dtype=torch.float64, device=device)

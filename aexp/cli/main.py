@@ -100,11 +100,9 @@ def _version() -> str:
 def _policies_epilog() -> str:
     # the config's literal, not aexp.policies (which imports torch): --help and --version stay fast;
     # tests/aexp/cli/test_main.py checks that the two lists agree
-    from typing import get_args
+    from ..config import KINDS
 
-    from ..config import PolicyConfig
-
-    kinds = ", ".join(get_args(PolicyConfig.model_fields["kind"].annotation))
+    kinds = ", ".join(KINDS["policy"].members)
     return f"policies (policy.kind in a config): {kinds}. Docs: docs/index.md"
 
 
@@ -232,7 +230,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: ok — instrument {desc.name!r}, {count}, "
         f"budget {cfg.budget} ({cfg.policy.n_initial} initial + {cfg.stopping.max_steps}), "
-        f"policy {cfg.policy.kind}/{cfg.policy.acquisition}, embedder {cfg.embedder.kind}, "
+        f"policy {cfg.policy.label}, embedder {cfg.embedder.kind}, "
         f"target {cfg.target.name}"
     )
     return 0

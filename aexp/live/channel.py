@@ -286,6 +286,8 @@ def resolve(cmd: Command, view: SessionView) -> dict[str, Any]:
         return {"indices": [int(i) for i in indices], "box": [float(v) for v in (*lo, *hi)]}
     if cmd.what == "set":
         kind, acq = view.policy.get("kind", "dkl"), view.policy.get("acquisition", "ucb")
+        if isinstance(acq, dict):  # a config's acquisition section ({kind: ucb, beta: 4.0})
+            acq = acq.get("kind", "ucb")
         if kind not in ("dkl", "gp-xy") or acq != "ucb":
             raise ControlError(f"set {cmd.name}: the policy {kind}/{acq} has no {cmd.name} "
                                f"(it is the UCB weight of dkl and gp-xy)")

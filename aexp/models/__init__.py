@@ -30,7 +30,7 @@ from .base import BaseVAE, NotFittedError
 from .cvae import CVAE
 from .figures import LatentScatter, latent_scatter, latent_traversal
 from .jvae import JRVAE, JVAE
-from .registry import EMBEDDERS, make_embedder
+from .registry import EMBEDDERS, build_embedder, make_embedder
 from .rvae import RVAE
 from .shiftvae import ShiftVAE
 from .skiprvae import SkipRVAE
@@ -41,7 +41,7 @@ from .ved import VED, im2spec, spec2im
 
 __all__ = [
     "AffineVAE", "BaseVAE", "CVAE", "EMBEDDERS", "JRVAE", "JVAE", "NotFittedError", "RVAE", "SSVAE",
-    "ShiftVAE", "SkipRVAE", "TimeDelayPatches", "VAE", "VED", "im2spec", "make_embedder", "spec2im",
+    "ShiftVAE", "SkipRVAE", "TimeDelayPatches", "VAE", "VED", "im2spec", "build_embedder", "make_embedder", "spec2im",
     "time_delay_patches",
     "LatentScatter", "latent_scatter", "latent_traversal",
 ]

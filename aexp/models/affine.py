@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Unpack
 
-from .base import check_positive
+from .base import Training, check_positive
 from .rvae import RVAE
 
 __all__ = ["AffineVAE"]
@@ -53,12 +54,13 @@ class AffineVAE(RVAE):
         orientation: bool = False,
         equivariance: float = 0.0,
         rotation_prior_warmup: int = 0,
+        **training: Unpack[Training],
     ):
         super().__init__(
             input_shape, latent_dim, hidden, decoder_layers, encoder_hidden, translation,
             rotation_prior, translation_prior, scale, scale_prior, encoder, likelihood, noise_std, device,
             orientation=orientation, equivariance=equivariance,
-            rotation_prior_warmup=rotation_prior_warmup,
+            rotation_prior_warmup=rotation_prior_warmup, **training,
         )
         self.shear_prior = shear_prior
 

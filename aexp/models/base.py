@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from .decoders import CoordinateDecoder
 
 __all__ = [
     "BaseVAE",
+    "Training",
     "NotFittedError",
     "MLPEncoder",
     "ConvEncoder",
@@ -363,6 +364,19 @@ def _checkpoint_value(value: Any) -> Any:
     return value
 
 
+class Training(TypedDict, total=False):
+    """The training settings every model takes as keywords of ``__init__`` (scikit-learn style: the
+    constructor holds every hyper-parameter, ``get_params()`` lists them); ``fit`` may override each.
+
+    A model's ``__init__`` passes them on as ``**training: Unpack[Training]``, so they are written once.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+
+
 class BaseVAE:
     """Base class of the VAE embedders (see the module docstring for the subclass contract).
 
@@ -374,6 +388,8 @@ class BaseVAE:
         noise_std: standard deviation of the Gaussian likelihood, in units of each channel's
             range in the training data. Smaller values weigh reconstruction more against the KL.
         device: torch device the network lives and trains on.
+        epochs, batch_size, lr: Adam's passes over the patches, patches per step and step size.
+        seed: seeds the network's initial weights, the shuffling and the sampling of training.
     """
 
     # Learned in fit (or read by load); absent before.
@@ -389,12 +405,21 @@ class BaseVAE:
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        *,
+        epochs: int = 20,
+        batch_size: int = 128,
+        lr: float = 3e-3,
+        seed: int = 0,
     ):
         self.input_shape = input_shape
         self.latent_dim = latent_dim
         self.likelihood = likelihood
         self.noise_std = noise_std
         self.device = device
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
 
     # ----------------------------------------------------------------- subclass contract
 
@@ -433,8 +458,18 @@ class BaseVAE:
 
     @classmethod
     def _parameter_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return [name for name in signature.parameters if name != "self"]
+        """The named parameters of ``__init__``, with those it passes on as ``**training`` to the
+        ``__init__`` of a base class."""
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass):
+                continue
+            parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
+            names += [p.name for p in parameters if p.name != "self" and p.name not in names
+                      and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+            if all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in parameters):
+                return names
+        return names
 
     def get_params(self) -> dict[str, Any]:
         """The hyper-parameters given to ``__init__``, by name."""
@@ -554,10 +589,10 @@ class BaseVAE:
         X: Any,
         y: Any = None,
         *,
-        epochs: int = 20,
-        batch_size: int = 128,
-        lr: float = 3e-3,
-        seed: int = 0,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        seed: int | None = None,
         kl_weight: KLWeight = 1.0,
         progress: bool = True,
     ) -> BaseVAE:
@@ -566,16 +601,17 @@ class BaseVAE:
         ``y`` (one label per patch) is checked against ``X`` and passed to models that learn from
         labels; the unsupervised models here do not use it.
 
+        ``epochs``, ``batch_size``, ``lr`` and ``seed`` are the constructor's unless given here.
         Every call starts from a fresh network seeded by ``seed``: the same seed and data give the
         same model on the same machine and torch build. ``kl_weight`` is a number, a per-epoch
         sequence (last value held) or a callable ``epoch -> weight``. ``history_`` holds the
         per-epoch means of each loss term per patch, the KL weight and the epoch's wall time.
         """
         self._validate_hyperparameters()
-        epochs = check_int("epochs", epochs, 1)
-        batch_size = check_int("batch_size", batch_size, 1)
-        lr = check_positive("lr", lr)
-        seed = check_int("seed", seed, 0)
+        epochs = check_int("epochs", self.epochs if epochs is None else epochs, 1)
+        batch_size = check_int("batch_size", self.batch_size if batch_size is None else batch_size, 1)
+        lr = check_positive("lr", self.lr if lr is None else lr)
+        seed = check_int("seed", self.seed if seed is None else seed, 0)
         weights = kl_schedule(kl_weight, epochs)
         x = self._check_patches(X, min_samples=2)
         self._check_labels(y, len(x))

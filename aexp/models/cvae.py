@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from ._conditional import (
     check_values,
     geometric_names,
 )
-from .base import check_int, check_positive
+from .base import Training, check_int, check_positive
 
 __all__ = ["CVAE"]
 
@@ -100,8 +100,9 @@ class CVAE(GeometricPairedVAE):
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        **training: Unpack[Training],
     ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device)
+        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
         self.condition = condition
         self.condition_dim = condition_dim
         self.rotation = rotation

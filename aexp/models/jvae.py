@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from .base import (
     BaseVAE,
     CoordinateDecoder,
     LatentNetwork,
+    Training,
     check_int,
     check_positive,
     gaussian_kl,
@@ -130,8 +131,9 @@ class JVAE(BaseVAE):
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        **training: Unpack[Training],
     ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device)
+        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
         self.n_classes = n_classes
         self.discrete = discrete
         self.temperature = temperature
@@ -287,10 +289,11 @@ class JRVAE(JVAE):
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        **training: Unpack[Training],
     ):
         super().__init__(
             input_shape, latent_dim, n_classes, discrete, temperature, capacity_epochs, capacity_gamma,
-            balance_gamma, hidden, decoder_layers, encoder, encoder_hidden, likelihood, noise_std, device,
+            balance_gamma, hidden, decoder_layers, encoder, encoder_hidden, likelihood, noise_std, device, **training,
         )
         self.translation = translation
         self.rotation_prior = rotation_prior

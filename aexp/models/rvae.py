@@ -23,10 +23,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from numbers import Real
+from typing import Unpack
 
 import torch
 
-from .base import ENCODERS, SHIFT_SCALE, BaseVAE, InvariantNetwork, LatentNetwork, check_int, check_positive
+from .base import ENCODERS, SHIFT_SCALE, BaseVAE, InvariantNetwork, LatentNetwork, Training, check_int, check_positive
 from .orientation import OrientedNetwork, equivariance_penalty
 
 __all__ = ["RVAE", "SHIFT_SCALE", "ROTATION_WARMUP_START", "warmup_factor"]
@@ -147,8 +148,9 @@ class RVAE(BaseVAE):
         orientation: bool = False,
         equivariance: float = 0.0,
         rotation_prior_warmup: int = 0,
+        **training: Unpack[Training],
     ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device)
+        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
         self.hidden = hidden
         self.decoder_layers = decoder_layers
         self.encoder_hidden = encoder_hidden

@@ -19,13 +19,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Integral
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 from torch import nn
 
-from .base import BaseVAE, LatentNetwork, MLPEncoder, _as_float_tensor, _check_finite, check_int, check_positive
+from .base import (
+    BaseVAE,
+    LatentNetwork,
+    MLPEncoder,
+    Training,
+    _as_float_tensor,
+    _check_finite,
+    check_int,
+    check_positive,
+)
 
 __all__ = ["ShiftVAE", "ShiftDecoder1d"]
 
@@ -105,8 +114,9 @@ class ShiftVAE(BaseVAE):
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        **training: Unpack[Training],
     ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device)
+        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
         self.hidden = hidden
         self.decoder_layers = decoder_layers
         self.encoder_hidden = encoder_hidden

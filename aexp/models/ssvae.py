@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from ._conditional import (
     geometric_names,
     transform_grid,
 )
-from .base import SHIFT_SCALE, MLPEncoder, check_int, check_positive, gaussian_kl
+from .base import SHIFT_SCALE, MLPEncoder, Training, check_int, check_positive, gaussian_kl
 
 __all__ = ["SSVAE"]
 
@@ -260,8 +260,9 @@ class SSVAE(GeometricPairedVAE):
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        **training: Unpack[Training],
     ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device)
+        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
         self.output_dim = output_dim
         self.task = task
         self.classifier_weight = classifier_weight

@@ -10,8 +10,9 @@ from :class:`~aexp.models.rvae.RVAE` is the absence of geometric latents. Loss p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Unpack
 
-from .base import ENCODERS, BaseVAE, InvariantNetwork, LatentNetwork, check_int
+from .base import ENCODERS, BaseVAE, InvariantNetwork, LatentNetwork, Training, check_int
 
 __all__ = ["VAE"]
 
@@ -45,8 +46,9 @@ class VAE(BaseVAE):
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        **training: Unpack[Training],
     ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device)
+        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
         self.hidden = hidden
         self.decoder_layers = decoder_layers
         self.encoder = encoder

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Integral
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 
 from ._conditional import MLPDecoder, PairedNetwork, PairedVAE
-from .base import MLPEncoder, _as_float_tensor, _check_finite, check_int, gaussian_kl
+from .base import MLPEncoder, Training, _as_float_tensor, _check_finite, check_int, gaussian_kl
 
 __all__ = ["VED", "im2spec", "spec2im"]
 
@@ -91,8 +91,9 @@ class VED(PairedVAE):
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        **training: Unpack[Training],
     ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device)
+        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
         self.output_shape = output_shape
         self.hidden = hidden
         self.encoder_hidden = encoder_hidden

@@ -166,7 +166,7 @@ class Manifest:
         """The recorded config, parsed and checked as ``aexp run`` checks a YAML file."""
         from ..config import parse_config
 
-        return parse_config(self.config, source=f"{source} config")
+        return parse_config(self.config, source=f"{source} config", recorded=True)
 
     @property
     def num_threads(self) -> int | None:

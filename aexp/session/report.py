@@ -209,7 +209,7 @@ def write_report(folder: str | Path, out: str | Path | None = None,
     summary = reader.summary or {"status": "no summary.json (stopped hard?)"}
     cfg = recorded_config(reader)
     rows = [("session", str(reader.folder)), ("config", cfg.name), ("seed", str(man.seed)),
-            ("policy", f"{cfg.policy.kind} / {cfg.policy.acquisition}"), ("target", cfg.target.name),
+            ("policy", cfg.policy.label.replace("/", " / ")), ("target", cfg.target.name),
             ("steps", f"{len(steps)} of a budget of {man.budget}"),
             ("status", str(summary.get("status"))),
             ("best target", str(max((s.target for s in steps if s.target is not None), default=None)))]

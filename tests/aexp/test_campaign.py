@@ -18,6 +18,7 @@ from aexp.campaign import (
     as_ask_tell,
     short_tour,
 )
+from aexp.config import DKLSurrogateConfig
 from aexp.instrument import InstrumentUnreachable, MeasurementFailed, check_position
 from aexp.patches import grid_candidates
 from aexp.policies import POLICY_KINDS, make_policy
@@ -91,7 +92,9 @@ def _setup(inst):
 
 def _run(inst, policy="random", n_initial=3, steps=10, seed=0, **kw):
     cands, feats = _setup(inst)
-    pol = make_policy(policy, input_dim=feats.shape[1], seed=seed, surrogate_options=kw.pop("options", None))
+    options = kw.pop("options", None)
+    surrogate = DKLSurrogateConfig(**options) if options is not None else None
+    pol = make_policy(policy, input_dim=feats.shape[1], seed=seed, surrogate=surrogate)
     rec = MemoryRecorder()
     res = Campaign(instrument=inst, candidates=cands, features=feats, target=TARGET, policy=pol,
                    n_initial=n_initial, budget=kw.pop("budget", Budget(n_initial + steps)), recorder=rec,
@@ -105,13 +108,13 @@ def _run(inst, policy="random", n_initial=3, steps=10, seed=0, **kw):
 def test_every_policy_answers_ask_and_tell(kind):
     inst = Fake()
     cands, feats = _setup(inst)
-    options = {"iterations": 5, "warm_iterations": 2} if kind == "dkl" else None
+    options = DKLSurrogateConfig(iterations=5, warm_iterations=2)
     allowed = np.ones(len(cands), bool)
     allowed[:4] = False  # outside the bounds, say
     problem = Problem(feats, cands.positions, cands.grid_shape, allowed, budget=12, seed=0)
 
     def asked():
-        policy = as_ask_tell(make_policy(kind, input_dim=feats.shape[1], surrogate_options=options))
+        policy = as_ask_tell(make_policy(kind, input_dim=feats.shape[1], surrogate=options))
         policy.start(problem)
         told = [10, 20, 30, 40]
         policy.tell([Outcome(k, i, float(k) if k != 1 else None) for k, i in enumerate(told)])

@@ -3,7 +3,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aexp.config import ConfigError, check_against, load_config, parse_config
+from aexp.config import (
+    KINDS,
+    ConfigError,
+    DKLPolicyConfig,
+    SurrogateInputs,
+    UCBConfig,
+    VAEEmbedderConfig,
+    check_against,
+    load_config,
+    parse_config,
+    parse_section,
+    with_kind,
+)
 from aexp.types import Bounds, InstrumentDescription, SpectrumAxis
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
@@ -72,7 +84,7 @@ def test_embedder_scaling_options_are_bounded():
 def test_centre_pixels_is_an_odd_square_inside_the_patch():
     cfg = parse_config({**MINIMAL, "candidates": {"patch_size": 8}, "surrogate": {"centre_pixels": 3}})
     assert cfg.surrogate.centre_pixels == 3
-    assert "centre_pixels" not in cfg.surrogate.options()  # a feature choice, not a surrogate argument
+    assert "centre_pixels" in SurrogateInputs.model_fields  # a feature choice of every surrogate kind
     with pytest.raises(ConfigError, match=r"surrogate.centre_pixels: .*must be odd.*not 2"):
         parse_config({**MINIMAL, "surrogate": {"centre_pixels": 2}})
     with pytest.raises(ConfigError, match=r"centre_pixels \(9\) is larger than candidates.patch_size \(8\)"):
@@ -81,7 +93,7 @@ def test_centre_pixels_is_an_odd_square_inside_the_patch():
 
 def test_centre_gradient_needs_a_three_pixel_patch():
     cfg = parse_config({**MINIMAL, "candidates": {"patch_size": 3}, "surrogate": {"centre_gradient": True}})
-    assert cfg.surrogate.centre_gradient and "centre_gradient" not in cfg.surrogate.options()
+    assert cfg.surrogate.centre_gradient and "centre_gradient" in SurrogateInputs.model_fields
     with pytest.raises(ConfigError, match=r"centre_gradient takes the 3 x 3 .*patch_size is 2"):
         parse_config({**MINIMAL, "candidates": {"patch_size": 2}, "surrogate": {"centre_gradient": True}})
 
@@ -165,7 +177,7 @@ def test_neighbour_counts_need_atom_candidates_and_a_known_class():
     counts = [{"brightness": 0, "radius_px": 13}]
     cfg = parse_config({**MINIMAL, "candidates": {"mode": "atoms"}, "surrogate": {"neighbour_counts": counts}})
     assert cfg.surrogate.neighbour_counts[0].radius_px == 13
-    assert "neighbour_counts" not in cfg.surrogate.options() and "brightness_classes" not in cfg.surrogate.options()
+    assert {"neighbour_counts", "brightness_classes"} <= set(SurrogateInputs.model_fields)
     with pytest.raises(ConfigError, match="neighbour_counts counts found atoms; it needs candidates.mode: atoms"):
         parse_config({**MINIMAL, "surrogate": {"neighbour_counts": counts}})
     with pytest.raises(ConfigError, match=r"neighbour_counts\[0\].brightness is 3; the classes are 0..2"):
@@ -226,3 +238,82 @@ def test_cuda_without_a_gpu_is_a_check_error():
                                  SpectrumAxis("energy_loss", "eV", 0.0, 5.0, 64))
     with pytest.raises(ConfigError, match="device: cuda was asked for but torch sees no CUDA GPU"):
         check_against(parse_config({**MINIMAL, "device": "cuda"}), desc)
+
+
+# --- one class per kind ---
+
+def test_a_key_given_to_a_kind_that_does_not_take_it_is_an_error_naming_both():
+    with pytest.raises(ConfigError, match=r"embedder: 'orientation' \(an option of rvae, affine, skiprvae\) is not "
+                                          r"an option of embedder kind 'vae'"):
+        parse_config({**MINIMAL, "embedder": {"kind": "vae", "orientation": True}})
+    with pytest.raises(ConfigError, match=r"policy: 'acquisition' .* not an option of policy kind 'random'"):
+        parse_config({**MINIMAL, "policy": {"kind": "random", "acquisition": "log_ei"}})
+    with pytest.raises(ConfigError, match=r"policy.acquisition: 'beta' .* not an option of acquisition kind 'log_ei'"):
+        parse_config({**MINIMAL, "policy": {"acquisition": "log_ei", "beta": 1.0}})
+    with pytest.raises(ConfigError, match=r"surrogate: 'gp_until' \(an option of dkl\) is not an option of surrogate "
+                                          r"kind 'groups'"):
+        parse_config({**MINIMAL, "surrogate": {"kind": "groups", "gp_until": 30}})
+    with pytest.raises(ConfigError, match=r"embedder.orientatoin: unknown key of embedder kind 'rvae', which takes"):
+        parse_config({**MINIMAL, "embedder": {"orientatoin": True}})
+    with pytest.raises(ConfigError, match=r"policy.acquisition.bta: unknown key of acquisition kind 'ucb'"):
+        parse_config({**MINIMAL, "policy": {"acquisition": {"kind": "ucb", "bta": 1}}})
+    with pytest.raises(ConfigError, match=r"embedder: embedder kind 'pca' is not one of rvae, vae"):
+        parse_config({**MINIMAL, "embedder": {"kind": "pca"}})
+    with pytest.raises(ConfigError, match=r"^<config>: policy.batch: Input should be greater"):  # no kind in the path
+        parse_config({**MINIMAL, "policy": {"batch": 0}})
+
+
+def test_a_foreign_key_at_its_default_is_dropped_and_a_recorded_config_drops_every_one():
+    cfg = parse_config({**MINIMAL, "embedder": {"kind": "vae", "orientation": False, "n_classes": 4},
+                        "policy": {"kind": "random", "acquisition": "ucb", "beta": 4.0}})
+    assert cfg.embedder == VAEEmbedderConfig() and cfg.policy.kind == "random"
+    assert "acquisition" not in cfg.to_dict()["policy"] and "orientation" not in cfg.to_dict()["embedder"]
+    # what the recording run ignored is dropped from a session's config, whatever its value
+    recorded = {**MINIMAL, "embedder": {"kind": "vae", "orientation": True},
+                "policy": {"kind": "dkl", "acquisition": "log_ei", "beta": 2.0}}
+    cfg = parse_config(recorded, recorded=True)
+    assert cfg.embedder == VAEEmbedderConfig() and cfg.policy.acquisition_kind == "log_ei"
+    with pytest.raises(ConfigError, match="orientation"):
+        parse_config(recorded)
+
+
+def test_the_flat_acquisition_form_is_the_acquisition_section():
+    flat = parse_config({**MINIMAL, "policy": {"acquisition": "ucb", "beta": 2.5}})
+    nested = parse_config({**MINIMAL, "policy": {"acquisition": {"kind": "ucb", "beta": 2.5}}})
+    assert flat == nested and isinstance(flat.policy, DKLPolicyConfig) and flat.policy.acquisition == UCBConfig(beta=2.5)
+    assert flat.to_dict()["policy"]["acquisition"] == {"kind": "ucb", "beta": 2.5}
+    assert parse_config({**MINIMAL, "policy": {"beta": 1.0}}).policy.acquisition == UCBConfig(beta=1.0)
+    assert parse_config(flat.to_dict()) == flat  # a dumped config reads back the same
+    with pytest.raises(ConfigError, match="beta is given both on the policy and under acquisition"):
+        parse_config({**MINIMAL, "policy": {"acquisition": {"kind": "ucb", "beta": 1}, "beta": 2}})
+    assert flat.policy.label == "dkl/ucb" and parse_config({**MINIMAL, "policy": {"kind": "raster"}}).policy.label == "raster"
+
+
+def test_switching_a_kind_keeps_the_options_the_new_kind_takes():
+    cfg = parse_config({**MINIMAL, "embedder": {"kind": "rvae", "epochs": 3, "orientation": True},
+                        "policy": {"acquisition": {"kind": "ucb", "beta": 1.0}, "n_initial": 7}})
+    vae = with_kind(cfg.embedder, "vae")
+    assert vae == VAEEmbedderConfig(epochs=3)
+    assert with_kind(cfg.policy, "random").n_initial == 7 and with_kind(cfg.policy, "gp-xy").acquisition.beta == 1.0
+    switched = cfg.with_overrides(**{"embedder.kind": "none", "policy.kind": "raster", "policy.n_initial": 2})
+    assert switched.embedder.kind == "none" and switched.policy.kind == "raster" and switched.policy.n_initial == 2
+    with pytest.raises(ConfigError, match="embedder kind 'pca' is not one of"):
+        with_kind(cfg.embedder, "pca")
+    assert parse_section("acquisition", "thompson").kind == "thompson"
+    assert {name: list(f.members)[0] == f.default for name, f in KINDS.items()} == dict.fromkeys(KINDS, True)
+
+
+def test_every_shipped_and_recorded_config_loads_as_the_same_experiment():
+    root = Path(__file__).parents[2]
+    paths = [*root.glob("configs/**/*.yaml"), *root.glob("benchmarks/recipe/*.yaml")]
+    assert len(paths) >= 10
+    for path in paths:
+        cfg = load_config(path)
+        assert parse_config(cfg.to_dict(), source=str(path)) == cfg
+    import json
+
+    for manifest in root.glob("tests/data/sessions/*/manifest.json"):
+        data = json.loads(manifest.read_text())["config"]
+        cfg = parse_config(data, recorded=True)
+        assert cfg.embedder.kind == data["embedder"]["kind"] and cfg.policy.acquisition_kind == data["policy"]["acquisition"]
+        assert cfg.policy.acquisition.beta == data["policy"]["beta"]

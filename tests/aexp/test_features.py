@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from aexp.config import EmbedderConfig, parse_config
+from aexp.config import NoEmbedderConfig, RVAEEmbedderConfig, parse_config, with_kind
 from aexp.features import (
     centre_gradient,
     centre_pixels,
@@ -23,7 +23,7 @@ def _candidates():
 
 def test_raw_patch_features_are_standardised_columns():
     c = _candidates()
-    f, info = embed_candidates(c, EmbedderConfig(kind="none"), seed=0, progress=False)
+    f, info = embed_candidates(c, NoEmbedderConfig(), seed=0, progress=False)
     assert f.shape == (36, 16) and info == {"kind": "none", "dim": 16}
     np.testing.assert_allclose(f.mean(0), 0, atol=1e-12)
     np.testing.assert_allclose(f.std(0), 1, atol=1e-12)
@@ -139,13 +139,13 @@ def _spy_on_embedders(monkeypatch) -> list:
     import aexp.models as models
 
     made = []
-    real = models.make_embedder
+    real = models.build_embedder
 
-    def spy(kind, input_shape, **options):
-        made.append(real(kind, input_shape, **options))
+    def spy(section, input_shape, **where):
+        made.append(real(section, input_shape, **where))
         return made[-1]
 
-    monkeypatch.setattr(models, "make_embedder", spy)
+    monkeypatch.setattr(models, "build_embedder", spy)
     return made
 
 
@@ -153,7 +153,7 @@ def test_embedder_sees_clipped_patches_and_the_configured_noise(monkeypatch):
     made = _spy_on_embedders(monkeypatch)
     c = _candidates()
     c.patches[0, 0, 1, 1] = 1e3  # a bright outlier that would set the scaling's range
-    cfg = EmbedderConfig(kind="rvae", epochs=1, clip_percentile=2.0, noise_std=0.05)
+    cfg = RVAEEmbedderConfig(epochs=1, clip_percentile=2.0, noise_std=0.05)
     f, _ = embed_candidates(c, cfg, seed=0, progress=False)
     model = made[-1]
     assert model.noise_std == 0.05
@@ -164,9 +164,7 @@ def test_embedder_sees_clipped_patches_and_the_configured_noise(monkeypatch):
 
 def test_wide_rotation_options_reach_the_rvae(monkeypatch):
     made = _spy_on_embedders(monkeypatch)
-    cfg = EmbedderConfig(
-        kind="rvae", epochs=2, orientation=True, equivariance=2.0, rotation_prior_warmup=1
-    )
+    cfg = RVAEEmbedderConfig(epochs=2, orientation=True, equivariance=2.0, rotation_prior_warmup=1)
     f, _ = embed_candidates(_candidates(), cfg, seed=0, progress=False)
     params = made[-1].get_params()
     assert (params["orientation"], params["equivariance"], params["rotation_prior_warmup"]) == (
@@ -178,7 +176,7 @@ def test_wide_rotation_options_reach_the_rvae(monkeypatch):
     _, info = embed_candidates(_candidates(), cfg, seed=0, progress=False)
     z = made[-1].encode(np.asarray(_candidates().patches))
     np.testing.assert_allclose(info["latent_spread"], z.std(axis=0), rtol=1e-5)
-    embed_candidates(_candidates(), cfg.model_copy(update={"kind": "vae"}), seed=0, progress=False)
+    embed_candidates(_candidates(), with_kind(cfg, "vae"), seed=0, progress=False)
     assert "orientation" not in made[-1].get_params()  # a plain VAE has no angle to orient
 
 
@@ -187,10 +185,10 @@ def test_context_views_get_their_own_columns_after_the_patch_features():
 
     c = _candidates()
     wide = replace(c, context=c.patches[:, :, ::-1].copy())
-    f, info = embed_candidates(wide, EmbedderConfig(kind="none"), seed=0, progress=False)
+    f, info = embed_candidates(wide, NoEmbedderConfig(), seed=0, progress=False)
     assert f.shape == (36, 32) and info["dim"] == 32 and info["context"]["dim"] == 16
     np.testing.assert_allclose(f[:, 16:], standardise(wide.context.reshape(36, -1)))
-    cfg = EmbedderConfig(kind="rvae", latent_dim=2, epochs=1, hidden=8)
+    cfg = RVAEEmbedderConfig(latent_dim=2, epochs=1, hidden=8)
     f, info = embed_candidates(wide, cfg, seed=0, progress=False)
     assert f.shape == (36, 10) and len(info["context"]["latent_spread"]) == 5
 
@@ -198,7 +196,7 @@ def test_context_views_get_their_own_columns_after_the_patch_features():
 def test_a_collapsed_embedding_is_reported_and_recorded():
     c = _candidates()
     flat = replace_patches(c, np.ones_like(c.patches))  # nothing to tell the patches apart
-    cfg = EmbedderConfig(kind="rvae", latent_dim=2, epochs=1, hidden=8)
+    cfg = RVAEEmbedderConfig(latent_dim=2, epochs=1, hidden=8)
     with pytest.warns(UserWarning, match="collapsed.*clip_percentile"):
         _, info = embed_candidates(flat, cfg, seed=0, progress=False)
     assert info["collapsed"] is True
@@ -206,7 +204,7 @@ def test_a_collapsed_embedding_is_reported_and_recorded():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, info = embed_candidates(c, EmbedderConfig(kind="rvae", latent_dim=2, epochs=3, hidden=8), seed=0,
+        _, info = embed_candidates(c, RVAEEmbedderConfig(latent_dim=2, epochs=3, hidden=8), seed=0,
                                    progress=False)
     assert info["collapsed"] is False
 
@@ -289,7 +287,7 @@ def test_the_embedder_trains_on_a_seeded_subsample_and_encodes_every_candidate(m
 
     monkeypatch.setattr(rvae_module.RVAE, "fit", fit)
     c = _candidates()
-    cfg = EmbedderConfig(kind="rvae", epochs=1, hidden=8, train_subsample=20)
+    cfg = RVAEEmbedderConfig(epochs=1, hidden=8, train_subsample=20)
     f, info = embed_candidates(c, cfg, seed=3, progress=False)
     assert f.shape[0] == 36 and info["trained_on"] == 20  # every candidate encoded, the subsample recorded
     assert len(seen[-1]) == 20

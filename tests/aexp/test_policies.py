@@ -9,8 +9,17 @@ import pytest
 import torch
 from gpytorch.kernels import AdditiveKernel
 
+from aexp.config import (
+    KINDS,
+    DKLPolicyConfig,
+    DKLSurrogateConfig,
+    GPXYPolicyConfig,
+    RandomPolicyConfig,
+    parse_config,
+)
 from aexp.policies import (
     ACQUISITIONS,
+    POLICY_KINDS,
     GPXYPolicy,
     NoCandidatesLeft,
     PositionGP,
@@ -53,9 +62,9 @@ def _context(measured, excluded=None, *, seed=0, targets=None, want_maps=False, 
 
 def _dkl(**options) -> SurrogatePolicy:
     acquisition, seed = options.pop("acquisition", "ucb"), options.pop("seed", 0)
-    opts = dict(iterations=40, warm_iterations=10) | options
-    return make_policy("dkl", input_dim=5, surrogate_options=opts, acquisition=acquisition,
-                       beta=2.0, seed=seed)
+    surrogate = DKLSurrogateConfig(**(dict(iterations=40, warm_iterations=10) | options))
+    policy = DKLPolicyConfig(acquisition={"kind": acquisition, **({"beta": 2.0} if acquisition == "ucb" else {})})
+    return make_policy(policy, surrogate=surrogate, input_dim=5, seed=seed)
 
 
 MEASURED = np.random.default_rng(1).choice(M, 30, replace=False)
@@ -240,23 +249,41 @@ def test_gp_xy_thompson_is_a_reproducible_draw():
 def test_make_policy_builds_each_kind_and_rejects_bad_requests():
     assert make_policy("random").name == "random"
     assert make_policy("raster").name == "raster"
-    assert isinstance(make_policy("gp-xy", acquisition="log_ei"), GPXYPolicy)
-    dkl = make_policy("dkl", input_dim=7, surrogate_options={"kernel": "matern52"}, seed=4)
+    assert isinstance(make_policy(GPXYPolicyConfig(acquisition="log_ei")), GPXYPolicy)
+    dkl = make_policy("dkl", input_dim=7, surrogate=DKLSurrogateConfig(kernel="matern52"), seed=4)
     assert isinstance(dkl.surrogate, DKLSurrogate) and dkl.surrogate.kernel == "matern52"
     assert dkl.surrogate.seed == 4 and dkl.name == "dkl"
     with pytest.raises(ValueError, match="dkl, gp-xy, random, raster"):
         make_policy("bayes")
     with pytest.raises(ValueError, match=", ".join(ACQUISITIONS)):
-        make_policy("dkl", input_dim=5, acquisition="ei")
+        DKLPolicyConfig(acquisition="ei")
     with pytest.raises(ValueError, match="input_dim"):
         make_policy("dkl")
     with pytest.raises(ValueError, match="learning_rate"):
-        make_policy("dkl", input_dim=5, surrogate_options={"learning_rate": 0.1})
-    with pytest.raises(ValueError, match="learning_rate"):
-        make_policy("random", surrogate_options={"learning_rate": 0.1})
-    assert make_policy("random", surrogate_options={"lr": 0.1}).name == "random"  # dkl-only
+        DKLSurrogateConfig(learning_rate=0.1)
+    minimal = {"instrument": {"driver": "plasmonic"}, "target": {"name": "band_intensity", "window": [2.0, 2.6]}}
+    with pytest.raises(ValueError, match="learning_rate"):  # the surrogate section is checked for every policy
+        parse_config({**minimal, "policy": {"kind": "random"}, "surrogate": {"learning_rate": 0.1}})
+    assert make_policy("random", surrogate=DKLSurrogateConfig(lr=0.1)).name == "random"  # dkl-only
     with pytest.raises(ValueError, match="beta"):
-        make_policy("gp-xy", beta=-1.0)
+        GPXYPolicyConfig(beta=-1.0)
+    with pytest.raises(ValueError, match="'beta' .* not an option of acquisition kind 'log_ei'"):
+        GPXYPolicyConfig(acquisition="log_ei", beta=1.0)
+
+
+def test_every_policy_kind_of_the_config_builds_its_policy():
+    assert tuple(KINDS["policy"].members) == POLICY_KINDS
+    assert tuple(KINDS["acquisition"].members) == ACQUISITIONS
+    built = {kind: make_policy(cls(), input_dim=5) for kind, cls in KINDS["policy"].members.items()}
+    assert {kind: type(p) for kind, p in built.items()} == {
+        "dkl": SurrogatePolicy, "gp-xy": GPXYPolicy, "random": RandomPolicy, "raster": RasterPolicy}
+    for acquisition in ACQUISITIONS:
+        policy = make_policy(DKLPolicyConfig(acquisition=acquisition), input_dim=5)
+        assert policy.acquisition == acquisition
+    assert make_policy(DKLPolicyConfig(acquisition={"kind": "ucb", "beta": 0.5}), input_dim=5).beta == 0.5
+    # the flat form of every config written before acquisitions had their own section
+    assert make_policy(GPXYPolicyConfig(acquisition="ucb", beta=0.25)).beta == 0.25
+    assert make_policy(RandomPolicyConfig(n_initial=3)).name == "random"
 
 
 @pytest.mark.parametrize("acquisition", ["ucb", "thompson"])
@@ -277,10 +304,8 @@ def test_staged_surrogate_is_a_gp_on_the_inputs_until_the_switch_then_the_dkl(ac
 
 def test_gp_until_zero_is_the_plain_dkl_and_negative_is_refused():
     assert isinstance(_dkl(gp_until=0).surrogate, DKLSurrogate)
-    from aexp.config import SurrogateConfig
-
     with pytest.raises(ValueError, match="gp_until"):
-        SurrogateConfig(gp_until=-1)
+        DKLSurrogateConfig(gp_until=-1)
 
 
 def _additive_problem(seed: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -333,19 +358,20 @@ def test_additive_position_kernel_splits_off_the_last_two_columns_in_both_stages
     plain = _dkl(position_kernel="additive").surrogate
     assert isinstance(plain, DKLSurrogate) and plain.groups == ((0, 1, 2), (3, 4))
     with pytest.raises(ValueError, match="besides"):
-        make_policy("dkl", input_dim=2, surrogate_options={"position_kernel": "additive"})
+        make_policy("dkl", input_dim=2, surrogate=DKLSurrogateConfig(position_kernel="additive"))
 
 
 def test_additive_position_kernel_needs_the_position_columns_in_the_config():
-    from aexp.config import SurrogateConfig
-
-    assert SurrogateConfig(position_kernel="additive").options()["position_kernel"] == "additive"
+    assert DKLSurrogateConfig(position_kernel="additive").position_kernel == "additive"
     with pytest.raises(ValueError, match="position: true"):
-        SurrogateConfig(position_kernel="additive", position=False)
+        DKLSurrogateConfig(position_kernel="additive", position=False)
     with pytest.raises(ValueError, match="base_kernel"):
-        SurrogateConfig(position_kernel="additive", base_kernel=False)
+        DKLSurrogateConfig(position_kernel="additive", base_kernel=False)
     with pytest.raises(ValueError, match="position_kernel"):
-        SurrogateConfig(position_kernel="sum")
+        DKLSurrogateConfig(position_kernel="sum")
+    with pytest.raises(ValueError, match="'position_kernel' .* not an option of surrogate kind 'groups'"):
+        parse_config({"instrument": {"driver": "plasmonic"}, "target": {"name": "band_intensity", "window": [2.0, 2.6]},
+                      "surrogate": {"kind": "groups", "position_kernel": "additive"}})
 
 
 @pytest.mark.filterwarnings("ignore::botorch.exceptions.warnings.InputDataWarning")
@@ -362,7 +388,5 @@ def test_a_capped_warm_refit_of_the_gp_stage_stays_close_to_the_converged_one():
     # the two means differ by well under the model's own uncertainty (measured: rms 0.12 against a
     # mean posterior std of 0.43)
     assert np.sqrt(np.mean((m_full - m_cap) ** 2)) < 0.5 * np.sqrt(v_full).mean()
-    from aexp.config import SurrogateConfig
-
-    staged = make_policy("dkl", input_dim=4, surrogate_options={**SurrogateConfig(gp_until=20, gp_warm_maxiter=5).options()})
+    staged = make_policy("dkl", input_dim=4, surrogate=DKLSurrogateConfig(gp_until=20, gp_warm_maxiter=5))
     assert staged.surrogate.gp.warm_maxiter == 5

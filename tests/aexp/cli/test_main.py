@@ -110,7 +110,15 @@ def test_config_prints_the_json_schema_and_a_resolved_config(config, capsys):
     assert main(["config", "--schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert {"instrument", "policy", "target"} <= set(schema["properties"])
+    # one schema per kind, switched on `kind`
+    policy = schema["properties"]["policy"]
+    assert policy["discriminator"]["propertyName"] == "kind"
+    assert set(policy["discriminator"]["mapping"]) == {"dkl", "gp-xy", "random", "raster"}
+    assert "orientation" not in schema["$defs"]["VAEEmbedderConfig"]["properties"]
+    assert "orientation" in schema["$defs"]["RVAEEmbedderConfig"]["properties"]
+    acquisition = schema["$defs"]["DKLPolicyConfig"]["properties"]["acquisition"]
+    assert set(acquisition["discriminator"]["mapping"]) == {"ucb", "log_ei", "max_variance", "thompson"}
     assert main(["config", str(config)]) == 0
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["name"] == "cli-small" and resolved["stopping"]["max_steps"] == 10
-    assert resolved["policy"]["beta"] is not None  # defaults filled in
+    assert resolved["policy"]["acquisition"]["beta"] is not None  # defaults filled in

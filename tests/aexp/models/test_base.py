@@ -163,3 +163,38 @@ def test_encoders_start_with_a_narrow_log_variance_and_refuse_another_last_layer
         assert shift.tolist() == pytest.approx([0.0, 0.0, -3.0, -3.0])
     with pytest.raises(TypeError, match="must end in a Linear layer with bias and 4 outputs"):
         start_log_var(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), 2, -3.0)
+
+
+@pytest.mark.parametrize("name", [*sorted(EMBEDDERS), "ssvae", "cvae", "ved", "shiftvae"])
+def test_training_settings_are_constructor_parameters_that_fit_may_override(name):
+    model = _fitted_for_round_trip(name)  # trained with fit(..., epochs=1)
+    params = model.get_params()
+    assert {k: params[k] for k in ("epochs", "batch_size", "lr", "seed")} == {
+        "epochs": 20, "batch_size": 128, "lr": 3e-3, "seed": 0}  # fit's keyword overrode, not changed them
+    assert len(model.history_["loss"]) == 1
+    again = type(model)(**{**params, "epochs": 2, "seed": 5})
+    assert again.get_params()["epochs"] == 2 and again.get_params()["seed"] == 5
+
+
+def test_fit_with_the_constructors_settings_is_fit_with_the_same_keywords():
+    X = np.random.default_rng(0).random((12, 8, 8))
+    small = dict(hidden=4, decoder_layers=0, encoder_hidden=8)
+    built = RVAE(SHAPE, **small, epochs=2, batch_size=5, lr=1e-2, seed=3).fit(X, progress=False)
+    given = RVAE(SHAPE, **small).fit(X, epochs=2, batch_size=5, lr=1e-2, seed=3, progress=False)
+    np.testing.assert_array_equal(built.encode(X), given.encode(X))
+    assert len(built.history_["loss"]) == 2
+    with pytest.raises(ValueError, match="epochs"):
+        RVAE(SHAPE, **small, epochs=0).fit(X, progress=False)
+
+
+def test_a_checkpoint_saved_before_the_training_settings_were_parameters_loads(tmp_path):
+    X = np.random.default_rng(0).random((6, 8, 8))
+    model = RVAE(SHAPE, hidden=4, decoder_layers=0, epochs=1).fit(X, progress=False)
+    model.save(tmp_path / "m.pt")
+    checkpoint = torch.load(tmp_path / "m.pt", weights_only=True)
+    for key in ("epochs", "batch_size", "lr", "seed"):
+        del checkpoint["config"][key]
+    torch.save(checkpoint, tmp_path / "old.pt")
+    loaded = RVAE.load(tmp_path / "old.pt")
+    assert loaded.get_params()["epochs"] == 20
+    np.testing.assert_array_equal(loaded.encode(X), model.encode(X))

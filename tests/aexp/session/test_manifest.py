@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from aexp.config import ConfigError, parse_config
 from aexp.session.manifest import Manifest, SessionError, read_manifest
 from aexp.session.replay import verify_session
 from aexp.session.store import SessionReader
@@ -66,6 +67,26 @@ def test_a_session_recorded_before_the_typed_manifest_still_verifies(tmp_path):
     report = verify_session(folder)
     assert report.steps == len(SessionReader(OLD).steps) == 8
     assert all(v == 0.0 for v in report.max_deviation.values())
+
+
+def test_a_session_whose_config_holds_options_its_kinds_ignored_still_verifies(tmp_path):
+    """Configs recorded before each kind had its own class hold every kind's options; some may have
+    been set to something the run ignored (a VAE option under `embedder: none`, beta beside
+    thompson). Read from the manifest they are dropped, and the decisions replay the same."""
+    folder = tmp_path / "s"
+    shutil.copytree(OLD, folder)
+    raw = json.loads((folder / "manifest.json").read_text())
+    assert raw["config"]["embedder"]["kind"] == "none" and raw["config"]["embedder"]["latent_dim"] == 2
+    raw["config"]["embedder"] |= {"latent_dim": 7, "orientation": True}
+    raw["config"]["surrogate"] = {**raw["config"].get("surrogate", {}), "kind": "dkl"}
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    cfg = SessionReader(folder).manifest.experiment_config()
+    assert cfg.embedder.kind == "none" and "latent_dim" not in cfg.to_dict()["embedder"]
+    assert cfg.policy.acquisition_kind == "ucb" and cfg.policy.acquisition.beta == raw["config"]["policy"]["beta"]
+    with pytest.raises(ConfigError, match=r"'latent_dim' .* not options? of embedder kind 'none'"):
+        parse_config(raw["config"])  # the same keys in a user's config are errors
+    report = verify_session(folder)
+    assert report.steps == 8 and all(v == 0.0 for v in report.max_deviation.values())
 
 
 def test_verify_fails_when_it_would_check_nothing(tmp_path):

@@ -142,8 +142,8 @@ def test_resume_refuses_a_config_that_no_longer_matches(session, tmp_path, capsy
     _cut(session, 5)
     before = _digest(session)
     changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump({**SMALL, "policy": {**SMALL["policy"], "beta": 9.0}}))
-    with pytest.raises(SessionError, match="policy.beta differ"):
+    changed.write_text(yaml.safe_dump({**SMALL, "policy": {**SMALL["policy"], "acquisition": "log_ei"}}))
+    with pytest.raises(SessionError, match="policy.acquisition.kind differ"):
         resume_session(session, config_path=changed)
     assert main(["resume", str(session), "--config", str(changed), "--quiet"]) == 2
     assert "no longer matches" in capsys.readouterr().err

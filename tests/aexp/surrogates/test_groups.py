@@ -81,6 +81,7 @@ def test_same_seed_same_thompson_draw_and_bad_groups_refused():
 
 
 def test_feature_groups_follow_the_column_order_of_the_features_record():
+    from aexp.config import GroupsSurrogateConfig
     from aexp.policies import SurrogatePolicy, feature_groups, make_policy
 
     info = {"kind": "rvae", "dim": 5, "centre_columns": 1, "gradient_columns": 1, "position_columns": 2}
@@ -89,6 +90,6 @@ def test_feature_groups_follow_the_column_order_of_the_features_record():
     assert feature_groups(4, {"neighbour_columns": 2, "position_columns": 2}) == {"context": (0, 1), "position": (2, 3)}
     with pytest.raises(ValueError, match="cannot hold"):
         feature_groups(3, info)
-    policy = make_policy("dkl", input_dim=9, columns=info, surrogate_options={"kind": "groups"})
+    policy = make_policy("dkl", input_dim=9, columns=info, surrogate=GroupsSurrogateConfig())
     assert isinstance(policy, SurrogatePolicy) and isinstance(policy.surrogate, GroupAverage)
     assert set(policy.surrogate.members) == {"embedding", "survey", "position", ADDITIVE}
