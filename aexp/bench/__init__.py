@@ -26,11 +26,12 @@ import torch
 from ..config import ExperimentConfig, check_against
 from ..errors import UsageError
 from ..features import resolve_device, surrogate_inputs
-from ..instrument import GroundTruth, load_instrument
+from ..instrument import load_instrument
 from ..loop import CampaignResult, build_campaign, build_policy, registrar
 from ..patches import make_candidates
 from ..policies import Policy, SurveyRankPolicy, survey_values
 from ..session.store import MemoryRecorder
+from ..session.truth import require_ground_truth
 from ..types import Candidates, Step
 
 __all__ = ["BENCH_POLICIES", "BenchPolicy", "run_bench", "run_policy", "format_table", "top_indices"]
@@ -143,12 +144,8 @@ def run_bench(
         "policies": {n: {"discovery": [], "decision_s": []} for n in names},
     }
     for seed in seeds:
-        probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
-        if not isinstance(probe, GroundTruth):
-            raise UsageError(
-                f"instrument {cfg.instrument.driver!r} has no hidden truth; aexp bench needs a "
-                f"simulator (or a recorded full-grid data set)"
-            )
+        probe = require_ground_truth(load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed),
+                                     cfg.instrument.driver)
         check_against(cfg, probe.describe())
         c = cfg.candidates
         candidates = make_candidates(probe.survey(), c)

@@ -168,17 +168,16 @@ class CellResult:
 def _prepared(cell: Cell, cfg: Any) -> tuple[dict[str, Any], bool]:
     """The seed's candidates and noiseless truth (cached per process by (config digest, seed))."""
     from ..config import check_against
-    from ..instrument import GroundTruth, load_instrument
+    from ..instrument import load_instrument
     from ..patches import make_candidates
+    from ..session.truth import require_ground_truth
 
     key = (cell.digest, int(cell.seed))
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key], False
-    probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=cell.seed)
-    if not isinstance(probe, GroundTruth):
-        raise UsageError(f"instrument {cfg.instrument.driver!r} has no hidden truth; aexp bench needs a "
-                         f"simulator (or a recorded full-grid data set)")
+    probe = require_ground_truth(load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=cell.seed),
+                                 cfg.instrument.driver)
     check_against(cfg, probe.describe())
     candidates = make_candidates(probe.survey(), cfg.candidates)
     truth = np.asarray(probe.truth(candidates.positions, cfg.target.build()))
