@@ -363,9 +363,17 @@ def _spectra_figure(shown: list[tuple[Step, np.ndarray]], axis: SpectrumAxis, sp
     for i, (step, spectrum) in enumerate(shown):
         value = f"{float(step.target):.4g} {target.unit}".strip()  # type: ignore[arg-type]
         ax.plot(x, spectrum, lw=2.0 if i == 0 else 0.9, color="k" if i == 0 else None, zorder=3 if i == 0 else 2,
-                label=f"{'best: ' if i == 0 else ''}step {step.step + 1}, {target.name} {value}")
+                label=f"{'best: ' if i == 0 else ''}step {step.step}, {target.name} {value}")
     if windows:
-        ax.plot([], [], color="gold", alpha=0.4, lw=6, label=f"target window ({target.detail})")
+        ax.plot([], [], color="gold", alpha=0.4, lw=6, label=f"target: {target.detail}")
+        # the signal where the target reads it sets the scale (a zero-loss peak would flatten it)
+        lo, hi = min(w[0] for w in windows), max(w[1] for w in windows)
+        near = (x >= lo - (hi - lo) / 2) & (x <= hi + (hi - lo) / 2)
+        seen = np.concatenate([np.asarray(sp, dtype=float)[near] for _, sp in shown])
+        seen = seen[np.isfinite(seen)]
+        if seen.size and seen.max() > seen.min():
+            pad = 0.08 * (seen.max() - seen.min())
+            ax.set_ylim(seen.min() - pad, seen.max() + pad)
     ax.set(xlabel=f"{axis.name} ({axis.units})" if axis.units else axis.name,
            ylabel=f"signal ({spectrum_units})" if spectrum_units else "signal",
            title="measured spectra: the best and others across the ranks")

@@ -172,9 +172,10 @@ def _spectra_panel(reader: SessionReader, steps: list[Step], target: Quantity, w
     path = _spectra_figure(shown, reader.manifest.spectrum_axis, units, target, windows, out / "spectra.svg")
     best = shown[0][0]
     return {"title": "measured spectra", "svg": _inline_svg(path), "files": [path.name, "spectra.pdf"],
-            "caption": f"The best measured spectrum (black, step {best.step + 1}) and {len(shown) - 1} others "
+            "caption": f"The best measured spectrum (black, step {best.step}) and {len(shown) - 1} others "
                        f"spread over the ranks of {target.name}, each labelled with its value; the shaded "
-                       f"band is the window the target reads ({target.detail or 'no window'})."}
+                       f"band is what the target reads ({target.detail or 'no window'}), and the signal "
+                       "axis is scaled to the spectra around it (a stronger peak elsewhere runs off the top)."}
 
 
 def _best_row(steps: list[Step], target: Quantity) -> str:
@@ -185,7 +186,7 @@ def _best_row(steps: list[Step], target: Quantity) -> str:
     best = max(ok, key=lambda s: (float(s.target), -s.step))  # type: ignore[arg-type]
     x, y = (float(v) * 1e9 for v in best.position)
     return (f"{float(best.target):.4g} {target.unit}".strip()  # type: ignore[arg-type]
-            + f" at x = {x:.1f} nm, y = {y:.1f} nm (step {best.step + 1})")
+            + f" at x = {x:.1f} nm, y = {y:.1f} nm (step {best.step})")
 
 
 def _run_rows(reader: SessionReader) -> list[tuple[str, str]]:

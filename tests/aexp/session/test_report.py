@@ -183,13 +183,13 @@ def test_report_page_shows_spectra_config_run_and_the_best_value(drawn, session)
     parts = _Parts()
     parts.feed(html)
     assert parts.ids[:2] == ["spectra", "survey"] and {"config", "run"} <= set(parts.ids)
-    assert html.count("<svg") == 1 and "best: step" in parts.text["spectra"] or "best" in parts.text["spectra"]
+    assert html.count("<svg") == 1 and "best measured spectrum" in parts.text["spectra"]
     recorded = SessionReader(session).manifest
     assert yaml.safe_load(parts.text["config"].split("(YAML)", 1)[1]) == recorded.config
     assert recorded.created in parts.text["run"] and recorded.versions["torch"] in parts.text["run"]
     best = max((s for s in SessionReader(session).steps if s.target is not None), key=lambda s: s.target)
     x, y = (v * 1e9 for v in best.position)
-    assert (f"{best.target:.4g} counts·eV at x = {x:.1f} nm, y = {y:.1f} nm (step {best.step + 1})"
+    assert (f"{best.target:.4g} counts·eV at x = {x:.1f} nm, y = {y:.1f} nm (step {best.step})"
             in html)
     assert "band_intensity (counts·eV), window 1–3 eV" in html
     for caption in ("scale bar", "green star", "shaded"):
