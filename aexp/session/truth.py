@@ -27,8 +27,8 @@ __all__ = ["require_ground_truth", "session_truth"]
 
 
 def require_ground_truth(instrument: Any, driver: str) -> GroundTruth:
-    """``instrument`` itself when it knows the noiseless target (a :class:`GroundTruth`), else a
-    :class:`~aexp.errors.UsageError` naming the ``driver``: scoring discovery needs the truth."""
+    """``instrument`` itself when it knows the noiseless target (a :class:`~aexp.instrument.GroundTruth`),
+    else a :class:`~aexp.errors.UsageError` naming the ``driver``: scoring discovery needs the truth."""
     from ..instrument import GroundTruth
 
     if not isinstance(instrument, GroundTruth):
