@@ -368,7 +368,7 @@ def _spectra_figure(shown: list[tuple[Step, np.ndarray]], axis: SpectrumAxis, sp
         ax.plot([], [], color="gold", alpha=0.4, lw=6, label=f"target: {target.detail}")
         # the signal where the target reads it sets the scale (a zero-loss peak would flatten it)
         lo, hi = min(w[0] for w in windows), max(w[1] for w in windows)
-        near = (x >= lo - (hi - lo) / 2) & (x <= hi + (hi - lo) / 2)
+        near = (x >= lo - (hi - lo) / 10) & (x <= hi + (hi - lo) / 10)
         seen = np.concatenate([np.asarray(sp, dtype=float)[near] for _, sp in shown])
         seen = seen[np.isfinite(seen)]
         if seen.size and seen.max() > seen.min():

@@ -149,9 +149,20 @@ def render_report(context: dict[str, Any]) -> str:
 
     env = Environment(loader=PackageLoader("aexp.session", "templates"), autoescape=True,
                       undefined=StrictUndefined, keep_trailing_newline=True)
-    panels = [{"key": p.key, "title": p.title, "caption": p.caption, "files": p.files,
-               "png": base64.b64encode(p.path.read_bytes()).decode()} for p in context["panels"]]
+    panels = []
+    for p in context["panels"]:
+        png = p.path.read_bytes()
+        panels.append({"key": p.key, "title": p.title, "caption": p.caption, "files": p.files,
+                       "png": base64.b64encode(png).decode(), "width": _css_width(png)})
     return env.get_template(TEMPLATE).render({**context, "panels": panels})
+
+
+def _css_width(png: bytes) -> int:
+    """The width (CSS px, 96 per inch) a PNG of :data:`~.figures.PNG_DPI` has at its drawn size, so
+    the page shows figures at their size on paper, not at their pixel count (IHDR width: bytes 16-20)."""
+    from .figures import PNG_DPI
+
+    return round(int.from_bytes(png[16:20], "big") * 96 / PNG_DPI)
 
 
 def _inline_svg(path: Path):

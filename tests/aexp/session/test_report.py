@@ -194,6 +194,11 @@ def test_report_page_shows_spectra_config_run_and_the_best_value(drawn, session)
     assert "band_intensity (counts·eV), window 1–3 eV" in html
     for caption in ("scale bar", "green star", "shaded"):
         assert caption in html
+    # a 300 dpi figure is shown at its size on paper (96 CSS px per inch), not at its pixel count
+    from PIL import Image
+
+    survey_px = Image.open(page.parent / "survey.png").size[0]
+    assert f'width="{round(survey_px * 96 / 300)}"' in html
 
 
 def test_report_escapes_a_malicious_target_name(tiny_session, tmp_path, monkeypatch):
