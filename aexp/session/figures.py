@@ -84,7 +84,8 @@ def session_figure(
 
 # --- aexp report: figures (PNG at 300 dpi and PDF) and one self-contained HTML page of a session ---
 
-REPORT_FIGURES = ("survey", "maps", "spectra", "target", "travel", "discovery", "latency", "weights")
+#: The panels of the report page, in its order (each drawn only when the session has what it needs).
+REPORT_FIGURES = ("spectra", "survey", "maps", "target", "travel", "registrations", "discovery", "latency", "weights")
 
 #: Resolution of the report's PNGs; each also gets a PDF beside it (vector, TrueType fonts).
 PNG_DPI = 300
