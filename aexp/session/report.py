@@ -171,7 +171,7 @@ def _inline_svg(path: Path):
     from markupsafe import Markup
 
     text = path.read_text()
-    return Markup(text[text.index("<svg"):])  # noqa: S704 - our own figure, its text escaped by matplotlib
+    return Markup(text[text.index("<svg"):])  # our own figure: matplotlib escapes every text it writes
 
 
 def _spectra_panel(reader: SessionReader, steps: list[Step], target: Quantity, windows: list[tuple[float, float]],
