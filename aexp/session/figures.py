@@ -23,15 +23,30 @@ __all__ = ["session_figure", "discovery_curve", "latency_table", "travel_per_ste
            "scale_bar_length", "PNG_DPI"]
 
 
+def _literal_text(draw):
+    """Draw under :data:`FIGURE_RC`: names in labels are literal text (a ``$`` is not math)."""
+    import functools
+
+    @functools.wraps(draw)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with pyplot().rc_context(FIGURE_RC):
+            return draw(*args, **kwargs)
+
+    return wrapped
+
+
+@_literal_text
 def session_figure(
     folder: str | Path,
     survey: Survey,
     candidates: Candidates,
     result: CampaignResult,
     name: str = "session.png",
+    target: Quantity | None = None,
 ) -> Path:
     """Write a 2x2 PNG: survey with measured points coloured by step, predicted mean, predicted
-    uncertainty, and target vs step (with the best so far). Returns its path."""
+    uncertainty, and target vs step (with the best so far), in nm on the survey with the maps
+    registered to it; ``target`` names the colorbars' and the axis's quantity and unit. Returns its path."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -54,13 +69,14 @@ def session_figure(
     frame.decorate(ax, survey.shape)
     ax.set_title(f"survey ({survey.channels[0]}) and measured points")
 
+    labels = map_quantities(target) if target is not None else {}
     for ax, key, title in ((axes[0, 1], "mean", "predicted target"), (axes[1, 0], "std", "uncertainty (std)")):
         values = result.maps.get(key) if result.maps is not None else None
         if values is None:
             ax.text(0.5, 0.5, "no model map for this policy", ha="center", va="center")
             ax.set_axis_off()
         else:
-            _draw_map(ax, fig, values, candidates, frame, survey.shape, title)
+            _draw_map(ax, fig, values, candidates, frame, survey.shape, labels[key].label if labels else title)
             ax.scatter(x[ok], y[ok], s=8, c="cyan", zorder=3, **_POINT)
         ax.set_title(title)
 
@@ -72,7 +88,7 @@ def session_figure(
     ax.plot(order[initial], t[initial], "s", ms=4, label="initial (random)")
     ax.plot(order, best, "-", color="k", label="best so far")
     ax.set_xlabel("step")
-    ax.set_ylabel("target")
+    ax.set_ylabel(target.label if target is not None else "target")
     ax.legend(fontsize=8)
     ax.set_title("target vs step")
 
@@ -293,14 +309,15 @@ def _survey_figure(survey: Survey, steps: list[Step], path: Path, units: str = "
     return save_publication(fig, path)
 
 
-def map_quantities(target: Quantity, acquisition: str) -> dict[str, Quantity]:
-    """The colorbar quantity of each model map: predicted mean, its std, and the acquisition score."""
-    acq_unit = f"log {target.unit}" if acquisition == "log_ei" and target.unit else target.unit
-    if acquisition == "log_ei" and not target.unit:
-        acq_unit = "log"
-    return {"mean": Quantity(f"predicted {target.name}", target.unit),
-            "std": Quantity(f"uncertainty (std) of {target.name}", target.unit),
-            "acquisition": Quantity(f"acquisition: {acquisition}", acq_unit)}
+def map_quantities(target: Quantity, acquisition: str | None = None) -> dict[str, Quantity]:
+    """The colorbar quantity of each model map: predicted mean, its std, and (given the policy's
+    ``acquisition``) the acquisition score, in the target's unit (``log_ei``: its log)."""
+    out = {"mean": Quantity(f"predicted {target.name}", target.unit),
+           "std": Quantity(f"uncertainty (std) of {target.name}", target.unit)}
+    if acquisition is not None:
+        unit = target.unit if acquisition != "log_ei" else f"log {target.unit}".strip()
+        out["acquisition"] = Quantity(f"acquisition: {acquisition}", unit)
+    return out
 
 
 def _draw_map(ax, fig, values: np.ndarray, candidates: Candidates, frame: SurveyFrame, shape: tuple[int, int],

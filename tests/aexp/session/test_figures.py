@@ -11,7 +11,7 @@ from aexp.session.figures import (
     spectra_to_show,
     target_quantity,
 )
-from aexp.types import Candidates, PixelTransform, SpectrumAxis, Step
+from aexp.types import Candidates, PixelTransform, SpectrumAxis, Step, Survey
 
 
 def _pixel_at(image, x: float, y: float) -> tuple[int, int]:
@@ -95,3 +95,26 @@ def test_spectra_to_show_puts_the_best_first_then_spreads_over_the_ranks():
     shown = spectra_to_show(steps, n_others=3)
     assert [s.target for s in shown] == [9.0, 8.0, 4.0, 0.0]
     assert [s.target for s in spectra_to_show(steps[:3], n_others=3)] == [9.0, 5.0, 1.0]
+
+
+def test_run_overview_figure_names_the_target_and_takes_a_dollar_literally(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from aexp.loop import CampaignResult
+
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)
+    rows, cols = np.arange(2, 16, 4), np.arange(2, 16, 4)
+    rc = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2).astype(float)
+    cands = Candidates(positions=rc * 1e-9, pixels=rc, patches=np.zeros((len(rc), 1, 2, 2)), grid_shape=(4, 4))
+    survey = Survey(image=np.zeros((1, 16, 16)), transform=PixelTransform.square(1e-9), channels=("haadf",))
+    steps = [Step(step=k, index=k, position=(0.0, 0.0), pixel=tuple(rc[k]), target=float(k), status="ok",
+                  phase="policy", best_so_far=float(k)) for k in range(3)]
+    maps = {"mean": np.arange(16.0), "std": np.ones(16)}
+    target = Quantity("cost $x^$", "counts·eV", "window 1–3 eV")  # as math, "$x^$" would not parse
+    from aexp.session.figures import session_figure
+
+    path = session_figure(tmp_path, survey, cands, CampaignResult(steps=steps, maps=maps), target=target)
+    assert path.exists()
+    labels = [ax.get_ylabel() for ax in closed[0].axes]
+    assert "predicted cost $x^$ (counts·eV)" in labels and "cost $x^$ (counts·eV), window 1–3 eV" in labels

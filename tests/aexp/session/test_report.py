@@ -207,7 +207,7 @@ def test_report_escapes_a_malicious_target_name(session, tmp_path, monkeypatch):
 
     import aexp.targets
 
-    evil = '<script>alert("x")</script> $x^ &'  # a plugin's target could be named so; "$" is not math
+    evil = '<script>alert("x")</script> $x^$ &'  # a plugin's target could be named so; "$x^$" is not math
     monkeypatch.setitem(aexp.targets.TARGETS, evil, aexp.targets.band_intensity)
     folder = shutil.copytree(session, tmp_path / "s")
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -215,7 +215,7 @@ def test_report_escapes_a_malicious_target_name(session, tmp_path, monkeypatch):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     html = write_report(folder, tmp_path / "rep", map_steps=[]).read_text()
     assert "<script" not in html
-    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; $x^ &amp;" in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; $x^$ &amp;" in html
     parsed = _Page()
     parsed.feed(html)
     assert parsed.sections == ["survey", "target", "travel", "discovery", "latency"]
