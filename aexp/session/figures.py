@@ -219,7 +219,9 @@ class SurveyFrame:
         bar = AnchoredSizeBar(ax.transData, length * np.sign(right - left), f"{length:g} nm", "lower left",
                               pad=0.4, color="white", frameon=False, size_vertical=abs(top - bottom) / 120,
                               fontproperties={"size": 8})
-        bar.txt_label._text.set_path_effects(_outline())
+        label = getattr(bar.txt_label, "_text", None)  # the TextArea's Text: outlined, it reads on white too
+        if label is not None:
+            label.set_path_effects(_outline())
         ax.add_artist(bar)
 
 
@@ -359,8 +361,8 @@ def _maps_figure(maps: dict[int, dict[str, np.ndarray]], candidates: Candidates,
 def spectra_to_show(steps: list[Step], n_others: int = 4) -> list[Step]:
     """The best measured step first, then up to ``n_others`` others spread over the ranks of the
     target (the worst among them), so the panel shows what the target separates."""
-    ok = sorted((s for s in steps if s.status == "ok" and s.target is not None and s.spectrum_row is not None),
-                key=lambda s: (-float(s.target), s.step))  # type: ignore[arg-type]
+    ok = sorted((s for s in steps if s.status == "ok" and s.target is not None and np.isfinite(s.target)
+                 and s.spectrum_row is not None), key=lambda s: (-float(s.target), s.step))  # type: ignore[arg-type]
     if not ok:
         return []
     rest = ok[1:]
