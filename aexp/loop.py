@@ -426,9 +426,13 @@ def operator_for(cfg: ExperimentConfig, folder: Path, session_id: str, prepared:
 def finish_figure(cfg: ExperimentConfig, folder: Path, prepared: Prepared, result: CampaignResult) -> None:
     """Write ``session.png`` when the config asks for it (after the last step)."""
     if cfg.recording.figure:
-        from .session.figures import session_figure
+        from .session.figures import session_figure, target_quantity
 
-        result.extra["figure"] = str(session_figure(folder, prepared.survey, prepared.candidates, result))
+        desc = prepared.description
+        target = target_quantity(cfg.target.name, cfg.target.params, desc.spectrum_axis,
+                                 str(desc.extra.get("spectrum_units", "")))
+        result.extra["figure"] = str(session_figure(folder, prepared.survey, prepared.candidates, result,
+                                                    target=target))
 
 
 def summary(status: str, result: CampaignResult | None, **extra: Any) -> dict[str, Any]:

@@ -26,11 +26,12 @@ import torch
 from ..config import ExperimentConfig, check_against, with_kind
 from ..errors import UsageError
 from ..features import resolve_device, surrogate_inputs
-from ..instrument import GroundTruth, load_instrument
+from ..instrument import load_instrument
 from ..loop import CampaignResult, build_campaign, build_policy, registrar
 from ..patches import make_candidates
 from ..policies import Policy, SurveyRankPolicy, survey_values
 from ..session.store import MemoryRecorder
+from ..session.truth import require_ground_truth
 from ..types import Candidates, Step
 
 __all__ = ["BENCH_POLICIES", "BenchPolicy", "run_bench", "run_policy", "format_table", "top_indices"]
@@ -86,16 +87,19 @@ def run_policy(
     kind: str,
     device: str = "cpu",
     columns: dict[str, Any] | None = None,
+    on_step: Callable[[Step, int], None] | None = None,
 ) -> CampaignResult:
     """One benchmark campaign: a fresh instrument of ``seed``, the policy ``kind`` with the config's
-    settings on ``features``, the config's budget and initial points, kept in memory."""
+    settings on ``features``, the config's budget and initial points, kept in memory.
+    ``on_step(step, budget)`` after each recorded step (progress only: it changes nothing)."""
     if kind.startswith("survey-rank-"):
         policy: Policy = SurveyRankPolicy(survey_values(candidates.patches), brightest=kind.endswith("bright"))
     else:
         policy = build_policy(cfg, int(features.shape[1]), seed, device, kind=kind, columns=columns)
     instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
     drift = registrar(cfg, instrument.survey()) if cfg.drift is not None else None
-    run = build_campaign(cfg, instrument, candidates, features, policy, MemoryRecorder(), seed, drift=drift).run()
+    run = build_campaign(cfg, instrument, candidates, features, policy, MemoryRecorder(), seed, drift=drift,
+                         on_step=on_step).run()
     if drift is not None:
         run.extra["registrations"] = [r.to_dict() for r in drift.history]
     errors = position_errors(instrument, candidates, run.steps)
@@ -144,15 +148,11 @@ def run_bench(
     }
     for seed in seeds:
         probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
-        if not isinstance(probe, GroundTruth):
-            raise UsageError(
-                f"instrument {cfg.instrument.driver!r} has no hidden truth; aexp bench needs a "
-                f"simulator (or a recorded full-grid data set)"
-            )
+        oracle = require_ground_truth(probe, cfg.instrument.driver)
         check_against(cfg, probe.describe())
         c = cfg.candidates
         candidates = make_candidates(probe.survey(), c)
-        truth = np.asarray(probe.truth(candidates.positions, target))
+        truth = np.asarray(oracle.truth(candidates.positions, target))
         top = set(top_indices(truth, top_fraction).tolist())
         result["n_candidates"] = len(candidates)
         if seed == seeds[0]:  # a recorded sample is the same for every seed

@@ -10,23 +10,28 @@ process that dies breaks its pool: the pool is rebuilt and the cells it held run
 from __future__ import annotations
 
 import json
+import queue as queues
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import AexpError
-from .cells import Cell, CellResult, CellStore
-from .executors import ExecutorSpec
+from .cells import Cell, CellResult, CellStore, report_steps_to
+from .executors import ExecutorSpec, step_queue
 
 __all__ = ["CampaignError", "open_campaign", "run_cells", "bench_json", "Progress"]
 
 CAMPAIGN_FILE = "campaign.json"
 OnRecord = Callable[[dict[str, Any]], None]
+#: ``on_step(cell key, steps done, budget)``: a running cell's progress (never recorded).
+OnStep = Callable[[tuple[str, int, str], int, int], None]
 
 
 class CampaignError(AexpError, ValueError):
@@ -46,12 +51,61 @@ def run_cells(
     store: CellStore | None = None,
     on_record: OnRecord | None = None,
     max_attempts: int = 3,
+    on_step: OnStep | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``cells`` on executors made by ``spec``; return their records in the order they finished.
 
     Each record is appended to ``store`` (fsynced) before the next is collected. A cell whose worker
     process died runs again on a fresh pool, up to ``max_attempts`` times, then is recorded as failed.
+    ``on_step`` hears each step of the cells running here or in a local pool (not on a Dask cluster).
     """
+    with _steps_heard(spec, on_step) as steps:
+        return _run_cells(cells, spec, store, on_record, max_attempts, steps)
+
+
+@contextmanager
+def _steps_heard(spec: ExecutorSpec, on_step: OnStep | None) -> Iterator[Any]:
+    """Route the cells' steps to ``on_step``: directly when they run in this process; through a queue
+    (yielded, for the pool) drained by a thread when a local pool runs them; not at all on Dask."""
+    if on_step is None or spec.scheduler:
+        yield None
+        return
+    if spec.workers <= 1:
+        report_steps_to(lambda message: on_step(*message))
+        try:
+            yield None
+        finally:
+            report_steps_to(None)
+        return
+    steps, stop = step_queue(), threading.Event()
+
+    def drain(wait_s: float | None) -> None:
+        while not stop.is_set() or wait_s is None:
+            try:
+                key, done, budget = steps.get(timeout=wait_s) if wait_s else steps.get_nowait()
+            except queues.Empty:
+                if wait_s is None:
+                    return
+                continue
+            except Exception:  # noqa: BLE001 - a worker killed mid-message: the display stops, not the campaign
+                return
+            on_step(tuple(key), int(done), int(budget))  # type: ignore[arg-type]
+
+    reader = threading.Thread(target=drain, args=(0.1,), name="aexp-bench-steps", daemon=True)
+    reader.start()
+    try:
+        yield steps
+    finally:
+        stop.set()
+        reader.join(timeout=1.0)
+        if not reader.is_alive():
+            drain(None)  # what the last workers sent while their cells' records were collected
+        steps.cancel_join_thread()
+        steps.close()
+
+
+def _run_cells(cells: Iterable[Cell], spec: ExecutorSpec, store: CellStore | None, on_record: OnRecord | None,
+               max_attempts: int, steps: Any) -> list[dict[str, Any]]:
     from .cells import run_cell
 
     queue = list(cells)
@@ -67,7 +121,7 @@ def run_cells(
             on_record(record)
 
     while queue:
-        executor = spec.make()
+        executor = spec.make(steps)
         limit = spec.in_flight or len(queue)
         running: dict[Future, Cell] = {}
         broken = False
@@ -181,9 +235,12 @@ def bench_json(records: Iterable[dict[str, Any]], cells: list[Cell]) -> list[dic
 
 
 class Progress:
-    """One bar over the cells, its postfix the running mean discovery per policy (ok cells)."""
+    """One bar over the cells, its postfix the running mean discovery per policy (ok cells); with
+    ``names`` (cell key -> name), a status line under it: each running cell's steps done of its budget
+    (:meth:`step`, for a terminal: it redraws in place)."""
 
-    def __init__(self, total: int, already: Iterable[dict[str, Any]] = (), enabled: bool = True) -> None:
+    def __init__(self, total: int, already: Iterable[dict[str, Any]] = (), enabled: bool = True,
+                 names: dict[tuple[str, int, str], str] | None = None) -> None:
         from tqdm.auto import tqdm
 
         self.values: dict[str, list[float]] = {}
@@ -191,7 +248,24 @@ class Progress:
         for r in already:
             self._add(r)
         self.bar = tqdm(total=total, desc="cells", unit="cell", disable=not enabled, dynamic_ncols=True)
+        self.names = names or {}
+        self.running: dict[tuple[str, int, str], tuple[int, int]] = {}
+        self.finished: set[tuple[str, int, str]] = set()  # a late step never brings a cell back
+        self.status = tqdm(total=0, bar_format="{desc}", position=1, leave=False, dynamic_ncols=True,
+                           disable=not (enabled and names))
+        self._lock = threading.Lock()  # steps arrive on the queue's reader thread
         self._postfix()
+
+    def step(self, key: tuple[str, int, str], done: int, budget: int) -> None:
+        """Cell ``key`` has recorded ``done`` of its ``budget`` steps."""
+        with self._lock:
+            if key not in self.finished:
+                self.running[key] = (done, budget)
+                self._show()
+
+    def _show(self) -> None:
+        cells = [f"{self.names.get(k, '/'.join(map(str, k[1:])))} {d}/{b}" for k, (d, b) in self.running.items()]
+        self.status.set_description_str("steps: " + " · ".join(cells) if cells else "", refresh=True)
 
     def _add(self, record: dict[str, Any]) -> None:
         if record["status"] == "ok":
@@ -206,9 +280,15 @@ class Progress:
         self.bar.set_postfix(post, refresh=False)
 
     def __call__(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            key = (record["config"], int(record["seed"]), record["policy"])
+            self.finished.add(key)
+            self.running.pop(key, None)
+            self._show()
         self._add(record)
         self._postfix()
         self.bar.update(1)
 
     def close(self) -> None:
+        self.status.close()
         self.bar.close()

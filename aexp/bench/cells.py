@@ -25,13 +25,17 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..types import Step
 
 __all__ = [
     "Cell",
@@ -40,6 +44,7 @@ __all__ = [
     "OUTCOME_KEYS",
     "config_digest",
     "make_cells",
+    "report_steps_to",
     "run_cell",
 ]
 
@@ -168,20 +173,19 @@ class CellResult:
 def _prepared(cell: Cell, cfg: Any) -> tuple[dict[str, Any], bool]:
     """The seed's candidates and noiseless truth (cached per process by (config digest, seed))."""
     from ..config import check_against
-    from ..instrument import GroundTruth, load_instrument
+    from ..instrument import load_instrument
     from ..patches import make_candidates
+    from ..session.truth import require_ground_truth
 
     key = (cell.digest, int(cell.seed))
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key], False
     probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=cell.seed)
-    if not isinstance(probe, GroundTruth):
-        raise UsageError(f"instrument {cfg.instrument.driver!r} has no hidden truth; aexp bench needs a "
-                         f"simulator (or a recorded full-grid data set)")
+    oracle = require_ground_truth(probe, cfg.instrument.driver)
     check_against(cfg, probe.describe())
     candidates = make_candidates(probe.survey(), cfg.candidates)
-    truth = np.asarray(probe.truth(candidates.positions, cfg.target.build()))
+    truth = np.asarray(oracle.truth(candidates.positions, cfg.target.build()))
     entry = {"candidates": candidates, "truth": truth, "features": {}}
     _cache[key] = entry
     while len(_cache) > _CACHE_SIZE:
@@ -211,6 +215,32 @@ def _features(entry: dict[str, Any], cell: Cell, cfg: Any, embedder: str | None,
     return feats[embedder], infos[embedder]
 
 
+#: Where a running cell reports its steps, ``((config digest, seed, policy), steps done, budget)``:
+#: set per process by :func:`report_steps_to` (a pool's initializer, or the campaign itself when it
+#: runs cells in its own process); ``None``: nobody is listening. Progress only, never recorded.
+_step_sink: Callable[[tuple[tuple[str, int, str], int, int]], None] | None = None
+
+
+def report_steps_to(sink: Callable[[tuple[tuple[str, int, str], int, int]], None] | None) -> None:
+    """Send this process's cells' steps to ``sink`` from now on (``None``: stop)."""
+    global _step_sink
+    _step_sink = sink
+
+
+def _step_reporter(cell: Cell) -> Callable[[Step, int], None] | None:
+    sink = _step_sink
+    if sink is None:
+        return None
+
+    def on_step(step: Step, budget: int) -> None:
+        try:
+            sink((cell.key, int(step.step) + 1, int(budget)))
+        except Exception:  # noqa: BLE001 - a progress display never fails a cell
+            pass
+
+    return on_step
+
+
 def _measure_cell(cell: Cell, record: CellResult) -> None:
     from ..config import parse_config
     from ..features import resolve_device
@@ -226,7 +256,8 @@ def _measure_cell(cell: Cell, record: CellResult) -> None:
     prep, record.prepared_here = _prepared(cell, cfg)
     features, columns = _features(prep, cell, cfg, entry.embedder, device)
     record.prepare_s = time.perf_counter() - t0
-    run = run_policy(cfg, cell.seed, prep["candidates"], features, entry.kind, device, columns=columns)
+    run = run_policy(cfg, cell.seed, prep["candidates"], features, entry.kind, device, columns=columns,
+                     on_step=_step_reporter(cell))
 
     top = set(top_indices(prep["truth"], cell.top_fraction).tolist())
     indices = [int(s.index) for s in run.steps]

@@ -33,8 +33,9 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def worker_init() -> None:
-    """Process-pool initialiser: one torch thread per worker (the cells also pin it while they run).
+def worker_init(steps: Any = None) -> None:
+    """Process-pool initialiser: one torch thread per worker (the cells also pin it while they run),
+    and, given the campaign's ``steps`` queue, the worker's cells report their steps to it.
 
     Several workers at torch's default thread count fight for the same cores, and OpenMP threads
     spin-wait between the many small parallel regions of a fit (see the project's perf notes).
@@ -44,6 +45,11 @@ def worker_init() -> None:
 
     torch.set_num_threads(1)
     _exit_with_parent(os.getppid())
+    if steps is not None:
+        from .cells import report_steps_to
+
+        steps.cancel_join_thread()  # a worker's exit never waits on progress the parent did not read
+        report_steps_to(steps.put_nowait)
 
 
 def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
@@ -80,10 +86,16 @@ class SerialExecutor(Executor):
         return future
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """``workers`` spawned processes, each with one torch thread (:func:`worker_init`)."""
+def process_pool(workers: int, steps: Any = None) -> ProcessPoolExecutor:
+    """``workers`` spawned processes, each with one torch thread (:func:`worker_init`); ``steps``: a
+    queue of :func:`step_queue` the workers' cells report their steps to."""
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=worker_init)
+                               initializer=worker_init, initargs=(steps,))
+
+
+def step_queue() -> Any:
+    """A queue the pool's workers can inherit (the spawn context's): ``(cell key, done, budget)``."""
+    return multiprocessing.get_context("spawn").Queue()
 
 
 class DaskExecutor(Executor):
@@ -139,12 +151,14 @@ class ExecutorSpec:
     scheduler: str | None = None
     resources: tuple[tuple[str, float], ...] = ()
 
-    def make(self) -> Executor:
+    def make(self, steps: Any = None) -> Executor:
+        """The executor; ``steps``: a :func:`step_queue` a process pool's workers report steps to
+        (a serial run reports in this process, a Dask cluster's workers not at all)."""
         if self.scheduler:
             return DaskExecutor(self.scheduler, dict(self.resources) or None)
         if self.workers <= 1:
             return SerialExecutor()
-        return process_pool(self.workers)
+        return process_pool(self.workers, steps)
 
     @property
     def in_flight(self) -> int | None:

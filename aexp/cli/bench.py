@@ -82,7 +82,9 @@ def run_campaign_command(args: argparse.Namespace, load: Callable[[Path, int | N
     say = (lambda s: None) if args.quiet else (lambda s: tqdm.write(s, file=sys.stderr))
     say(f"{len(todo)} of {len(cells)} cells to run on {spec.describe()}"
         + (f"; {len(cells) - len(todo)} already in {args.out}" if len(todo) < len(cells) else ""))
-    progress = Progress(len(todo), already, enabled=not args.quiet)
+    # each running cell's steps on a line under the bar: only where it redraws in place (a terminal)
+    names = {c.key: c.name for c in todo} if sys.stderr.isatty() else None
+    progress = Progress(len(todo), already, enabled=not args.quiet, names=names)
 
     def on_record(r: dict[str, Any]) -> None:
         progress(r)
@@ -93,7 +95,7 @@ def run_campaign_command(args: argparse.Namespace, load: Callable[[Path, int | N
             say(f"{r['config_name']} seed {r['seed']}: {r['policy']:<10} FAILED: {r['error']}")
 
     try:
-        records = run_cells(todo, spec, store, on_record=on_record)
+        records = run_cells(todo, spec, store, on_record=on_record, on_step=progress.step if names else None)
     finally:
         progress.close()
     results = bench_json(already + records, cells)

@@ -70,13 +70,13 @@ class _Static:
 
     def load(self, reader: Any) -> dict[str, Any]:
         if reader.manifest.session_id != self.session_id:
-            from ..session.report import _truth
+            from ..session.truth import session_truth
 
             positions = reader.array("candidates")
             self.data = {"candidates": reader.array("pixels").round(3).tolist(), "positions": positions.tolist()}
             notes: list[str] = []
             try:  # a simulator (or full-grid data) knows the truth: the page draws the discovery curve
-                self.truth = _truth(reader, positions, notes)
+                self.truth = session_truth(reader, positions, notes)
             except Exception:  # noqa: BLE001 - the curve is a nicety; the page works without it
                 self.truth = None
             self.session_id = reader.manifest.session_id

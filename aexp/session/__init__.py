@@ -1,5 +1,6 @@
 """The session family: the folder's store (writer, reader), and what is built on a recorded session:
-replay and resume (:mod:`.replay`), export (:mod:`.export`) and report (:mod:`.report`).
+replay and resume (:mod:`.replay`), export (:mod:`.export`), report (:mod:`.report`) and a twin's hidden
+truth (:mod:`.truth`).
 
 The store is imported eagerly (it is light); the rest on first use, so ``import aexp.session`` does
 not pull in the models.
@@ -30,6 +31,8 @@ __all__ = [
     "resume_session",
     "export_hdf5",
     "write_report",
+    "session_truth",
+    "require_ground_truth",
 ]
 
 _LAZY = {
@@ -37,6 +40,8 @@ _LAZY = {
     "resume_session": ".replay",
     "export_hdf5": ".export",
     "write_report": ".report",
+    "session_truth": ".truth",
+    "require_ground_truth": ".truth",
 }
 
 

@@ -41,12 +41,35 @@ def test_serial_executor_returns_finished_futures():
         assert isinstance(ex.submit(int, "x").exception(), ValueError)
 
 
+def _step_log():
+    heard = {}
+
+    def on_step(key, done, budget):
+        heard.setdefault(key, []).append((done, budget))
+
+    return heard, on_step
+
+
 def test_process_pool_writes_exactly_the_serial_cell_results(cells, serial, tmp_path):
     store = CellStore(tmp_path / "pool").open()
-    records = run_cells(cells, ExecutorSpec(workers=2), store)
-    assert _outcomes(records) == _outcomes(serial)
+    heard, on_step = _step_log()
+    records = run_cells(cells, ExecutorSpec(workers=2), store, on_step=on_step)
+    assert _outcomes(records) == _outcomes(serial)  # hearing the steps changes no result
+    budget = records[0]["budget"]
+    assert heard == {c.key: [(k, budget) for k in range(1, budget + 1)] for c in cells}  # from the workers
     assert {r["pid"] for r in records}.isdisjoint({os.getpid()})  # they ran in the worker processes
     assert {r["torch"]["num_threads"] for r in records} == {1}
+
+
+def test_cells_run_here_report_each_step_and_stop_when_the_campaign_ends(cells, serial, tmp_path):
+    from aexp.bench import cells as cell_module
+
+    heard, on_step = _step_log()
+    one = [c for c in cells if c.policy == "random"][:1]
+    records = run_cells(one, ExecutorSpec(workers=1), None, on_step=on_step)
+    assert _outcomes(records) == {k: v for k, v in _outcomes(serial).items() if k == (one[0].seed, "random")}
+    assert heard == {one[0].key: [(k, records[0]["budget"]) for k in range(1, records[0]["budget"] + 1)]}
+    assert cell_module._step_sink is None  # nothing reports into a finished campaign's display
 
 
 def test_dask_local_cluster_writes_exactly_the_serial_cell_results(cells, serial, tmp_path):
@@ -149,3 +172,20 @@ def test_bench_json_is_todays_format_with_null_for_failed_cells(cells, serial):
     assert res["policies"]["random"]["discovery"][0] is None
     assert res["policies"]["gp-xy"]["discovery"] == [serial[1]["discovery"], serial[4]["discovery"]]
     assert res["policies"]["gp-xy"]["decision_s"] == [serial[1]["decision_s"], serial[4]["decision_s"]]
+
+
+def test_progress_line_shows_each_running_cells_steps_and_drops_finished_ones():
+    from aexp.bench.campaign import Progress
+
+    a, b = ("d", 0, "dkl-patch"), ("d", 1, "random")
+    progress = Progress(2, enabled=True, names={a: "campaign/seed 0/dkl-patch", b: "campaign/seed 1/random"})
+    progress.step(a, 3, 11)
+    progress.step(b, 1, 11)
+    assert progress.status.desc == "steps: campaign/seed 0/dkl-patch 3/11 · campaign/seed 1/random 1/11"
+    progress({"config": "d", "seed": 0, "policy": "dkl-patch", "status": "ok", "discovery": 0.5})
+    progress.step(a, 11, 11)  # a step heard after its cell's record: the cell stays finished
+    assert progress.status.desc == "steps: campaign/seed 1/random 1/11"
+    progress.close()
+    quiet = Progress(1, enabled=True)
+    assert quiet.status.disable  # no names (not a terminal): no step line
+    quiet.close()
