@@ -33,6 +33,7 @@ from botorch.models.gpytorch import GPyTorchModel
 from botorch.models.transforms.outcome import Standardize
 from botorch.posteriors.gpytorch import GPyTorchPosterior
 from botorch.posteriors.transformed import TransformedPosterior
+from gpytorch import settings as gpytorch_settings
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.kernels import AdditiveKernel, Kernel, MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.kernels.kernel import sq_dist
@@ -136,6 +137,20 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
         if posterior_transform is None:
             return posterior
         return cast(GPyTorchPosterior, posterior_transform(posterior))  # a scalarisation keeps the family
+
+    def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """Marginal mean and variance of ``f`` at each row of ``X`` (``b x D``), original units.
+
+        The values of ``posterior(X.unsqueeze(-2))``, bit for bit (botorch's ``Standardize``
+        order, ``m + s mu`` and ``(s var) s``, then gpytorch's floor on a variance), without
+        building the posterior objects for each chunk of candidates.
+        """
+        if self.training:
+            self.eval()
+        mean, var = self.marginal(X)
+        s, m = self.outcome_transform.stdvs.squeeze(-1), self.outcome_transform.means.squeeze(-1)
+        # the posterior's variance is clamped by gpytorch's MultivariateNormal.variance
+        return m + s * mean, ((s * var) * s).clamp_min(gpytorch_settings.min_variance.value(var.dtype))
 
     def marginal(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """Marginal mean and variance of ``f`` at each row of ``X`` (``b x D``), standardised units.

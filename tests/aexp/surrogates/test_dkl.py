@@ -105,6 +105,14 @@ def test_direct_kernel_route_is_bit_for_bit_gpytorchs(data, monkeypatch, groups)
     assert torch.equal(direct[0], lazy[0]) and torch.equal(direct[1], lazy[1])
 
 
+def test_moments_are_the_posteriors_bit_for_bit(fitted, data):
+    X = data[0][200:456].double()
+    with torch.no_grad():
+        post = fitted.model.posterior(X.unsqueeze(-2))
+        mean, var = fitted.model.moments(X)
+    assert torch.equal(mean, post.mean.reshape(-1)) and torch.equal(var, post.variance.reshape(-1))
+
+
 def test_kernels_the_direct_route_does_not_know_go_through_gpytorch(data):
     from aexp.surrogates import dkl
 
