@@ -37,7 +37,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+from botorch.posteriors import GPyTorchPosterior
 from gpytorch.kernels import AdditiveKernel, Kernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
@@ -271,7 +272,7 @@ def score_and_predict(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *
             if moments is not None:
                 mean, var = moments(Xc)
             else:
-                post = model.posterior(Xc.unsqueeze(-2))
+                post = cast(GPyTorchPosterior, model.posterior(Xc.unsqueeze(-2)))  # or another with moments
                 mean, var = post.mean.reshape(-1), post.variance.reshape(-1)
             acq.append(analytic_acquisition(acquisition, mean, var, beta=beta, best_f=best_f))
             means.append(mean)

@@ -203,9 +203,11 @@ def _stationary_parts(kernel: Kernel) -> list[_Term] | None:
     terms = kernel.kernels if isinstance(kernel, AdditiveKernel) else [kernel]
     out: list[_Term] = []
     for term in terms:
-        base = getattr(term, "base_kernel", None)
-        if not (isinstance(term, ScaleKernel) and type(base) is RBFKernel
-                and (base.ard_num_dims or 0) > 1 and term.active_dims is base.active_dims):
+        if not isinstance(term, ScaleKernel):
+            return None
+        base = term.base_kernel
+        # exactly RBFKernel: a subclass may compute something else; one dimension takes another route
+        if type(base) is not RBFKernel or (base.ard_num_dims or 0) <= 1 or term.active_dims is not base.active_dims:
             return None
         out.append((term.active_dims, base.lengthscale, term.outputscale))
     return out
