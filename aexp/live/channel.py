@@ -300,9 +300,8 @@ def _replace(path: Path, write: Callable[[Any], Any]) -> None:
     """Replace ``path`` atomically (a temporary file, then a rename), without ``fsync``.
 
     For ``live.json`` and ``maps.npz``, which only the page reads: a reader never sees half a
-    file, and a crash loses nothing recorded (both are rewritten at the next decision). Two
-    ``fsync`` each (file and folder) at every decision were most of what ``--live`` still cost
-    the loop once the maps came from the decision itself.
+    file, and a crash loses nothing recorded (both are rewritten at the next decision). Written
+    durably they cost two ``fsync`` each (file and folder) inside every decision's time.
     """
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:

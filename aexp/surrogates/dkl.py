@@ -206,8 +206,9 @@ def _stationary_parts(kernel: Kernel) -> list[_Term] | None:
         if not isinstance(term, ScaleKernel):
             return None
         base = term.base_kernel
-        # exactly RBFKernel: a subclass may compute something else; one dimension takes another route
-        if type(base) is not RBFKernel or (base.ard_num_dims or 0) <= 1 or term.active_dims is not base.active_dims:
+        # exactly RBFKernel: a subclass may compute something else; one dimension takes another
+        # route in gpytorch. The columns are the ScaleKernel's (it calls its base's forward)
+        if type(base) is not RBFKernel or (base.ard_num_dims or 0) <= 1:
             return None
         out.append((term.active_dims, base.lengthscale, term.outputscale))
     return out
