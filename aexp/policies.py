@@ -37,16 +37,11 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
-from botorch.acquisition import (
-    AcquisitionFunction,
-    LogExpectedImprovement,
-    PosteriorStandardDeviation,
-    UpperConfidenceBound,
-)
+from botorch.acquisition.analytic import _log_ei_helper, _scaled_improvement
 from botorch.acquisition.thompson_sampling import PathwiseThompsonSampling
 from botorch.exceptions.warnings import InputDataWarning
 from botorch.fit import fit_gpytorch_mll
@@ -54,6 +49,7 @@ from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+from botorch.posteriors import GPyTorchPosterior
 from gpytorch.kernels import AdditiveKernel, Kernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
@@ -82,6 +78,7 @@ __all__ = [
     "Policy",
     "RandomPolicy",
     "RasterPolicy",
+    "CandidateScores",
     "SelectionContext",
     "Surrogate",
     "SurrogatePolicy",
@@ -89,7 +86,9 @@ __all__ = [
     "feature_groups",
     "dkl_surrogate",
     "make_policy",
+    "analytic_acquisition",
     "raster_plan",
+    "score_and_predict",
     "score_candidates",
     "survey_values",
 ]
@@ -200,37 +199,100 @@ def _argmax(scores: np.ndarray, allowed: np.ndarray) -> int:
     return int(allowed[int(np.argmax(s))])
 
 
-def _acquisition_function(name: str, model: Model, beta: float,
-                          best_f: float) -> AcquisitionFunction:
+@dataclass
+class CandidateScores:
+    """One scoring pass over the candidates: the acquisition and the posterior it was computed from.
+
+    Attributes:
+        acquisition: ``M`` acquisition values (before any penalty or exclusion).
+        mean: ``M`` posterior mean of ``f`` (target units), or ``None`` (``thompson``: a draw,
+            no posterior moments).
+        var: ``M`` posterior variance of ``f``, or ``None`` likewise.
+    """
+
+    acquisition: np.ndarray
+    mean: np.ndarray | None = None
+    var: np.ndarray | None = None
+
+
+def analytic_acquisition(name: str, mean: torch.Tensor, var: torch.Tensor, *, beta: float,
+                         best_f: float) -> torch.Tensor:
+    """An analytic acquisition from the marginal posterior: ``b`` means and variances -> ``b``.
+
+    ``ucb = mu + sqrt(beta) sigma``, ``log_ei = log(sigma h((mu - best_f) / sigma))`` with
+    ``h(u) = phi(u) + u Phi(u)``, ``max_variance = sigma``; ``sigma = sqrt(max(var, 1e-12))``.
+    Bit for bit what botorch's ``UpperConfidenceBound``, ``LogExpectedImprovement`` and
+    ``PosteriorStandardDeviation`` return for the same posterior (a test holds it to that), so
+    the mean and variance of one posterior pass serve both the decision and the live page's maps.
+
+    Example:
+        >>> post = model.posterior(X.unsqueeze(-2))
+        >>> ucb = analytic_acquisition("ucb", post.mean.reshape(-1), post.variance.reshape(-1),
+        ...                            beta=4.0, best_f=0.0)
+    """
+    sigma = var.clamp_min(1e-12).sqrt()
     if name == "ucb":
-        return UpperConfidenceBound(model, beta=beta)
+        return mean + _as_buffer(beta, mean).sqrt() * sigma
     if name == "log_ei":
-        return LogExpectedImprovement(model, best_f=best_f)
+        u = _scaled_improvement(mean, sigma, _as_buffer(best_f, mean), True)
+        return _log_ei_helper(u) + sigma.log()
     if name == "max_variance":
-        return PosteriorStandardDeviation(model)
+        return sigma
     raise ValueError(f"no analytic acquisition {name!r}")
+
+
+def _as_buffer(value: float, like: torch.Tensor) -> torch.Tensor:
+    # botorch keeps beta and best_f as buffers made by torch.as_tensor (float32 for a Python
+    # float) and casts them to the inputs' dtype; the same rounding keeps decisions identical
+    return torch.as_tensor(value).to(like)
 
 
 def score_candidates(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *, beta: float,
                      best_f: float, seed: int | None = None, chunk: int = 1024) -> np.ndarray:
     """Acquisition value of every row of ``X`` (``M x D``) under a fitted surrogate -> ``M``.
 
-    Analytic acquisitions are evaluated by botorch on ``chunk x 1 x D`` t-batches; ``thompson``
-    evaluates one pathwise posterior draw (``seed`` picks it).
+    See :func:`score_and_predict`, which also returns the posterior mean and variance.
+    """
+    return score_and_predict(surrogate, X, acquisition, beta=beta, best_f=best_f, seed=seed,
+                             chunk=chunk).acquisition
+
+
+def score_and_predict(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *, beta: float,
+                      best_f: float, seed: int | None = None, chunk: int = 1024) -> CandidateScores:
+    """Score every row of ``X`` (``M x D``) and keep the posterior the scores came from.
+
+    Analytic acquisitions: the model's marginal posterior of ``chunk x 1 x D`` t-batches (the
+    route botorch's analytic acquisitions take), then :func:`analytic_acquisition` on its mean and
+    variance. ``thompson`` evaluates one pathwise posterior draw (``seed`` picks it) and returns
+    no moments.
     """
     if acquisition == "thompson":
         if seed is None:
             raise ValueError("thompson sampling needs a seed")
-        return surrogate.posterior_sample(X, seed=seed, chunk=chunk)
-    acqf = _acquisition_function(acquisition, surrogate.model, beta, best_f)
-    device = torch.as_tensor(surrogate.model.train_targets).device  # a gpytorch attribute torch cannot type
-    out = []
+        return CandidateScores(surrogate.posterior_sample(X, seed=seed, chunk=chunk))
+    if acquisition not in ACQUISITIONS:
+        raise ValueError(f"no analytic acquisition {acquisition!r}")
+    model = surrogate.model
+    device = torch.as_tensor(model.train_targets).device  # a gpytorch attribute torch cannot type
+    # a model that gives its marginal moments directly (the DKL's, bit for bit its posterior's)
+    # spares building a posterior object per chunk
+    moments = getattr(model, "moments", None)
+    acq, means, variances = [], [], []
     with torch.no_grad():
         for start in range(0, len(X), chunk):
-            # float64 on purpose: botorch moves the model to the dtype of X
+            # float64 on purpose: the models and botorch's buffers are float64
             Xc = torch.as_tensor(X[start:start + chunk]).to(device=device, dtype=_DTYPE)
-            out.append(acqf(Xc.unsqueeze(-2)).reshape(-1))
-    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+            if moments is not None:
+                mean, var = moments(Xc)
+            else:
+                post = cast(GPyTorchPosterior, model.posterior(Xc.unsqueeze(-2)))  # or another with moments
+                mean, var = post.mean.reshape(-1), post.variance.reshape(-1)
+            acq.append(analytic_acquisition(acquisition, mean, var, beta=beta, best_f=best_f))
+            means.append(mean)
+            variances.append(var)
+    if not acq:
+        return CandidateScores(np.zeros(0), np.zeros(0), np.zeros(0))
+    return CandidateScores(*(torch.cat(t).cpu().numpy() for t in (acq, means, variances)))
 
 
 class SurrogatePolicy:
@@ -275,19 +337,22 @@ class SurrogatePolicy:
         self.surrogate.fit(X[torch.as_tensor(measured)], targets)
         t1 = time.perf_counter()
         seed = int(ctx.rng.integers(2**63)) if self.acquisition == "thompson" else None
-        scores = score_candidates(self.surrogate, X, self.acquisition, beta=self.beta,
-                                  best_f=float(targets.max()), seed=seed, chunk=self.chunk)
+        scored = score_and_predict(self.surrogate, X, self.acquisition, beta=self.beta,
+                                   best_f=float(targets.max()), seed=seed, chunk=self.chunk)
+        scores = scored.acquisition
         if ctx.penalty is not None:  # score, then penalise (travel, recency): additive, never a ratio
             scores = scores - np.asarray(ctx.penalty, dtype=np.float64)
         scores[np.asarray(ctx.excluded, dtype=bool)] = -np.inf
         index = _argmax(scores, allowed)
-        if ctx.want_maps:
-            mean, var = self.surrogate.predict(X, chunk=self.chunk)
+        maps = None
+        if ctx.want_maps:  # the scoring pass's own posterior; a draw (thompson) has none: a pass of its own
+            mean, var = scored.mean, scored.var
+            if mean is None or var is None:
+                mean, var = self.surrogate.predict(X, chunk=self.chunk)
             maps = {"mean": mean, "std": np.sqrt(var), "acquisition": scores}
-            mean_i, var_i = mean[index], var[index]
-        else:
-            mean, var = self.surrogate.predict(X[index:index + 1])
-            maps, mean_i, var_i = None, mean[0], var[0]
+        # the chosen point's own one-row posterior, as recorded since the first sessions: the same
+        # with or without maps, and bit for bit what earlier versions recorded
+        mean_i, var_i = (v[0] for v in self.surrogate.predict(X[index:index + 1]))
         t2 = time.perf_counter()
         weights = getattr(self.surrogate, "weights_", None)
         return Decision(index=index, acquisition=float(scores[index]),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -90,17 +91,19 @@ def _surrogate(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, cfg):
     return ours
 
 
-def _decide(ours, X: torch.Tensor, y: np.ndarray, idx: np.ndarray, cfg, k: int) -> float:
+def _decide(ours, X: torch.Tensor, y: np.ndarray, idx: np.ndarray, cfg, k: int) -> tuple[float, float, float]:
+    """Wall and CPU seconds (this process) of one decision, and the CPU seconds of its fit."""
     excluded = np.zeros(len(X), bool)
     excluded[idx] = True
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     ours.fit(X[idx], y[idx])
+    c_fit = time.process_time() - c0
     acquisition = cfg.policy.acquisition
     beta = acquisition.beta if isinstance(acquisition, UCBConfig) else UCBConfig().beta
     s = score_candidates(ours, X, acquisition.kind, beta=beta, best_f=float(y[idx].max()), seed=k)
     s[excluded] = -np.inf
     int(np.argmax(s))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0, c_fit
 
 
 def time_decisions(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, repeats: int, cfg):
@@ -111,8 +114,10 @@ def time_decisions(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, re
 
 
 def time_all(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, repeats: int, cfg,
-             variant=None, baseline: bool = True):
-    """As :func:`time_decisions`, and the variant config (or None); the baseline None when skipped."""
+             variant=None, baseline: bool = True, cpu: list[tuple[float, float]] | None = None):
+    """As :func:`time_decisions`, and the variant config (or None); the baseline None when skipped.
+    ``cpu`` gets the CPU seconds of each of aexp's decisions and of its fit: on a machine shared with
+    other jobs the wall time of a one-thread decision stretches with the load, its CPU time much less."""
     ours = _surrogate(X, y, order, n, cfg)
     other = _surrogate(X, y, order, n, variant) if variant is not None else None
     t_ours, t_var, t_base = [], [], []
@@ -121,9 +126,12 @@ def time_all(X: torch.Tensor, y: np.ndarray, order: np.ndarray, n: int, repeats:
         excluded = np.zeros(len(X), bool)
         excluded[idx] = True
         best_f = float(y[idx].max())
-        t_ours.append(_decide(ours, X, y, idx, cfg, k))
+        wall, used, used_fit = _decide(ours, X, y, idx, cfg, k)
+        t_ours.append(wall)
+        if cpu is not None:
+            cpu.append((used, used_fit))
         if other is not None:
-            t_var.append(_decide(other, X, y, idx, variant, k))
+            t_var.append(_decide(other, X, y, idx, variant, k)[0])
         if not baseline:
             continue
 
@@ -169,17 +177,20 @@ def main() -> None:
         feats, truth = features_for(side, args.seed, cfg)
         X = torch.as_tensor(feats, dtype=torch.float64)
         order = np.random.default_rng(args.seed).permutation(len(X))
+        cpu: list[tuple[float, float]] = []
         ours, var, base = time_all(X, truth, order, args.measured, args.repeats, cfg, variant,
-                                   baseline=not args.no_baseline)
+                                   baseline=not args.no_baseline, cpu=cpu)
+        used, used_fit = _median([c for c, _ in cpu]), _median([f for _, f in cpu])
         rows.append({"candidates": len(X), "measured": args.measured, "features": X.shape[1],
-                     "aexp_s": ours, "variant": args.variant or None, "variant_s": var,
-                     "baseline_s": base, "speedup": base / ours if base else None})
-        line = f"M={len(X):>6} n={args.measured} D={X.shape[1]}: aexp {ours:.3f} s"
+                     "aexp_s": ours, "aexp_cpu_s": used, "aexp_fit_cpu_s": used_fit, "variant": args.variant or None,
+                     "variant_s": var, "baseline_s": base, "speedup": base / ours if base else None,
+                     "load_average": os.getloadavg()[0]})
+        line = f"M={len(X):>6} n={args.measured} D={X.shape[1]}: aexp {ours:.3f} s (CPU {used:.3f} s, fit {used_fit:.3f} s)"
         if var is not None:
             line += f", with {' '.join(args.variant)} {var:.3f} s"
         if base is not None:
             line += f", from-scratch + library defaults {base:.3f} s, ratio {base / ours:.1f}x"
-        print(line, flush=True)
+        print(f"{line}; load average {os.getloadavg()[0]:.1f}", flush=True)
     out = {"torch_threads": torch.get_num_threads(), "rows": rows}
     if args.json:
         with open(args.json, "w") as fh:

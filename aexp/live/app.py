@@ -57,7 +57,16 @@ def _signature(folder: Path) -> tuple:
 
 
 def _finite(values: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else round(float(v), 6) for v in np.asarray(values, dtype=np.float64)]
+    """``values`` to 6 decimals as a JSON-ready list, NaN and infinities as ``None``.
+
+    Vectorised: the page's server shares the loop's process (and its GIL), and a Python loop over
+    every candidate's value at every step showed up in the loop's decision time.
+    """
+    a = np.round(np.asarray(values, dtype=np.float64), 6)
+    out: list[float | None] = a.tolist()
+    for i in np.flatnonzero(~np.isfinite(a)).tolist():
+        out[i] = None
+    return out
 
 
 class _Static:

@@ -38,7 +38,7 @@ from ..campaign import Directive
 from ..errors import AexpError
 from ..policies import Decision
 from ..session.manifest import SessionError
-from ..session.store import SessionReader, _write_durable, write_json, writer_running
+from ..session.store import SessionReader, writer_running
 from ..types import Step
 from .stagnation import Stagnation, StagnationRule, find_stagnation
 
@@ -298,6 +298,19 @@ def resolve(cmd: Command, view: SessionView) -> dict[str, Any]:
     return {}
 
 
+def _replace(path: Path, write: Callable[[Any], Any]) -> None:
+    """Replace ``path`` atomically (a temporary file, then a rename), without ``fsync``.
+
+    For ``live.json`` and ``maps.npz``, which only the page reads: a reader never sees half a
+    file, and a crash loses nothing recorded (both are rewritten at the next decision). Written
+    durably they cost two ``fsync`` each (file and folder) inside every decision's time.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+    os.replace(tmp, path)
+
+
 def read_state(folder: str | Path) -> dict[str, Any]:
     """``live.json`` (``{}`` when absent or being replaced)."""
     try:
@@ -545,7 +558,7 @@ class LiveOperator:
             return
         self.maps = maps
         arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float32) for k, v in maps.items()}
-        _write_durable(self.folder / MAPS, lambda fh: np.savez(fh, step=np.int64(step), **arrays))
+        _replace(self.folder / MAPS, lambda fh: np.savez(fh, step=np.int64(step), **arrays))
 
     # state for the page and the terminal
 
@@ -571,13 +584,13 @@ class LiveOperator:
     def _write_state(self, state: str) -> None:
         if not (self.publish or self.seen):
             return  # nobody is watching: no file, no fsync per decision
-        write_json(self.folder / STATE, {
+        _replace(self.folder / STATE, lambda fh: fh.write(json.dumps({
             "session_id": self.session_id, "state": state, "step": self.step, "paused": self.paused,
             "approve": self.approve, "awaiting": self.awaiting, "settings": self.settings,
             "queued_gotos": [a["index"] for _, a in self.gotos],
             "stagnation": None if self.stagnant is None else asdict(self.stagnant),
             "updated": time.time(), "pid": os.getpid(),
-        })
+        }, indent=2).encode()))
 
     def close(self, state: str = "ended") -> None:
         """Say on the page that the run has ended."""

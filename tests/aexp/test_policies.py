@@ -84,6 +84,62 @@ def test_ucb_scores_are_mean_plus_sqrt_beta_sigma_from_predict():
     np.testing.assert_allclose(d.maps["std"] ** 2, var)
 
 
+@pytest.mark.parametrize("surrogate", ["dkl", "gp"])
+def test_acquisitions_from_the_kept_posterior_equal_botorchs_bit_for_bit(surrogate):
+    from botorch.acquisition import LogExpectedImprovement, PosteriorStandardDeviation, UpperConfidenceBound
+
+    from aexp.policies import analytic_acquisition
+
+    y = _target(MEASURED)
+    model = (DKLSurrogate(5, iterations=20) if surrogate == "dkl" else PositionGP()).fit(
+        FEATURES[MEASURED].double(), y).model
+    X = FEATURES[:64].double().unsqueeze(-2)
+    # beta and best_f not representable in float32: botorch's buffers round them so
+    botorch = {"ucb": UpperConfidenceBound(model, beta=0.1),
+               "log_ei": LogExpectedImprovement(model, best_f=float(y.max()) + 0.1),
+               "max_variance": PosteriorStandardDeviation(model)}
+    with torch.no_grad():
+        post = model.posterior(X)
+        for name, acqf in botorch.items():
+            ours = analytic_acquisition(name, post.mean.reshape(-1), post.variance.reshape(-1),
+                                        beta=0.1, best_f=float(y.max()) + 0.1)
+            assert torch.equal(ours, acqf(X)), name
+
+
+@pytest.mark.parametrize("acquisition", ["ucb", "log_ei", "max_variance"])
+def test_maps_are_the_decisions_own_posterior_and_asking_for_them_changes_nothing(acquisition):
+    watched, plain = _dkl(acquisition=acquisition), _dkl(acquisition=acquisition)
+
+    predict = watched.surrogate.predict
+
+    def no_second_pass(X, chunk=1024):  # only the chosen point's own posterior, one row
+        assert len(X) == 1, "the maps must come from the scoring pass"
+        return predict(X, chunk)
+
+    watched.surrogate.predict = no_second_pass
+    rng = np.random.default_rng(3)
+    measured = list(MEASURED[:8])
+    for step in range(3):
+        ctx = _context(measured, targets=_target(np.asarray(measured)))
+        d_plain = plain.select(ctx)
+        ctx.want_maps, ctx.rng = True, np.random.default_rng(0)
+        d_watched = watched.select(ctx)
+        for field in ("index", "acquisition", "predicted_mean", "predicted_std"):
+            assert getattr(d_watched, field) == getattr(d_plain, field), (step, field)
+        assert d_plain.maps is None
+        mean, var = DKLSurrogate.predict(watched.surrogate, FEATURES)
+        np.testing.assert_allclose(d_watched.maps["mean"], mean, rtol=1e-12)
+        np.testing.assert_allclose(d_watched.maps["std"] ** 2, var, rtol=1e-12)
+        assert d_watched.predicted_mean == pytest.approx(d_watched.maps["mean"][d_watched.index], rel=1e-12)
+        measured.append(int(rng.choice(np.setdiff1d(np.arange(M), measured))))
+
+
+def test_thompson_maps_take_a_pass_of_their_own():
+    d = _dkl(acquisition="thompson").select(_context(MEASURED, want_maps=True))
+    assert set(d.maps) == {"mean", "std", "acquisition"}
+    assert d.predicted_mean == pytest.approx(d.maps["mean"][d.index], rel=1e-9)
+
+
 def test_log_ei_argmax_matches_brute_force_expected_improvement():
     from scipy.stats import norm
 

@@ -103,6 +103,28 @@ def test_set_beta_reaches_the_policy_from_the_next_decision(tiny_config):
     assert result.stop_reason == "operator" and len(result.steps) == 5
 
 
+def test_live_maps_change_no_decision_and_both_runs_replay(tmp_path, tiny_config):
+    from aexp.live.channel import MAPS
+
+    runs = {}
+    for live in (False, True):
+        folder = tmp_path / str(live)
+        cfg = parse_config(tiny_config(stopping={"max_steps": 8}))
+        inst = load_instrument("plasmonic", cfg.instrument.options, seed=2)
+        run_experiment(cfg, inst, folder, seed=2, progress=False, operator=OperatorOptions(live=live))
+        runs[live] = SessionReader(folder).steps
+        assert verify_session(folder).steps == len(runs[live]) == 11
+    fields = ("index", "phase", "acquisition", "predicted_mean", "predicted_std")
+    assert [[getattr(s, f) for f in fields] for s in runs[True]] == \
+        [[getattr(s, f) for f in fields] for s in runs[False]]
+    assert any(s.phase == "policy" for s in runs[True])
+    with np.load(tmp_path / "True" / MAPS) as maps:  # the last decision's own posterior
+        last = runs[True][-1]
+        assert maps["mean"][last.index] == pytest.approx(last.predicted_mean, rel=1e-6)
+        assert maps["std"][last.index] == pytest.approx(last.predicted_std, rel=1e-6)
+        assert maps["acquisition"][last.index] == np.float32(last.acquisition)
+
+
 def test_pause_holds_the_loop_until_resume_and_stop_ends_it(tmp_path, tiny_config):
     folder = tmp_path / "s"
     times = {}

@@ -90,6 +90,38 @@ def test_flat_posterior_matches_gpytorch_joint_posterior(fitted, data):
     np.testing.assert_allclose(tbatch.variance.reshape(-1).numpy(), var, rtol=1e-12)
 
 
+@pytest.mark.parametrize("groups", [None, [(0, 1, 2), (3, 4)]])
+def test_direct_kernel_route_is_bit_for_bit_gpytorchs(data, monkeypatch, groups):
+    from aexp.surrogates import dkl
+
+    X, y = data
+    model = DKLSurrogate(input_dim=5, iterations=20, seed=1, groups=groups).fit(X[:60], y[:60]).model
+    assert dkl._stationary_parts(model.covar_module) is not None  # the default kernel takes it
+    Xc = X[200:456].double()
+    with torch.no_grad():
+        direct = model.marginal(Xc)
+        monkeypatch.setattr(dkl, "_stationary_parts", lambda kernel: None)
+        lazy = model.marginal(Xc)
+    assert torch.equal(direct[0], lazy[0]) and torch.equal(direct[1], lazy[1])
+
+
+def test_moments_are_the_posteriors_bit_for_bit(fitted, data):
+    X = data[0][200:456].double()
+    with torch.no_grad():
+        post = fitted.model.posterior(X.unsqueeze(-2))
+        mean, var = fitted.model.moments(X)
+    assert torch.equal(mean, post.mean.reshape(-1)) and torch.equal(var, post.variance.reshape(-1))
+
+
+def test_kernels_the_direct_route_does_not_know_go_through_gpytorch(data):
+    from aexp.surrogates import dkl
+
+    model = DKLSurrogate(input_dim=5, iterations=2, kernel="matern52").fit(*[t[:20] for t in data]).model
+    assert dkl._stationary_parts(model.covar_module) is None
+    mean, var = model.marginal(data[0][:8].double())
+    assert mean.shape == var.shape == (8,) and bool((var > 0).all())
+
+
 def test_botorch_acquisitions_accept_the_model(fitted, data):
     X = data[0][300:].double()
     mean, var = fitted.predict(X)
