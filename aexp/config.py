@@ -187,6 +187,13 @@ class SurrogateConfig(_Section):
         "exact GPs, one per input group (embedding, survey under the probe, context, position) and one "
         "additive over all, weighted by leave-one-out likelihood at every step (aexp.surrogates.groups)",
     )
+    dkl_from: int | None = Field(
+        None,
+        ge=0,
+        description="kind: groups: measured points from which a deep-kernel GP over all inputs (the DKL "
+        "settings below, begun as the additive GP) joins the average, weighted by its one-step-ahead "
+        "predictive likelihood against the exact GPs' average; 0 or null: no DKL member",
+    )
     feature_dim: int = Field(2, ge=1)
     hidden: list[int] = Field(default_factory=lambda: [64, 32])
     kernel: Literal["rbf", "matern52"] = "rbf"
@@ -234,6 +241,12 @@ class SurrogateConfig(_Section):
                              "it needs position: true")
         if self.position_kernel == "additive" and not self.base_kernel:
             raise ValueError("position_kernel: additive acts on the base kernel; it needs base_kernel: true")
+        if self.dkl_from and self.kind != "groups":
+            raise ValueError("dkl_from adds a DKL member to the group average: it needs kind: groups "
+                             "(kind: dkl has gp_until for its GP stage)")
+        if self.dkl_from and not self.base_kernel:
+            raise ValueError("dkl_from: the DKL member begins as the additive GP, which becomes its base "
+                             "kernel; it needs base_kernel: true")
         for i, count in enumerate(self.neighbour_counts):
             if count.brightness >= self.brightness_classes:
                 raise ValueError(f"neighbour_counts[{i}].brightness is {count.brightness}; the classes "

@@ -600,7 +600,9 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
         seed: seeds the surrogate's initial weights / hyper-parameter restarts.
         device: torch device of the DKL surrogate.
         columns: counts of the feature columns by kind (the features record), which
-            ``surrogate_options["kind"] == "groups"`` splits into input groups (:func:`feature_groups`).
+            ``surrogate_options["kind"] == "groups"`` splits into input groups (:func:`feature_groups`);
+            with ``surrogate_options["dkl_from"]`` the group average gains a DKL member built from the
+            DKL options above (see :class:`~aexp.surrogates.groups.GroupAverage`).
     """
     if kind not in POLICY_KINDS:
         raise ValueError(f"unknown policy {kind!r}; known policies: {', '.join(POLICY_KINDS)}")
@@ -610,6 +612,7 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
     gp_warm_maxiter = options.pop("gp_warm_maxiter", None)
     position_kernel = options.pop("position_kernel", "joint")
     surrogate_kind = options.pop("kind", "dkl")
+    dkl_from = options.pop("dkl_from", None)
     known = ("feature_dim", "hidden", "kernel", "lr", "iterations", "warm_iterations", "base_kernel")
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -625,7 +628,12 @@ def make_policy(kind: str, *, acquisition: str = "ucb", beta: float = 4.0,
     if surrogate_kind == "groups":
         from aexp.surrogates.groups import GroupAverage
 
-        average = GroupAverage(feature_groups(input_dim, columns), seed=seed)
+        groups_of = feature_groups(input_dim, columns)
+        member = None
+        if dkl_from:  # the DKL member reads every column; its base kernel is split as the groups are
+            starts = list(groups_of.values())
+            member = DKLSurrogate(input_dim, seed=seed, groups=starts if len(starts) > 1 else None, **options)
+        average = GroupAverage(groups_of, seed=seed, dkl=member, dkl_from=dkl_from)
         return SurrogatePolicy(average, acquisition, beta, name="dkl")
     groups = None
     if position_kernel == "additive":  # the last two columns are the position (with_position)

@@ -54,6 +54,27 @@ def test_report_has_a_weights_panel(recipe_session, tmp_path):
     assert (tmp_path / "rep" / "weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(scope="module")
+def dkl_member_session(tiny_session):
+    """The recipe with a DKL member joining at 5 measured points (3 initial + 5 steps: it forecasts 3)."""
+    return tiny_session(3, candidates={"patch_size": "auto"}, stopping={"max_steps": 5},
+                        surrogate={"kind": "groups", "dkl_from": 5, "centre_pixels": 1,
+                                   "centre_gradient": True})[0]
+
+
+def test_the_dkl_member_is_recorded_replayed_and_drawn(dkl_member_session, tmp_path):
+    steps = [s for s in SessionReader(dkl_member_session).steps if s.phase == "policy"]
+    for s in steps:
+        assert set(s.weights) == {"embedding", "survey", "position", "dkl"}
+        assert math.isclose(sum(s.weights.values()), 1.0, rel_tol=1e-9)
+    # told 3, 4 points: no DKL yet; 5: it joins with no record (weight 0); 6, 7: it has forecast 1, 2
+    assert [s.weights["dkl"] == 0 for s in steps] == [True, True, True, False, False]
+    assert all(0 < s.weights["dkl"] < 1 for s in steps[3:])
+    verify_session(dkl_member_session, progress=False)  # raises ReplayDivergence on a difference
+    write_report(dkl_member_session, tmp_path / "rep", map_steps=[])
+    assert (tmp_path / "rep" / "weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def _survey(image: np.ndarray) -> Survey:
     return Survey(image[None], PixelTransform.square(1e-9), ("haadf",))
 
