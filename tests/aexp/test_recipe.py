@@ -92,3 +92,51 @@ def test_correlation_length_of_a_gaussian_field_and_the_auto_patch_bounds():
     assert auto_patch_size(_survey(smooth), stride=16) == 16          # covers the survey between candidates
     assert auto_patch_size(_survey(rng.standard_normal((64, 64)))) == 4  # scatter: the smallest patch
     assert auto_patch_size(_survey(np.ones((20, 20)))) == 20           # constant: the largest that fits
+
+
+def _atoms(period: float, size: int = 128, hexagonal: bool = False, seed: int = 0) -> np.ndarray:
+    """Gaussian atoms (sigma 1.2 px) on a square or hexagonal lattice of nearest-neighbour distance
+    ``period``, rotated 17 degrees, with 5 % noise."""
+    n = np.arange(-2 * size // period, 3 * size // period)
+    a1 = np.array([1.0, 0.0])
+    a2 = np.array([0.5, np.sqrt(3) / 2]) if hexagonal else np.array([0.0, 1.0])
+    i, j = np.meshgrid(n, n)
+    sites = (i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2) * period
+    t = np.deg2rad(17)
+    sites = sites @ np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    sites = sites[(sites.min(1) > -4) & (sites.max(1) < size + 4)]
+    y, x = np.mgrid[:size, :size].astype(float)
+    image = np.zeros((size, size))
+    for sy, sx in sites:
+        image += np.exp(-((y - sy) ** 2 + (x - sx) ** 2) / (2 * 1.2**2))
+    return image + 0.05 * np.random.default_rng(seed).standard_normal(image.shape)
+
+
+def test_a_periodic_survey_gets_patches_of_its_period():
+    from aexp.patches import lattice_period
+
+    for period, hexagonal in ((7.0, False), (10.0, True), (12.5, False)):
+        image = _atoms(period, hexagonal=hexagonal)
+        assert lattice_period(image[None]) == pytest.approx(period, rel=0.08)
+        # the atom is 1.2 px wide: the 1/e lag says 4 px; two periods say what the lattice is
+        assert auto_patch_size(_survey(image)) == pytest.approx(2 * period, abs=2)
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(1)
+    for s in (1.5, 3.0, 6.0):  # not periodic: the correlation length decides, as before
+        assert lattice_period(gaussian_filter(rng.standard_normal((128, 128)), s, mode="wrap")[None]) is None
+
+
+def test_the_lattice_twins_survey_is_periodic_and_the_others_are_not():
+    from aexp.config import load_config
+    from aexp.instrument import load_instrument
+    from aexp.patches import lattice_period
+
+    choices = {}
+    for name in ("lattice-dkl", "plasmonic-dkl"):
+        cfg = load_config(f"configs/{name}.yaml")
+        survey = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=0).survey()
+        choices[name] = (lattice_period(survey.image), auto_patch_size(survey, cfg.candidates.stride))
+    assert choices["lattice-dkl"][0] == pytest.approx(10.4, abs=0.5)  # atoms 10.4 px apart
+    assert choices["lattice-dkl"][1] == 21                            # its config: 24
+    assert choices["plasmonic-dkl"] == (None, 22)                     # unchanged (docs/recipe.md)
