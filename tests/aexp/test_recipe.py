@@ -75,6 +75,21 @@ def test_the_dkl_member_is_recorded_replayed_and_drawn(dkl_member_session, tmp_p
     assert (tmp_path / "rep" / "weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_hdf5_export_holds_the_weights_per_step(dkl_member_session, tmp_path):
+    import h5py
+
+    from aexp.session.export import export_hdf5
+
+    steps = SessionReader(dkl_member_session).steps
+    with h5py.File(export_hdf5(dkl_member_session, tmp_path / "s.h5"), "r") as f:
+        group = f["steps/weights"]
+        assert json.loads(group.attrs["order"]) == ["embedding", "survey", "position", "dkl"]
+        for name in ("embedding", "survey", "position", "dkl"):
+            expected = [s.weights[name] if s.weights else np.nan for s in steps]
+            np.testing.assert_array_equal(group[name][()], expected)  # NaN on the initial points
+    assert sum(1 for s in steps if s.weights is None) == 3
+
+
 def _survey(image: np.ndarray) -> Survey:
     return Survey(image[None], PixelTransform.square(1e-9), ("haadf",))
 
