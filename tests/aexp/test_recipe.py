@@ -155,3 +155,18 @@ def test_the_lattice_twins_survey_is_periodic_and_the_others_are_not():
     assert choices["lattice-dkl"][0] == pytest.approx(10.4, abs=0.5)  # atoms 10.4 px apart
     assert choices["lattice-dkl"][1] == 21                            # its config: 24
     assert choices["plasmonic-dkl"] == (None, 22)                     # unchanged (docs/recipe.md)
+
+
+@pytest.mark.parametrize("name", ["plasmonic", "ferroelectric", "lattice", "sts", "eds"])
+def test_the_recipe_benchmarks_change_only_what_describes_the_sample(name):
+    import yaml
+
+    def sample_free(path: str) -> dict:
+        cfg = yaml.safe_load(open(path))
+        for key in ("name", "instrument", "target"):
+            cfg.pop(key)
+        cfg["candidates"].pop("stride")
+        cfg["stopping"].pop("max_steps")
+        return cfg
+
+    assert sample_free(f"benchmarks/recipe/recipe-{name}.yaml") == sample_free("configs/real-default.yaml")
