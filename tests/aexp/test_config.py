@@ -226,3 +226,13 @@ def test_cuda_without_a_gpu_is_a_check_error():
                                  SpectrumAxis("energy_loss", "eV", 0.0, 5.0, 64))
     with pytest.raises(ConfigError, match="device: cuda was asked for but torch sees no CUDA GPU"):
         check_against(parse_config({**MINIMAL, "device": "cuda"}), desc)
+
+
+def test_dkl_from_belongs_to_the_group_average(tiny_config):
+    cfg = parse_config(tiny_config(surrogate={"kind": "groups", "dkl_from": 20}))
+    assert cfg.surrogate.dkl_from == 20 and cfg.surrogate.options()["dkl_from"] == 20
+    assert parse_config(tiny_config(surrogate={"kind": "groups"})).surrogate.dkl_from is None  # as before
+    with pytest.raises(ConfigError, match="dkl_from.*kind: groups"):
+        parse_config(tiny_config(surrogate={"kind": "dkl", "dkl_from": 20}))
+    with pytest.raises(ConfigError, match="base_kernel"):
+        parse_config(tiny_config(surrogate={"kind": "groups", "dkl_from": 20, "base_kernel": False}))
