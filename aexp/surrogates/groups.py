@@ -110,7 +110,7 @@ def predictive_log_density(model: Model, X: Tensor, y: Tensor) -> Tensor:
     untransforms its own standardisation, so densities of different members compare on one point.
     """
     with torch.no_grad():
-        post = model.posterior(X.unsqueeze(-2), observation_noise=True)
+        post = cast(GPyTorchPosterior, model.posterior(X.unsqueeze(-2), observation_noise=True))
         mu, var = post.mean.reshape(-1), post.variance.reshape(-1).clamp_min(1e-12)
     return -0.5 * torch.log(2 * math.pi * var) - 0.5 * (y - mu).square() / var
 
