@@ -293,8 +293,10 @@ class GroupAverage:
             return
         X0, y0 = self._told
         n0 = len(y0)
-        if len(y) <= n0 or not (torch.equal(X[:n0], X0) and torch.equal(y[:n0], y0)):
+        if len(y) < n0 or not (torch.equal(X[:n0], X0) and torch.equal(y[:n0], y0)):
             self.forecasts_ = []  # not the same experiment grown by new points: start the record again
+            return
+        if len(y) == n0:  # a refit on the same points (a decision while measurements are pending)
             return
         Xn, yn = X[n0:], y[n0:]
         exact = torch.stack([predictive_log_density(gp.model, Xn[:, list(cols)], yn)

@@ -142,6 +142,9 @@ def test_dkl_member_is_scored_on_points_it_had_not_seen():
     mean, var = sur.predict(X[:3])  # the DKL enters the moment-matched posterior
     mus = sum(sur.member_weights_[n] * gp.predict(X[:3, list(c)])[0] for n, (c, gp) in sur.members.items())
     np.testing.assert_allclose(mean, mus + sur.member_weights_[DKL] * sur.dkl.predict(X[:3])[0], rtol=1e-8)
+    record = list(sur.forecasts_)
+    sur.fit(X, y)  # the same points again (a decision while measurements are pending): nothing to score
+    assert sur.forecasts_ == record
     sur.fit(X[:12] + 1.0, y[:12])  # not the same points grown: the record starts again
     assert sur.forecasts_ == []
 
