@@ -432,11 +432,10 @@ class SurrogateInputs(_Section):
         return self
 
 
-class DKLSurrogateConfig(SurrogateInputs):
-    """``dkl``: deep kernel learning, an MLP feature map -> GP kernel trained on the measured points
-    (:class:`aexp.surrogates.dkl.DKLSurrogate`), with an exact GP standing in below ``gp_until``."""
+class DKLNetwork(_Section):
+    """The deep kernel's settings (:class:`aexp.surrogates.dkl.DKLSurrogate`): the ``dkl`` surrogate's,
+    and the DKL member's of a ``groups`` average (``dkl_from``)."""
 
-    kind: Literal["dkl"] = "dkl"
     feature_dim: int = Field(2, ge=1)
     hidden: list[int] = Field(default_factory=lambda: [64, 32])
     kernel: Literal["rbf", "matern52"] = "rbf"
@@ -444,6 +443,20 @@ class DKLSurrogateConfig(SurrogateInputs):
     iterations: int = Field(200, ge=1, description="Adam iterations of the first fit")
     warm_iterations: int = Field(50, ge=0, description="Adam iterations of each warm-started refit")
     base_kernel: bool = Field(True, description="add an ARD kernel on the raw inputs to the deep kernel")
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, v: list[int]) -> list[int]:
+        if not v or any(h < 1 for h in v):
+            raise ValueError("hidden must be a non-empty list of positive layer widths")
+        return v
+
+
+class DKLSurrogateConfig(DKLNetwork, SurrogateInputs):
+    """``dkl``: deep kernel learning, an MLP feature map -> GP kernel trained on the measured points
+    (:class:`aexp.surrogates.dkl.DKLSurrogate`), with an exact GP standing in below ``gp_until``."""
+
+    kind: Literal["dkl"] = "dkl"
     gp_until: int = Field(
         0, ge=0, description="measured points below which an exact ARD GP on the inputs stands in for the DKL"
     )
@@ -464,20 +477,27 @@ class DKLSurrogateConfig(SurrogateInputs):
             raise ValueError("position_kernel: additive acts on the base kernel; it needs base_kernel: true")
         return self
 
-    @field_validator("hidden")
-    @classmethod
-    def _positive_widths(cls, v: list[int]) -> list[int]:
-        if not v or any(h < 1 for h in v):
-            raise ValueError("hidden must be a non-empty list of positive layer widths")
-        return v
 
-
-class GroupsSurrogateConfig(SurrogateInputs):
+class GroupsSurrogateConfig(DKLNetwork, SurrogateInputs):
     """``groups``: an average of exact GPs, one per input group (embedding, survey under the probe,
     context, position) and one additive over all, weighted by leave-one-out likelihood at every step
     (:mod:`aexp.surrogates.groups`)."""
 
     kind: Literal["groups"] = "groups"
+    dkl_from: int | None = Field(
+        None,
+        ge=0,
+        description="measured points from which a deep-kernel GP over all inputs (the DKL settings of this "
+        "section, begun as the additive GP) joins the average, weighted by its one-step-ahead predictive "
+        "likelihood against the exact GPs' average; 0 or null: no DKL member",
+    )
+
+    @model_validator(mode="after")
+    def _member_needs_base_kernel(self) -> GroupsSurrogateConfig:
+        if self.dkl_from and not self.base_kernel:
+            raise ValueError("dkl_from: the DKL member begins as the additive GP, which becomes its base "
+                             "kernel; it needs base_kernel: true")
+        return self
 
 
 SurrogateConfig = Annotated[

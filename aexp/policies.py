@@ -57,6 +57,7 @@ from aexp.surrogates.dkl import DKLSurrogate, check_groups
 
 from .config import (
     KINDS,
+    DKLNetwork,
     DKLPolicyConfig,
     DKLSurrogateConfig,
     GPXYPolicyConfig,
@@ -677,7 +678,9 @@ def make_policy(policy: PolicyConfig | str, *, surrogate: SurrogateConfig | None
         seed: seeds the surrogate's initial weights / hyper-parameter restarts.
         device: torch device of the DKL surrogate.
         columns: counts of the feature columns by kind (the features record), which a ``groups``
-            surrogate splits into input groups (:func:`feature_groups`).
+            surrogate splits into input groups (:func:`feature_groups`); with its ``dkl_from`` the
+            group average gains a DKL member built from the section's DKL settings (see
+            :class:`~aexp.surrogates.groups.GroupAverage`).
 
     Example:
         >>> make_policy(DKLPolicyConfig(acquisition={"kind": "ucb", "beta": 2.0}), input_dim=5).beta
@@ -703,10 +706,23 @@ def make_policy(policy: PolicyConfig | str, *, surrogate: SurrogateConfig | None
     if isinstance(model, GroupsSurrogateConfig):
         from aexp.surrogates.groups import GroupAverage
 
-        average = GroupAverage(feature_groups(input_dim, columns), seed=seed)
+        groups_of = feature_groups(input_dim, columns)
+        member = None
+        if model.dkl_from:  # the DKL member reads every column; its base kernel is split as the groups are
+            starts = list(groups_of.values())
+            member = _deep_kernel(model, input_dim, starts if len(starts) > 1 else None, seed=seed, device=device)
+        average = GroupAverage(groups_of, seed=seed, dkl=member, dkl_from=model.dkl_from)
         return SurrogatePolicy(average, acquisition.kind, beta, name="dkl")
     return SurrogatePolicy(dkl_surrogate(model, input_dim, seed=seed, device=device), acquisition.kind, beta,
                            name="dkl")
+
+
+def _deep_kernel(section: DKLNetwork, input_dim: int, groups: list[tuple[int, ...]] | None, *, seed: int,
+                 device: str) -> DKLSurrogate:
+    return DKLSurrogate(input_dim, feature_dim=section.feature_dim, hidden=tuple(section.hidden),
+                        kernel=section.kernel, lr=section.lr, iterations=section.iterations,
+                        warm_iterations=section.warm_iterations, base_kernel=section.base_kernel,
+                        groups=groups, seed=seed, device=device)
 
 
 def dkl_surrogate(section: DKLSurrogateConfig, input_dim: int, *, seed: int = 0, device: str = "cpu") -> Surrogate:
@@ -717,10 +733,7 @@ def dkl_surrogate(section: DKLSurrogateConfig, input_dim: int, *, seed: int = 0,
         if input_dim < 3:
             raise ValueError("position_kernel: additive needs feature columns besides (x, y)")
         groups = [tuple(range(input_dim - 2)), (input_dim - 2, input_dim - 1)]
-    dkl = DKLSurrogate(input_dim, feature_dim=section.feature_dim, hidden=tuple(section.hidden),
-                       kernel=section.kernel, lr=section.lr, iterations=section.iterations,
-                       warm_iterations=section.warm_iterations, base_kernel=section.base_kernel,
-                       groups=groups, seed=seed, device=device)
+    dkl = _deep_kernel(section, input_dim, groups, seed=seed, device=device)
     if section.gp_until == 0:
         return dkl
     return StagedSurrogate(dkl, section.gp_until, seed=seed, groups=groups, gp_warm_maxiter=section.gp_warm_maxiter)

@@ -67,10 +67,27 @@ def _write_steps(group: Any, steps: list[Step]) -> None:
         group.create_dataset(name, data=_column(steps, name))
     for name in _STRINGS:
         group.create_dataset(name, data=_column(steps, name), dtype=text)
+    _write_weights(group, steps)
     timings = group.create_group("timings")
     for key in sorted({k for s in steps for k in s.timings}):
         timings.create_dataset(key, data=np.array([s.timings.get(key, np.nan) for s in steps], dtype=np.float64))
         timings[key].attrs["units"] = "s"
+
+
+def _write_weights(group: Any, steps: list[Step]) -> None:
+    """``weights/<name>``: the surrogate's weight of each input group (and of the ``dkl`` member) at
+    every step, NaN where a step recorded none (initial points, other surrogates); 0 where a step
+    recorded weights without that name. Absent when no step has weights."""
+    names: list[str] = []
+    for s in steps:
+        names += [g for g in (s.weights or {}) if g not in names]
+    if not names:
+        return
+    weights = group.create_group("weights")
+    weights.attrs["order"] = json.dumps(names)
+    for name in names:
+        weights.create_dataset(name, data=np.array(
+            [float(s.weights.get(name, 0.0)) if s.weights else np.nan for s in steps], dtype=np.float64))
 
 
 def _write(f: Any, reader: SessionReader) -> None:

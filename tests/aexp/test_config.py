@@ -317,3 +317,13 @@ def test_every_shipped_and_recorded_config_loads_as_the_same_experiment():
         cfg = parse_config(data, recorded=True)
         assert cfg.embedder.kind == data["embedder"]["kind"] and cfg.policy.acquisition_kind == data["policy"]["acquisition"]
         assert cfg.policy.acquisition.beta == data["policy"]["beta"]
+
+
+def test_dkl_from_belongs_to_the_group_average(tiny_config):
+    cfg = parse_config(tiny_config(surrogate={"kind": "groups", "dkl_from": 20}))
+    assert cfg.surrogate.dkl_from == 20 and cfg.surrogate.iterations == 20  # the member's DKL settings
+    assert parse_config(tiny_config(surrogate={"kind": "groups"})).surrogate.dkl_from is None  # as before
+    with pytest.raises(ConfigError, match="'dkl_from' .* not an option of surrogate kind 'dkl'"):
+        parse_config(tiny_config(surrogate={"kind": "dkl", "dkl_from": 20}))
+    with pytest.raises(ConfigError, match="base_kernel"):
+        parse_config(tiny_config(surrogate={"kind": "groups", "dkl_from": 20, "base_kernel": False}))

@@ -93,3 +93,76 @@ def test_feature_groups_follow_the_column_order_of_the_features_record():
     policy = make_policy("dkl", input_dim=9, columns=info, surrogate=GroupsSurrogateConfig())
     assert isinstance(policy, SurrogatePolicy) and isinstance(policy.surrogate, GroupAverage)
     assert set(policy.surrogate.members) == {"embedding", "survey", "position", ADDITIVE}
+
+
+def test_stacking_weight_maximises_the_mixtures_record():
+    from aexp.surrogates.groups import stacking_weight
+
+    rng = np.random.default_rng(0)
+    record = torch.as_tensor(rng.normal(-1.0, 2.0, (25, 2)))
+    grid = torch.linspace(1e-4, 1 - 1e-4, 20001, dtype=torch.float64)
+    pa, pb = record.exp().T
+    objective = (torch.log(grid[:, None] * pa + (1 - grid[:, None]) * pb).sum(1)
+                 + torch.log(grid) + torch.log(1 - grid))
+    assert stacking_weight(record) == pytest.approx(float(grid[objective.argmax()]), abs=1e-4)
+    # one point that only the first forecaster saw coming: 1/w + 1/w - 1/(1 - w) = 0 -> w = 2/3
+    assert stacking_weight(torch.tensor([[0.0, -800.0]], dtype=torch.float64)) == pytest.approx(2 / 3, abs=1e-9)
+    # a confident miss costs log(1 - w), not the miss: many better forecasts keep the weight high
+    many = torch.tensor([[1.0, 0.0]] * 30 + [[-1e4, -1.0]], dtype=torch.float64)
+    assert stacking_weight(many) > 0.5
+
+
+def _dkl_average(dkl_from: int, groups=None):
+    from aexp.surrogates.dkl import DKLSurrogate
+
+    groups = groups or GROUPS
+    dkl = DKLSurrogate(sum(len(c) for c in groups.values()), groups=list(groups.values()), seed=0,
+                       iterations=60, warm_iterations=20)
+    return GroupAverage(groups, seed=0, dkl=dkl, dkl_from=dkl_from)
+
+
+def test_dkl_member_is_scored_on_points_it_had_not_seen():
+    from aexp.surrogates.groups import DKL, predictive_log_density
+
+    X = torch.as_tensor(_inputs(14, 0))
+    y = np.sin(X[:, 0].numpy()) + X[:, 3].numpy()
+    sur = _dkl_average(dkl_from=10)
+    sur.fit(X[:9], y[:9])
+    assert sur.weights_[DKL] == 0 and not sur.dkl_active and sur.forecasts_ == []
+    sur.fit(X[:10], y[:10])
+    assert sur.dkl_active and sur.weights_[DKL] == 0  # joined, no record yet
+    weights = torch.tensor([sur.member_weights_[n] for n in sur.members], dtype=torch.float64)
+    exact = torch.stack([predictive_log_density(gp.model, X[10:, list(c)], torch.as_tensor(y[10:]))
+                         for c, gp in sur.members.values()])
+    deep = predictive_log_density(sur.dkl.model, X[10:], torch.as_tensor(y[10:]))
+    average = torch.logsumexp(exact + weights.log()[:, None], dim=0)  # before the refit
+    sur.fit(X, y)
+    np.testing.assert_allclose(np.array(sur.forecasts_), torch.stack([deep, average], 1).numpy(), rtol=1e-9)
+    assert 0 < sur.weights_[DKL] < 1
+    assert math.isclose(sum(sur.weights_.values()), 1.0, rel_tol=1e-9)
+    mean, var = sur.predict(X[:3])  # the DKL enters the moment-matched posterior
+    mus = sum(sur.member_weights_[n] * gp.predict(X[:3, list(c)])[0] for n, (c, gp) in sur.members.items())
+    np.testing.assert_allclose(mean, mus + sur.member_weights_[DKL] * sur.dkl.predict(X[:3])[0], rtol=1e-8)
+    record = list(sur.forecasts_)
+    sur.fit(X, y)  # the same points again (a decision while measurements are pending): nothing to score
+    assert sur.forecasts_ == record
+    sur.fit(X[:12] + 1.0, y[:12])  # not the same points grown: the record starts again
+    assert sur.forecasts_ == []
+
+
+@pytest.mark.slow
+def test_an_interaction_of_survey_and_position_gives_the_dkl_member_weight():
+    groups = {"survey": (0,), "position": (1, 2)}
+    rng = np.random.default_rng(0)
+    X = torch.as_tensor(rng.uniform(-2, 2, (60, 3)))
+    noise = 0.05 * rng.standard_normal(60)
+    targets = {"interaction": np.tanh(3 * X[:, 0].numpy()) * X[:, 1].numpy(),
+               "position": np.sin(2 * X[:, 1].numpy()) + np.cos(1.5 * X[:, 2].numpy())}
+    weights = {}
+    for name, y in targets.items():
+        sur = _dkl_average(dkl_from=15, groups=groups)
+        for n in (15, 30, 45, 60):
+            sur.fit(X[:n], y[:n] + noise[:n])
+        weights[name] = sur.weights_
+    assert weights["interaction"]["dkl"] > 0.3, weights
+    assert weights["position"]["position"] > 0.8 and weights["position"]["dkl"] < 0.15, weights
