@@ -762,8 +762,9 @@ class BaseVAE(Hyperparameters):
 
 
 class CoordinateVAE(BaseVAE):
-    """A :class:`BaseVAE` with a coordinate decoder and an MLP encoder (or classifier) whose sizes
-    are hyper-parameters.
+    """A :class:`BaseVAE` whose decoder draws on a coordinate grid (per pixel, or per point of a
+    spectrum) and whose encoder (and classifier, where there is one) has hidden layers of one width.
+    Subclasses may give ``hidden`` another default (the conditional models' decoders are wider).
 
     Args:
         hidden: width of the decoder's per-pixel layers (the main cost, ~``hidden^2`` per pixel).
