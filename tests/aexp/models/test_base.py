@@ -22,7 +22,7 @@ from aexp.models import (
     SkipRVAE,
     make_embedder,
 )
-from aexp.models.base import Hyperparameters, check_positive, grid_transform
+from aexp.models.base import BaseVAE, Hyperparameters, check_positive, grid_transform
 
 SHAPE = (8, 8)
 
@@ -289,3 +289,18 @@ def test_hyperparameters_make_any_subclass_a_keyword_only_dataclass():
     assert repr(Toy(3, rate=0.5)) == "Toy(size=3, rate=0.5)" and Toy(3).get_params() == {"size": 3, "rate": 0.1}
     with pytest.raises(TypeError):
         Toy(3, 0.5)
+
+
+def test_each_hyperparameter_is_declared_once_in_the_class_that_introduces_it():
+    import aexp.models as package
+    from aexp.models import _conditional, base, rvae
+
+    classes = {cls for module in (package, base, rvae, _conditional) for cls in vars(module).values()
+               if isinstance(cls, type) and issubclass(cls, BaseVAE)}
+    assert {VAE, SSVAE, VED, _conditional.GeometricPairedVAE, rvae.RotationLatents} <= classes
+    redeclared = set()
+    for cls in classes:
+        inherited = {name for klass in cls.__mro__[1:] for name in getattr(klass, "__dataclass_fields__", {})}
+        redeclared |= {(cls.__name__, name) for name in vars(cls).get("__annotations__", {}) if name in inherited}
+    # the one deliberate override: a wider default decoder; network_ only narrows its type
+    assert {pair for pair in redeclared if pair[1] != "network_"} == {("GeometricPairedVAE", "hidden")}
