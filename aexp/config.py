@@ -300,7 +300,7 @@ class EmbedderPipeline(_Section):
 
 
 class _ModelEmbedder(EmbedderPipeline):
-    # constructor arguments every model kind takes (aexp.models.base.BaseVAE and Training)
+    # constructor arguments every model kind takes (aexp.models.base.BaseVAE and CoordinateVAE)
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(3e-3, gt=0)

@@ -14,6 +14,7 @@ condition, either with the coordinate decoder (rotation and shift latents) or wi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import field
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,13 @@ from torch.nn import functional as F
 
 from .base import (
     BaseVAE,
+    CoordinateVAE,
+    GeometricPriors,
     KLWeight,
     LatentNetwork,
     _as_float_tensor,
     _check_finite,
+    check_flags,
     check_int,
     gaussian_kl,
     start_log_var,
@@ -275,7 +279,7 @@ class PairedVAE(BaseVAE):
     ``reconstruction`` must be one of them).
     """
 
-    network_: PairedNetwork
+    network_: PairedNetwork = field(init=False, repr=False)
 
     def _check_targets(self, y: Any, n: int) -> torch.Tensor:
         raise NotImplementedError
@@ -390,19 +394,27 @@ class PairedVAE(BaseVAE):
         raise TypeError(f"{type(self).__name__} trains on pairs (X, y); call fit(X, y)")
 
 
-class GeometricPairedVAE(PairedVAE):
+class GeometricPairedVAE(PairedVAE, CoordinateVAE, GeometricPriors):
     """A :class:`PairedVAE` whose latents are ``[angle, dx, dy, z...]`` like the rVAE's.
 
-    The geometric latents are those switched on by the subclass's ``rotation`` and ``translation``
-    attributes, each with the rVAE's prior (``rotation_prior``, ``translation_prior``); then
-    ``latent_dim`` content latents with a unit prior.
+    The geometric latents are those switched on by ``rotation`` and ``translation``, each with the
+    rVAE's prior (``rotation_prior``, ``translation_prior``: see
+    :class:`~aexp.models.base.GeometricPriors`); then ``latent_dim`` content latents with a unit
+    prior. The decoder's sizes are :class:`~aexp.models.base.CoordinateVAE`'s, with a wider
+    default ``hidden`` (without geometric latents the decoder is an MLP of that width).
+
+    Args:
+        rotation, translation: add ``angle`` / ``(dx, dy)`` latents; the decoder turns / moves
+            what it draws.
     """
 
-    # Hyper-parameters every subclass's __init__ sets.
-    rotation: bool
-    translation: bool
-    rotation_prior: float
-    translation_prior: float
+    hidden: int = 128
+    rotation: bool = False
+    translation: bool = False
+
+    def _validate_hyperparameters(self) -> None:
+        super()._validate_hyperparameters()
+        check_flags(self, "rotation", "translation")
 
     @property
     def geometric_names(self) -> list[str]:

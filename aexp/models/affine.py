@@ -11,11 +11,7 @@ Encoded columns: ``[angle, dx, dy, (scale), shear, z_1..z_k]``. The decoder's gr
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import Unpack
-
-from .base import Training, check_positive
+from .base import check_positive
 from .rvae import RVAE
 
 __all__ = ["AffineVAE"]
@@ -34,35 +30,7 @@ class AffineVAE(RVAE):
         ['angle', 'dx', 'dy', 'shear', 'z1', 'z2']
     """
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        latent_dim: int = 2,
-        hidden: int = 32,
-        decoder_layers: int = 2,
-        encoder_hidden: int = 128,
-        translation: bool = True,
-        rotation_prior: float = math.pi / 3,
-        translation_prior: float = 0.1,
-        scale: bool = False,
-        scale_prior: float = 0.2,
-        shear_prior: float = 0.3,
-        encoder: str = "mlp",
-        likelihood: str = "gaussian",
-        noise_std: float = 0.1,
-        device: str = "cpu",
-        orientation: bool = False,
-        equivariance: float = 0.0,
-        rotation_prior_warmup: int = 0,
-        **training: Unpack[Training],
-    ):
-        super().__init__(
-            input_shape, latent_dim, hidden, decoder_layers, encoder_hidden, translation,
-            rotation_prior, translation_prior, scale, scale_prior, encoder, likelihood, noise_std, device,
-            orientation=orientation, equivariance=equivariance,
-            rotation_prior_warmup=rotation_prior_warmup, **training,
-        )
-        self.shear_prior = shear_prior
+    shear_prior: float = 0.3
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()

@@ -2,7 +2,11 @@
 
 A model is an estimator in the scikit-learn sense: hyper-parameters go to ``__init__`` (which only
 stores them), :meth:`BaseVAE.fit` learns, and learned state carries a trailing underscore
-(``network_``, ``data_min_``, ``data_range_``, ``history_``). A subclass supplies
+(``network_``, ``data_min_``, ``data_range_``, ``history_``). Hyper-parameters are dataclass fields
+(:class:`Hyperparameters`): each is declared once, in the class that introduces it, and
+``__init__``, :meth:`~Hyperparameters.get_params` and ``repr`` are made from the fields of the
+class and its bases. A subclass declares the fields it adds (checked by its
+``_validate_hyperparameters``, after ``super()``'s, when ``fit`` or ``load`` runs) and supplies
 
 * ``_build_network()`` -> an ``nn.Module`` with ``encode(x) -> (mean, log_var)`` and
   ``decode(latents) -> raw`` (raw: the likelihood's natural parameter, ``N x C x h x w``);
@@ -26,13 +30,13 @@ to [0, 1] by the minimum and maximum seen in ``fit``.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, dataclass_transform
 
 import numpy as np
 import torch
@@ -44,7 +48,10 @@ from .decoders import CoordinateDecoder
 
 __all__ = [
     "BaseVAE",
-    "Training",
+    "Hyperparameters",
+    "CoordinateVAE",
+    "PatchVAE",
+    "GeometricPriors",
     "NotFittedError",
     "MLPEncoder",
     "ConvEncoder",
@@ -58,6 +65,7 @@ __all__ = [
     "kl_schedule",
     "check_int",
     "check_positive",
+    "check_flags",
 ]
 
 CHECKPOINT_FORMAT = "aexp.models"
@@ -364,20 +372,46 @@ def _checkpoint_value(value: Any) -> Any:
     return value
 
 
-class Training(TypedDict, total=False):
-    """The training settings every model takes as keywords of ``__init__`` (scikit-learn style: the
-    constructor holds every hyper-parameter, ``get_params()`` lists them); ``fit`` may override each.
+@dataclass_transform(kw_only_default=True, eq_default=False, field_specifiers=(field,))
+class Hyperparameters:
+    """Base of classes whose hyper-parameters are keyword-only dataclass fields.
 
-    A model's ``__init__`` passes them on as ``**training: Unpack[Training]``, so they are written once.
+    Every subclass is made a dataclass when it is defined (``kw_only=True``, ``eq=False`` so models
+    compare and hash by identity, ``repr=False`` so :meth:`__repr__` below is kept): a class lists
+    the fields it adds, with their types and defaults, and inherits those of its bases, so each
+    hyper-parameter is written once. ``field(kw_only=False)`` makes one positional (``input_shape``);
+    ``field(init=False)`` declares learned state, which is no hyper-parameter. ``__init__`` only
+    stores the values; checks belong where they are used (for a model: ``fit`` and ``load``).
+
+    Example:
+        >>> class Toy(Hyperparameters):
+        ...     size: int = field(kw_only=False)
+        ...     rate: float = 0.1
+        >>> Toy(3, rate=0.5)
+        Toy(size=3, rate=0.5)
     """
 
-    epochs: int
-    batch_size: int
-    lr: float
-    seed: int
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(kw_only=True, eq=False, repr=False)(cls)
+
+    @classmethod
+    def _parameter_names(cls) -> list[str]:
+        """The names ``__init__`` takes, in its order: the positional fields, then the keywords as the
+        classes of the MRO declare them (bases first)."""
+        taken = [f for f in fields(cls) if f.init]  # type: ignore[arg-type]  # every subclass is a dataclass
+        return [f.name for f in taken if not f.kw_only] + [f.name for f in taken if f.kw_only]
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyper-parameters given to ``__init__``, by name."""
+        return {name: getattr(self, name) for name in self._parameter_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
 
 
-class BaseVAE:
+class BaseVAE(Hyperparameters):
     """Base class of the VAE embedders (see the module docstring for the subclass contract).
 
     Args:
@@ -388,38 +422,26 @@ class BaseVAE:
         noise_std: standard deviation of the Gaussian likelihood, in units of each channel's
             range in the training data. Smaller values weigh reconstruction more against the KL.
         device: torch device the network lives and trains on.
-        epochs, batch_size, lr: Adam's passes over the patches, patches per step and step size.
+        epochs, batch_size, lr: Adam's passes over the patches, patches per step and step size;
+            ``fit`` may override each.
         seed: seeds the network's initial weights, the shuffling and the sampling of training.
     """
 
-    # Learned in fit (or read by load); absent before.
-    network_: LatentNetwork
-    data_min_: np.ndarray
-    data_range_: np.ndarray
-    history_: dict[str, list[float]]
+    input_shape: Sequence[int] = field(kw_only=False)
+    latent_dim: int = 2
+    likelihood: str = "gaussian"
+    noise_std: float = 0.1
+    device: str = "cpu"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 3e-3
+    seed: int = 0
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        latent_dim: int = 2,
-        likelihood: str = "gaussian",
-        noise_std: float = 0.1,
-        device: str = "cpu",
-        *,
-        epochs: int = 20,
-        batch_size: int = 128,
-        lr: float = 3e-3,
-        seed: int = 0,
-    ):
-        self.input_shape = input_shape
-        self.latent_dim = latent_dim
-        self.likelihood = likelihood
-        self.noise_std = noise_std
-        self.device = device
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.seed = seed
+    # Learned in fit (or read by load); absent before.
+    network_: LatentNetwork = field(init=False, repr=False)
+    data_min_: np.ndarray = field(init=False, repr=False)
+    data_range_: np.ndarray = field(init=False, repr=False)
+    history_: dict[str, list[float]] = field(init=False, repr=False)
 
     # ----------------------------------------------------------------- subclass contract
 
@@ -453,31 +475,6 @@ class BaseVAE:
             torch.device(self.device)
         except (RuntimeError, TypeError) as err:
             raise ValueError(f"device {self.device!r} is not a torch device: {err}") from None
-
-    # ----------------------------------------------------------------- parameters
-
-    @classmethod
-    def _parameter_names(cls) -> list[str]:
-        """The named parameters of ``__init__``, with those it passes on as ``**training`` to the
-        ``__init__`` of a base class."""
-        names: list[str] = []
-        for klass in cls.__mro__:
-            if "__init__" not in vars(klass):
-                continue
-            parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
-            names += [p.name for p in parameters if p.name != "self" and p.name not in names
-                      and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
-            if all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in parameters):
-                return names
-        return names
-
-    def get_params(self) -> dict[str, Any]:
-        """The hyper-parameters given to ``__init__``, by name."""
-        return {name: getattr(self, name) for name in self._parameter_names()}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     def _patch_shape(self) -> tuple[int, int, int]:
         """``input_shape`` as ``(C, h, w)``."""
@@ -762,3 +759,65 @@ class BaseVAE:
         model.network_ = network
         model.history_ = checkpoint["history"]
         return model
+
+
+class CoordinateVAE(BaseVAE):
+    """A :class:`BaseVAE` whose decoder draws on a coordinate grid (per pixel, or per point of a
+    spectrum) and whose encoder (and classifier, where there is one) has hidden layers of one width.
+    Subclasses may give ``hidden`` another default (the conditional models' decoders are wider).
+
+    Args:
+        hidden: width of the decoder's per-pixel layers (the main cost, ~``hidden^2`` per pixel).
+        decoder_layers: hidden ``hidden x hidden`` tanh layers after the decoder's first layer.
+        encoder_hidden: width of the encoder's hidden layers.
+    """
+
+    hidden: int = 32
+    decoder_layers: int = 2
+    encoder_hidden: int = 128
+
+    def _validate_hyperparameters(self) -> None:
+        super()._validate_hyperparameters()
+        check_int("hidden", self.hidden, 1)
+        check_int("decoder_layers", self.decoder_layers, 0)
+        check_int("encoder_hidden", self.encoder_hidden, 1)
+
+
+class PatchVAE(CoordinateVAE):
+    """A :class:`CoordinateVAE` of image patches whose encoder is chosen by name.
+
+    Args:
+        encoder: ``"mlp"`` or ``"conv"`` (see :func:`make_encoder`).
+    """
+
+    encoder: str = "mlp"
+
+    def _validate_hyperparameters(self) -> None:
+        super()._validate_hyperparameters()
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}; got {self.encoder!r}")
+
+
+class GeometricPriors(BaseVAE):
+    """A :class:`BaseVAE` with an angle and/or shift latent and the rVAE's Gaussian priors on them.
+
+    Args:
+        rotation_prior: standard deviation (radians) of the Gaussian prior on the angle.
+        translation_prior: standard deviation of the prior on the shift ``0.1 * (dx, dy)``, in
+            units of the patch half-width (0.1 makes the shift latents standard normal).
+    """
+
+    rotation_prior: float = math.pi / 3
+    translation_prior: float = 0.1
+
+    def _validate_hyperparameters(self) -> None:
+        super()._validate_hyperparameters()
+        check_positive("rotation_prior", self.rotation_prior)
+        check_positive("translation_prior", self.translation_prior)
+
+
+def check_flags(model: Any, *names: str) -> None:
+    """ValueError unless each attribute ``names`` of ``model`` is True or False."""
+    for name in names:
+        if not isinstance(getattr(model, name), bool):
+            raise ValueError(f"{name} must be True or False; got {getattr(model, name)!r}")

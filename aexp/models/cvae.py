@@ -14,9 +14,8 @@ rVAE's coordinate decoder and the encoder adds ``angle``/``dx, dy`` latents.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import Any, Unpack
+from dataclasses import field
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ from ._conditional import (
     check_values,
     geometric_names,
 )
-from .base import Training, check_int, check_positive
+from .base import check_int
 
 __all__ = ["CVAE"]
 
@@ -82,50 +81,16 @@ class CVAE(GeometricPairedVAE):
         >>> m.decode(np.zeros((2, 2)), [0, 1])     # one latent point drawn as class 0 and 1
     """
 
-    network_: _CVAENetwork
+    network_: _CVAENetwork = field(init=False, repr=False)
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        latent_dim: int = 2,
-        condition: str = "class",
-        condition_dim: int = 2,
-        rotation: bool = False,
-        translation: bool = False,
-        hidden: int = 128,
-        decoder_layers: int = 2,
-        encoder_hidden: int = 128,
-        rotation_prior: float = math.pi / 3,
-        translation_prior: float = 0.1,
-        likelihood: str = "gaussian",
-        noise_std: float = 0.1,
-        device: str = "cpu",
-        **training: Unpack[Training],
-    ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
-        self.condition = condition
-        self.condition_dim = condition_dim
-        self.rotation = rotation
-        self.translation = translation
-        self.hidden = hidden
-        self.decoder_layers = decoder_layers
-        self.encoder_hidden = encoder_hidden
-        self.rotation_prior = rotation_prior
-        self.translation_prior = translation_prior
+    condition: str = "class"
+    condition_dim: int = 2
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
         if self.condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}; got {self.condition!r}")
         check_int("condition_dim", self.condition_dim, 2 if self.condition == "class" else 1)
-        for name in ("rotation", "translation"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
-        check_int("hidden", self.hidden, 1)
-        check_int("decoder_layers", self.decoder_layers, 0)
-        check_int("encoder_hidden", self.encoder_hidden, 1)
-        check_positive("rotation_prior", self.rotation_prior)
-        check_positive("translation_prior", self.translation_prior)
 
     def _build_network(self) -> _CVAENetwork:
         return _CVAENetwork(

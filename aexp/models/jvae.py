@@ -27,7 +27,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, Unpack
+from dataclasses import field
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,18 +36,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import (
-    ENCODERS,
-    BaseVAE,
     CoordinateDecoder,
     LatentNetwork,
-    Training,
+    PatchVAE,
     check_int,
     check_positive,
     gaussian_kl,
     grid_transform,
     make_encoder,
 )
-from .rvae import geometric_latent_priors, geometric_prior_table, rotation_latent_names
+from .rvae import RotationLatents
 
 __all__ = ["JVAE", "JRVAE", "DISCRETE_MODES"]
 
@@ -87,7 +86,7 @@ class _JointNetwork(LatentNetwork):
         return self.decoder(latents[:, len(self.geometric) :], **transform)
 
 
-class JVAE(BaseVAE):
+class JVAE(PatchVAE):
     """VAE with a discrete class latent; see the module docstring.
 
     Encoded columns: ``[z_1..z_k, p_class1..p_classK]`` (``p`` = ``q(y | x)``).
@@ -112,38 +111,14 @@ class JVAE(BaseVAE):
     """
 
     _min_latent_dim = 0
-    network_: _JointNetwork
+    network_: _JointNetwork = field(init=False, repr=False)
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        latent_dim: int = 2,
-        n_classes: int = 2,
-        discrete: str = "gumbel",
-        temperature: Sequence[float] = (1.0, 0.67),
-        capacity_epochs: int = 10,
-        capacity_gamma: float = 50.0,
-        balance_gamma: float = 200.0,
-        hidden: int = 32,
-        decoder_layers: int = 2,
-        encoder: str = "mlp",
-        encoder_hidden: int = 128,
-        likelihood: str = "gaussian",
-        noise_std: float = 0.1,
-        device: str = "cpu",
-        **training: Unpack[Training],
-    ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
-        self.n_classes = n_classes
-        self.discrete = discrete
-        self.temperature = temperature
-        self.capacity_epochs = capacity_epochs
-        self.capacity_gamma = capacity_gamma
-        self.balance_gamma = balance_gamma
-        self.hidden = hidden
-        self.decoder_layers = decoder_layers
-        self.encoder = encoder
-        self.encoder_hidden = encoder_hidden
+    n_classes: int = 2
+    discrete: str = "gumbel"
+    temperature: Sequence[float] = (1.0, 0.67)
+    capacity_epochs: int = 10
+    capacity_gamma: float = 50.0
+    balance_gamma: float = 200.0
 
     # ----------------------------------------------------------------- hyper-parameters
 
@@ -163,11 +138,6 @@ class JVAE(BaseVAE):
             0 <= self.balance_gamma < math.inf
         ):
             raise ValueError(f"balance_gamma must be a finite number >= 0; got {self.balance_gamma!r}")
-        check_int("hidden", self.hidden, 1)
-        check_int("decoder_layers", self.decoder_layers, 0)
-        check_int("encoder_hidden", self.encoder_hidden, 1)
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}; got {self.encoder!r}")
 
     @property
     def geometric_names(self) -> list[str]:
@@ -257,68 +227,13 @@ class JVAE(BaseVAE):
         )
 
 
-class JRVAE(JVAE):
+class JRVAE(RotationLatents, JVAE):
     """Joint VAE with rotation (and translation, optional scale) latents: ``[angle, dx, dy,
     (scale), z_1..z_k, p_class1..p_classK]``.
 
     Args:
         translation, rotation_prior, translation_prior, scale, scale_prior: as
-            :class:`~aexp.models.rvae.RVAE`.
+            :class:`~aexp.models.rvae.RVAE` (declared by :class:`~aexp.models.rvae.RotationLatents`,
+            which also gives the geometric latents and their priors).
         others: as :class:`JVAE`.
     """
-
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        latent_dim: int = 2,
-        n_classes: int = 2,
-        discrete: str = "gumbel",
-        temperature: Sequence[float] = (1.0, 0.67),
-        capacity_epochs: int = 10,
-        capacity_gamma: float = 50.0,
-        balance_gamma: float = 200.0,
-        hidden: int = 32,
-        decoder_layers: int = 2,
-        encoder: str = "mlp",
-        encoder_hidden: int = 128,
-        translation: bool = True,
-        rotation_prior: float = math.pi / 3,
-        translation_prior: float = 0.1,
-        scale: bool = False,
-        scale_prior: float = 0.2,
-        likelihood: str = "gaussian",
-        noise_std: float = 0.1,
-        device: str = "cpu",
-        **training: Unpack[Training],
-    ):
-        super().__init__(
-            input_shape, latent_dim, n_classes, discrete, temperature, capacity_epochs, capacity_gamma,
-            balance_gamma, hidden, decoder_layers, encoder, encoder_hidden, likelihood, noise_std, device, **training,
-        )
-        self.translation = translation
-        self.rotation_prior = rotation_prior
-        self.translation_prior = translation_prior
-        self.scale = scale
-        self.scale_prior = scale_prior
-
-    def _validate_hyperparameters(self) -> None:
-        super()._validate_hyperparameters()
-        for flag in ("translation", "scale"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
-        check_positive("rotation_prior", self.rotation_prior)
-        check_positive("translation_prior", self.translation_prior)
-        check_positive("scale_prior", self.scale_prior)
-
-    # The geometric latents and their priors are the rVAE's.
-    @property
-    def geometric_names(self) -> list[str]:
-        return rotation_latent_names(self.translation, self.scale)
-
-    def _geometric_priors(self) -> dict[str, tuple[str, float]]:
-        return geometric_prior_table(
-            self.rotation_prior, self.translation_prior, self.scale_prior, getattr(self, "_warmup_factor", 1.0)
-        )
-
-    def _latent_priors(self) -> list[tuple[str, slice, float]]:
-        return geometric_latent_priors(self.geometric_names, self._geometric_priors())

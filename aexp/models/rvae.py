@@ -23,14 +23,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from numbers import Real
-from typing import Unpack
 
 import torch
 
-from .base import ENCODERS, SHIFT_SCALE, BaseVAE, InvariantNetwork, LatentNetwork, Training, check_int, check_positive
+from .base import (
+    SHIFT_SCALE,
+    GeometricPriors,
+    InvariantNetwork,
+    LatentNetwork,
+    PatchVAE,
+    check_flags,
+    check_int,
+    check_positive,
+)
 from .orientation import OrientedNetwork, equivariance_penalty
 
-__all__ = ["RVAE", "SHIFT_SCALE", "ROTATION_WARMUP_START", "warmup_factor"]
+__all__ = ["RVAE", "RotationLatents", "SHIFT_SCALE", "ROTATION_WARMUP_START", "warmup_factor"]
 
 ROTATION_WARMUP_START = 0.05
 """Width of the angle prior at the first warm-up epoch, as a fraction of ``rotation_prior``."""
@@ -84,7 +92,41 @@ def geometric_latent_priors(
     return priors
 
 
-class RVAE(BaseVAE):
+class RotationLatents(GeometricPriors):
+    """A model whose encoding starts with the rVAE's geometric latents ``[angle, dx, dy, (scale)]``,
+    with their priors (:class:`~aexp.models.base.GeometricPriors` and ``scale_prior``).
+
+    Args:
+        translation: learn shift latents ``(dx, dy)``.
+        scale: learn a scale latent (log-magnification).
+        scale_prior: standard deviation of the prior on the log-magnification.
+    """
+
+    translation: bool = True
+    scale: bool = False
+    scale_prior: float = 0.2
+
+    def _validate_hyperparameters(self) -> None:
+        super()._validate_hyperparameters()
+        check_flags(self, "translation", "scale")
+        check_positive("scale_prior", self.scale_prior)
+
+    @property
+    def geometric_names(self) -> list[str]:
+        """The geometric latents, in the order they lead :meth:`encode`'s columns."""
+        return rotation_latent_names(self.translation, self.scale)
+
+    def _geometric_priors(self) -> dict[str, tuple[str, float]]:
+        """Geometric latent -> (KL term name, prior standard deviation in latent units)."""
+        return geometric_prior_table(
+            self.rotation_prior, self.translation_prior, self.scale_prior, getattr(self, "_warmup_factor", 1.0)
+        )
+
+    def _latent_priors(self) -> list[tuple[str, slice, float]]:
+        return geometric_latent_priors(self.geometric_names, self._geometric_priors())
+
+
+class RVAE(RotationLatents, PatchVAE):
     """Rotation- (and translation-, optionally scale-) invariant VAE for image patches.
 
     Encoded columns: ``[angle, dx, dy, (scale), z_1..z_k]``; ``dx, dy`` only with
@@ -129,55 +171,14 @@ class RVAE(BaseVAE):
         (1, 16, 16)
     """
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        latent_dim: int = 2,
-        hidden: int = 32,
-        decoder_layers: int = 2,
-        encoder_hidden: int = 128,
-        translation: bool = True,
-        rotation_prior: float = math.pi / 3,
-        translation_prior: float = 0.1,
-        scale: bool = False,
-        scale_prior: float = 0.2,
-        encoder: str = "mlp",
-        likelihood: str = "gaussian",
-        noise_std: float = 0.1,
-        device: str = "cpu",
-        orientation: bool = False,
-        equivariance: float = 0.0,
-        rotation_prior_warmup: int = 0,
-        **training: Unpack[Training],
-    ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
-        self.hidden = hidden
-        self.decoder_layers = decoder_layers
-        self.encoder_hidden = encoder_hidden
-        self.translation = translation
-        self.rotation_prior = rotation_prior
-        self.translation_prior = translation_prior
-        self.scale = scale
-        self.scale_prior = scale_prior
-        self.encoder = encoder
-        self.orientation = orientation
-        self.equivariance = equivariance
-        self.rotation_prior_warmup = rotation_prior_warmup
+    orientation: bool = False
+    equivariance: float = 0.0
+    rotation_prior_warmup: int = 0
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
-        check_int("hidden", self.hidden, 1)
-        check_int("decoder_layers", self.decoder_layers, 0)
-        check_int("encoder_hidden", self.encoder_hidden, 1)
-        for flag in ("translation", "scale", "orientation"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
-        check_positive("rotation_prior", self.rotation_prior)
+        check_flags(self, "orientation")
         check_int("rotation_prior_warmup", self.rotation_prior_warmup, 0)
-        check_positive("translation_prior", self.translation_prior)
-        check_positive("scale_prior", self.scale_prior)
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}; got {self.encoder!r}")
         if self.orientation and self.latent_dim < 1:
             raise ValueError(
                 "orientation=True needs latent_dim >= 1: the orientation is learned from the content"
@@ -188,22 +189,8 @@ class RVAE(BaseVAE):
             raise ValueError(f"equivariance must be a finite number >= 0; got {self.equivariance!r}")
 
     @property
-    def geometric_names(self) -> list[str]:
-        """The geometric latents, in the order they lead :meth:`encode`'s columns."""
-        return rotation_latent_names(self.translation, self.scale)
-
-    @property
     def latent_names(self) -> list[str]:
         return self.geometric_names + [f"z{i + 1}" for i in range(self.latent_dim)]
-
-    def _geometric_priors(self) -> dict[str, tuple[str, float]]:
-        """Geometric latent -> (KL term name, prior standard deviation in latent units)."""
-        return geometric_prior_table(
-            self.rotation_prior, self.translation_prior, self.scale_prior, getattr(self, "_warmup_factor", 1.0)
-        )
-
-    def _latent_priors(self) -> list[tuple[str, slice, float]]:
-        return geometric_latent_priors(self.geometric_names, self._geometric_priors())
 
     def _build_network(self) -> LatentNetwork:
         return InvariantNetwork(

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Integral
-from typing import Any, Unpack
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from .base import (
-    BaseVAE,
+    CoordinateVAE,
     LatentNetwork,
     MLPEncoder,
-    Training,
     _as_float_tensor,
     _check_finite,
     check_int,
@@ -83,7 +82,7 @@ class _ShiftVAENetwork(LatentNetwork):
         return self.decoder(latents[:, 1:], latents[:, 0]).unsqueeze(2)  # N x C x 1 x L
 
 
-class ShiftVAE(BaseVAE):
+class ShiftVAE(CoordinateVAE):
     """Shift-invariant VAE for 1-D spectra (see the module docstring).
 
     Encoded columns: ``[shift, z_1..z_k]``; ``shift`` is in grid units (the spectrum spans 2).
@@ -103,24 +102,7 @@ class ShiftVAE(BaseVAE):
         >>> m.encode(spectra)[:, 0]            # the shift of each spectrum
     """
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        latent_dim: int = 2,
-        hidden: int = 32,
-        decoder_layers: int = 2,
-        encoder_hidden: int = 128,
-        shift_prior: float = 0.3,
-        likelihood: str = "gaussian",
-        noise_std: float = 0.1,
-        device: str = "cpu",
-        **training: Unpack[Training],
-    ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
-        self.hidden = hidden
-        self.decoder_layers = decoder_layers
-        self.encoder_hidden = encoder_hidden
-        self.shift_prior = shift_prior
+    shift_prior: float = 0.3
 
     def _patch_shape(self) -> tuple[int, int, int]:
         """``input_shape`` as ``(C, 1, L)``: a spectrum is a one-row patch."""
@@ -137,9 +119,6 @@ class ShiftVAE(BaseVAE):
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
-        check_int("hidden", self.hidden, 1)
-        check_int("decoder_layers", self.decoder_layers, 0)
-        check_int("encoder_hidden", self.encoder_hidden, 1)
         check_positive("shift_prior", self.shift_prior)
 
     @property

@@ -32,8 +32,8 @@ deviation; :meth:`SSVAE.predict` answers in the original units.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Unpack
+from dataclasses import field
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from ._conditional import (
     geometric_names,
     transform_grid,
 )
-from .base import SHIFT_SCALE, MLPEncoder, Training, check_int, check_positive, gaussian_kl
+from .base import SHIFT_SCALE, MLPEncoder, check_flags, check_int, check_positive, gaussian_kl
 
 __all__ = ["SSVAE"]
 
@@ -237,46 +237,15 @@ class SSVAE(GeometricPairedVAE):
         >>> m.predict(X_new)                                       # class per patch
     """
 
-    network_: _SSVAENetwork
+    network_: _SSVAENetwork = field(init=False, repr=False)
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        latent_dim: int = 2,
-        output_dim: int = 2,
-        task: str = "classification",
-        classifier_weight: float = 20.0,
-        classifier: str = "mlp",
-        rotation: bool = False,
-        translation: bool = False,
-        hidden: int = 128,
-        decoder_layers: int = 2,
-        encoder_hidden: int = 128,
-        renderer: str = "coordinate",
-        align_classifier: bool = False,
-        classifier_downsample: int = 1,
-        rotation_prior: float = math.pi / 3,
-        translation_prior: float = 0.1,
-        likelihood: str = "gaussian",
-        noise_std: float = 0.1,
-        device: str = "cpu",
-        **training: Unpack[Training],
-    ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
-        self.output_dim = output_dim
-        self.task = task
-        self.classifier_weight = classifier_weight
-        self.classifier = classifier
-        self.rotation = rotation
-        self.translation = translation
-        self.hidden = hidden
-        self.decoder_layers = decoder_layers
-        self.encoder_hidden = encoder_hidden
-        self.renderer = renderer
-        self.align_classifier = align_classifier
-        self.classifier_downsample = classifier_downsample
-        self.rotation_prior = rotation_prior
-        self.translation_prior = translation_prior
+    output_dim: int = 2
+    task: str = "classification"
+    classifier_weight: float = 20.0
+    classifier: str = "mlp"
+    renderer: str = "coordinate"
+    align_classifier: bool = False
+    classifier_downsample: int = 1
 
     # ----------------------------------------------------------------- contract
 
@@ -294,18 +263,11 @@ class SSVAE(GeometricPairedVAE):
                 f"classifier='conv' needs patches of at least 4 x 4 after classifier_downsample="
                 f"{self.classifier_downsample}; got {self.input_shape!r}"
             )
-        for name in ("rotation", "translation", "align_classifier"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
-        check_int("hidden", self.hidden, 1)
-        check_int("decoder_layers", self.decoder_layers, 0)
-        check_int("encoder_hidden", self.encoder_hidden, 1)
+        check_flags(self, "align_classifier")
         if self.align_classifier and not (self.rotation or self.translation):
             raise ValueError("align_classifier=True needs geometric latents: set rotation and/or translation")
         if self.renderer not in RENDERERS:
             raise ValueError(f"renderer must be one of {RENDERERS}; got {self.renderer!r}")
-        check_positive("rotation_prior", self.rotation_prior)
-        check_positive("translation_prior", self.translation_prior)
 
     @property
     def _regression(self) -> bool:

@@ -9,58 +9,27 @@ from :class:`~aexp.models.rvae.RVAE` is the absence of geometric latents. Loss p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Unpack
-
-from .base import ENCODERS, BaseVAE, InvariantNetwork, LatentNetwork, Training, check_int
+from .base import InvariantNetwork, LatentNetwork, PatchVAE
 
 __all__ = ["VAE"]
 
 
-class VAE(BaseVAE):
+class VAE(PatchVAE):
     """Variational autoencoder for image patches; :meth:`encode` gives ``[z_1..z_k]``.
 
     Args:
         input_shape: ``(h, w)`` or ``(C, h, w)``.
         latent_dim: number of latents ``k``.
-        hidden: width of the decoder's per-pixel layers.
-        decoder_layers: hidden ``hidden x hidden`` layers after the decoder's first layer.
+        hidden, decoder_layers, encoder_hidden: see :class:`~aexp.models.base.CoordinateVAE`.
         encoder: ``"mlp"`` or ``"conv"``.
-        encoder_hidden: width of the encoder's hidden layers.
-        likelihood, noise_std, device: see :class:`~aexp.models.base.BaseVAE`.
+        likelihood, noise_std, device, epochs, batch_size, lr, seed: see
+            :class:`~aexp.models.base.BaseVAE`.
 
     Example:
         >>> m = VAE(input_shape=(16, 16), latent_dim=2, encoder="conv").fit(patches, epochs=10)
         >>> m.encode(patches).shape
         (4096, 2)
     """
-
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        latent_dim: int = 2,
-        hidden: int = 32,
-        decoder_layers: int = 2,
-        encoder: str = "mlp",
-        encoder_hidden: int = 128,
-        likelihood: str = "gaussian",
-        noise_std: float = 0.1,
-        device: str = "cpu",
-        **training: Unpack[Training],
-    ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
-        self.hidden = hidden
-        self.decoder_layers = decoder_layers
-        self.encoder = encoder
-        self.encoder_hidden = encoder_hidden
-
-    def _validate_hyperparameters(self) -> None:
-        super()._validate_hyperparameters()
-        check_int("hidden", self.hidden, 1)
-        check_int("decoder_layers", self.decoder_layers, 0)
-        check_int("encoder_hidden", self.encoder_hidden, 1)
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}; got {self.encoder!r}")
 
     @property
     def latent_names(self) -> list[str]:

@@ -17,14 +17,15 @@ Shapes: a spectrum is ``(L,)``, a patch ``(h, w)`` or ``(C, h, w)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import field
 from numbers import Integral
-from typing import Any, Unpack
+from typing import Any
 
 import numpy as np
 import torch
 
 from ._conditional import MLPDecoder, PairedNetwork, PairedVAE
-from .base import MLPEncoder, Training, _as_float_tensor, _check_finite, check_int, gaussian_kl
+from .base import MLPEncoder, _as_float_tensor, _check_finite, check_int, gaussian_kl
 
 __all__ = ["VED", "im2spec", "spec2im"]
 
@@ -79,24 +80,11 @@ class VED(PairedVAE):
         (100, 64)
     """
 
-    network_: _VEDNetwork
+    network_: _VEDNetwork = field(init=False, repr=False)
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        output_shape: Sequence[int],
-        latent_dim: int = 2,
-        hidden: int = 128,
-        encoder_hidden: int = 128,
-        likelihood: str = "gaussian",
-        noise_std: float = 0.1,
-        device: str = "cpu",
-        **training: Unpack[Training],
-    ):
-        super().__init__(input_shape, latent_dim, likelihood, noise_std, device, **training)
-        self.output_shape = output_shape
-        self.hidden = hidden
-        self.encoder_hidden = encoder_hidden
+    output_shape: Sequence[int] = field(kw_only=False)
+    hidden: int = 128
+    encoder_hidden: int = 128
 
     def _patch_shape(self) -> tuple[int, int, int]:
         return _as_chw(self.input_shape, "input_shape")

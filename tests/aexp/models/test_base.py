@@ -1,13 +1,28 @@
 """Bad input to any model: errors that name the problem, and nothing half-done."""
 
+import inspect
 import math
+from dataclasses import field
 
 import numpy as np
 import pytest
 import torch
 
-from aexp.models import CVAE, EMBEDDERS, JRVAE, RVAE, SSVAE, VAE, VED, AffineVAE, ShiftVAE, make_embedder
-from aexp.models.base import grid_transform
+from aexp.models import (
+    CVAE,
+    EMBEDDERS,
+    JRVAE,
+    JVAE,
+    RVAE,
+    SSVAE,
+    VAE,
+    VED,
+    AffineVAE,
+    ShiftVAE,
+    SkipRVAE,
+    make_embedder,
+)
+from aexp.models.base import BaseVAE, Hyperparameters, check_positive, grid_transform
 
 SHAPE = (8, 8)
 
@@ -198,3 +213,94 @@ def test_a_checkpoint_saved_before_the_training_settings_were_parameters_loads(t
     loaded = RVAE.load(tmp_path / "old.pt")
     assert loaded.get_params()["epochs"] == 20
     np.testing.assert_array_equal(loaded.encode(X), model.encode(X))
+
+
+# ----------------------------------------------------------------- hyper-parameters as fields
+
+_COMMON = dict(latent_dim=2, likelihood="gaussian", noise_std=0.1, device="cpu",
+               epochs=20, batch_size=128, lr=3e-3, seed=0, encoder_hidden=128)
+_ROTATION = dict(translation=True, rotation_prior=math.pi / 3, translation_prior=0.1, scale=False, scale_prior=0.2)
+_RVAE = dict(hidden=32, decoder_layers=2, encoder="mlp", orientation=False, equivariance=0.0,
+             rotation_prior_warmup=0, **_ROTATION)
+_JVAE = dict(hidden=32, decoder_layers=2, encoder="mlp", n_classes=2, discrete="gumbel", temperature=(1.0, 0.67),
+             capacity_epochs=10, capacity_gamma=50.0, balance_gamma=200.0)
+_PAIRED = dict(hidden=128, decoder_layers=2, rotation=False, translation=False, rotation_prior=math.pi / 3,
+               translation_prior=0.1)
+DEFAULTS = {  # every constructor's keywords and defaults, as they were when each model wrote its own __init__
+    VAE: dict(hidden=32, decoder_layers=2, encoder="mlp"),
+    RVAE: _RVAE,
+    SkipRVAE: _RVAE,
+    AffineVAE: dict(_RVAE, shear_prior=0.3),
+    JVAE: _JVAE,
+    JRVAE: dict(_JVAE, **_ROTATION),
+    SSVAE: dict(_PAIRED, output_dim=2, task="classification", classifier_weight=20.0, classifier="mlp",
+                renderer="coordinate", align_classifier=False, classifier_downsample=1),
+    CVAE: dict(_PAIRED, condition="class", condition_dim=2),
+    ShiftVAE: dict(hidden=32, decoder_layers=2, shift_prior=0.3),
+    VED: dict(hidden=128),
+}
+
+
+@pytest.mark.parametrize("cls", DEFAULTS, ids=lambda cls: cls.__name__)
+def test_each_constructor_keeps_its_keywords_and_defaults_and_get_params_lists_them_all(cls):
+    model = cls(SHAPE, (5,)) if cls is VED else cls(SHAPE)
+    positional = {"input_shape": SHAPE} | ({"output_shape": (5,)} if cls is VED else {})
+    assert model.get_params() == positional | _COMMON | DEFAULTS[cls]
+    parameters = inspect.signature(cls).parameters
+    assert list(parameters) == cls._parameter_names()  # no learned state (network_, history_...) among them
+    assert [p.name for p in parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD] == list(positional)
+    with pytest.raises(TypeError, match="positional"):  # everything after the shapes is a keyword
+        cls(SHAPE, (5,), 2) if cls is VED else cls(SHAPE, 2)
+    assert not hasattr(model, "network_") and not hasattr(model, "history_")
+
+
+def test_models_compare_and_hash_by_identity_as_before_they_were_dataclasses():
+    a, b = RVAE(SHAPE), RVAE(SHAPE)
+    assert a == a and a != b and len({a, b}) == 2
+
+
+def test_a_subclass_declares_only_what_it_adds_or_changes(tmp_path):
+    class WideRVAE(RVAE):
+        hidden: int = 6  # a new default for an inherited hyper-parameter
+        extra_prior: float = 0.5  # a new hyper-parameter
+
+        def _validate_hyperparameters(self) -> None:
+            super()._validate_hyperparameters()
+            check_positive("extra_prior", self.extra_prior)
+
+    model = WideRVAE(SHAPE, decoder_layers=0, encoder_hidden=8)
+    assert model.get_params() == RVAE(SHAPE, decoder_layers=0, encoder_hidden=8).get_params() | {
+        "hidden": 6, "extra_prior": 0.5}
+    assert repr(model).startswith("WideRVAE(input_shape=(8, 8), latent_dim=2,") and "extra_prior=0.5)" in repr(model)
+    X = np.random.default_rng(0).random((6, 8, 8))
+    with pytest.raises(ValueError, match="extra_prior must be a finite number > 0; got -1"):
+        WideRVAE(SHAPE, extra_prior=-1).fit(X, epochs=1, progress=False)
+    model.fit(X, epochs=1, progress=False).save(tmp_path / "wide.pt")
+    loaded = WideRVAE.load(tmp_path / "wide.pt")
+    assert loaded.get_params() == model.get_params()
+    np.testing.assert_array_equal(loaded.encode(X), model.encode(X))
+
+
+def test_hyperparameters_make_any_subclass_a_keyword_only_dataclass():
+    class Toy(Hyperparameters):
+        size: int = field(kw_only=False)
+        rate: float = 0.1
+
+    assert repr(Toy(3, rate=0.5)) == "Toy(size=3, rate=0.5)" and Toy(3).get_params() == {"size": 3, "rate": 0.1}
+    with pytest.raises(TypeError):
+        Toy(3, 0.5)
+
+
+def test_each_hyperparameter_is_declared_once_in_the_class_that_introduces_it():
+    import aexp.models as package
+    from aexp.models import _conditional, base, rvae
+
+    classes = {cls for module in (package, base, rvae, _conditional) for cls in vars(module).values()
+               if isinstance(cls, type) and issubclass(cls, BaseVAE)}
+    assert {VAE, SSVAE, VED, _conditional.GeometricPairedVAE, rvae.RotationLatents} <= classes
+    redeclared = set()
+    for cls in classes:
+        inherited = {name for klass in cls.__mro__[1:] for name in getattr(klass, "__dataclass_fields__", {})}
+        redeclared |= {(cls.__name__, name) for name in vars(cls).get("__annotations__", {}) if name in inherited}
+    # the one deliberate override: a wider default decoder; network_ only narrows its type
+    assert {pair for pair in redeclared if pair[1] != "network_"} == {("GeometricPairedVAE", "hidden")}
