@@ -74,7 +74,7 @@ def find_stagnation(steps: Sequence[Step], maps: dict[str, np.ndarray] | None, u
     since = len(steps) - rule.window
     return Stagnation(
         since, max_std, target_std,
-        f"no better target in the last {rule.window} steps (since step {since + 1}) and the model's largest "
+        f"no better target in the last {rule.window} steps (since step {since}) and the model's largest "
         f"uncertainty over the unmeasured candidates is {max_std / target_std:.1%} of the targets' spread: "
         f"it expects nothing better. Suggested: {ADVICE}",
     )

@@ -123,14 +123,14 @@ def _operator_rows(reader: SessionReader, steps: list) -> list[tuple[str, str]]:
     if not actions:
         return []
     mine = [s.step for s in steps if s.phase == "operator"]
-    rows = [("operator steps", f"{len(mine)}: steps {', '.join(str(k + 1) for k in mine) or '-'} "
+    rows = [("operator steps", f"{len(mine)}: steps {', '.join(str(k) for k in mine) or '-'} "
                                "(orange squares on the survey)")]
     for a in actions:
         detail = ", ".join(f"{k} {v}" for k, v in a.args.items() if k != "indices")
         if "indices" in a.args:
             detail = f"{len(a.args['indices'])} candidates" + (f", {detail}" if detail else "")
         rows.append((f"operator {a.what} ({a.status})",
-                     f"before step {a.step + 1}, {a.when}" + (f": {detail}" if detail else "")
+                     f"before step {a.step}, {a.when}" + (f": {detail}" if detail else "")
                      + (f": {a.error}" if a.error else "")))
     return rows
 

@@ -67,8 +67,8 @@ def test_goto_exclude_and_set_change_the_next_decision_and_replay_reproduces_the
     from aexp.session.report import write_report
 
     html = write_report(folder, tmp_path / "report", map_steps=[5]).read_text()
-    assert "operator steps</th><td>1: steps 5 " in html
-    assert "operator goto (applied)</th><td>before step 5" in html and "index " + str(sent["goto"]) in html
+    assert "operator steps</th><td>1: steps 4 " in html  # numbered from 0, as everywhere
+    assert "operator goto (applied)</th><td>before step 4" in html and "index " + str(sent["goto"]) in html
 
 
 def test_set_beta_reaches_the_policy_from_the_next_decision(tiny_config):
