@@ -2,7 +2,9 @@
 after a few patterns are on disk, ``aexp resume``, then ``aexp replay --verify``. The resumed
 session must hold the same steps and the same patterns as a run that was never killed.
 
-The quick test kills once; the slow one at several moments (``pytest -m slow``)."""
+The quick test kills the real run once and resumes and verifies in this process (the library calls
+behind ``aexp resume`` and ``aexp replay --verify``), which spares two interpreter starts; the slow
+ones go through the CLI for all three, at several moments (``pytest -m slow``)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import yaml
 from aexp.config import parse_config
 from aexp.instrument import load_instrument
 from aexp.loop import run_experiment
+from aexp.session.replay import resume_session, verify_session
 from aexp.session.store import SessionReader
 from aexp.session.zarr_rows import MEASUREMENTS
 
@@ -69,8 +72,9 @@ def _complete_lines(folder: Path) -> list[bytes]:
     return raw[: raw.rfind(b"\n") + 1].splitlines()
 
 
-def kill_resume_verify(tmp_path: Path, cfg: dict, wait_steps: int, delay_s: float) -> dict:
-    """Run, SIGKILL once ``wait_steps`` steps are on disk (plus ``delay_s``), resume, verify."""
+def kill_resume_verify(tmp_path: Path, cfg: dict, wait_steps: int, delay_s: float, cli: bool = True) -> dict:
+    """Run, SIGKILL once ``wait_steps`` steps are on disk (plus ``delay_s``), resume, verify;
+    resume and verify through the CLI (``cli``) or in this process."""
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
     folder = tmp_path / "run"
@@ -87,8 +91,13 @@ def kill_resume_verify(tmp_path: Path, cfg: dict, wait_steps: int, delay_s: floa
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     at_kill = _complete_lines(folder)
     patterns_at_kill = SessionReader(folder).spectra()[: len(at_kill)]
-    _aexp("resume", str(folder), "--quiet")
-    verify = _aexp("replay", str(folder), "--verify", "--quiet", check=False)
+    if cli:
+        _aexp("resume", str(folder), "--quiet")
+        verify = _aexp("replay", str(folder), "--verify", "--quiet", check=False)
+        verified, message = verify.returncode == 0, verify.stdout + verify.stderr
+    else:
+        resume_session(folder)
+        verified, message = verify_session(folder).steps == len(_complete_lines(folder)), "in process"
     after = _complete_lines(folder)
     steps = [json.loads(x) for x in after]
     reader = SessionReader(folder)
@@ -100,8 +109,8 @@ def kill_resume_verify(tmp_path: Path, cfg: dict, wait_steps: int, delay_s: floa
         "patterns_at_kill": patterns_at_kill,
         "patterns": reader.spectra(),
         "leftovers": sorted(p.name for p in (folder / MEASUREMENTS).glob("*.tmp")),
-        "verified": verify.returncode == 0,
-        "verify_message": verify.stdout + verify.stderr,
+        "verified": verified,
+        "verify_message": message,
     }
 
 
@@ -119,14 +128,14 @@ def _check(out: dict, reference: tuple[list, np.ndarray]) -> None:
 
 
 def test_kill_9_of_a_4d_stem_run_then_resume_loses_and_repeats_nothing(tmp_path, config, reference):
-    _check(kill_resume_verify(tmp_path, config, wait_steps=3, delay_s=0.0), reference)
+    _check(kill_resume_verify(tmp_path, config, wait_steps=3, delay_s=0.0, cli=False), reference)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", range(6))
-def test_kill_9_of_a_4d_stem_run_at_many_moments(tmp_path, config, reference, trial):
+def test_kill_9_of_a_4d_stem_run_at_many_moments_through_the_cli(tmp_path, config, reference, trial):
     rng = np.random.default_rng([trial, 22])
     wait_steps = int(rng.integers(1, len(reference[0]) - 2))
-    out = kill_resume_verify(tmp_path, config, wait_steps, float(rng.uniform(0.0, 0.2)))
+    out = kill_resume_verify(tmp_path, config, wait_steps, float(rng.uniform(0.0, 0.2)), cli=True)
     print("trial", trial, {k: out[k] for k in ("killed_after", "lost", "duplicated", "verified")})
     _check(out, reference)
