@@ -80,6 +80,18 @@ def test_on_a_bending_twin_the_rvae_angle_beats_a_plain_vaes_best_latent_full(be
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_wider_decoder_meets_the_angle_and_kx_bounds_on_three_seeds(benchmark_script, seed):
+    """hidden=64: angle >= 0.95 and the shift along kx >= 0.9 on seeds 0-2 (hidden=32 misses both
+    on seed 2: 0.821, 0.827). The shift along ky stays short of 0.9: see docs/fourdstem.md."""
+    bench = benchmark_script("fourdstem_rvae")
+    data = bench.measure_grid(seed=seed, grid=24, bin_px=2)
+    _, _, scores = bench.fit_rvae(data, epochs=60, seed=seed, hidden=64)
+    assert scores.angle_circular_correlation >= 0.95  # measured 0.992, 0.985, 0.989
+    assert scores.shift_correlation_x >= 0.9  # measured 0.940, 0.927, 0.939
+
+
+@pytest.mark.slow
 def test_rvae_recovers_rotation_and_shift_full(benchmark_script, tmp_path):
     bench = benchmark_script("fourdstem_rvae")
     data = bench.measure_grid(seed=0, grid=24, bin_px=2)
