@@ -224,6 +224,30 @@ def latent_maps(data: PatternSet, z: np.ndarray, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def reconstruction_figure(data: PatternSet, model: RVAE, z: np.ndarray, path: Path, count: int = 3) -> None:
+    """Measured, decoded and their difference for the first ``count`` patterns: what the decoder
+    draws, against the shot noise (``data.noise_std``)."""
+    from matplotlib.figure import Figure
+
+    decoded = model.decode(z[:count]).reshape(count, *data.patterns.shape[1:])
+    fig = Figure(figsize=(7.5, 2.4 * count))
+    for i in range(count):
+        diff = decoded[i] - data.patterns[i]
+        for j, (title, image, cmap) in enumerate([("measured", data.patterns[i], "viridis"),
+                                                  ("decoded", decoded[i], "viridis"),
+                                                  ("decoded - measured", diff, "RdBu_r")]):
+            ax = fig.add_subplot(count, 3, 3 * i + j + 1)
+            im = ax.imshow(image, cmap=cmap)
+            ax.set_title(title if j < 2 else f"{title} (rms {np.sqrt(np.mean(diff**2)):.3f})", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"shot noise of the patterns: rms {data.noise_std:.3f}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -237,16 +261,19 @@ def main() -> None:
                     help="width of the Gaussian likelihood (the JSON reports the patterns' own shot noise)")
     ap.add_argument("--baseline", action="store_true", help="also train a plain VAE as the reference")
     ap.add_argument("--figure", type=Path, default=None, help="PNG of the latent maps")
+    ap.add_argument("--reconstructions", type=Path, default=None, help="PNG of measured and decoded patterns")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     data = measure_grid(args.seed, args.grid, args.bin, args.smooth, TWINS[args.twin])
-    _, z, scores = fit_rvae(data, args.epochs, args.seed, args.hidden, args.noise_std)
+    model, z, scores = fit_rvae(data, args.epochs, args.seed, args.hidden, args.noise_std)
     result = {"seed": args.seed, "twin": args.twin, "grid": args.grid, "bin": args.bin, "smooth": args.smooth, "epochs": args.epochs,
               "pattern_shape": list(data.patterns.shape[1:]), "rvae": asdict(scores)}
     if args.baseline:
         result["vae"] = fit_vae_baseline(data, args.epochs, args.seed, args.noise_std)
     if args.figure:
         latent_maps(data, z, args.figure)
+    if args.reconstructions:
+        reconstruction_figure(data, model, z, args.reconstructions)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
