@@ -157,13 +157,13 @@ def _shift_rank(deflection: np.ndarray, shifts: np.ndarray) -> float:
 
 def fit_rvae(
     data: PatternSet, epochs: int, seed: int, hidden: int = 32, noise_std: float = 0.1,
-    translation_prior: float = 0.1,
+    translation_prior: float = 0.1, coordinate_scale: float = 1.0,
 ) -> tuple[RVAE, np.ndarray, Scores]:
     """Train the rVAE on the patterns; its encoding ``N x 5`` and its scores. ``noise_std`` is the
     width of the Gaussian likelihood (the patterns' own shot noise is ``data.noise_std``)."""
     start = time.perf_counter()
     model = RVAE(input_shape=data.patterns.shape[1:], latent_dim=2, hidden=hidden, rotation_prior=0.5, noise_std=noise_std,
-                 translation_prior=translation_prior)
+                 translation_prior=translation_prior, coordinate_scale=coordinate_scale)
     model.fit(data.patterns, epochs=epochs, batch_size=64, lr=3e-3, seed=seed, progress=False)
     z = model.encode(data.patterns)
     scores = Scores(
@@ -184,12 +184,14 @@ def fit_rvae(
     return model, z, scores
 
 
-def fit_vae_baseline(data: PatternSet, epochs: int, seed: int, noise_std: float = 0.1) -> dict[str, float]:
+def fit_vae_baseline(
+    data: PatternSet, epochs: int, seed: int, noise_std: float = 0.1, coordinate_scale: float = 1.0
+) -> dict[str, float]:
     """A plain VAE with as many latents as the rVAE (5) and the same decoder and likelihood, but
     no geometric latents: the best any of its latents does on each truth. For the rotation a
     latent gets the better of its circular correlation and its Pearson correlation (a latent is
     not an angle; the rotations here span far less than a turn, so both are fair)."""
-    model = VAE(input_shape=data.patterns.shape[1:], latent_dim=5, noise_std=noise_std)
+    model = VAE(input_shape=data.patterns.shape[1:], latent_dim=5, noise_std=noise_std, coordinate_scale=coordinate_scale)
     model.fit(data.patterns, epochs=epochs, batch_size=64, lr=3e-3, seed=seed, progress=False)
     z = model.encode(data.patterns)
     return {
@@ -257,6 +259,8 @@ def main() -> None:
     ap.add_argument("--smooth", type=float, default=1.0, help="Gaussian blur of the binned patterns (px)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--hidden", type=int, default=32, help="width of the rVAE's decoder")
+    ap.add_argument("--coordinate-scale", type=float, default=1.0,
+                    help="factor on the decoders' initial coordinate weights (10 lets them draw the disks)")
     ap.add_argument("--noise-std", type=float, default=0.1,
                     help="width of the Gaussian likelihood (the JSON reports the patterns' own shot noise)")
     ap.add_argument("--baseline", action="store_true", help="also train a plain VAE as the reference")
@@ -265,11 +269,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     data = measure_grid(args.seed, args.grid, args.bin, args.smooth, TWINS[args.twin])
-    model, z, scores = fit_rvae(data, args.epochs, args.seed, args.hidden, args.noise_std)
-    result = {"seed": args.seed, "twin": args.twin, "grid": args.grid, "bin": args.bin, "smooth": args.smooth, "epochs": args.epochs,
+    model, z, scores = fit_rvae(data, args.epochs, args.seed, args.hidden, args.noise_std,
+                                coordinate_scale=args.coordinate_scale)
+    result = {"seed": args.seed, "twin": args.twin, "grid": args.grid, "bin": args.bin, "smooth": args.smooth, "epochs": args.epochs, "hidden": args.hidden, "coordinate_scale": args.coordinate_scale,
               "pattern_shape": list(data.patterns.shape[1:]), "rvae": asdict(scores)}
     if args.baseline:
-        result["vae"] = fit_vae_baseline(data, args.epochs, args.seed, args.noise_std)
+        result["vae"] = fit_vae_baseline(data, args.epochs, args.seed, args.noise_std, args.coordinate_scale)
     if args.figure:
         latent_maps(data, z, args.figure)
     if args.reconstructions:

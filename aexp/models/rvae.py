@@ -119,6 +119,10 @@ class RVAE(BaseVAE):
             ``ROTATION_WARMUP_START * rotation_prior`` to ``rotation_prior`` (0: no warm-up). The
             narrow prior holds the angles near zero while the decoder first learns each class, so
             the templates start at the classes' mean orientation rather than anywhere.
+        coordinate_scale: factor on the decoder's initial coordinate weights (see
+            :class:`~aexp.models.decoders.CoordinateDecoder`); raise it (e.g. 10) for patches with
+            fine, sharp detail, such as diffraction disks, that the default decoder draws as a
+            smooth blob.
 
     Example:
         >>> m = RVAE(input_shape=(16, 16), latent_dim=2).fit(patches, epochs=20, progress=False)
@@ -147,6 +151,7 @@ class RVAE(BaseVAE):
         orientation: bool = False,
         equivariance: float = 0.0,
         rotation_prior_warmup: int = 0,
+        coordinate_scale: float = 1.0,
     ):
         super().__init__(input_shape, latent_dim, likelihood, noise_std, device)
         self.hidden = hidden
@@ -161,6 +166,7 @@ class RVAE(BaseVAE):
         self.orientation = orientation
         self.equivariance = equivariance
         self.rotation_prior_warmup = rotation_prior_warmup
+        self.coordinate_scale = coordinate_scale
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
@@ -174,6 +180,7 @@ class RVAE(BaseVAE):
         check_int("rotation_prior_warmup", self.rotation_prior_warmup, 0)
         check_positive("translation_prior", self.translation_prior)
         check_positive("scale_prior", self.scale_prior)
+        check_positive("coordinate_scale", self.coordinate_scale)
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}; got {self.encoder!r}")
         if self.orientation and self.latent_dim < 1:
@@ -212,6 +219,7 @@ class RVAE(BaseVAE):
             self.decoder_layers,
             self.encoder,
             self.encoder_hidden,
+            self.coordinate_scale,
         )
 
     def _start_epoch(self, epoch: int, epochs: int) -> None:

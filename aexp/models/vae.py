@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import ENCODERS, BaseVAE, InvariantNetwork, LatentNetwork, check_int
+from .base import ENCODERS, BaseVAE, InvariantNetwork, LatentNetwork, check_int, check_positive
 
 __all__ = ["VAE"]
 
@@ -27,6 +27,8 @@ class VAE(BaseVAE):
         encoder: ``"mlp"`` or ``"conv"``.
         encoder_hidden: width of the encoder's hidden layers.
         likelihood, noise_std, device: see :class:`~aexp.models.base.BaseVAE`.
+        coordinate_scale: factor on the decoder's initial coordinate weights (see
+            :class:`~aexp.models.decoders.CoordinateDecoder`).
 
     Example:
         >>> m = VAE(input_shape=(16, 16), latent_dim=2, encoder="conv").fit(patches, epochs=10)
@@ -45,18 +47,21 @@ class VAE(BaseVAE):
         likelihood: str = "gaussian",
         noise_std: float = 0.1,
         device: str = "cpu",
+        coordinate_scale: float = 1.0,
     ):
         super().__init__(input_shape, latent_dim, likelihood, noise_std, device)
         self.hidden = hidden
         self.decoder_layers = decoder_layers
         self.encoder = encoder
         self.encoder_hidden = encoder_hidden
+        self.coordinate_scale = coordinate_scale
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
         check_int("hidden", self.hidden, 1)
         check_int("decoder_layers", self.decoder_layers, 0)
         check_int("encoder_hidden", self.encoder_hidden, 1)
+        check_positive("coordinate_scale", self.coordinate_scale)
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}; got {self.encoder!r}")
 
@@ -76,4 +81,5 @@ class VAE(BaseVAE):
             self.decoder_layers,
             self.encoder,
             self.encoder_hidden,
+            self.coordinate_scale,
         )
