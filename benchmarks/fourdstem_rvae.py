@@ -32,6 +32,16 @@ from aexp.models import RVAE, VAE
 from aexp.models.metrics import circular_correlation
 from simulators.fourdstem import FourDStemSimulator
 
+TWINS: dict[str, dict[str, float]] = {
+    "default": {},
+    # The lattice turns only with the bend of the foil (smoothly, 60 deg across the field); the
+    # domains still flip the polarity (the Friedel pair's intensities) and the wall's bound charge
+    # still deflects the beam. Rotation and domain contrast are then independent, so a latent that
+    # follows the rotation cannot be following the domain instead.
+    "bending": {"wall_rotation_deg": 0.0, "bend_rotation_deg": 60.0},
+}
+"""Settings of the twin the benchmark runs on (``--twin``): options of :class:`FourDStemOptions`."""
+
 
 @dataclass
 class PatternSet:
@@ -45,6 +55,7 @@ class PatternSet:
         deflection: ``N x 2`` true rigid shift of the pattern (kx, ky) (mrad): the CoM without the
             pull of the polarity's Friedel asymmetry.
         grid: points per side.
+        noise_std: RMS shot noise of ``patterns`` (same units), from :func:`preprocessed_noise_std`.
     """
 
     patterns: np.ndarray
@@ -53,6 +64,7 @@ class PatternSet:
     com: np.ndarray
     deflection: np.ndarray
     grid: int
+    noise_std: float
 
 
 def measure_grid(
@@ -70,20 +82,58 @@ def measure_grid(
     d = sim.options.detector_pixels // bin_px * bin_px
     binned = raw[:, :d, :d].reshape(len(raw), d // bin_px, bin_px, d // bin_px, bin_px).sum((2, 4))
     scaled = ndimage.gaussian_filter(np.log1p(binned), (0, smooth_px, smooth_px)) if smooth_px > 0 else np.log1p(binned)
-    scaled /= scaled.max()
+    peak = scaled.max()
+    scaled /= peak
+    noise = preprocessed_noise_std(binned, smooth_px) / peak
     truth = sim.hidden_features(positions)
     com = np.stack([truth["com_x_mrad"], truth["com_y_mrad"]], 1)
     deflection = np.stack([truth["deflection_x_mrad"], truth["deflection_y_mrad"]], 1)
-    return PatternSet(scaled.astype(np.float32), positions, truth["rotation_rad"], com, deflection, grid)
+    return PatternSet(scaled.astype(np.float32), positions, truth["rotation_rad"], com, deflection, grid, noise)
+
+
+def preprocessed_noise_std(counts: np.ndarray, smooth_px: float) -> float:
+    """RMS shot noise of ``gaussian_filter(log1p(counts), smooth_px)`` for Poisson ``counts``
+    (``N x h x w``), from the counts alone: ``var log1p(n) ~ n / (1 + n)^2`` (delta method), and
+    the blur is a linear map ``F`` of the pixels, so the variances map by ``F^2`` (elementwise;
+    ``F`` is built from the filter's response to each pixel, so its reflecting edges are exact)."""
+    var = (counts / (1.0 + counts) ** 2).reshape(len(counts), -1)
+    if smooth_px > 0:
+        h, w = counts.shape[1:]
+        impulses = np.eye(h * w).reshape(h * w, h, w)
+        response = ndimage.gaussian_filter(impulses, (0, smooth_px, smooth_px)).reshape(h * w, -1)
+        var = var @ response**2  # response[j, i]: weight of input pixel j in output pixel i
+    return float(np.sqrt(var.mean()))
 
 
 @dataclass
 class Scores:
+    """The rVAE against the truth. Beyond the correlations of one latent with one truth:
+
+    - ``shift_multiple_correlation_x`` / ``_y``: the multiple correlation of the CoM along kx / ky
+      with both shift latents (the best linear combination of ``dx, dy``), which does not depend
+      on how the latent frame is turned (the angle latent's zero is arbitrary, and the shift is
+      applied in that frame);
+    - ``ceiling_x`` / ``_y``: ``|pearson(rigid shift of the disks, CoM)|``, what a latent that
+      followed the rigid shift exactly would score against the CoM;
+    - ``shift_rank``: the smaller over the larger singular value of the least-squares linear map
+      from the rigid shift (kx, ky) to ``(dx, dy)``: 1 when the two latents follow two independent
+      directions of the shift, 0 when they follow only one;
+    - ``reconstruction_rms`` against ``noise_rms``: how far the decoded patterns are from the
+      measured ones, against the shot noise of the patterns (``PatternSet.noise_std``).
+    """
+
     angle_circular_correlation: float
     shift_correlation_x: float
     shift_correlation_y: float
     deflection_correlation_x: float
     deflection_correlation_y: float
+    shift_multiple_correlation_x: float
+    shift_multiple_correlation_y: float
+    ceiling_x: float
+    ceiling_y: float
+    shift_rank: float
+    reconstruction_rms: float
+    noise_rms: float
     seconds: float
 
 
@@ -91,10 +141,29 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(abs(np.corrcoef(a, b)[0, 1]))
 
 
-def fit_rvae(data: PatternSet, epochs: int, seed: int, hidden: int = 32) -> tuple[RVAE, np.ndarray, Scores]:
-    """Train the rVAE on the patterns; its encoding ``N x 5`` and its scores."""
+def _multiple_correlation(y: np.ndarray, x: np.ndarray) -> float:
+    """Correlation of ``y`` (``N``) with its least-squares fit from the columns of ``x`` (``N x k``)."""
+    design = np.c_[np.ones(len(y)), x]
+    fit = design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    return _pearson(fit, y)
+
+
+def _shift_rank(deflection: np.ndarray, shifts: np.ndarray) -> float:
+    """Smaller over larger singular value of the linear map ``deflection (N x 2) -> shifts (N x 2)``."""
+    design = np.c_[np.ones(len(shifts)), deflection]
+    sv = np.linalg.svd(np.linalg.lstsq(design, shifts, rcond=None)[0][1:], compute_uv=False)
+    return float(sv[-1] / sv[0]) if sv[0] > 0 else 0.0
+
+
+def fit_rvae(
+    data: PatternSet, epochs: int, seed: int, hidden: int = 32, noise_std: float = 0.1,
+    translation_prior: float = 0.1, coordinate_scale: float = 1.0,
+) -> tuple[RVAE, np.ndarray, Scores]:
+    """Train the rVAE on the patterns; its encoding ``N x 5`` and its scores. ``noise_std`` is the
+    width of the Gaussian likelihood (the patterns' own shot noise is ``data.noise_std``)."""
     start = time.perf_counter()
-    model = RVAE(input_shape=data.patterns.shape[1:], latent_dim=2, hidden=hidden, rotation_prior=0.5)
+    model = RVAE(input_shape=data.patterns.shape[1:], latent_dim=2, hidden=hidden, rotation_prior=0.5, noise_std=noise_std,
+                 translation_prior=translation_prior, coordinate_scale=coordinate_scale)
     model.fit(data.patterns, epochs=epochs, batch_size=64, lr=3e-3, seed=seed, progress=False)
     z = model.encode(data.patterns)
     scores = Scores(
@@ -103,18 +172,32 @@ def fit_rvae(data: PatternSet, epochs: int, seed: int, hidden: int = 32) -> tupl
         shift_correlation_y=_pearson(z[:, 1], data.com[:, 1]),  # dx: along the rows, ky
         deflection_correlation_x=_pearson(z[:, 2], data.deflection[:, 0]),
         deflection_correlation_y=_pearson(z[:, 1], data.deflection[:, 1]),
+        shift_multiple_correlation_x=_multiple_correlation(data.com[:, 0], z[:, 1:3]),
+        shift_multiple_correlation_y=_multiple_correlation(data.com[:, 1], z[:, 1:3]),
+        ceiling_x=_pearson(data.deflection[:, 0], data.com[:, 0]),
+        ceiling_y=_pearson(data.deflection[:, 1], data.com[:, 1]),
+        shift_rank=_shift_rank(data.deflection, z[:, 1:3]),
+        reconstruction_rms=float(np.sqrt(np.mean((model.decode(z).reshape(data.patterns.shape) - data.patterns) ** 2))),
+        noise_rms=data.noise_std,
         seconds=time.perf_counter() - start,
     )
     return model, z, scores
 
 
-def fit_vae_baseline(data: PatternSet, epochs: int, seed: int) -> dict[str, float]:
-    """A plain VAE (no geometric latents): the best any of its latents does on each truth."""
-    model = VAE(input_shape=data.patterns.shape[1:], latent_dim=3)
+def fit_vae_baseline(
+    data: PatternSet, epochs: int, seed: int, noise_std: float = 0.1, coordinate_scale: float = 1.0
+) -> dict[str, float]:
+    """A plain VAE with as many latents as the rVAE (5) and the same decoder and likelihood, but
+    no geometric latents: the best any of its latents does on each truth. For the rotation a
+    latent gets the better of its circular correlation and its Pearson correlation (a latent is
+    not an angle; the rotations here span far less than a turn, so both are fair)."""
+    model = VAE(input_shape=data.patterns.shape[1:], latent_dim=5, noise_std=noise_std, coordinate_scale=coordinate_scale)
     model.fit(data.patterns, epochs=epochs, batch_size=64, lr=3e-3, seed=seed, progress=False)
     z = model.encode(data.patterns)
     return {
-        "angle_circular_correlation": max(abs(circular_correlation(c, data.rotation)) for c in z.T),
+        "angle_circular_correlation": max(
+            max(abs(circular_correlation(c, data.rotation)), _pearson(c, data.rotation)) for c in z.T
+        ),
         "shift_correlation_x": max(_pearson(c, data.com[:, 0]) for c in z.T),
         "shift_correlation_y": max(_pearson(c, data.com[:, 1]) for c in z.T),
     }
@@ -143,26 +226,59 @@ def latent_maps(data: PatternSet, z: np.ndarray, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def reconstruction_figure(data: PatternSet, model: RVAE, z: np.ndarray, path: Path, count: int = 3) -> None:
+    """Measured, decoded and their difference for the first ``count`` patterns: what the decoder
+    draws, against the shot noise (``data.noise_std``)."""
+    from matplotlib.figure import Figure
+
+    decoded = model.decode(z[:count]).reshape(count, *data.patterns.shape[1:])
+    fig = Figure(figsize=(7.5, 2.4 * count))
+    for i in range(count):
+        diff = decoded[i] - data.patterns[i]
+        for j, (title, image, cmap) in enumerate([("measured", data.patterns[i], "viridis"),
+                                                  ("decoded", decoded[i], "viridis"),
+                                                  ("decoded - measured", diff, "RdBu_r")]):
+            ax = fig.add_subplot(count, 3, 3 * i + j + 1)
+            im = ax.imshow(image, cmap=cmap)
+            ax.set_title(title if j < 2 else f"{title} (rms {np.sqrt(np.mean(diff**2)):.3f})", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"shot noise of the patterns: rms {data.noise_std:.3f}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--twin", choices=sorted(TWINS), default="default", help="setting of the twin (TWINS)")
     ap.add_argument("--grid", type=int, default=24, help="patterns per side of the scan grid")
     ap.add_argument("--bin", type=int, default=2, help="detector binning before training")
     ap.add_argument("--smooth", type=float, default=1.0, help="Gaussian blur of the binned patterns (px)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--hidden", type=int, default=32, help="width of the rVAE's decoder")
+    ap.add_argument("--coordinate-scale", type=float, default=1.0,
+                    help="factor on the decoders' initial coordinate weights (10 lets them draw the disks)")
+    ap.add_argument("--noise-std", type=float, default=0.1,
+                    help="width of the Gaussian likelihood (the JSON reports the patterns' own shot noise)")
     ap.add_argument("--baseline", action="store_true", help="also train a plain VAE as the reference")
     ap.add_argument("--figure", type=Path, default=None, help="PNG of the latent maps")
+    ap.add_argument("--reconstructions", type=Path, default=None, help="PNG of measured and decoded patterns")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    data = measure_grid(args.seed, args.grid, args.bin, args.smooth)
-    _, z, scores = fit_rvae(data, args.epochs, args.seed, args.hidden)
-    result = {"seed": args.seed, "grid": args.grid, "bin": args.bin, "smooth": args.smooth, "epochs": args.epochs,
+    data = measure_grid(args.seed, args.grid, args.bin, args.smooth, TWINS[args.twin])
+    model, z, scores = fit_rvae(data, args.epochs, args.seed, args.hidden, args.noise_std,
+                                coordinate_scale=args.coordinate_scale)
+    result = {"seed": args.seed, "twin": args.twin, "grid": args.grid, "bin": args.bin, "smooth": args.smooth, "epochs": args.epochs, "hidden": args.hidden, "coordinate_scale": args.coordinate_scale,
               "pattern_shape": list(data.patterns.shape[1:]), "rvae": asdict(scores)}
     if args.baseline:
-        result["vae"] = fit_vae_baseline(data, args.epochs, args.seed)
+        result["vae"] = fit_vae_baseline(data, args.epochs, args.seed, args.noise_std, args.coordinate_scale)
     if args.figure:
         latent_maps(data, z, args.figure)
+    if args.reconstructions:
+        reconstruction_figure(data, model, z, args.reconstructions)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

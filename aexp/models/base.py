@@ -288,11 +288,12 @@ class InvariantNetwork(LatentNetwork):
         decoder_layers: int,
         encoder: str = "mlp",
         encoder_hidden: int = 128,
+        coordinate_scale: float = 1.0,
     ):
         super().__init__()
         self.geometric = tuple(geometric)
         self.encoder = make_encoder(encoder, shape, encoder_hidden, len(self.geometric) + latent_dim)
-        self.decoder = CoordinateDecoder(shape, latent_dim, hidden, decoder_layers)
+        self.decoder = CoordinateDecoder(shape, latent_dim, hidden, decoder_layers, coordinate_scale)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x)

@@ -146,6 +146,11 @@ class CoordinateDecoder(nn.Module):
         latent_dim: number of content latents ``k``.
         hidden: width ``H`` of every per-pixel layer; the cost grows like ``H^2``.
         layers: number of hidden ``H x H`` tanh layers after the first one.
+        coordinate_scale: factor on the initial weights ``W`` of the coordinates. An MLP of the
+            coordinates learns smooth images first and fine detail very slowly (its spectral
+            bias); starting ``W`` larger gives the first layer features of higher spatial
+            frequency from the start, as SIREN's ``omega_0`` or Fourier-feature scales do. 1 keeps
+            torch's default initialisation.
 
     Example:
         >>> dec = CoordinateDecoder((1, 16, 16), latent_dim=2, hidden=32)
@@ -156,7 +161,10 @@ class CoordinateDecoder(nn.Module):
     grid: torch.Tensor  # buffers, registered in __init__
     grid_turned: torch.Tensor
 
-    def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int = 32, layers: int = 2):
+    def __init__(
+        self, shape: tuple[int, int, int], latent_dim: int, hidden: int = 32, layers: int = 2,
+        coordinate_scale: float = 1.0,
+    ):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         _, height, width = self.shape
@@ -165,6 +173,9 @@ class CoordinateDecoder(nn.Module):
         # J p for the quarter turn J = [[0, -1], [1, 0]]: R(a) p = cos(a) p + sin(a) J p.
         self.register_buffer("grid_turned", torch.stack([-grid[:, 1], grid[:, 0]], 1), persistent=False)
         self.coordinates = nn.Linear(2, hidden)
+        if coordinate_scale != 1.0:
+            with torch.no_grad():
+                self.coordinates.weight.mul_(float(coordinate_scale))
         with warnings.catch_warnings():  # latent_dim 0 (content from a class input only) is fine
             warnings.filterwarnings("ignore", "Initializing zero-element tensors")
             self.content = nn.Linear(latent_dim, hidden, bias=False)

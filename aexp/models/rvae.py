@@ -162,6 +162,10 @@ class RVAE(RotationLatents, PatchVAE):
             ``ROTATION_WARMUP_START * rotation_prior`` to ``rotation_prior`` (0: no warm-up). The
             narrow prior holds the angles near zero while the decoder first learns each class, so
             the templates start at the classes' mean orientation rather than anywhere.
+        coordinate_scale: factor on the decoder's initial coordinate weights (see
+            :class:`~aexp.models.decoders.CoordinateDecoder`); raise it (e.g. 10) for patches with
+            fine, sharp detail, such as diffraction disks, that the default decoder draws as a
+            smooth blob.
 
     Example:
         >>> m = RVAE(input_shape=(16, 16), latent_dim=2).fit(patches, epochs=20, progress=False)
@@ -174,11 +178,13 @@ class RVAE(RotationLatents, PatchVAE):
     orientation: bool = False
     equivariance: float = 0.0
     rotation_prior_warmup: int = 0
+    coordinate_scale: float = 1.0
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
         check_flags(self, "orientation")
         check_int("rotation_prior_warmup", self.rotation_prior_warmup, 0)
+        check_positive("coordinate_scale", self.coordinate_scale)
         if self.orientation and self.latent_dim < 1:
             raise ValueError(
                 "orientation=True needs latent_dim >= 1: the orientation is learned from the content"
@@ -201,6 +207,7 @@ class RVAE(RotationLatents, PatchVAE):
             self.decoder_layers,
             self.encoder,
             self.encoder_hidden,
+            self.coordinate_scale,
         )
 
     def _start_epoch(self, epoch: int, epochs: int) -> None:

@@ -42,13 +42,17 @@ class SkipCoordinateDecoder(nn.Module):
     grid: torch.Tensor  # buffers, registered in __init__
     grid_turned: torch.Tensor
 
-    def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int = 32, layers: int = 2):
+    def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int = 32, layers: int = 2,
+                 coordinate_scale: float = 1.0):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         grid = coordinate_grid(self.shape[1], self.shape[2])
         self.register_buffer("grid", grid, persistent=False)
         self.register_buffer("grid_turned", torch.stack([-grid[:, 1], grid[:, 0]], 1), persistent=False)
         self.coordinates = nn.Linear(2, hidden)
+        if coordinate_scale != 1.0:  # as CoordinateDecoder's: sharper detail from the start
+            with torch.no_grad():
+                self.coordinates.weight.mul_(float(coordinate_scale))
         self.content = nn.Linear(latent_dim, hidden, bias=False)
         self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
         self.skips = nn.ModuleList(nn.Linear(latent_dim, hidden, bias=False) for _ in range(layers))
@@ -82,12 +86,12 @@ class SkipCoordinateDecoder(nn.Module):
 
 
 class _SkipRVAENetwork(LatentNetwork):
-    def __init__(self, shape, latent_dim, translation, hidden, decoder_layers, encoder_hidden):
+    def __init__(self, shape, latent_dim, translation, hidden, decoder_layers, encoder_hidden, coordinate_scale=1.0):
         super().__init__()
         self.n_geometric = 3 if translation else 1
         channels, height, width = shape
         self.encoder = MLPEncoder(channels * height * width, encoder_hidden, self.n_geometric + latent_dim)
-        self.decoder = SkipCoordinateDecoder(shape, latent_dim, hidden, decoder_layers)
+        self.decoder = SkipCoordinateDecoder(shape, latent_dim, hidden, decoder_layers, coordinate_scale)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x)
@@ -117,4 +121,5 @@ class SkipRVAE(RVAE):
             self.hidden,
             self.decoder_layers,
             self.encoder_hidden,
+            self.coordinate_scale,
         )

@@ -9,7 +9,7 @@ from :class:`~aexp.models.rvae.RVAE` is the absence of geometric latents. Loss p
 
 from __future__ import annotations
 
-from .base import InvariantNetwork, LatentNetwork, PatchVAE
+from .base import InvariantNetwork, LatentNetwork, PatchVAE, check_positive
 
 __all__ = ["VAE"]
 
@@ -24,12 +24,20 @@ class VAE(PatchVAE):
         encoder: ``"mlp"`` or ``"conv"``.
         likelihood, noise_std, device, epochs, batch_size, lr, seed: see
             :class:`~aexp.models.base.BaseVAE`.
+        coordinate_scale: factor on the decoder's initial coordinate weights (see
+            :class:`~aexp.models.decoders.CoordinateDecoder`).
 
     Example:
         >>> m = VAE(input_shape=(16, 16), latent_dim=2, encoder="conv").fit(patches, epochs=10)
         >>> m.encode(patches).shape
         (4096, 2)
     """
+
+    coordinate_scale: float = 1.0
+
+    def _validate_hyperparameters(self) -> None:
+        super()._validate_hyperparameters()
+        check_positive("coordinate_scale", self.coordinate_scale)
 
     @property
     def latent_names(self) -> list[str]:
@@ -47,4 +55,5 @@ class VAE(PatchVAE):
             self.decoder_layers,
             self.encoder,
             self.encoder_hidden,
+            self.coordinate_scale,
         )

@@ -14,6 +14,38 @@ def test_measure_grid_binds_patterns_to_the_truth(benchmark_script):
     assert data.patterns.max() == pytest.approx(1.0) and data.patterns.min() >= 0
     assert data.rotation.shape == (16,) and data.com.shape == data.deflection.shape == (16, 2)
     np.testing.assert_allclose(data.positions[[0, -1]], [[0, 0], [15e-9, 15e-9]])
+    assert 0 < data.noise_std < 0.1
+
+
+@pytest.mark.parametrize("smooth_px", [0.0, 1.0])
+def test_preprocessed_noise_std_matches_poisson_draws(benchmark_script, smooth_px):
+    """The delta-method noise of blurred log1p counts against the spread of real Poisson draws."""
+    bench = benchmark_script("fourdstem_rvae")
+    from scipy import ndimage
+
+    rate = np.full((1, 32, 32), 50.0)
+    rate[0, 8:24, 8:24] = 400.0  # two count levels, as between disks and background
+    draws = np.random.default_rng(0).poisson(rate, size=(400, 32, 32)).astype(float)
+    processed = ndimage.gaussian_filter(np.log1p(draws), (0, smooth_px, smooth_px)) if smooth_px else np.log1p(draws)
+    measured = float(np.sqrt(processed.var(axis=0).mean()))
+    assert bench.preprocessed_noise_std(rate, smooth_px) == pytest.approx(measured, rel=0.05)
+    if not smooth_px:  # the closed form at one level: sqrt(n) / (1 + n)
+        assert bench.preprocessed_noise_std(np.full((1, 4, 4), 99.0), 0.0) == pytest.approx(np.sqrt(99) / 100)
+
+
+def test_shift_scores_are_blind_to_the_latent_frame_and_see_a_lost_direction(benchmark_script):
+    bench = benchmark_script("fourdstem_rvae")
+    rng = np.random.default_rng(1)
+    shift = rng.normal(size=(200, 2))
+    turned = shift @ np.array([[np.cos(1.0), -np.sin(1.0)], [np.sin(1.0), np.cos(1.0)]]).T
+    # a turned frame: one latent alone correlates less, both together exactly
+    assert bench._pearson(turned[:, 0], shift[:, 0]) < 0.7
+    assert bench._multiple_correlation(shift[:, 0], turned) == pytest.approx(1.0)
+    assert bench._shift_rank(shift, turned) == pytest.approx(1.0)
+    # both latents following one direction of the shift: rank 0
+    one = np.c_[shift[:, 0] + shift[:, 1], 2 * (shift[:, 0] + shift[:, 1])]
+    assert bench._shift_rank(shift, one) == pytest.approx(0.0, abs=1e-9)
+    assert bench._multiple_correlation(shift[:, 1], one) == pytest.approx(np.sqrt(0.5), abs=0.1)
 
 
 def test_rvae_angle_latent_follows_the_lattice_rotation_quick(benchmark_script):
@@ -24,6 +56,54 @@ def test_rvae_angle_latent_follows_the_lattice_rotation_quick(benchmark_script):
     assert scores.angle_circular_correlation >= 0.8
 
 
+def test_on_a_bending_twin_the_rvae_angle_beats_a_plain_vaes_best_latent_quick(benchmark_script):
+    """The twin's "bending" setting: the lattice turns only with the bend (60 deg across the field),
+    the domains change only the Friedel pair and the deflection, so the rotation is not the domain."""
+    bench = benchmark_script("fourdstem_rvae")
+    data = bench.measure_grid(seed=0, grid=12, bin_px=2, options=bench.TWINS["bending"])
+    assert np.radians(45) < np.ptp(data.rotation) < np.radians(90)  # measured 62 deg
+    _, _, scores = bench.fit_rvae(data, epochs=30, seed=0)
+    vae = bench.fit_vae_baseline(data, epochs=30, seed=0)
+    assert scores.angle_circular_correlation >= 0.9  # measured 0.97
+    assert vae["angle_circular_correlation"] <= scores.angle_circular_correlation - 0.05  # measured 0.88
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_on_a_bending_twin_the_rvae_angle_beats_a_plain_vaes_best_latent_full(benchmark_script, seed):
+    bench = benchmark_script("fourdstem_rvae")
+    data = bench.measure_grid(seed=seed, grid=24, bin_px=2, options=bench.TWINS["bending"])
+    _, _, scores = bench.fit_rvae(data, epochs=60, seed=seed)
+    vae = bench.fit_vae_baseline(data, epochs=60, seed=seed)
+    assert scores.angle_circular_correlation >= 0.95  # measured 0.984, 0.980, 0.989
+    assert vae["angle_circular_correlation"] < scores.angle_circular_correlation  # measured 0.795, 0.952, 0.892
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_wider_decoder_meets_the_angle_and_kx_bounds_on_three_seeds(benchmark_script, seed):
+    """hidden=64: angle >= 0.95 and the shift along kx >= 0.9 on seeds 0-2 (hidden=32 misses both
+    on seed 2: 0.821, 0.827). The shift along ky stays short of 0.9: see docs/fourdstem.md."""
+    bench = benchmark_script("fourdstem_rvae")
+    data = bench.measure_grid(seed=seed, grid=24, bin_px=2)
+    _, _, scores = bench.fit_rvae(data, epochs=60, seed=seed, hidden=64)
+    assert scores.angle_circular_correlation >= 0.95  # measured 0.992, 0.985, 0.989
+    assert scores.shift_correlation_x >= 0.9  # measured 0.940, 0.927, 0.939
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_decoder_started_at_higher_frequency_draws_the_disks_on_three_seeds(benchmark_script, seed):
+    """coordinate_scale=10: the reconstruction error falls from 0.10 (a blob) towards the shot
+    noise, and the angle and the kx shift follow the truth on every seed."""
+    bench = benchmark_script("fourdstem_rvae")
+    data = bench.measure_grid(seed=seed, grid=24, bin_px=2)
+    _, _, scores = bench.fit_rvae(data, epochs=60, seed=seed, coordinate_scale=10.0)
+    assert scores.reconstruction_rms < 0.06  # measured 0.041, 0.047, 0.051 (noise 0.016; 0.104 at scale 1)
+    assert scores.angle_circular_correlation >= 0.99  # measured 0.997, 0.998, 0.998
+    assert scores.shift_correlation_x >= 0.95  # measured 0.988, 0.956, 0.968
+
+
 @pytest.mark.slow
 def test_rvae_recovers_rotation_and_shift_full(benchmark_script, tmp_path):
     bench = benchmark_script("fourdstem_rvae")
@@ -32,5 +112,8 @@ def test_rvae_recovers_rotation_and_shift_full(benchmark_script, tmp_path):
     assert scores.angle_circular_correlation >= 0.95
     assert scores.shift_correlation_x >= 0.9
     assert scores.shift_correlation_y >= 0.5  # measured 0.61: see docs/fourdstem.md
+    # why ky cannot reach 0.9 here: a latent that followed the disks' rigid shift exactly would
+    # correlate only 0.685 with the CoM along ky (the rest is the Friedel pull of the domains)
+    assert scores.ceiling_y < 0.75 and scores.ceiling_x > 0.99
     bench.latent_maps(data, z, tmp_path / "maps.png")
     assert (tmp_path / "maps.png").stat().st_size > 10_000

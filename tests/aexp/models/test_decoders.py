@@ -138,3 +138,27 @@ def test_empty_batch_runs_forward_and_backward(layers, path):
         torch.testing.assert_close(b, a)
     for leaf, grad in zip(leaves, both[len(params) :]):
         assert grad.shape == leaf.shape
+
+
+def test_coordinate_scale_multiplies_only_the_initial_coordinate_weights():
+    torch.manual_seed(3)
+    plain = CoordinateDecoder((1, 8, 8), latent_dim=2, hidden=16)
+    torch.manual_seed(3)
+    sharp = CoordinateDecoder((1, 8, 8), latent_dim=2, hidden=16, coordinate_scale=10.0)
+    torch.testing.assert_close(sharp.coordinates.weight, 10.0 * plain.coordinates.weight)
+    torch.testing.assert_close(sharp.coordinates.bias, plain.coordinates.bias)
+    torch.testing.assert_close(sharp.content.weight, plain.content.weight)
+
+
+def test_rvae_passes_coordinate_scale_to_its_decoder_and_checks_it():
+    from aexp.models import RVAE
+
+    patches = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    plain = RVAE(input_shape=(8, 8), hidden=8).fit(patches, epochs=1, progress=False)
+    sharp = RVAE(input_shape=(8, 8), hidden=8, coordinate_scale=10.0)
+    assert sharp.get_params()["coordinate_scale"] == 10.0
+    network = sharp._new_network(seed=0)
+    torch.testing.assert_close(network.decoder.coordinates.weight,
+                               10.0 * plain._new_network(seed=0).decoder.coordinates.weight)
+    with pytest.raises(ValueError, match="coordinate_scale"):
+        RVAE(input_shape=(8, 8), coordinate_scale=0.0).fit(patches, epochs=1, progress=False)
