@@ -91,6 +91,7 @@ def test_the_hdf5_export_holds_the_weights_per_step(dkl_member_session, tmp_path
 
 
 def test_the_joint_member_is_recorded_replayed_and_exported(tiny_session, tmp_path):
+    # weights.png draws whatever names the steps record (the dkl test above draws one beyond the groups)
     import h5py
 
     from aexp.session.export import export_hdf5
@@ -107,8 +108,6 @@ def test_the_joint_member_is_recorded_replayed_and_exported(tiny_session, tmp_pa
         assert json.loads(f["steps/weights"].attrs["order"]) == ["embedding", "survey", "position", "joint"]
         np.testing.assert_array_equal(f["steps/weights/joint"][()],
                                       [s.weights["joint"] if s.weights else np.nan for s in steps])
-    write_report(session, tmp_path / "rep", map_steps=[])
-    assert (tmp_path / "rep" / "weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _survey(image: np.ndarray) -> Survey:
