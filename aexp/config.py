@@ -491,6 +491,13 @@ class GroupsSurrogateConfig(DKLNetwork, SurrogateInputs):
         "section, begun as the additive GP) joins the average, weighted by its one-step-ahead predictive "
         "likelihood against the exact GPs' average; 0 or null: no DKL member",
     )
+    joint: bool = Field(
+        False,
+        description="also average a joint exact GP over all input columns together (one RBF, a lengthscale "
+        "per column: it can express a target that needs the survey and the position at once, which the "
+        "additive member cannot), weighted by its leave-one-out likelihood like the others and recorded "
+        "as weight 'joint'",
+    )
 
     @model_validator(mode="after")
     def _member_needs_base_kernel(self) -> GroupsSurrogateConfig:

@@ -711,7 +711,7 @@ def make_policy(policy: PolicyConfig | str, *, surrogate: SurrogateConfig | None
         if model.dkl_from:  # the DKL member reads every column; its base kernel is split as the groups are
             starts = list(groups_of.values())
             member = _deep_kernel(model, input_dim, starts if len(starts) > 1 else None, seed=seed, device=device)
-        average = GroupAverage(groups_of, seed=seed, dkl=member, dkl_from=model.dkl_from)
+        average = GroupAverage(groups_of, seed=seed, dkl=member, dkl_from=model.dkl_from, joint=model.joint)
         return SurrogatePolicy(average, acquisition.kind, beta, name="dkl")
     return SurrogatePolicy(dkl_surrogate(model, input_dim, seed=seed, device=device), acquisition.kind, beta,
                            name="dkl")

@@ -75,7 +75,7 @@ def _write_steps(group: Any, steps: list[Step]) -> None:
 
 
 def _write_weights(group: Any, steps: list[Step]) -> None:
-    """``weights/<name>``: the surrogate's weight of each input group (and of the ``dkl`` member) at
+    """``weights/<name>``: the surrogate's weight of each input group (and of the ``joint`` and ``dkl`` members) at
     every step, NaN where a step recorded none (initial points, other surrogates); 0 where a step
     recorded weights without that name. Absent when no step has weights."""
     names: list[str] = []

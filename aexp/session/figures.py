@@ -514,6 +514,6 @@ def _weights_figure(steps: list[Step], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
     ax.stackplot(order, *table.values(), labels=list(table), step="mid")
     ax.set(xlabel="step", ylabel="weight", ylim=(0, 1), xlim=(order.min() - 0.5, order.max() + 0.5),
-           title="which inputs predicted the target (weight per group; dkl: the deep-kernel member)")
+           title="which inputs predicted the target (weight per group; joint, dkl: members over all inputs)")
     ax.legend(fontsize=8, loc="upper left")
     return save_publication(fig, path)

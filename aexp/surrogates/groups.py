@@ -22,8 +22,15 @@ The acquisition is taken on the mixture's posterior, moment-matched to a Gaussia
 ``Model`` so the analytic acquisitions (UCB, LogEI, posterior std) apply unchanged; Thompson sampling
 draws a group by its weight, then a pathwise sample of that group's GP.
 
+A joint member (``joint``, optional) is one more exact GP on all columns together, one RBF with a
+lengthscale per column (``k(x, x') = s exp(-sum_c (x_c - x'_c)^2 / 2 l_c^2)``): a product over the
+groups, so it can express what a sum cannot (the target high where the survey says "outline" *and*
+the position says "this particle"), at the price of one lengthscale per column learned from few
+points. It is exact like the others, so its leave-one-out likelihood weighs it fairly against them.
+
 Weights per group (recorded at each step): a single-group member gives its weight to its group; the
-additive member shares its weight among the groups by their output scales ``s_g / sum s``.
+additive member shares its weight among the groups by their output scales ``s_g / sum s``; the joint
+member's weight is recorded as ``joint``.
 
 A deep-kernel member (``dkl``, :class:`~aexp.surrogates.dkl.DKLSurrogate` on all columns, its base
 kernel the additive member's groups) joins once ``dkl_from`` points are measured: it begins as the
@@ -72,7 +79,7 @@ from torch import Tensor
 
 from .dkl import DeepKernelGP, DKLSurrogate
 
-__all__ = ["ADDITIVE", "DKL", "GROUP_NAMES", "GroupAverage", "MixtureModel", "loo_log_likelihood",
+__all__ = ["ADDITIVE", "DKL", "GROUP_NAMES", "JOINT", "GroupAverage", "MixtureModel", "loo_log_likelihood",
            "predictive_log_density", "stacking_weight"]
 
 DTYPE = torch.float64
@@ -80,6 +87,8 @@ DTYPE = torch.float64
 GROUP_NAMES = ("embedding", "survey", "context", "position")
 #: The name of the member that sums one kernel per group.
 ADDITIVE = "additive"
+#: The name of the member with one ARD kernel over all columns together (and its recorded weight).
+JOINT = "joint"
 #: The name of the deep-kernel member (and its entry in the recorded weights).
 DKL = "dkl"
 
@@ -193,6 +202,8 @@ class GroupAverage:
             empty groups are left out.
         seed: seeds the hyper-parameter restarts ``fit_gpytorch_mll`` may make.
         additive: also fit the additive member ``sum_g s_g k_g`` (needs two groups or more).
+        joint: also fit the joint member, one ARD kernel over all the groups' columns (needs two
+            groups or more; with one it would be that group's GP).
         dkl: the deep-kernel member, on all the groups' columns in group order; its base kernel
             split as the groups are (one group: none), so that it can begin as the additive member
             (or the only one). ``None``: no DKL member.
@@ -200,11 +211,12 @@ class GroupAverage:
 
     Attributes (after ``fit``):
         member_weights_: model name -> weight (``dkl`` included when configured).
-        weights_: group name -> the weight it carried, and ``dkl`` -> the DKL member's (sums to one).
+        weights_: group name -> the weight it carried, ``joint`` -> the joint member's and ``dkl`` ->
+            the DKL member's, when configured (sums to one).
     """
 
     def __init__(self, groups: Mapping[str, Sequence[int]], seed: int = 0, additive: bool = True,
-                 dkl: DKLSurrogate | None = None, dkl_from: int | None = None) -> None:
+                 dkl: DKLSurrogate | None = None, dkl_from: int | None = None, joint: bool = False) -> None:
         from ..policies import PositionGP  # the exact GP the baselines use; policies imports us lazily
 
         self.groups = {name: tuple(int(c) for c in cols) for name, cols in groups.items() if len(cols)}
@@ -215,8 +227,9 @@ class GroupAverage:
             if seen & set(cols):
                 raise ValueError(f"column groups overlap: group {name!r} repeats columns {sorted(seen & set(cols))}")
             seen |= set(cols)
-        if DKL in self.groups:
-            raise ValueError(f"{DKL!r} names the deep-kernel member; call the group something else")
+        for member in (DKL, JOINT, ADDITIVE):
+            if member in self.groups:
+                raise ValueError(f"{member!r} names a member of the average; call the group something else")
         self.seed = int(seed)
         self.members: dict[str, tuple[tuple[int, ...], Any]] = {
             name: (cols, PositionGP(seed=seed)) for name, cols in self.groups.items()
@@ -225,6 +238,8 @@ class GroupAverage:
         if additive and len(self.groups) > 1:
             local = [tuple(self.every.index(c) for c in cols) for cols in self.groups.values()]
             self.members[ADDITIVE] = (self.every, PositionGP(seed=seed, groups=local))
+        if joint and len(self.groups) > 1:
+            self.members[JOINT] = (self.every, PositionGP(seed=seed))
         self.dkl = dkl if dkl_from else None
         self.dkl_from = int(dkl_from or 0)
         if self.dkl is not None and self.dkl.input_dim != len(self.every):
@@ -320,6 +335,8 @@ class GroupAverage:
             share = scales / scales.sum()
             for name, s in zip(self.groups, share):
                 out[name] += self.member_weights_[ADDITIVE] * float(s)
+        if JOINT in self.member_weights_:
+            out[JOINT] = self.member_weights_[JOINT]
         if DKL in self.member_weights_:
             out[DKL] = self.member_weights_[DKL]
         return out
@@ -335,7 +352,7 @@ class GroupAverage:
         return torch.cat(means).numpy(), torch.cat(variances).numpy()
 
     def posterior_sample(self, X: Tensor, seed: int, chunk: int = 1024) -> np.ndarray:
-        """One draw of ``f`` over ``X``: a group (or the DKL member) drawn by its weight
+        """One draw of ``f`` over ``X``: a group (or the joint or DKL member) drawn by its weight
         (:attr:`weights_`), then a pathwise sample of that model. (botorch has no pathwise prior for
         an additive kernel, so the additive member's weight goes to the groups it spreads it over.)"""
         rng = np.random.default_rng(int(seed))

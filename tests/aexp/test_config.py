@@ -319,6 +319,13 @@ def test_every_shipped_and_recorded_config_loads_as_the_same_experiment():
         assert cfg.policy.acquisition.beta == data["policy"]["beta"]
 
 
+def test_joint_member_belongs_to_the_group_average(tiny_config):
+    assert parse_config(tiny_config(surrogate={"kind": "groups", "joint": True})).surrogate.joint is True
+    assert parse_config(tiny_config(surrogate={"kind": "groups"})).surrogate.joint is False  # as before
+    with pytest.raises(ConfigError, match="'joint' .* not an option of surrogate kind 'dkl'"):
+        parse_config(tiny_config(surrogate={"kind": "dkl", "joint": True}))
+
+
 def test_dkl_from_belongs_to_the_group_average(tiny_config):
     cfg = parse_config(tiny_config(surrogate={"kind": "groups", "dkl_from": 20}))
     assert cfg.surrogate.dkl_from == 20 and cfg.surrogate.iterations == 20  # the member's DKL settings

@@ -90,6 +90,26 @@ def test_the_hdf5_export_holds_the_weights_per_step(dkl_member_session, tmp_path
     assert sum(1 for s in steps if s.weights is None) == 3
 
 
+def test_the_joint_member_is_recorded_replayed_and_exported(tiny_session, tmp_path):
+    # weights.png draws whatever names the steps record (the dkl test above draws one beyond the groups)
+    import h5py
+
+    from aexp.session.export import export_hdf5
+
+    session = tiny_session(3, candidates={"patch_size": "auto"}, stopping={"max_steps": 3},
+                           surrogate={"kind": "groups", "joint": True, "centre_pixels": 1,
+                                      "centre_gradient": True})[0]
+    steps = SessionReader(session).steps
+    for s in (s for s in steps if s.phase == "policy"):
+        assert set(s.weights) == {"embedding", "survey", "position", "joint"}
+        assert math.isclose(sum(s.weights.values()), 1.0, rel_tol=1e-9)
+    verify_session(session, progress=False)  # raises ReplayDivergence on a difference
+    with h5py.File(export_hdf5(session, tmp_path / "s.h5"), "r") as f:
+        assert json.loads(f["steps/weights"].attrs["order"]) == ["embedding", "survey", "position", "joint"]
+        np.testing.assert_array_equal(f["steps/weights/joint"][()],
+                                      [s.weights["joint"] if s.weights else np.nan for s in steps])
+
+
 def _survey(image: np.ndarray) -> Survey:
     return Survey(image[None], PixelTransform.square(1e-9), ("haadf",))
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from botorch.acquisition import UpperConfidenceBound
 
-from aexp.surrogates.groups import ADDITIVE, GroupAverage, loo_log_likelihood
+from aexp.surrogates.groups import ADDITIVE, JOINT, GroupAverage, loo_log_likelihood
 
 GROUPS = {"embedding": (0, 1), "survey": (2,), "position": (3, 4)}
 
@@ -166,3 +166,30 @@ def test_an_interaction_of_survey_and_position_gives_the_dkl_member_weight():
         weights[name] = sur.weights_
     assert weights["interaction"]["dkl"] > 0.3, weights
     assert weights["position"]["position"] > 0.8 and weights["position"]["dkl"] < 0.15, weights
+
+
+def _fit_joint(y_of, n: int = 40, seed: int = 0) -> GroupAverage:
+    X = _inputs(n, seed)
+    noise = 0.02 * np.random.default_rng(seed + 1).standard_normal(n)
+    return GroupAverage(GROUPS, seed=0, joint=True).fit(torch.as_tensor(X), y_of(X) + noise)
+
+
+def test_a_product_of_survey_and_position_gives_the_joint_member_weight():
+    # high where the survey is high *and* at one place: a sum of per-group kernels cannot say "and"
+    sur = _fit_joint(lambda X: np.exp(-X[:, 2] ** 2) * np.exp(-((X[:, 3] - 0.5) ** 2)) * 3.0)
+    assert set(sur.member_weights_) == {*GROUPS, ADDITIVE, JOINT}
+    assert math.isclose(sum(sur.weights_.values()), 1.0, rel_tol=1e-9)
+    assert sur.weights_[JOINT] > 0.5, sur.weights_
+
+
+def test_a_position_only_target_keeps_the_weight_on_position_beside_the_joint_member():
+    sur = _fit_joint(lambda X: np.sin(2 * X[:, 3]) + np.cos(1.5 * X[:, 4]))
+    assert sur.weights_["position"] > 0.8, sur.weights_
+    assert sur.weights_[JOINT] < 0.2, sur.weights_
+
+
+def test_one_group_has_no_joint_member_and_member_names_are_refused_as_groups():
+    sur = GroupAverage({"position": (0, 1)}, joint=True).fit(torch.as_tensor(_inputs(8, 0)[:, :2]), np.arange(8.0))
+    assert set(sur.member_weights_) == {"position"}
+    with pytest.raises(ValueError, match="joint"):
+        GroupAverage({"joint": (0,), "position": (1, 2)}, joint=True)
