@@ -64,7 +64,7 @@ test: setup
 
 # the statistical and long tests (learning beats random, angle recovery, kill -9 campaigns)
 test-slow: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --timeout 3600
 
 lint: setup
 	$(BIN)/ruff check aexp drivers simulators tests benchmarks examples

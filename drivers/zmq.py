@@ -178,12 +178,24 @@ class ZmqInstrument:
         msg_id = uuid.uuid4().hex
         t0 = time.perf_counter()
         try:
-            self._sock.send_multipart(encode_request(msg_id, method, params), copy=False)
-            if not self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+            # A REQ socket's send blocks while it has no ready peer (nothing listening, or a CURVE
+            # handshake the server refused): wait for it within the same deadline, never forever.
+            if not self._sock.poll(int(timeout_s * 1000), zmq.POLLOUT):
+                log.warning("%s: %s took no request within %.2f s; reconnecting", method, self.options.address,
+                            timeout_s)
+                self._reset()
+                return None
+            self._sock.send_multipart(encode_request(msg_id, method, params), flags=zmq.NOBLOCK, copy=False)
+            left = max(0.0, timeout_s - (time.perf_counter() - t0))
+            if not self._sock.poll(int(left * 1000), zmq.POLLIN):
                 log.warning("%s: no reply from %s within %.2f s; reconnecting", method, self.options.address, timeout_s)
                 self._reset()
                 return None
             frames = self._sock.recv_multipart(copy=False)
+        except zmq.Again:  # the peer went away between the poll and the send
+            log.warning("%s: %s took no request; reconnecting", method, self.options.address)
+            self._reset()
+            return None
         except BaseException:  # e.g. Ctrl-C while waiting: a REQ socket would stay owed a reply
             self._reset()
             raise
