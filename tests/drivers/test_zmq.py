@@ -374,3 +374,25 @@ def test_a_diffraction_pattern_crosses_the_link_with_its_axes(serve):
     local = FourDStemSimulator(seed=3, survey_pixels=16).measure((5e-9, 5e-9), command_id="c0")
     assert m.spectrum.shape == (64, 64) and m.signal_axes == local.signal_axes
     np.testing.assert_array_equal(m.spectrum, local.spectrum)
+
+
+def test_a_request_to_a_peer_that_takes_nothing_times_out_instead_of_blocking_in_send():
+    # ZMQ_IMMEDIATE makes a REQ socket's send block until a connection completes, as a refused
+    # CURVE handshake does: the request must give up at its deadline, not wait in send forever
+    inst = client(f"tcp://127.0.0.1:{free_port()}", retries=1, timeout_s=0.2)
+    inst._ctx = zmq.Context()
+    inst._ctx.setsockopt(zmq.IMMEDIATE, 1)  # the default of every socket the driver makes from it
+    outcome: list[BaseException] = []
+
+    def ping():
+        try:
+            inst.ping()
+        except BaseException as exc:  # noqa: BLE001 - the test reads what was raised
+            outcome.append(exc)
+
+    worker = threading.Thread(target=ping, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "the request blocked past its deadline"
+    assert len(outcome) == 1 and isinstance(outcome[0], InstrumentTimeout)
+    inst.close()
