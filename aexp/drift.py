@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ import numpy as np
 
 from .errors import AexpError
 from .instrument import Instrument
+from .session.durable import append_line
 from .types import PixelTransform, Survey
 
 __all__ = [
@@ -203,11 +203,7 @@ def read_registrations(folder: str | Path) -> list[Registration]:
 
 def append_registration(folder: str | Path, record: Registration) -> None:
     """Append one record to ``registrations.jsonl`` and fsync it before the next command is sent."""
-    path = Path(folder) / REGISTRATIONS_FILE
-    with open(path, "ab") as fh:
-        fh.write(json.dumps(record.to_dict()).encode() + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_line(Path(folder) / REGISTRATIONS_FILE, json.dumps(record.to_dict()).encode() + b"\n")
 
 
 class DriftCorrection(Protocol):

@@ -37,6 +37,7 @@ import numpy as np
 from ..campaign import Directive
 from ..errors import AexpError
 from ..policies import Decision
+from ..session.durable import append_line
 from ..session.manifest import SessionError
 from ..session.store import SessionReader, writer_running
 from ..types import Step
@@ -208,13 +209,7 @@ def read_actions(folder: str | Path) -> list[Action]:
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line durably; one ``write`` with ``O_APPEND`` so concurrent senders never interleave."""
-    data = (json.dumps(record, allow_nan=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(path, (json.dumps(record, allow_nan=False) + "\n").encode())
 
 
 # --- checking a command against a session --------------------------------------------------------

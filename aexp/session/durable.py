@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["_fsync_dir", "_write_durable"]
+__all__ = ["_fsync_dir", "_write_durable", "append_line"]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -28,3 +28,14 @@ def _write_durable(path: Path, write: Callable[[BinaryIO], object]) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one record (``line``, newline included) and fsync it before returning: one ``write``
+    with ``O_APPEND``, so concurrent writers never interleave their records."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
