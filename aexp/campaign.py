@@ -44,7 +44,7 @@ from .policies import Decision, Policy, SelectionContext
 from .repro import step_rng
 from .session.store import Recorder
 from .targets import Target
-from .types import Candidates, Measurement, Step
+from .types import Candidates, Directive, Measurement, Step
 
 __all__ = [
     "AskTellPolicy",
@@ -287,25 +287,6 @@ class TravelCost:
             d2 = ((positions[:, None, :] - recent[None, :, :]) ** 2).sum(-1)
             out += self.recency_weight * np.exp(-d2 / (2 * self.recency_radius_m**2)).sum(1)
         return out
-
-
-@dataclass
-class Directive:
-    """What an operator wants at a decision boundary (empty: let the policy decide).
-
-    Attributes:
-        goto: measure this candidate next (a step with ``phase: "operator"``), or ``None``.
-        exclude: candidates never to be measured from now on.
-        settings: policy settings to change from this decision on (``{"beta": 1.0}``).
-        stop: end the campaign before this decision (``stop_reason`` is ``stop_reason``).
-        stop_reason: why it stops (``"operator"``, ``"stagnation"``).
-    """
-
-    goto: int | None = None
-    exclude: list[int] = field(default_factory=list)
-    settings: dict[str, float] = field(default_factory=dict)
-    stop: bool = False
-    stop_reason: str = "operator"
 
 
 @runtime_checkable

@@ -22,6 +22,7 @@ __all__ = [
     "Measurement",
     "InstrumentDescription",
     "Step",
+    "Directive",
 ]
 
 
@@ -354,3 +355,22 @@ class Step:
         if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)):
             raise ValueError(f"target must be a number or null, got {target!r}")
         return cls(**kw)
+
+
+@dataclass
+class Directive:
+    """What an operator wants at a decision boundary (empty: let the policy decide).
+
+    Attributes:
+        goto: measure this candidate next (a step with ``phase: "operator"``), or ``None``.
+        exclude: candidates never to be measured from now on.
+        settings: policy settings to change from this decision on (``{"beta": 1.0}``).
+        stop: end the campaign before this decision (``stop_reason`` is ``stop_reason``).
+        stop_reason: why it stops (``"operator"``, ``"stagnation"``).
+    """
+
+    goto: int | None = None
+    exclude: list[int] = field(default_factory=list)
+    settings: dict[str, float] = field(default_factory=dict)
+    stop: bool = False
+    stop_reason: str = "operator"

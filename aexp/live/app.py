@@ -18,7 +18,10 @@ import asyncio
 import io
 import ipaddress
 import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ import numpy as np
 from ..errors import UsageError
 from .channel import ACTIONS, CONTROL, MAPS, STATE, Command, ControlError, read_actions, read_state, send
 
-__all__ = ["make_app", "serve", "LiveServer", "is_loopback", "session_state"]
+__all__ = ["make_app", "serve", "LiveServer", "is_loopback", "session_state", "serve_child"]
 
 _PAGE = Path(__file__).with_name("page.html")
 _WATCHED = ("manifest.json", "steps.jsonl", ACTIONS, STATE, MAPS, "summary.json", CONTROL)
@@ -228,41 +231,102 @@ def make_app(folder: str | Path, token: str | None = None, poll_s: float = 0.1):
 
 
 class LiveServer:
-    """uvicorn serving :func:`make_app` in a background thread (``aexp run --live``)."""
+    """The page's server for ``aexp run --live``, in a child process of the run.
+
+    Why a process and not a thread: the server rebuilds the page's state (maps over every candidate,
+    as JSON) whenever the session changes; in a thread of the loop's process it held the loop's GIL
+    for that time, which showed in the decision time (docs/live.md). The child (``python -m
+    aexp.live FOLDER HOST PORT``, the token in its environment, not on its command line) binds the
+    port, prints it, and serves until its standard input closes: :meth:`stop` closes it, and so
+    does the run's death (kill -9 included), so a page never outlives its run.
+    """
 
     def __init__(self, folder: str | Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
-        import uvicorn
-
         check_bind(host, token)
-        self.host, self.token = host, token
-        config = uvicorn.Config(make_app(folder, token), host=host, port=port, log_level="warning",
-                                lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="aexp-live", daemon=True)
+        self.folder, self.host, self.token, self.requested_port = Path(folder), host, token, port
+        self.process: subprocess.Popen[str] | None = None
+        self._port: int | None = None
 
-    def start(self, timeout_s: float = 10.0) -> LiveServer:
-        import time
+    def start(self, timeout_s: float = 30.0) -> LiveServer:
+        import aexp
 
-        self.thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise UsageError(f"the live page could not start on {self.host} (port in use?)")
-            time.sleep(0.02)
+        root = str(Path(aexp.__file__).resolve().parents[1])  # the child imports this aexp, not another
+        env = dict(os.environ, AEXP_LIVE_TOKEN=self.token or "")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "aexp.live", str(self.folder), self.host, str(self.requested_port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(self.process.stdout.readline()),  # type: ignore[union-attr]
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout_s)
+        line = lines[0].strip() if lines else ""
+        if not line.startswith("port "):
+            self.stop()
+            why = line.removeprefix("error: ") or f"no answer within {timeout_s:g} s"
+            raise UsageError(f"the live page could not start on {self.host}:{self.requested_port}: {why}")
+        self._port = int(line.split()[1])
         return self
 
     @property
     def port(self) -> int:
-        return int(self.server.servers[0].sockets[0].getsockname()[1])
+        if self._port is None:
+            raise RuntimeError("the live page is not started")
+        return self._port
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Close the child's input (it ends its server), and end it harder if it does not go."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+
+
+def serve_child(argv: list[str]) -> int:
+    """``python -m aexp.live FOLDER HOST PORT``: the child :class:`LiveServer` starts.
+
+    Prints ``port N`` (or ``error: why``) on its first line, then serves until its standard input
+    reaches its end."""
+    import socket
+
+    import uvicorn
+
+    folder, host, port = argv
+    token = os.environ.get("AEXP_LIVE_TOKEN") or None
+    try:
+        check_bind(host, token)
+        family, kind, proto, _, address = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)  # a request that comes before the server runs waits in the backlog
+    except (OSError, ValueError, UsageError) as exc:
+        print(f"error: {exc}", flush=True)
+        return 2
+    print(f"port {sock.getsockname()[1]}", flush=True)
+    os.dup2(2, 1)  # nothing more on the pipe the parent no longer reads
+    server = uvicorn.Server(uvicorn.Config(make_app(folder, token), log_level="warning", lifespan="off"))
+
+    def until_input_ends() -> None:
+        sys.stdin.read()
+        server.should_exit = True
+
+    threading.Thread(target=until_input_ends, name="aexp-live-parent", daemon=True).start()
+    server.run(sockets=[sock])
+    return 0
 
 
 def check_bind(host: str, token: str | None) -> None:

@@ -30,18 +30,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..campaign import Directive
 from ..errors import AexpError
-from ..policies import Decision
 from ..session.durable import append_line
 from ..session.manifest import SessionError
 from ..session.store import SessionReader, writer_running
-from ..types import Step
+from ..types import Directive, Step
 from .stagnation import Stagnation, StagnationRule, find_stagnation
+
+if TYPE_CHECKING:
+    from ..policies import Decision
 
 __all__ = [
     "ACTIONS",

@@ -45,6 +45,51 @@ def test_only_loopback_without_a_token(finished, capsys):
     assert "give --token" in capsys.readouterr().err
 
 
+def _refused(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_the_page_is_served_by_a_child_that_ends_with_its_run(finished):
+    import urllib.request
+
+    server = LiveServer(finished, token="s3cret").start()
+    assert server.process is not None and server.process.pid != os.getpid()
+    with urllib.request.urlopen(server.url.replace("/?", "/state?"), timeout=10) as answer:
+        assert json.load(answer)["ready"]
+    server.stop()
+    assert _refused(server.port)
+    # a run killed with -9 takes its page with it (the child's input closes)
+    script = ("import sys, time; from aexp.live.app import LiveServer; s = LiveServer(sys.argv[1]).start(); "
+              "print(s.port, flush=True); time.sleep(120)")
+    run = subprocess.Popen([sys.executable, "-c", script, str(finished)], stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        port = int(run.stdout.readline())
+        assert not _refused(port)
+    finally:
+        run.kill()
+        run.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while not _refused(port):
+        assert time.monotonic() < deadline, "the page outlived its run"
+        time.sleep(0.1)
+
+
+def test_a_port_in_use_is_a_clear_error(finished):
+    server = LiveServer(finished).start()
+    try:
+        with pytest.raises(UsageError, match=f"could not start on 127.0.0.1:{server.port}: .*in use"):
+            LiveServer(finished, port=server.port).start()
+    finally:
+        server.stop()
+
+
 def test_a_token_guards_every_route(finished):
     from starlette.testclient import TestClient
 
