@@ -1,6 +1,7 @@
 """The live page: how soon a recorded step is on the page, and what watching costs the loop.
 
-Runs the same experiment (config, seed) three times in this process:
+Runs the same experiment (config, seed) three times, each in a child process of its own as
+``aexp run`` would (its page's server, when there is one, in a child of that):
 
 - ``off``: no page (the operator channel only, as every run has);
 - ``live``: ``--live`` (the policy returns its maps with every decision, ``live.json`` and
@@ -21,8 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -44,52 +46,71 @@ TINY = {
 }
 
 
-def one_run(cfg, seed: int, folder: Path, mode: str) -> dict:
+def run_loop(cfg, seed: int, folder: Path, mode: str, times: Path) -> None:
+    """The experiment, in its own process as ``aexp run`` runs it (``--live`` unless ``mode`` is ``off``).
+
+    Prints the page's URL first when there is one; writes ``{"written": {step: time}, "decision": [...]}``
+    to ``times`` at the end."""
     written: dict[int, float] = {}
     inst = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
-    server = browser = pw = None
+    server = LiveServer(folder).start() if mode != "off" else None
+    print(server.url if server else "no page", flush=True)
+    sys.stdin.readline()  # the driver has the page open (watched): go
+    try:
+        result = run_experiment(cfg, inst, folder, seed=seed, progress=False, overwrite=True,
+                                on_step=lambda step, budget: written.__setitem__(step.step, time.time()),
+                                operator=OperatorOptions(live=mode != "off"))[1]
+    finally:
+        if server is not None:
+            server.stop()
+    decision = [s.timings["decision_s"] for s in result.steps if s.phase == "policy"]
+    times.write_text(json.dumps({"written": written, "decision": decision, "steps": len(result.steps)}))
+
+
+def one_run(args: argparse.Namespace, folder: Path, mode: str) -> dict:
+    """One run of ``mode``: the loop in a child process; for ``watched``, chromium on its page.
+
+    The loop never shares a process with the page's server (``run --live`` serves it from a child) or
+    with the browser's driver: playwright's event loop in the loop's process would take its GIL, which a
+    real browser never does."""
+    times = folder.with_suffix(".times.json")
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--child", mode, "--out", str(folder), "--times", str(times), "--steps",
+         str(args.steps), "--seed", str(args.seed)] + (["--config", str(args.config)] if args.config else []),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    url = child.stdout.readline().strip()
     shown: list = []
-    if mode != "off":
-        server = LiveServer(folder).start()
-    if mode == "watched":
+
+    def go() -> None:
+        child.stdin.write("go\n")
+        child.stdin.close()
+
+    if mode != "watched":
+        go()
+    else:
         from playwright.sync_api import sync_playwright
 
-        pw = sync_playwright().start()
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page()
-        page.goto(server.url)
-    done = threading.Event()
-    out: dict = {}
-
-    def work() -> None:
-        try:
-            out["result"] = run_experiment(
-                cfg, inst, folder, seed=seed, progress=False, overwrite=True,
-                on_step=lambda step, budget: written.__setitem__(step.step, time.time()),
-                operator=OperatorOptions(live=mode != "off"))[1]
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    if mode == "watched":
-        while not done.is_set():  # playwright's sync API lives on this thread: let it run its loop
-            page.wait_for_timeout(100)
-        page.wait_for_function(f"(window.aexpShown || []).some(s => s[0] >= {len(written)})", timeout=10_000)
-        shown = page.evaluate("window.aexpShown")
-        browser.close()
-        pw.stop()
-    thread.join()
-    if server is not None:
-        server.stop()
-    steps = out["result"].steps
-    decision = [s.timings["decision_s"] for s in steps if s.phase == "policy"]
-    row = {"mode": mode, "steps": len(steps), "decision_s_median": float(np.median(decision)),
-           "decision_s_mean": float(np.mean(decision))}
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            page = browser.new_page()
+            page.goto(url)
+            go()
+            while child.poll() is None:
+                page.wait_for_timeout(100)
+            done = json.loads(times.read_text())
+            page.wait_for_function(f"(window.aexpShown || []).some(s => s[0] >= {done['steps']})", timeout=10_000)
+            shown = page.evaluate("window.aexpShown")
+            browser.close()
+    if child.wait() != 0:
+        raise SystemExit(f"the {mode} run failed")
+    done = json.loads(times.read_text())
+    written = {int(k): v for k, v in done["written"].items()}
+    row = {"mode": mode, "steps": done["steps"], "decision_s_median": float(np.median(done["decision"])),
+           "decision_s_mean": float(np.mean(done["decision"]))}
     if shown:
-        first = {}
+        first: dict[int, float] = {}
         for n, t_ms in shown:
             for k in range(n):
                 first.setdefault(k, t_ms / 1000.0)
@@ -106,15 +127,21 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=1, help="rounds of the three modes, interleaved")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--child", choices=("off", "live", "watched"), help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--times", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
-    cfg = load_config(args.config) if args.config else parse_config(TINY)
-    cfg = cfg.with_overrides(**{"stopping.max_steps": args.steps, "recording.figure": False})
+    if args.child:
+        cfg = load_config(args.config) if args.config else parse_config(TINY)
+        cfg = cfg.with_overrides(**{"stopping.max_steps": args.steps, "recording.figure": False})
+        run_loop(cfg, args.seed, args.out, args.child, args.times)
+        return
     rows = []
     modes = ("off", "live", "watched")
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeat):  # interleaved, so a slow spell of a shared machine hits every mode
             for mode in modes:
-                rows.append(one_run(cfg, args.seed, Path(tmp) / mode, mode))
+                rows.append(one_run(args, Path(tmp) / mode, mode))
                 print(json.dumps(rows[-1]), flush=True)
     med = {m: float(np.median([r["decision_s_median"] for r in rows if r["mode"] == m])) for m in modes}
     watched = [r for r in rows if r["mode"] == "watched"]

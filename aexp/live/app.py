@@ -318,6 +318,10 @@ def serve_child(argv: list[str]) -> int:
         return 2
     print(f"port {sock.getsockname()[1]}", flush=True)
     os.dup2(2, 1)  # nothing more on the pipe the parent no longer reads
+    # what the first state needs (the figures' discovery curve, a twin's truth) is imported now, while
+    # the run surveys and embeds, rather than when the first step is already waiting to be shown
+    from .. import instrument  # noqa: F401
+    from ..session import figures, rebuild, truth  # noqa: F401
     server = uvicorn.Server(uvicorn.Config(make_app(folder, token), log_level="warning", lifespan="off"))
 
     def until_input_ends() -> None:
