@@ -18,8 +18,9 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -326,45 +327,61 @@ def _record(cfg: ExperimentConfig, instrument: Instrument, surveyed: Surveyed, w
     however it ends (``run_experiment``'s body, inside the session's log)."""
     log.info("run %s (config %s, seed %d) on %s: %d candidates from a %s survey", session_id, cfg.name, seed,
              surveyed.description.name, len(surveyed.candidates), "x".join(map(str, surveyed.survey.image.shape)))
-    result: CampaignResult | None = None
-    status = "failed"
-    extra: dict[str, Any] = {}
+    end = RunEnd()
     live = None
     try:
-        t0 = time.perf_counter()
-        prepared = embed(cfg, surveyed, seed, progress=progress)
-        log.info("surrogate inputs ready in %.1f s: %s", time.perf_counter() - t0, prepared.feature_info)
-        policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device,
-                              columns=prepared.feature_info)
-        writer.write_array("survey", prepared.survey.image)
-        writer.write_array("candidates", prepared.candidates.positions)
-        writer.write_array("pixels", prepared.candidates.pixels)
-        # the manifest is written last: a folder without one never measured anything
-        record = manifest(cfg, prepared, seed, session_id, settings)
-        token = getattr(instrument, "lease_token", None)  # a link's lease, for resume to take back
-        if isinstance(token, str):
-            record = dataclasses.replace(record, lease_token=token)
-        writer.write_json("manifest.json", record.to_dict())
-        live = operator_for(cfg, writer.folder, session_id, prepared, instrument, operator)
-        result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step, operator=live,
-                          folder=writer.folder)
-        status = "completed"
-        finish_figure(cfg, writer.folder, prepared, result)
-        return result, status, extra
+        with ending(end):
+            t0 = time.perf_counter()
+            prepared = embed(cfg, surveyed, seed, progress=progress)
+            log.info("surrogate inputs ready in %.1f s: %s", time.perf_counter() - t0, prepared.feature_info)
+            policy = build_policy(cfg, int(prepared.features.shape[1]), seed, prepared.device,
+                                  columns=prepared.feature_info)
+            writer.write_array("survey", prepared.survey.image)
+            writer.write_array("candidates", prepared.candidates.positions)
+            writer.write_array("pixels", prepared.candidates.pixels)
+            # the manifest is written last: a folder without one never measured anything
+            record = manifest(cfg, prepared, seed, session_id, settings)
+            token = getattr(instrument, "lease_token", None)  # a link's lease, for resume to take back
+            if isinstance(token, str):
+                record = dataclasses.replace(record, lease_token=token)
+            writer.write_json("manifest.json", record.to_dict())
+            live = operator_for(cfg, writer.folder, session_id, prepared, instrument, operator)
+            end.result = campaign(cfg, instrument, prepared, policy, writer, seed, session_id, on_step,
+                                  operator=live, folder=writer.folder)
+            end.status = "completed"
+            finish_figure(cfg, writer.folder, prepared, end.result)
+            return end.result, end.status, end.extra
+    finally:
+        done = len(end.result.steps) if end.result is not None else 0
+        log.info("run %s ended %s after %d steps%s", session_id, end.status, done,
+                 f" ({end.extra['reason']})" if "reason" in end.extra else "")
+        if (writer.folder / "manifest.json").exists():
+            writer.write_json("summary.json", summary(end.status, end.result, **end.extra))
+        if live is not None:
+            live.close(end.status)
+
+
+@dataclass
+class RunEnd:
+    """How a run or a resume ended, for its ``summary.json`` (see :func:`ending`)."""
+
+    status: str = "failed"
+    result: CampaignResult | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def ending(end: RunEnd) -> Iterator[RunEnd]:
+    """Mark ``end`` interrupted on Ctrl-C or an instrument outage (whose steps and reason it keeps);
+    the exception goes on. Any other exception leaves it ``failed``; the body sets ``completed``."""
+    try:
+        yield end
     except KeyboardInterrupt:
-        status = "interrupted"
+        end.status = "interrupted"
         raise
     except InstrumentOutage as exc:
-        status, result, extra = "interrupted", exc.result, {"reason": str(exc)}
+        end.status, end.result, end.extra = "interrupted", exc.result, {"reason": str(exc)}
         raise
-    finally:
-        done = len(result.steps) if result is not None else 0
-        log.info("run %s ended %s after %d steps%s", session_id, status, done,
-                 f" ({extra['reason']})" if "reason" in extra else "")
-        if (writer.folder / "manifest.json").exists():
-            writer.write_json("summary.json", summary(status, result, **extra))
-        if live is not None:
-            live.close(status)
 
 
 def _remove_unstarted(folder: Path, created: bool) -> None:

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from ..campaign import InstrumentOutage
 from ..config import ExperimentConfig, load_config
 from ..drift import read_registrations
 from ..errors import AexpError
@@ -39,8 +38,10 @@ from ..live.channel import RecordedOperator, ResumedOperator
 from ..loop import (
     CampaignResult,
     Prepared,
+    RunEnd,
     StepCallback,
     campaign,
+    ending,
     finish_figure,
     operator_for,
     summary,
@@ -409,41 +410,37 @@ def _continue(reader, cfg, recorded, previous, lock, instrument, progress, on_st
         instrument = load_instrument(cfg.instrument.driver, options, seed=reader.manifest.seed)
     live = instrument
     checker = _Checker(recorded, reader, lock)
-    result: CampaignResult | None = None
+    end = RunEnd()
     warnings: list[str] = []
-    status = "failed"
-    extra: dict[str, Any] = {}
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
-        # with drift correction the sample may have moved since the survey: the candidates come from the
-        # recorded survey, and the registrar re-registers the live field before the first new step
-        source = SessionInstrument(reader) if cfg.drift is not None else live
-        with rebuild(reader, source, config=cfg, progress=progress,
-                     check=lambda prepared: _check_instrument(reader, live, prepared,
-                                                              survey=cfg.drift is None)) as r:
-            warnings = r.warnings
-            mixed = _Resumed(SessionInstrument(reader), live)
-            # the recorded operator actions first, then the channel (commands queued before a crash apply now)
-            operator = ResumedOperator(RecordedOperator.of(reader.folder),
-                                       operator_for(cfg, reader.folder, r.session_id, r.prepared, live),
-                                       len(recorded))
-            result = campaign(cfg, mixed, r.prepared, r.policy, checker, r.seed, r.session_id, on_step,
-                              operator=operator, registrations=read_registrations(reader.folder),
-                              live_from=len(recorded), folder=reader.folder)
-        status = "completed"
-        finish_figure(cfg, reader.folder, r.prepared, result)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except InstrumentOutage as exc:
-        status, result, extra = "interrupted", exc.result, {"reason": str(exc)}
-        raise
+        with ending(end):
+            # with drift correction the sample may have moved since the survey: the candidates come from
+            # the recorded survey, and the registrar re-registers the live field before the first new step
+            source = SessionInstrument(reader) if cfg.drift is not None else live
+            with rebuild(reader, source, config=cfg, progress=progress,
+                         check=lambda prepared: _check_instrument(reader, live, prepared,
+                                                                  survey=cfg.drift is None)) as r:
+                warnings = r.warnings
+                mixed = _Resumed(SessionInstrument(reader), live)
+                # the recorded operator actions first, then the channel (commands queued before a crash
+                # apply now)
+                operator = ResumedOperator(RecordedOperator.of(reader.folder),
+                                           operator_for(cfg, reader.folder, r.session_id, r.prepared, live),
+                                           len(recorded))
+                end.result = campaign(cfg, mixed, r.prepared, r.policy, checker, r.seed, r.session_id, on_step,
+                                      operator=operator, registrations=read_registrations(reader.folder),
+                                      live_from=len(recorded), folder=reader.folder)
+            end.status = "completed"
+            finish_figure(cfg, reader.folder, r.prepared, end.result)
     finally:
         checker.close()
-        if checker.writer is not None or result is not None:
+        if checker.writer is not None or end.result is not None:
             resumes = list(previous.get("resumes", []))
             resumes.append({"started": started, "from_step": len(recorded), "dropped": reader.dropped})
-            write_json(reader.folder / "summary.json", summary(status, result, resumes=resumes, **extra))
+            write_json(reader.folder / "summary.json", summary(end.status, end.result, resumes=resumes,
+                                                                **end.extra))
+    result = end.result
     new = len(result.steps) - len(recorded) if result is not None else 0
     return ResumeOutcome(reader.folder, len(recorded), new, result, warnings, list(reader.dropped))
 
