@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -289,7 +289,7 @@ class TravelCost:
     recency_weight: float = 0.0
     recency_radius_m: float = 1e-9
     recency_window: int = 10
-    units: str = "acquisition"
+    units: Literal["acquisition", "spread"] = "acquisition"
     dwell_s: float = 1.0
 
     def __post_init__(self) -> None:

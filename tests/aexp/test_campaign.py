@@ -457,7 +457,7 @@ def test_the_tour_shortens_a_batchs_path(monkeypatch):
     field = (np.sin(xx / 2.0) * np.cos(yy / 3.0))[None].astype(np.float32)
 
     def travel():
-        _, res, _ = _run(Fake(field=field), policy="gp-xy", n_initial=4, steps=16, schedule=Schedule(batch=4))
+        _, res, _ = _run(Fake(field=field), policy="gp-xy", n_initial=4, steps=8, schedule=Schedule(batch=4))
         return res.extra["travel_m"]
 
     toured = travel()
