@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -252,18 +252,35 @@ class TravelCost:
     """A penalty subtracted from the acquisition (gpax's score-then-penalise cut; additive, never a
     division, so negative acquisitions keep their order):
 
-    ``penalty(x) = weight * (settle_s + |x - x_probe| / stage_speed_m_s)
-    + recency_weight * sum_r exp(-|x - x_r|^2 / (2 recency_radius_m^2))``
+    ``penalty(x) = weight * T(x) + recency_weight * sum_r exp(-|x - x_r|^2 / (2 recency_radius_m^2))``
 
-    over the ``recency_window`` most recently visited sites ``x_r``. ``x_probe`` is where the probe
-    will be when the move starts: the last pending point, or the last one measured.
+    ``T(x) = settle_s + |x - x_probe| / stage_speed_m_s`` (seconds, 0 for no move) over the
+    ``recency_window`` most recently visited sites ``x_r``. ``x_probe`` is where the probe will be
+    when the move starts: the last pending point, or the last one measured.
+
+    Two units (``units``):
+
+    - ``"acquisition"`` (the first form, kept so recorded sessions replay): ``weight`` is in
+      acquisition units per second, ``recency_weight`` in acquisition units. Its effect depends on
+      the target's units and the acquisition's range on the sample.
+    - ``"spread"``: the move's time counts in dwells, ``T(x) / dwell_s``, and both terms are in
+      units of the acquisition's spread over the candidates still allowed at that step
+      (:func:`~aexp.policies.acquisition_spread`), applied by the policy. Multiplying the target
+      (or the acquisition) by a constant, or adding one, leaves every choice where it was;
+      ``weight = 1``: a move that takes one dwell costs one spread.
 
     Attributes:
-        weight: acquisition units per second of travel (0: no travel term).
+        weight: per second of travel (``acquisition``) or per dwell of travel (``spread``).
         stage_speed_m_s, settle_s: the stage's speed and settle time per move.
-        recency_weight: acquisition units at a recently visited site (0: no recency term).
-        recency_radius_m: the reach of the recency term.
+        recency_weight: the penalty at a recently visited site (0: no recency term).
+        recency_radius_m: the reach of the recency term (a physical footprint: beam damage, tip wear).
         recency_window: how many recent sites count.
+        units: ``"acquisition"`` or ``"spread"``, see above.
+        dwell_s: the measurement's own time (``spread`` only): what a move's time is counted in.
+
+    Example:
+        >>> cost = TravelCost(weight=1.0, stage_speed_m_s=1e-6, settle_s=0.02, units="spread", dwell_s=0.5)
+        >>> cost.penalty(positions, probe=positions[3], recent=positions[[3]])  # M, in spreads
     """
 
     weight: float = 0.0
@@ -272,6 +289,19 @@ class TravelCost:
     recency_weight: float = 0.0
     recency_radius_m: float = 1e-9
     recency_window: int = 10
+    units: Literal["acquisition", "spread"] = "acquisition"
+    dwell_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.units not in ("acquisition", "spread"):
+            raise ValueError(f"travel units must be 'acquisition' or 'spread', got {self.units!r}")
+        if not self.dwell_s > 0:
+            raise ValueError(f"travel dwell_s must be positive, got {self.dwell_s}")
+
+    @property
+    def in_spread(self) -> bool:
+        """The penalty is in spreads of the acquisition (the policy scales it at each step)."""
+        return self.units == "spread"
 
     def move_s(self, distance_m: np.ndarray | float) -> np.ndarray:
         """Seconds to move ``distance_m`` and settle (0 for no move)."""
@@ -282,7 +312,8 @@ class TravelCost:
         """``M``-vector of the penalty above; ``positions`` ``M x 2``, ``probe`` ``2``, ``recent`` ``r x 2``."""
         out = np.zeros(len(positions))
         if self.weight > 0 and probe is not None:
-            out += self.weight * self.move_s(np.linalg.norm(positions - probe, axis=1))
+            move = self.move_s(np.linalg.norm(positions - probe, axis=1))
+            out += self.weight * (move / self.dwell_s if self.in_spread else move)
         if self.recency_weight > 0 and len(recent):
             d2 = ((positions[:, None, :] - recent[None, :, :]) ** 2).sum(-1)
             out += self.recency_weight * np.exp(-d2 / (2 * self.recency_radius_m**2)).sum(1)
@@ -405,6 +436,7 @@ class SelectAskTell:
             rng=step_rng(p.seed, step),
             want_maps=want_maps,
             penalty=penalty,
+            penalty_in_spread=self.travel is not None and self.travel.in_spread,
         )
 
     def ask(self, n: int, pending: Sequence[int] = (), *, step: int) -> list[Decision]:

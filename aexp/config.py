@@ -517,13 +517,24 @@ class TravelConfig(_Section):
     """Travel and recency penalties, subtracted from the acquisition (see :class:`aexp.campaign.TravelCost`).
 
     Stage speed and settle time default to the instrument's ``describe().extra`` entries
-    ``stage_speed_m_s`` and ``settle_s`` when the config leaves them out.
+    ``stage_speed_m_s`` and ``settle_s``, and ``dwell_s`` to its ``measurement_time_s``, when the
+    config leaves them out. ``units: spread`` makes the weights independent of the target's units
+    and of the acquisition's range on the sample: a move's time is counted in dwells and both
+    penalties in spreads of the acquisition over the candidates at that step.
     """
 
-    weight: float = Field(0.0, ge=0, description="acquisition units per second of travel")
+    weight: float = Field(0.0, ge=0, description="penalty per second of travel (units: acquisition) "
+                          "or per dwell of travel (units: spread)")
+    units: Literal["acquisition", "spread"] = Field(
+        "acquisition", description="acquisition: weights in acquisition units (per second of travel); "
+        "spread: in spreads of the acquisition over the candidates (1.4826 x its median absolute "
+        "deviation) at each step, travel time in dwells")
+    dwell_s: float | None = Field(None, gt=0, description="units: spread: the dwell a move's time is "
+                                  "counted in; the instrument's measurement_time_s if omitted")
     stage_speed_m_s: float | None = Field(None, gt=0, description="stage speed; from the instrument if omitted")
     settle_s: float | None = Field(None, ge=0, description="settle time per move; from the instrument if omitted")
-    recency_weight: float = Field(0.0, ge=0, description="acquisition units at a just-measured site")
+    recency_weight: float = Field(0.0, ge=0, description="penalty at a just-measured site, in the units "
+                                  "of `units`")
     recency_radius_m: float = Field(1e-9, gt=0, description="reach of the recency penalty, metres")
     recency_window: int = Field(10, ge=1, description="how many recent sites count")
 

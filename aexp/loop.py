@@ -39,7 +39,7 @@ from .campaign import (
     TravelCost,
     initial_indices,
 )
-from .config import ExperimentConfig, check_against, with_kind
+from .config import ConfigError, ExperimentConfig, check_against, with_kind
 from .drift import Registrar, Registration, append_registration, require_registration
 from .features import resolve_device, standardise, surrogate_inputs
 from .instrument import Instrument
@@ -100,7 +100,7 @@ def run_campaign(
 
 
 def travel_cost(cfg: ExperimentConfig, description: InstrumentDescription) -> TravelCost | None:
-    """``policy.travel`` with the stage speed and settle time the instrument declares as defaults."""
+    """``policy.travel`` with the stage speed, settle time and dwell the instrument declares as defaults."""
     t = cfg.policy.travel
     if t is None:
         return None
@@ -108,11 +108,18 @@ def travel_cost(cfg: ExperimentConfig, description: InstrumentDescription) -> Tr
     speed = t.stage_speed_m_s if t.stage_speed_m_s is not None else extra.get("stage_speed_m_s")
     settle = t.settle_s if t.settle_s is not None else extra.get("settle_s", 0.0)
     if t.weight > 0 and speed is None:
-        raise ValueError("policy.travel.weight needs a stage speed: give policy.travel.stage_speed_m_s "
-                         f"(instrument {description.name!r} does not declare stage_speed_m_s)")
+        raise ConfigError("policy.travel.weight needs a stage speed: give policy.travel.stage_speed_m_s "
+                          f"(instrument {description.name!r} does not declare stage_speed_m_s)")
+    dwell = 1.0
+    if t.units == "spread":
+        dwell = t.dwell_s if t.dwell_s is not None else description.measurement_time_s
+        if not dwell > 0:
+            raise ConfigError("policy.travel.units: spread counts a move's time in dwells: give "
+                              f"policy.travel.dwell_s (instrument {description.name!r} declares a "
+                              f"measurement_time_s of {description.measurement_time_s})")
     return TravelCost(weight=t.weight, stage_speed_m_s=float(speed or 1.0), settle_s=float(settle),
                       recency_weight=t.recency_weight, recency_radius_m=t.recency_radius_m,
-                      recency_window=t.recency_window)
+                      recency_window=t.recency_window, units=t.units, dwell_s=float(dwell))
 
 
 def build_campaign(

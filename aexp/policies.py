@@ -80,6 +80,7 @@ __all__ = [
     "RandomPolicy",
     "RasterPolicy",
     "CandidateScores",
+    "acquisition_spread",
     "SelectionContext",
     "Surrogate",
     "SurrogatePolicy",
@@ -122,6 +123,8 @@ class SelectionContext:
         want_maps: also return mean, std and acquisition over all candidates.
         penalty: ``M`` acquisition units to subtract before the argmax (travel, recency), or
             ``None``; model-free policies ignore it.
+        penalty_in_spread: ``penalty`` is in units of the acquisition's spread over the allowed
+            candidates at this step (:func:`acquisition_spread`), not in acquisition units.
     """
 
     features: torch.Tensor
@@ -135,6 +138,7 @@ class SelectionContext:
     rng: np.random.Generator
     want_maps: bool = False
     penalty: np.ndarray | None = None
+    penalty_in_spread: bool = False
 
 
 @dataclass
@@ -192,6 +196,29 @@ def _allowed(ctx: SelectionContext) -> np.ndarray:
     if len(allowed) == 0:
         raise NoCandidatesLeft(f"all {len(excluded)} candidates are measured or excluded")
     return allowed
+
+
+def acquisition_spread(values: np.ndarray) -> float:
+    """The acquisition's spread over candidates: ``1.4826 * median(|a - median(a)|)`` of the finite values.
+
+    The median absolute deviation, scaled to equal the standard deviation of a normal sample: a
+    unit for penalties that moves with the acquisition (``spread(c a + b) = |c| spread(a)``) and is
+    not dragged by log-EI's long lower tail as a standard deviation would be. When over half of
+    the values are equal (a MAD of 0) the standard deviation is used; when all are, 1 (any positive
+    unit then makes the same choice).
+
+    Example:
+        >>> acquisition_spread(np.array([0.0, 1.0, 2.0, 3.0, 100.0]))  # 1.4826 * 1
+        1.4826
+    """
+    a = np.asarray(values, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return 1.0
+    spread = 1.4826 * float(np.median(np.abs(a - np.median(a))))
+    if not spread > 0:
+        spread = float(a.std())
+    return spread if spread > 0 else 1.0
 
 
 def _argmax(scores: np.ndarray, allowed: np.ndarray) -> int:
@@ -342,7 +369,10 @@ class SurrogatePolicy:
                                    best_f=float(targets.max()), seed=seed, chunk=self.chunk)
         scores = scored.acquisition
         if ctx.penalty is not None:  # score, then penalise (travel, recency): additive, never a ratio
-            scores = scores - np.asarray(ctx.penalty, dtype=np.float64)
+            penalty = np.asarray(ctx.penalty, dtype=np.float64)
+            if ctx.penalty_in_spread:
+                penalty = penalty * acquisition_spread(scores[allowed])
+            scores = scores - penalty
         scores[np.asarray(ctx.excluded, dtype=bool)] = -np.inf
         index = _argmax(scores, allowed)
         maps = None

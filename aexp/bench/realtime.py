@@ -4,7 +4,9 @@ Each config runs with its twin on the real clock (``instrument.options.clock: re
 as further configs of the same campaign (so measured in the same run, on the same machine load):
 
 - ``<name>-sequential``: the same with ``policy.pending: false`` (when the config has pending on);
-- ``<name>-no-reregistration``: the same without ``drift`` (when the config re-registers).
+- ``<name>-no-reregistration``: the same without ``drift`` (when the config re-registers);
+- ``<name>-no-travel-cost``: the same without ``policy.travel`` (when the config has one): the
+  travel and discovery the penalty trades, paired by seed.
 
 Every cell records ``instrument_idle_fraction``, ``travel_m``, ``campaign_wall_s`` and, on a twin,
 ``position_error_px`` (:class:`aexp.bench.cells.CellResult`); :func:`realtime_table` sets them side
@@ -23,7 +25,7 @@ __all__ = ["realtime_variants", "realtime_table"]
 
 
 def realtime_variants(cfg: ExperimentConfig) -> list[ExperimentConfig]:
-    """``cfg`` on the real clock, then its sequential and no-re-registration counterparts."""
+    """``cfg`` on the real clock, then its sequential, no-re-registration and no-travel-cost counterparts."""
     data = cfg.to_dict()
     data["instrument"]["options"] = {**data["instrument"]["options"], "clock": "real"}
     out = [parse_config(data, source=f"{cfg.name} (realtime)")]
@@ -33,6 +35,9 @@ def realtime_variants(cfg: ExperimentConfig) -> list[ExperimentConfig]:
     if cfg.drift is not None:
         off = {**data, "name": f"{cfg.name}-no-reregistration", "drift": None}
         out.append(parse_config(off, source=f"{cfg.name} (no re-registration)"))
+    if cfg.policy.travel is not None:
+        free = {**data, "name": f"{cfg.name}-no-travel-cost", "policy": {**data["policy"], "travel": None}}
+        out.append(parse_config(free, source=f"{cfg.name} (no travel cost)"))
     return out
 
 

@@ -2,6 +2,7 @@
 
 import itertools
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -351,6 +352,117 @@ def test_travel_penalty_shortens_the_moves_on_a_toy_field():
     free = mean_move(None)
     slow = mean_move(TravelCost(weight=5.0, stage_speed_m_s=1e-9))
     assert slow < 0.6 * free
+
+
+class KnownAcquisition:
+    """A surrogate whose posterior is given: mean = the first feature column, no variance, so UCB
+    with ``beta = 0`` is that column exactly."""
+
+    train_targets = torch.zeros(1, dtype=torch.float64)
+
+    @property
+    def model(self):
+        return self
+
+    def fit(self, X, y):
+        return self
+
+    def moments(self, X):
+        return X[:, 0].clone(), torch.zeros(len(X), dtype=X.dtype)
+
+    def predict(self, X, chunk=1024):
+        return np.asarray(X[:, 0]), np.zeros(len(X))
+
+
+def _choose(acquisition, positions, travel, probe=0):
+    """The index a UCB policy over ``acquisition`` (``M``) picks after measuring ``probe``."""
+    from aexp.campaign import SelectAskTell
+    from aexp.policies import SurrogatePolicy
+
+    feats = torch.as_tensor(np.asarray(acquisition, dtype=np.float64)[:, None])
+    policy = SelectAskTell(SurrogatePolicy(KnownAcquisition(), "ucb", beta=0.0), travel=travel)
+    policy.start(Problem(feats, np.asarray(positions, dtype=np.float64), None, np.ones(len(feats), bool),
+                         budget=10, seed=0))
+    policy.tell([Outcome(0, probe, 1.0)])
+    return policy.ask(1, step=1)[0]
+
+
+def test_a_far_site_loses_to_a_near_one_of_slightly_lower_acquisition():
+    # the probe at candidate 0; candidate 1 is 1 nm away, candidate 2 200 nm; 20 others set the spread
+    rng = np.random.default_rng(3)
+    acq = np.concatenate([[0.0, 0.95, 1.0], rng.uniform(0.0, 0.5, 20)])
+    pos = np.concatenate([[[0.0, 0.0], [1e-9, 0.0], [200e-9, 0.0]], rng.uniform(20e-9, 60e-9, (20, 2))])
+    assert _choose(acq, pos, None).index == 2  # no travel cost: the best acquisition
+    cost = TravelCost(weight=1.0, stage_speed_m_s=1e-6, settle_s=0.02, units="spread", dwell_s=0.5)
+    near = _choose(acq, pos, cost)
+    assert near.index == 1
+    from aexp.policies import acquisition_spread
+
+    spread = acquisition_spread(acq[1:])  # over the candidates still allowed
+    assert near.acquisition == pytest.approx(0.95 - spread * (0.02 + 1e-3) / 0.5)  # recorded: penalised
+    # the far one's penalty, (0.02 + 0.2) / 0.5 = 0.44 spreads, is above the 0.05 it leads by
+    assert 0.44 * spread - 0.042 * spread > 0.05
+
+
+def test_the_spread_penalty_chooses_the_same_whatever_the_acquisitions_scale():
+    rng = np.random.default_rng(7)
+    acq = rng.normal(size=80)
+    pos = rng.uniform(0.0, 100e-9, (80, 2))
+    cost = TravelCost(weight=5.0, stage_speed_m_s=1e-6, settle_s=0.02, units="spread", dwell_s=0.5,
+                      recency_weight=0.5, recency_radius_m=5e-9)
+    free = _choose(acq, pos, None).index
+    chosen = {_choose(c * acq + b, pos, cost).index for c, b in ((1, 0), (1000, 0), (1e-3, 0), (1, -40), (50, 7))}
+    assert len(chosen) == 1 and chosen != {free}  # the penalty moved the choice, by the same at every scale
+    # the field's own scale too: positions and stage speed x 1000 take the same seconds per move
+    big = TravelCost(weight=5.0, stage_speed_m_s=1e-3, settle_s=0.02, units="spread", dwell_s=0.5,
+                     recency_weight=0.5, recency_radius_m=5e-6)
+    assert _choose(acq, 1000 * pos, big).index in chosen
+    # the first form (acquisition units) is not: the same weight means less on a larger scale
+    old = TravelCost(weight=10.0, stage_speed_m_s=1e-6, settle_s=0.02)
+    assert _choose(acq, pos, old).index != _choose(1000 * acq, pos, old).index == free
+
+
+def test_acquisition_spread_closed_form_and_equivariance():
+    from aexp.policies import acquisition_spread
+
+    assert acquisition_spread(np.array([0.0, 1.0, 2.0, 3.0, 100.0])) == pytest.approx(1.4826)
+    a = np.random.default_rng(0).normal(size=501)
+    assert acquisition_spread(-3.0 * a + 11.0) == pytest.approx(3.0 * acquisition_spread(a))
+    assert acquisition_spread(np.array([1.0, 1.0, 1.0, 4.0, -np.inf])) == pytest.approx(np.std([1, 1, 1, 4]))
+    assert acquisition_spread(np.full(4, 2.0)) == 1.0  # all equal: any unit makes the same choice
+
+
+def test_travel_units_spread_takes_the_instruments_dwell_and_needs_one():
+    from aexp.config import ConfigError, load_config
+    from aexp.loop import travel_cost
+    from aexp.types import InstrumentDescription
+
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "plasmonic-travel.yaml")
+    desc = InstrumentDescription("twin", Bounds(0, 1e-7, 0, 1e-7), (1, 8, 8), ("haadf",), AXIS,
+                                 measurement_time_s=0.5, extra={"stage_speed_m_s": 1e-6, "settle_s": 0.02})
+    cost = travel_cost(cfg, desc)
+    assert (cost.units, cost.dwell_s, cost.stage_speed_m_s, cost.settle_s) == ("spread", 0.5, 1e-6, 0.02)
+    with pytest.raises(ConfigError, match="dwell_s"):
+        travel_cost(cfg, InstrumentDescription("twin", desc.bounds, (1, 8, 8), ("haadf",), AXIS,
+                                               extra=desc.extra))
+    explicit = cfg.with_overrides(**{"policy.travel.dwell_s": 2.0})
+    assert travel_cost(explicit, InstrumentDescription("twin", desc.bounds, (1, 8, 8), ("haadf",), AXIS,
+                                                       extra=desc.extra)).dwell_s == 2.0
+    with pytest.raises(ValueError, match="units"):
+        TravelCost(units="metres")
+
+
+def test_the_tour_shortens_a_batchs_path(monkeypatch):
+    yy, xx = np.mgrid[0:16, 0:16]
+    field = (np.sin(xx / 2.0) * np.cos(yy / 3.0))[None].astype(np.float32)
+
+    def travel():
+        _, res, _ = _run(Fake(field=field), policy="gp-xy", n_initial=4, steps=8, schedule=Schedule(batch=4))
+        return res.extra["travel_m"]
+
+    toured = travel()
+    monkeypatch.setattr("aexp.campaign.short_tour", lambda start, pts: list(range(len(pts))))
+    assert toured < 0.9 * travel()  # against each batch visited in the order it was chosen
 
 
 def test_a_policy_error_while_measuring_still_records_the_command_in_flight():

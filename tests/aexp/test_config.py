@@ -334,3 +334,15 @@ def test_dkl_from_belongs_to_the_group_average(tiny_config):
         parse_config(tiny_config(surrogate={"kind": "dkl", "dkl_from": 20}))
     with pytest.raises(ConfigError, match="base_kernel"):
         parse_config(tiny_config(surrogate={"kind": "groups", "dkl_from": 20, "base_kernel": False}))
+
+
+def test_the_travel_measurements_configs_differ_only_by_the_travel_cost():
+    # docs/realtime.md "Travel cost" pairs these by seed: nothing but policy.travel (and the name) may differ
+    folder = Path(__file__).parents[2] / "benchmarks" / "travel"
+    for base, travel in (("plasmonic-async-sim", "plasmonic-travel-sim"),
+                         ("ferroelectric-stage-sim", "ferroelectric-travel-sim")):
+        a, b = (load_config(folder / f"{n}.yaml").to_dict() for n in (base, travel))
+        assert (a.pop("name"), b.pop("name")) == (base, travel)
+        assert a["policy"].pop("travel") is None
+        assert b["policy"].pop("travel")["units"] == "spread"
+        assert a == b and a["instrument"]["options"]["clock"] == "sim"

@@ -22,6 +22,15 @@ def test_variants_put_the_twin_on_the_real_clock_beside_its_counterparts(tiny_co
     assert [v.name for v in realtime_variants(plain)] == ["p"]
 
 
+def test_a_config_with_a_travel_cost_runs_beside_the_same_without_it(tiny_config) -> None:
+    travel = {"units": "spread", "weight": 1.0}
+    cfg = parse_config(tiny_config(name="t", policy={"kind": "dkl", "n_initial": 3, "travel": travel}))
+    on, off = realtime_variants(cfg)
+    assert (on.name, off.name) == ("t", "t-no-travel-cost")
+    assert on.policy.travel.units == "spread" and off.policy.travel is None
+    assert off.to_dict()["policy"] == {**on.to_dict()["policy"], "travel": None}
+
+
 def test_realtime_bench_records_the_pace_and_position_errors(tiny_config, tmp_path, capsys) -> None:
     cfg = tiny_config(name="rt", sample={"measurement_time_s": 0.01, "drift_nm_per_min": 30.0},
                       policy={"kind": "dkl", "n_initial": 3, "pending": True}, stopping={"max_steps": 3},
