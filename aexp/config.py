@@ -239,9 +239,14 @@ class InstrumentConfig(_Section):
 
 class CandidatesConfig(_Section):
     """Probe positions with a square patch around each: a regular grid over the survey
-    (``mode: grid``), or one per atom found in the survey (``mode: atoms``)."""
+    (``mode: grid``), one per atom found in the survey (``mode: atoms``), or either, chosen from the
+    survey and the instrument (``mode: auto``, :func:`aexp.patches.choose_mode`)."""
 
-    mode: Literal["grid", "atoms"] = "grid"
+    mode: Literal["grid", "atoms", "auto"] = Field(
+        "grid",
+        description="grid | atoms | auto: atoms when the survey is periodic and the instrument can probe "
+        "anywhere (not a recorded grid), with atom_sigma_px and min_distance_px from the period; else grid",
+    )
     stride: int = Field(2, ge=1, description="pixels between neighbouring candidates")
     patch_size: int | Literal["auto"] = Field(
         16,

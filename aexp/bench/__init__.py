@@ -149,9 +149,9 @@ def run_bench(
     for seed in seeds:
         probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
         oracle = require_ground_truth(probe, cfg.instrument.driver)
-        check_against(cfg, probe.describe())
-        c = cfg.candidates
-        candidates = make_candidates(probe.survey(), c)
+        description = probe.describe()
+        check_against(cfg, description)
+        candidates = make_candidates(probe.survey(), cfg.candidates, description)
         truth = np.asarray(oracle.truth(candidates.positions, target))
         top = set(top_indices(truth, top_fraction).tolist())
         result["n_candidates"] = len(candidates)

@@ -183,8 +183,9 @@ def _prepared(cell: Cell, cfg: Any) -> tuple[dict[str, Any], bool]:
         return _cache[key], False
     probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=cell.seed)
     oracle = require_ground_truth(probe, cfg.instrument.driver)
-    check_against(cfg, probe.describe())
-    candidates = make_candidates(probe.survey(), cfg.candidates)
+    description = probe.describe()
+    check_against(cfg, description)
+    candidates = make_candidates(probe.survey(), cfg.candidates, description)
     truth = np.asarray(oracle.truth(candidates.positions, cfg.target.build()))
     entry = {"candidates": candidates, "truth": truth, "features": {}}
     _cache[key] = entry
