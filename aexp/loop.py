@@ -225,7 +225,9 @@ def embed(cfg: ExperimentConfig, surveyed: Surveyed, seed: int, progress: bool =
     if cfg.policy.kind in FEATURELESS_KINDS:  # nothing to learn an embedding for
         feats, info = standardise(candidates.positions), {"kind": "none", "policy_uses_features": False, "dim": 2}
     else:
-        feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress)
+        period = surveyed.mode.period_px if surveyed.mode is not None and surveyed.mode.mode == "atoms" else None
+        feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress,
+                                       period_px=period)
     if cfg.candidates.patch_size == "auto":  # what the survey chose (aexp.patches.auto_patch_size)
         info = {**info, "patch_size": int(candidates.patches.shape[-1]), "patch_size_auto": True}
     if surveyed.mode is not None:  # what the survey and the instrument chose (aexp.patches.choose_mode)

@@ -341,3 +341,55 @@ def test_auto_mode_is_recorded_printed_and_replayed(tmp_path):
     assert printed.getvalue().count("candidates: atoms (mode auto: the survey is periodic") == 1
     report = verify_session(out)  # raises ReplayDivergence on a difference
     assert report.steps == 5 and not report.warnings
+
+
+def test_the_number_of_brightness_classes_follows_the_distribution():
+    from aexp.features import count_brightness_classes
+
+    rng = np.random.default_rng(4)
+    one = rng.normal(1.0, 0.05, 600)
+    two = np.r_[rng.normal(0.55, 0.04, 600), rng.normal(1.0, 0.04, 600)]
+    three = np.r_[two, rng.normal(1.6, 0.05, 30)]  # a rare heavy species keeps its class
+    assert [count_brightness_classes(v) for v in (one, two, three)] == [1, 2, 3]
+
+
+def test_auto_neighbour_counts_on_a_lattice_and_none_on_a_grid():
+    from aexp.config import parse_config
+    from aexp.features import surrogate_inputs
+    from aexp.instrument import load_instrument
+    from aexp.loop import survey_candidates
+
+    def inputs(driver: str, options: dict, target: dict):
+        cfg = parse_config({
+            "instrument": {"driver": driver, "options": options},
+            "candidates": {"mode": "auto", "stride": 4, "patch_size": "auto"}, "embedder": "none",
+            "surrogate": {"kind": "groups", "neighbour_counts": "auto", "position": False}, "target": target})
+        surveyed = survey_candidates(cfg, load_instrument(driver, options, seed=1))
+        period = surveyed.mode.period_px if surveyed.mode.mode == "atoms" else None
+        feats, info = surrogate_inputs(surveyed.candidates, cfg, seed=0, progress=False, period_px=period)
+        plain = cfg.model_copy(update={"surrogate": cfg.surrogate.model_copy(update={"neighbour_counts": []})})
+        return feats, info, surrogate_inputs(surveyed.candidates, plain, seed=0, progress=False)[0], surveyed
+
+    feats, info, plain, surveyed = inputs("lattice", {"survey_pixels": 96},
+                                          {"name": "edge_onset", "window": [155.0, 175.0]})
+    k = info["neighbour_counts_auto"]["classes"]
+    assert k == 3  # chalcogen pairs, host metal, dopants
+    assert info["neighbour_counts_auto"]["radius_px"] == pytest.approx(1.25 * surveyed.mode.period_px, abs=1e-3)
+    assert info["neighbour_columns"] == k and feats.shape[1] == plain.shape[1] + k
+    np.testing.assert_array_equal(feats[:, :plain.shape[1]], plain)
+    # on a grid (not periodic) auto adds nothing: the features are the ones without it
+    feats, info, plain, _ = inputs("plasmonic", {"survey_pixels": 32, "n_particles": 2,
+                                                 "size_range_m": [6e-9, 10e-9]},
+                                   {"name": "band_intensity", "window": [1.0, 3.0]})
+    assert info["neighbour_counts_auto"] == {"classes": 0, "radius_px": None}
+    np.testing.assert_array_equal(feats, plain)
+
+
+def test_auto_neighbour_counts_need_the_auto_mode():
+    from aexp.config import ConfigError, parse_config
+
+    base = {"instrument": {"driver": "lattice"}, "target": {"name": "edge_onset", "window": [155.0, 175.0]},
+            "surrogate": {"kind": "groups", "neighbour_counts": "auto"}}
+    with pytest.raises(ConfigError, match="neighbour_counts: auto takes the lattice period"):
+        parse_config({**base, "candidates": {"mode": "atoms"}})
+    assert parse_config({**base, "candidates": {"mode": "auto"}}).surrogate.neighbour_counts == "auto"
