@@ -219,6 +219,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from ..config import check_against, n_grid_candidates
+    from ..patches import probes_anywhere
 
     cfg = _load(args.config, None)
     desc = _instrument(cfg, cfg.seed).describe()
@@ -227,6 +228,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     count = f"{rows * cols} candidates ({rows} x {cols})"
     if cfg.candidates.mode == "atoms":
         count = "one candidate per atom found in the survey"
+    elif cfg.candidates.mode == "auto" and not probes_anywhere(desc):
+        count = f"{count} (mode auto: a recorded grid keeps its grid)"
     elif cfg.candidates.mode == "auto":
         count = f"{count} on a grid, or one per atom found if the survey is periodic (mode auto)"
     print(
