@@ -239,9 +239,14 @@ class InstrumentConfig(_Section):
 
 class CandidatesConfig(_Section):
     """Probe positions with a square patch around each: a regular grid over the survey
-    (``mode: grid``), or one per atom found in the survey (``mode: atoms``)."""
+    (``mode: grid``), one per atom found in the survey (``mode: atoms``), or either, chosen from the
+    survey and the instrument (``mode: auto``, :func:`aexp.patches.choose_mode`)."""
 
-    mode: Literal["grid", "atoms"] = "grid"
+    mode: Literal["grid", "atoms", "auto"] = Field(
+        "grid",
+        description="grid | atoms | auto: atoms when the survey is periodic and the instrument can probe "
+        "anywhere (not a recorded grid), with atom_sigma_px and min_distance_px from the period; else grid",
+    )
     stride: int = Field(2, ge=1, description="pixels between neighbouring candidates")
     patch_size: int | Literal["auto"] = Field(
         16,
@@ -407,10 +412,12 @@ class SurrogateInputs(_Section):
         description="also the survey's gradient magnitude (3 x 3 Sobel, every channel) where the probe "
         "lands: how steeply the image changes there, whatever the direction",
     )
-    neighbour_counts: list[NeighbourCount] = Field(
+    neighbour_counts: list[NeighbourCount] | Literal["auto"] = Field(
         default_factory=list,
         description="atom candidates: per entry, the found atoms of a brightness class within a "
-        "radius of each candidate (vacancies and dopants among its neighbours)",
+        "radius of each candidate (vacancies and dopants among its neighbours); auto (with "
+        "candidates.mode: auto): one per brightness class found, within 1.25 lattice periods, "
+        "none on a grid (aexp.features.auto_neighbour_counts)",
     )
     brightness_classes: int = Field(
         3, ge=2, le=8, description="classes the atoms' brightness is split into for neighbour_counts"
@@ -425,7 +432,7 @@ class SurrogateInputs(_Section):
 
     @model_validator(mode="after")
     def _counts_within_classes(self) -> SurrogateInputs:
-        for i, count in enumerate(self.neighbour_counts):
+        for i, count in enumerate(self.neighbour_counts if isinstance(self.neighbour_counts, list) else []):
             if count.brightness >= self.brightness_classes:
                 raise ValueError(f"neighbour_counts[{i}].brightness is {count.brightness}; the classes "
                                  f"are 0..{self.brightness_classes - 1} (brightness_classes)")
@@ -786,7 +793,11 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _surrogate_columns_fit_the_candidates(self) -> ExperimentConfig:
-        if self.surrogate.neighbour_counts and self.candidates.mode != "atoms":
+        if self.surrogate.neighbour_counts == "auto":
+            if self.candidates.mode != "auto":
+                raise ValueError("surrogate.neighbour_counts: auto takes the lattice period candidates.mode: auto "
+                                 "finds; with candidates.mode: " + self.candidates.mode + " give the counts")
+        elif self.surrogate.neighbour_counts and self.candidates.mode != "atoms":
             raise ValueError("surrogate.neighbour_counts counts found atoms; it needs candidates.mode: atoms")
         if self.candidates.patch_size == "auto":  # at least 4 px: centre 3 x 3 and gradient fit
             if self.surrogate.centre_pixels > 3:
@@ -796,8 +807,6 @@ class ExperimentConfig(_Section):
         if self.surrogate.centre_pixels > self.candidates.patch_size:
             raise ValueError(f"surrogate.centre_pixels ({self.surrogate.centre_pixels}) is larger than "
                              f"candidates.patch_size ({self.candidates.patch_size})")
-        if self.surrogate.neighbour_counts and self.candidates.mode != "atoms":
-            raise ValueError("surrogate.neighbour_counts counts found atoms; it needs candidates.mode: atoms")
         if self.surrogate.centre_gradient and self.candidates.patch_size < 3:
             raise ValueError(f"surrogate.centre_gradient takes the 3 x 3 around the centre; "
                              f"candidates.patch_size is {self.candidates.patch_size}")

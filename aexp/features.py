@@ -35,7 +35,9 @@ __all__ = [
     "centre_pixels",
     "centre_gradient",
     "brightness_classes",
+    "count_brightness_classes",
     "neighbour_counts",
+    "auto_neighbour_counts",
     "with_surrogate_columns",
     "surrogate_inputs",
 ]
@@ -45,6 +47,13 @@ __all__ = [
 # embedding is reported as collapsed: the lattice and ferroelectric twins' collapsed rVAEs gave
 # 0.01-0.06, working embeddings 0.2-1.5.
 COLLAPSED_SPREAD = 0.1
+
+#: ``neighbour_counts: auto`` counts each brightness class within this many lattice periods ``a``:
+#: past the period's shell (and a honeycomb's third shell, ``2 a / sqrt 3 = 1.15 a``) and short of
+#: the next shell of a square (``1.41 a``), honeycomb (``1.53 a``) or hexagonal (``1.73 a``) lattice.
+AUTO_NEIGHBOUR_RADIUS = 1.25
+#: ``neighbour_counts: auto`` tries 1 to this many brightness classes (species and their defects).
+AUTO_MAX_CLASSES = 4
 
 
 class DeviceUnavailable(AexpError, RuntimeError):
@@ -243,6 +252,49 @@ def brightness_classes(values: np.ndarray, k: int, bins: int = 256) -> np.ndarra
     return np.searchsorted(np.array(edges[::-1]), which, side="right")
 
 
+def count_brightness_classes(values: np.ndarray, max_k: int = AUTO_MAX_CLASSES, bins: int = 256) -> int:
+    """How many brightness classes ``values`` (1-D) hold: the ``k`` in ``1..max_k`` whose split by
+    :func:`brightness_classes` has the least Bayesian information criterion as a mixture of ``k``
+    Gaussians (classification likelihood, ``3 k - 1`` parameters),
+
+    ``BIC(k) = -2 sum_c sum_{i in c} log(pi_c N(v_i; mu_c, s_c^2)) + (3 k - 1) log n``,
+
+    each class's ``s_c`` at least the histogram's bin width (the resolution of the split), so a class
+    of a few equal values cannot claim an infinite likelihood.
+
+    Example:
+        >>> count_brightness_classes(np.r_[rng.normal(0.5, 0.03, 900), rng.normal(1.0, 0.03, 400)])
+        2
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    floor = max((float(v.max()) - float(v.min())) / bins, 1e-12) if n else 1e-12
+    best_k, best_bic = 1, math.inf
+    for k in range(1, min(max_k, n) + 1):
+        classes = brightness_classes(v, k, bins)
+        loglik = 0.0
+        for c in np.unique(classes):
+            x = v[classes == c]
+            s = max(float(x.std()), floor)
+            loglik += float(np.sum(np.log(len(x) / n) - 0.5 * np.log(2 * np.pi * s * s)
+                                   - 0.5 * ((x - x.mean()) / s) ** 2))
+        bic = -2 * loglik + (3 * k - 1) * math.log(n)
+        if bic < best_bic:
+            best_k, best_bic = k, bic
+    return best_k
+
+
+def auto_neighbour_counts(candidates: Candidates, period_px: float) -> tuple[list[NeighbourCount], int]:
+    """``surrogate.neighbour_counts: auto`` on atom candidates of a lattice of period ``period_px``:
+    one count per brightness class found (:func:`count_brightness_classes` on the columns' centre
+    brightness, as :func:`neighbour_counts` reads it), each within ``AUTO_NEIGHBOUR_RADIUS`` periods.
+    Returns the counts and the number of classes."""
+    brightness = _centre_window(candidates, min(3, candidates.patches.shape[-1])).mean(axis=(1, 2, 3))
+    k = count_brightness_classes(brightness)
+    radius = round(float(AUTO_NEIGHBOUR_RADIUS * period_px), 3)
+    return [NeighbourCount(brightness=c, radius_px=radius) for c in range(k)], k
+
+
 def neighbour_counts(candidates: Candidates, counts: Sequence[NeighbourCount], n_classes: int) -> np.ndarray:
     """For atom candidates: per entry of ``counts`` (each with ``brightness`` and ``radius_px``),
     how many other candidates of that brightness class lie within ``radius_px`` of each one,
@@ -283,14 +335,25 @@ def surrogate_inputs(
     device: str = "cpu",
     progress: bool = True,
     embedder: EmbedderConfig | None = None,
+    period_px: float | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """What the surrogate sees: the embedding (``embedder`` or the config's), then the centre pixels
     when ``surrogate.centre_pixels`` is set, the centre gradient when ``surrogate.centre_gradient``
     is, the neighbour counts when ``surrogate.neighbour_counts`` is, then the position columns when ``surrogate.position`` is set (last: the additive position
-    kernel takes the last two columns)."""
+    kernel takes the last two columns).
+
+    ``surrogate.neighbour_counts: auto`` counts the brightness classes found
+    (:func:`auto_neighbour_counts`) when ``period_px`` is given (``candidates.mode: auto`` chose atoms
+    on a lattice of that period) and adds no column otherwise (grid candidates); what it chose is
+    in the record as ``neighbour_counts_auto``."""
     feats, info = embed_candidates(candidates, embedder or cfg.embedder, seed, device, progress)
-    feats, extra = with_surrogate_columns(feats, candidates, cfg.surrogate)
-    return feats, {**info, **extra}
+    surrogate, auto = cfg.surrogate, None
+    if surrogate.neighbour_counts == "auto":
+        counts, k = auto_neighbour_counts(candidates, period_px) if period_px is not None else ([], 0)
+        surrogate = surrogate.model_copy(update={"neighbour_counts": counts, "brightness_classes": max(k, 1)})
+        auto = {"classes": k, "radius_px": counts[0].radius_px if counts else None}
+    feats, extra = with_surrogate_columns(feats, candidates, surrogate)
+    return feats, {**info, **extra, **({"neighbour_counts_auto": auto} if auto is not None else {})}
 
 
 def with_surrogate_columns(
@@ -300,7 +363,10 @@ def with_surrogate_columns(
     (``centre_pixels``), the centre gradient (``centre_gradient``), the neighbour counts
     (``neighbour_counts``), then the position
     (``position``; last, where the additive position kernel looks for it). Returns the matrix and
-    the count of each added kind, for the features record."""
+    the count of each added kind, for the features record (``neighbour_counts: auto`` must have been
+    resolved first, by :func:`surrogate_inputs`)."""
+    if cfg.neighbour_counts == "auto":
+        raise ValueError("surrogate.neighbour_counts: auto is resolved from the candidates by surrogate_inputs")
     added: dict[str, int] = {}
     local = {
         "centre_columns": centre_pixels(candidates, cfg.centre_pixels) if cfg.centre_pixels else None,

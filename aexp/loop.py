@@ -44,7 +44,7 @@ from .drift import Registrar, Registration, append_registration, require_registr
 from .features import resolve_device, standardise, surrogate_inputs
 from .instrument import Instrument
 from .live.channel import LiveOperator, OperatorOptions
-from .patches import make_candidates
+from .patches import ModeChoice, make_candidates, resolve_candidates
 from .policies import FEATURELESS_KINDS, Policy, make_policy
 from .repro import features_digest, torch_settings, versions
 from .session.log import session_log
@@ -208,6 +208,8 @@ class Surveyed:
     survey: Survey
     candidates: Candidates
     device: str
+    #: what ``candidates.mode: auto`` chose (None for a mode the config names)
+    mode: ModeChoice | None = None
 
 
 def survey_candidates(cfg: ExperimentConfig, instrument: Instrument) -> Surveyed:
@@ -215,7 +217,10 @@ def survey_candidates(cfg: ExperimentConfig, instrument: Instrument) -> Surveyed
     desc = instrument.describe()
     device = resolve_device(cfg.device)
     survey = instrument.survey()
-    return Surveyed(desc, survey, make_candidates(survey, cfg.candidates), device)
+    candidates_cfg, mode = resolve_candidates(survey, cfg.candidates, desc)
+    if mode is not None:
+        log.info("candidates.mode auto -> %s: %s", mode.mode, mode.reason)
+    return Surveyed(desc, survey, make_candidates(survey, candidates_cfg), device, mode)
 
 
 def embed(cfg: ExperimentConfig, surveyed: Surveyed, seed: int, progress: bool = True) -> Prepared:
@@ -228,9 +233,13 @@ def embed(cfg: ExperimentConfig, surveyed: Surveyed, seed: int, progress: bool =
     if cfg.policy.kind in FEATURELESS_KINDS:  # nothing to learn an embedding for
         feats, info = standardise(candidates.positions), {"kind": "none", "policy_uses_features": False, "dim": 2}
     else:
-        feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress)
+        period = surveyed.mode.period_px if surveyed.mode is not None and surveyed.mode.mode == "atoms" else None
+        feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress,
+                                       period_px=period)
     if cfg.candidates.patch_size == "auto":  # what the survey chose (aexp.patches.auto_patch_size)
         info = {**info, "patch_size": int(candidates.patches.shape[-1]), "patch_size_auto": True}
+    if surveyed.mode is not None:  # what the survey and the instrument chose (aexp.patches.choose_mode)
+        info = {**info, "candidates_mode": surveyed.mode.to_dict()}
     features = torch.as_tensor(feats, dtype=torch.float64, device=device)
     return Prepared(surveyed.description, surveyed.survey, candidates, features, info, device)
 

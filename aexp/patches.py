@@ -12,7 +12,8 @@ candidate's wider view (:func:`context_views`) when the config asks for one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -20,7 +21,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .config import CandidatesConfig
-from .types import Candidates, Survey
+from .types import Candidates, InstrumentDescription, Survey
 
 __all__ = [
     "grid_pixels",
@@ -32,6 +33,10 @@ __all__ = [
     "make_candidates",
     "correlation_length",
     "auto_patch_size",
+    "ModeChoice",
+    "probes_anywhere",
+    "choose_mode",
+    "resolve_candidates",
 ]
 
 #: ``patch_size: auto`` chooses ``AUTO_PATCH_SCALE`` correlation lengths, at most ``AUTO_PATCH_MAX`` px.
@@ -42,6 +47,16 @@ AUTO_PATCH_MAX = 32
 #: on both sides (the lattice twin's: 0.31; the non-periodic shipped surveys' bumps: 0.11 or less).
 PERIOD_RISE = 0.1
 PERIOD_PROMINENCE = 0.15
+#: ``candidates.mode: auto`` on a periodic survey of period ``a`` (the ACF's first shell) takes the
+#: closest column spacing as ``d = a / sqrt 3``: a honeycomb of two species (MX2, hBN) has its ACF
+#: shell at the same-species distance ``a`` and columns ``a / sqrt 3`` apart; on a square or hexagonal
+#: lattice (``d = a``) this is conservative. A column owns the half of the gap to its neighbour, so a
+#: maximum must dominate a disk of radius ``d / 2`` (``AUTO_MIN_DISTANCE * a``: a larger disk reaches
+#: the shoulder of a brighter neighbour and swallows a dim column). The Laplacian-of-Gaussian response
+#: of a column of width ``s`` is positive out to ``sqrt(2 (sigma^2 + s^2))``; ``sigma = d / 4``
+#: (``AUTO_SIGMA * a``) keeps that inside the column's half-gap for any column up to ``s = d / 4`` wide.
+AUTO_MIN_DISTANCE = 1.0 / (2.0 * np.sqrt(3.0))
+AUTO_SIGMA = 1.0 / (4.0 * np.sqrt(3.0))
 
 
 def grid_pixels(shape: tuple[int, int], stride: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -373,15 +388,96 @@ def auto_patch_size(survey: Survey, stride: int = 1) -> int:
     return int(min(upper, max(4, int(stride), int(round(wanted)))))
 
 
-def make_candidates(survey: Survey, cfg: CandidatesConfig) -> Candidates:
-    """The candidates the ``candidates:`` section of a config asks for (``mode: grid | atoms``),
+@dataclass(frozen=True)
+class ModeChoice:
+    """What ``candidates.mode: auto`` chose on a survey, and why (recorded in the session's manifest,
+    ``features.candidates_mode``).
+
+    Attributes:
+        mode: ``"grid"`` or ``"atoms"``.
+        reason: one line a microscopist can check against the survey.
+        period_px: the lattice period found (:func:`lattice_period`), ``None`` when not periodic.
+        atom_sigma_px: atoms: the Laplacian-of-Gaussian scale derived from the period.
+        min_distance_px: atoms: the least distance between two columns derived from the period.
+    """
+
+    mode: str
+    reason: str
+    period_px: float | None = None
+    atom_sigma_px: float | None = None
+    min_distance_px: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.mode, "auto": True, "reason": self.reason, "period_px": self.period_px}
+        if self.mode == "atoms":
+            out.update(atom_sigma_px=self.atom_sigma_px, min_distance_px=self.min_distance_px)
+        return out
+
+
+def probes_anywhere(description: InstrumentDescription) -> bool:
+    """Whether the instrument can measure at any position in its bounds: a twin or a live instrument
+    can, a full-grid data set (the replay driver, whose ``describe().extra`` carries the
+    ``grid_shape`` of its recorded spectra) holds spectra only on its grid."""
+    return not (description.extra or {}).get("grid_shape")
+
+
+def choose_mode(survey: Survey, anywhere: bool) -> ModeChoice:
+    """``candidates.mode: auto``: one candidate per atom column when the survey is periodic
+    (:func:`lattice_period` finds a period ``a``) and the probe can go anywhere, with the atom finder's
+    scales from the closest column spacing ``d = a / sqrt 3``: ``sigma = d / 4`` and ``min distance =
+    floor(d / 2)`` (see ``AUTO_SIGMA``); otherwise the grid.
+
+    Example:
+        >>> choose_mode(lattice_survey, anywhere=True).mode      # period 10.4 px
+        'atoms'
+    """
+    repaired, _ = repair_survey(survey)
+    period = lattice_period(repaired.image)
+    if period is None:
+        return ModeChoice("grid", "the survey is not periodic (no lattice period in its autocorrelation)")
+    if not anywhere:
+        return ModeChoice("grid", f"the survey is periodic (period {period:.1f} px) but the instrument "
+                          "holds spectra only on its grid (a recorded data set)", period_px=period)
+    sigma = round(float(AUTO_SIGMA * period), 3)
+    distance = max(1, int(np.floor(AUTO_MIN_DISTANCE * period)))
+    return ModeChoice("atoms", f"the survey is periodic (period {period:.1f} px): one candidate per atom column "
+                      f"(atom_sigma_px {sigma:g}, min_distance_px {distance})", period, sigma, distance)
+
+
+def resolve_candidates(
+    survey: Survey, cfg: CandidatesConfig, description: InstrumentDescription | None = None
+) -> tuple[CandidatesConfig, ModeChoice | None]:
+    """The ``candidates:`` section with ``mode: auto`` replaced by the mode :func:`choose_mode` picks
+    (and, for atoms, its scales), and that choice; any other mode comes back unchanged with ``None``.
+
+    Raises:
+        ValueError: ``mode: auto`` without the instrument's description (it says whether the probe
+            can go anywhere).
+    """
+    if cfg.mode != "auto":
+        return cfg, None
+    if description is None:
+        raise ValueError("candidates.mode: auto needs the instrument's description (can it probe anywhere?)")
+    choice = choose_mode(survey, probes_anywhere(description))
+    update: dict[str, Any] = {"mode": choice.mode}
+    if choice.mode == "atoms":
+        update.update(atom_sigma_px=choice.atom_sigma_px, min_distance_px=choice.min_distance_px)
+    return cfg.model_copy(update=update), choice
+
+
+def make_candidates(
+    survey: Survey, cfg: CandidatesConfig, description: InstrumentDescription | None = None
+) -> Candidates:
+    """The candidates the ``candidates:`` section of a config asks for (``mode: grid | atoms | auto``),
     with their pooled wider views when ``context > 1``. ``patch_size: auto`` is resolved here from
-    the survey (:func:`auto_patch_size`); the patches' shape records the size chosen.
+    the survey (:func:`auto_patch_size`); the patches' shape records the size chosen. ``mode: auto``
+    is resolved by :func:`resolve_candidates`, from the survey and the instrument's ``description``.
 
     NaN survey pixels never reach a patch: they are repaired from their nearest finite pixel, and
     with ``survey_nan: drop`` the candidates centred on one are left out (the rest are then no
     longer a full grid: ``grid_shape`` is ``None``).
     """
+    cfg, _ = resolve_candidates(survey, cfg, description)
     size = auto_patch_size(survey, cfg.stride) if cfg.patch_size == "auto" else int(cfg.patch_size)
     survey, bad = repair_survey(survey)
     candidates = _candidates(survey, cfg, size)

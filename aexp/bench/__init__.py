@@ -28,7 +28,7 @@ from ..errors import UsageError
 from ..features import resolve_device, surrogate_inputs
 from ..instrument import load_instrument
 from ..loop import CampaignResult, build_campaign, build_policy, registrar
-from ..patches import make_candidates
+from ..patches import make_candidates, resolve_candidates
 from ..policies import Policy, SurveyRankPolicy, survey_values
 from ..session.store import MemoryRecorder
 from ..session.truth import require_ground_truth
@@ -149,9 +149,12 @@ def run_bench(
     for seed in seeds:
         probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
         oracle = require_ground_truth(probe, cfg.instrument.driver)
-        check_against(cfg, probe.describe())
-        c = cfg.candidates
-        candidates = make_candidates(probe.survey(), c)
+        description = probe.describe()
+        check_against(cfg, description)
+        survey = probe.survey()
+        candidates_cfg, mode = resolve_candidates(survey, cfg.candidates, description)
+        candidates = make_candidates(survey, candidates_cfg)
+        period = mode.period_px if mode is not None and mode.mode == "atoms" else None
         truth = np.asarray(oracle.truth(candidates.positions, target))
         top = set(top_indices(truth, top_fraction).tolist())
         result["n_candidates"] = len(candidates)
@@ -169,7 +172,7 @@ def run_bench(
                 emb_cfg = with_kind(cfg.embedder, entry.embedder)
                 t0 = time.perf_counter()
                 feats, infos[entry.embedder] = surrogate_inputs(candidates, cfg, seed, device, progress,
-                                                                embedder=emb_cfg)
+                                                                embedder=emb_cfg, period_px=period)
                 features[entry.embedder] = torch.as_tensor(feats, dtype=torch.float64, device=device)
                 log(f"seed {seed}: embedder {entry.embedder} ready in {time.perf_counter() - t0:.1f} s")
             run = run_policy(cfg, seed, candidates, features[entry.embedder], entry.kind, device,

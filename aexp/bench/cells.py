@@ -174,7 +174,7 @@ def _prepared(cell: Cell, cfg: Any) -> tuple[dict[str, Any], bool]:
     """The seed's candidates and noiseless truth (cached per process by (config digest, seed))."""
     from ..config import check_against
     from ..instrument import load_instrument
-    from ..patches import make_candidates
+    from ..patches import make_candidates, resolve_candidates
     from ..session.truth import require_ground_truth
 
     key = (cell.digest, int(cell.seed))
@@ -183,10 +183,14 @@ def _prepared(cell: Cell, cfg: Any) -> tuple[dict[str, Any], bool]:
         return _cache[key], False
     probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=cell.seed)
     oracle = require_ground_truth(probe, cfg.instrument.driver)
-    check_against(cfg, probe.describe())
-    candidates = make_candidates(probe.survey(), cfg.candidates)
+    description = probe.describe()
+    check_against(cfg, description)
+    survey = probe.survey()
+    candidates_cfg, mode = resolve_candidates(survey, cfg.candidates, description)
+    candidates = make_candidates(survey, candidates_cfg)
     truth = np.asarray(oracle.truth(candidates.positions, cfg.target.build()))
-    entry = {"candidates": candidates, "truth": truth, "features": {}}
+    period = mode.period_px if mode is not None and mode.mode == "atoms" else None
+    entry = {"candidates": candidates, "truth": truth, "features": {}, "period_px": period}
     _cache[key] = entry
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
@@ -210,7 +214,7 @@ def _features(entry: dict[str, Any], cell: Cell, cfg: Any, embedder: str | None,
         else:
             emb_cfg = with_kind(cfg.embedder, embedder)
             x, infos[embedder] = surrogate_inputs(entry["candidates"], cfg, cell.seed, device, False,
-                                                  embedder=emb_cfg)
+                                                  embedder=emb_cfg, period_px=entry["period_px"])
             feats[embedder] = torch.as_tensor(x, dtype=torch.float64, device=device)
     return feats[embedder], infos[embedder]
 

@@ -106,7 +106,7 @@ def add_notes(result: dict[str, Any], cfg: Any) -> None:
     instrument = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=0)
     if getattr(instrument, "data", None) is None:
         return
-    candidates = make_candidates(instrument.survey(), cfg.candidates)
+    candidates = make_candidates(instrument.survey(), cfg.candidates, instrument.describe())
     notes = replay_notes(instrument, candidates, cfg.target.build(), result["top_fraction"])
     if notes is not None:
         result["replay"] = notes

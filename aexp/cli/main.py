@@ -219,6 +219,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from ..config import check_against, n_grid_candidates
+    from ..patches import probes_anywhere
 
     cfg = _load(args.config, None)
     desc = _instrument(cfg, cfg.seed).describe()
@@ -227,6 +228,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     count = f"{rows * cols} candidates ({rows} x {cols})"
     if cfg.candidates.mode == "atoms":
         count = "one candidate per atom found in the survey"
+    elif cfg.candidates.mode == "auto" and not probes_anywhere(desc):
+        count = f"{count} (mode auto: a recorded grid keeps its grid)"
+    elif cfg.candidates.mode == "auto":
+        count = f"{count} on a grid, or one per atom found if the survey is periodic (mode auto)"
     print(
         f"{args.config}: ok — instrument {desc.name!r}, {count}, "
         f"budget {cfg.budget} ({cfg.policy.n_initial} initial + {cfg.stopping.max_steps}), "
@@ -262,6 +267,7 @@ def _step_printer(quiet: bool):
 def _cmd_run(args: argparse.Namespace) -> int:
     from ..live.channel import OperatorOptions
     from ..loop import run_experiment
+    from ..session.store import SessionReader
     from .live import check_run_options, start_live
 
     cfg = _load(args.config, args.steps)
@@ -290,6 +296,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             server.stop()
     best = result.best
     print(f"session: {folder}")
+    mode = SessionReader(folder).manifest.features.get("candidates_mode")
+    if mode:
+        print(f"candidates: {mode['mode']} (mode auto: {mode['reason']})")
     if best is not None:
         print(f"best target {best.target:.4g} at candidate {best.index} (step {best.step})")
     if "figure" in result.extra:
