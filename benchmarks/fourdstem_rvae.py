@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 
-from aexp.models import RVAE, VAE
+from aexp.models import RVAE, VAE, shifts
 from aexp.models.metrics import circular_correlation
 from simulators.fourdstem import FourDStemSimulator
 
@@ -56,6 +57,7 @@ class PatternSet:
             pull of the polarity's Friedel asymmetry.
         grid: points per side.
         noise_std: RMS shot noise of ``patterns`` (same units), from :func:`preprocessed_noise_std`.
+        pixel_mrad: size of a pixel of ``patterns`` (after binning), mrad.
     """
 
     patterns: np.ndarray
@@ -65,6 +67,7 @@ class PatternSet:
     deflection: np.ndarray
     grid: int
     noise_std: float
+    pixel_mrad: float
 
 
 def measure_grid(
@@ -88,7 +91,8 @@ def measure_grid(
     truth = sim.hidden_features(positions)
     com = np.stack([truth["com_x_mrad"], truth["com_y_mrad"]], 1)
     deflection = np.stack([truth["deflection_x_mrad"], truth["deflection_y_mrad"]], 1)
-    return PatternSet(scaled.astype(np.float32), positions, truth["rotation_rad"], com, deflection, grid, noise)
+    return PatternSet(scaled.astype(np.float32), positions, truth["rotation_rad"], com, deflection, grid, noise,
+                      sim.options.detector_pixel_mrad * bin_px)
 
 
 def preprocessed_noise_std(counts: np.ndarray, smooth_px: float) -> float:
@@ -118,6 +122,14 @@ class Scores:
     - ``shift_rank``: the smaller over the larger singular value of the least-squares linear map
       from the rigid shift (kx, ky) to ``(dx, dy)``: 1 when the two latents follow two independent
       directions of the shift, 0 when they follow only one;
+    - ``displacement_*``: the shift latents read as what the decoder does with them, the
+      displacement of the decoded pattern on the detector, ``-R(angle)^T 0.1 (dx, dy)`` turned into
+      (kx, ky) mrad by :func:`latent_displacement`; ``displacement_correlation_x`` / ``_y`` against
+      the CoM and ``displacement_deflection_correlation_x`` / ``_y`` against the rigid shift, per
+      axis, and ``displacement_slope_x`` / ``_y``, the least-squares slope of the displacement on
+      the rigid shift (1 if the latents measure the shift in its own units);
+    - ``deflection_multiple_correlation_x`` / ``_y``: as ``shift_multiple_correlation`` against the
+      rigid shift of the disks;
     - ``reconstruction_rms`` against ``noise_rms``: how far the decoded patterns are from the
       measured ones, against the shot noise of the patterns (``PatternSet.noise_std``).
     """
@@ -132,6 +144,14 @@ class Scores:
     ceiling_x: float
     ceiling_y: float
     shift_rank: float
+    deflection_multiple_correlation_x: float
+    deflection_multiple_correlation_y: float
+    displacement_correlation_x: float
+    displacement_correlation_y: float
+    displacement_deflection_correlation_x: float
+    displacement_deflection_correlation_y: float
+    displacement_slope_x: float
+    displacement_slope_y: float
     reconstruction_rms: float
     noise_rms: float
     seconds: float
@@ -155,17 +175,34 @@ def _shift_rank(deflection: np.ndarray, shifts: np.ndarray) -> float:
     return float(sv[-1] / sv[0]) if sv[0] > 0 else 0.0
 
 
+def latent_displacement(z: np.ndarray, shape: tuple[int, int], pixel_mrad: float) -> np.ndarray:
+    """The displacement ``N x 2`` (kx, ky) mrad of the decoded pattern that the rVAE's latents
+    ``z`` (``N x (3 + k)``: angle, dx, dy, content) describe, for patterns of ``shape`` (ky, kx)
+    pixels of ``pixel_mrad`` (:func:`aexp.models.shifts.latent_displacement`: rows are ky,
+    columns kx)."""
+    rows_cols = shifts.latent_displacement(torch.from_numpy(np.asarray(z, dtype=np.float32)), ["angle", "dx", "dy"], shape)
+    return rows_cols.numpy()[:, ::-1].astype(float) * pixel_mrad
+
+
+def _slope(y: np.ndarray, x: np.ndarray) -> float:
+    """Least-squares slope of ``y`` on ``x`` (both ``N``)."""
+    xc = x - x.mean()
+    return float(xc @ (y - y.mean()) / (xc @ xc))
+
+
 def fit_rvae(
     data: PatternSet, epochs: int, seed: int, hidden: int = 32, noise_std: float = 0.1,
-    translation_prior: float = 0.1, coordinate_scale: float = 1.0,
+    translation_prior: float = 0.1, coordinate_scale: float = 1.0, shift_equivariance: float = 0.0,
 ) -> tuple[RVAE, np.ndarray, Scores]:
     """Train the rVAE on the patterns; its encoding ``N x 5`` and its scores. ``noise_std`` is the
     width of the Gaussian likelihood (the patterns' own shot noise is ``data.noise_std``)."""
     start = time.perf_counter()
     model = RVAE(input_shape=data.patterns.shape[1:], latent_dim=2, hidden=hidden, rotation_prior=0.5, noise_std=noise_std,
-                 translation_prior=translation_prior, coordinate_scale=coordinate_scale)
+                 translation_prior=translation_prior, coordinate_scale=coordinate_scale,
+                 shift_equivariance=shift_equivariance)
     model.fit(data.patterns, epochs=epochs, batch_size=64, lr=3e-3, seed=seed, progress=False)
     z = model.encode(data.patterns)
+    moved = latent_displacement(z, data.patterns.shape[1:], data.pixel_mrad)
     scores = Scores(
         angle_circular_correlation=abs(circular_correlation(z[:, 0], data.rotation)),
         shift_correlation_x=_pearson(z[:, 2], data.com[:, 0]),  # dy: along the columns, kx
@@ -177,6 +214,14 @@ def fit_rvae(
         ceiling_x=_pearson(data.deflection[:, 0], data.com[:, 0]),
         ceiling_y=_pearson(data.deflection[:, 1], data.com[:, 1]),
         shift_rank=_shift_rank(data.deflection, z[:, 1:3]),
+        deflection_multiple_correlation_x=_multiple_correlation(data.deflection[:, 0], z[:, 1:3]),
+        deflection_multiple_correlation_y=_multiple_correlation(data.deflection[:, 1], z[:, 1:3]),
+        displacement_correlation_x=_pearson(moved[:, 0], data.com[:, 0]),
+        displacement_correlation_y=_pearson(moved[:, 1], data.com[:, 1]),
+        displacement_deflection_correlation_x=_pearson(moved[:, 0], data.deflection[:, 0]),
+        displacement_deflection_correlation_y=_pearson(moved[:, 1], data.deflection[:, 1]),
+        displacement_slope_x=_slope(moved[:, 0], data.deflection[:, 0]),
+        displacement_slope_y=_slope(moved[:, 1], data.deflection[:, 1]),
         reconstruction_rms=float(np.sqrt(np.mean((model.decode(z).reshape(data.patterns.shape) - data.patterns) ** 2))),
         noise_rms=data.noise_std,
         seconds=time.perf_counter() - start,
@@ -261,6 +306,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=32, help="width of the rVAE's decoder")
     ap.add_argument("--coordinate-scale", type=float, default=1.0,
                     help="factor on the decoders' initial coordinate weights (10 lets them draw the disks)")
+    ap.add_argument("--shift-equivariance", type=float, default=0.0,
+                    help="weight of the rVAE's shift-equivariance penalty (aexp.models.shifts; 0: off)")
     ap.add_argument("--noise-std", type=float, default=0.1,
                     help="width of the Gaussian likelihood (the JSON reports the patterns' own shot noise)")
     ap.add_argument("--baseline", action="store_true", help="also train a plain VAE as the reference")
@@ -270,8 +317,9 @@ def main() -> None:
     args = ap.parse_args()
     data = measure_grid(args.seed, args.grid, args.bin, args.smooth, TWINS[args.twin])
     model, z, scores = fit_rvae(data, args.epochs, args.seed, args.hidden, args.noise_std,
-                                coordinate_scale=args.coordinate_scale)
+                                coordinate_scale=args.coordinate_scale, shift_equivariance=args.shift_equivariance)
     result = {"seed": args.seed, "twin": args.twin, "grid": args.grid, "bin": args.bin, "smooth": args.smooth, "epochs": args.epochs, "hidden": args.hidden, "coordinate_scale": args.coordinate_scale,
+              "shift_equivariance": args.shift_equivariance,
               "pattern_shape": list(data.patterns.shape[1:]), "rvae": asdict(scores)}
     if args.baseline:
         result["vae"] = fit_vae_baseline(data, args.epochs, args.seed, args.noise_std, args.coordinate_scale)
