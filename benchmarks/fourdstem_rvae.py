@@ -58,6 +58,7 @@ class PatternSet:
         grid: points per side.
         noise_std: RMS shot noise of ``patterns`` (same units), from :func:`preprocessed_noise_std`.
         pixel_mrad: size of a pixel of ``patterns`` (after binning), mrad.
+        polarity: ``N`` true polarity of the domain, in [-1, 1] (the Friedel pair's asymmetry).
     """
 
     patterns: np.ndarray
@@ -68,6 +69,7 @@ class PatternSet:
     grid: int
     noise_std: float
     pixel_mrad: float
+    polarity: np.ndarray
 
 
 def measure_grid(
@@ -82,17 +84,46 @@ def measure_grid(
     rc = np.stack(np.meshgrid(idx, idx, indexing="ij"), -1).reshape(-1, 2)
     positions = sim.transform.to_instrument(rc)
     raw = np.stack([sim.measure_pattern(tuple(p))[0] for p in positions])
-    d = sim.options.detector_pixels // bin_px * bin_px
-    binned = raw[:, :d, :d].reshape(len(raw), d // bin_px, bin_px, d // bin_px, bin_px).sum((2, 4))
-    scaled = ndimage.gaussian_filter(np.log1p(binned), (0, smooth_px, smooth_px)) if smooth_px > 0 else np.log1p(binned)
-    peak = scaled.max()
-    scaled /= peak
-    noise = preprocessed_noise_std(binned, smooth_px) / peak
+    scaled, noise = preprocess(raw, bin_px, smooth_px)
     truth = sim.hidden_features(positions)
     com = np.stack([truth["com_x_mrad"], truth["com_y_mrad"]], 1)
     deflection = np.stack([truth["deflection_x_mrad"], truth["deflection_y_mrad"]], 1)
-    return PatternSet(scaled.astype(np.float32), positions, truth["rotation_rad"], com, deflection, grid, noise,
-                      sim.options.detector_pixel_mrad * bin_px)
+    return PatternSet(scaled, positions, truth["rotation_rad"], com, deflection, grid, noise,
+                      sim.options.detector_pixel_mrad * bin_px, truth["polarity"])
+
+
+def preprocess(raw: np.ndarray, bin_px: int, smooth_px: float) -> tuple[np.ndarray, float]:
+    """Counts ``N x ky x kx`` -> binned by ``bin_px``, ``log1p``, blurred by ``smooth_px`` (binned
+    pixels), scaled to a peak of 1 (float32), and the RMS shot noise of the result."""
+    d = raw.shape[1] // bin_px * bin_px
+    binned = raw[:, :d, :d].reshape(len(raw), d // bin_px, bin_px, d // bin_px, bin_px).sum((2, 4))
+    scaled = ndimage.gaussian_filter(np.log1p(binned), (0, smooth_px, smooth_px)) if smooth_px > 0 else np.log1p(binned)
+    peak = scaled.max()
+    return (scaled / peak).astype(np.float32), preprocessed_noise_std(binned, smooth_px) / peak
+
+
+def shifted_copies(
+    seed: int, n: int, spread_mrad: tuple[float, float], bin_px: int = 2, smooth_px: float = 1.0,
+    rotation_rad: float = 0.2,
+) -> PatternSet:
+    """``n`` patterns of one place of the twin (its field's centre) under a known rigid shift and
+    nothing else: the beam deflection drawn ``N(0, spread_mrad^2)`` per axis (kx, ky),
+    independently, the lattice turned by a uniform angle in ``+-rotation_rad``; polarity, strain,
+    disorder and thickness those of that place. Poisson counts at the twin's dose, preprocessed as
+    :func:`measure_grid`'s. ``com`` and ``deflection`` are both the drawn shift; ``positions`` are
+    all the centre and ``grid`` is ``n`` (the maps do not apply)."""
+    sim = FourDStemSimulator(seed=seed)
+    rng = np.random.default_rng(seed)
+    centre = sim.transform.to_instrument(np.array([[(sim.options.survey_pixels - 1) / 2] * 2]))
+    positions = np.repeat(centre, n, axis=0)
+    physics = sim.local_physics(positions)
+    shift = rng.normal(size=(n, 2)) * np.asarray(spread_mrad, dtype=float)
+    physics["deflection_x_mrad"], physics["deflection_y_mrad"] = shift[:, 0], shift[:, 1]
+    physics["rotation_rad"] = rng.uniform(-rotation_rad, rotation_rad, n)
+    expected = sim._render(physics)  # the twin's own renderer, with the physics set here
+    scaled, noise = preprocess(rng.poisson(expected).astype(float), bin_px, smooth_px)
+    return PatternSet(scaled, positions, physics["rotation_rad"], shift, shift, n, noise,
+                      sim.options.detector_pixel_mrad * bin_px, physics["polarity"])
 
 
 def preprocessed_noise_std(counts: np.ndarray, smooth_px: float) -> float:
@@ -188,6 +219,33 @@ def _slope(y: np.ndarray, x: np.ndarray) -> float:
     """Least-squares slope of ``y`` on ``x`` (both ``N``)."""
     xc = x - x.mean()
     return float(xc @ (y - y.mean()) / (xc @ xc))
+
+
+def _r2(y: np.ndarray, x: np.ndarray) -> float:
+    """Fraction of the variance of ``y`` (``N``) explained by a least-squares fit from ``x`` (``N x k``)."""
+    design = np.c_[np.ones(len(y)), x]
+    residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    return float(1.0 - residual.var() / y.var())
+
+
+def com_decomposition(data: PatternSet, z: np.ndarray) -> dict[str, float]:
+    """What the CoM along each axis is made of, and what the shift latents follow: fractions of
+    variance (R^2) of the CoM explained by the rigid shift, by the polarity, by both; of the rigid
+    shift and of the pull (CoM - rigid shift) explained by the shift latents ``z[:, 1:3]``; of the
+    rigid shift by the shift latents and the polarity; of the polarity by all latents."""
+    shifts, polarity = z[:, 1:3], data.polarity
+    out: dict[str, float] = {}
+    for i, axis in enumerate("xy"):
+        com, rigid = data.com[:, i], data.deflection[:, i]
+        out[f"com_{axis}_by_rigid"] = _r2(com, rigid[:, None])
+        out[f"com_{axis}_by_polarity"] = _r2(com, polarity[:, None])
+        out[f"com_{axis}_by_rigid_and_polarity"] = _r2(com, np.c_[rigid, polarity])
+        out[f"pull_{axis}_polarity_correlation"] = _pearson(com - rigid, polarity)
+        out[f"rigid_{axis}_by_shift_latents"] = _r2(rigid, shifts)
+        out[f"pull_{axis}_by_shift_latents"] = _r2(com - rigid, shifts)
+        out[f"rigid_{axis}_by_shift_latents_and_polarity"] = _r2(rigid, np.c_[shifts, polarity])
+    out["polarity_by_all_latents"] = _r2(polarity, z)
+    return out
 
 
 def fit_rvae(
@@ -300,6 +358,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--twin", choices=sorted(TWINS), default="default", help="setting of the twin (TWINS)")
     ap.add_argument("--grid", type=int, default=24, help="patterns per side of the scan grid")
+    ap.add_argument("--shifted-copies", type=str, default=None, metavar="KX,KY",
+                    help="instead of the scan: grid^2 copies of one pattern under random shifts of these "
+                         "spreads (mrad), nothing else changing (shifted_copies)")
     ap.add_argument("--bin", type=int, default=2, help="detector binning before training")
     ap.add_argument("--smooth", type=float, default=1.0, help="Gaussian blur of the binned patterns (px)")
     ap.add_argument("--epochs", type=int, default=60)
@@ -314,8 +375,15 @@ def main() -> None:
     ap.add_argument("--figure", type=Path, default=None, help="PNG of the latent maps")
     ap.add_argument("--reconstructions", type=Path, default=None, help="PNG of measured and decoded patterns")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--latents", type=Path, default=None, help=".npy of the rVAE's encoding (N x 5, row-major grid)")
     args = ap.parse_args()
-    data = measure_grid(args.seed, args.grid, args.bin, args.smooth, TWINS[args.twin])
+    if args.shifted_copies:
+        spread = tuple(float(v) for v in args.shifted_copies.split(","))
+        if len(spread) != 2:
+            ap.error(f"--shifted-copies takes two spreads KX,KY in mrad; got {args.shifted_copies!r}")
+        data = shifted_copies(args.seed, args.grid**2, (spread[0], spread[1]), args.bin, args.smooth)
+    else:
+        data = measure_grid(args.seed, args.grid, args.bin, args.smooth, TWINS[args.twin])
     model, z, scores = fit_rvae(data, args.epochs, args.seed, args.hidden, args.noise_std,
                                 coordinate_scale=args.coordinate_scale, shift_equivariance=args.shift_equivariance)
     result = {"seed": args.seed, "twin": args.twin, "grid": args.grid, "bin": args.bin, "smooth": args.smooth, "epochs": args.epochs, "hidden": args.hidden, "coordinate_scale": args.coordinate_scale,
@@ -323,10 +391,16 @@ def main() -> None:
               "pattern_shape": list(data.patterns.shape[1:]), "rvae": asdict(scores)}
     if args.baseline:
         result["vae"] = fit_vae_baseline(data, args.epochs, args.seed, args.noise_std, args.coordinate_scale)
-    if args.figure:
+    if args.shifted_copies:
+        result["shifted_copies_mrad"] = list(spread)
+    else:
+        result["com_decomposition"] = com_decomposition(data, z)
+    if args.figure and not args.shifted_copies:
         latent_maps(data, z, args.figure)
     if args.reconstructions:
         reconstruction_figure(data, model, z, args.reconstructions)
+    if args.latents:
+        np.save(args.latents, z)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
