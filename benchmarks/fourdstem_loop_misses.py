@@ -13,7 +13,9 @@ Per seed of ``configs/fourdstem-dkl.yaml`` (or ``--config``), from the twin's no
   ``com_x``, ``com_y`` channels, coarse) with the truth, and the ranks of the top set by it (1 =
   the largest |DPC|);
 - with ``--sessions``: the best true value among a run's measured candidates, as a fraction of the
-  max and as a rank (1 = the best candidate), and how many of the top set it measured.
+  max and as a rank (1 = the best candidate), how many of the top set it measured, and the median
+  survey |DPC| rank of the candidates its policy chose (after the initial random ones) and how
+  many of them lie within 4 nm of a top-set candidate (``chosen_near_top``).
 
 Usage:
     python benchmarks/fourdstem_loop_misses.py --seeds 0-7 --sessions runs/fourdstem-seed{seed}
@@ -42,8 +44,9 @@ def seed_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
-def misses(config: Path, seed: int, session: Path | None) -> dict[str, object]:
-    """The figures of the module docstring for one seed (``session``: a run's folder, or None)."""
+def misses(config: Path, seed: int, session: Path | None, near_m: float = 4e-9) -> dict[str, object]:
+    """The figures of the module docstring for one seed (``session``: a run's folder, or None;
+    ``near_m``: the distance from a top-set candidate that counts as near it, m)."""
     cfg = load_config(config)
     sim = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
     survey = sim.survey()
@@ -67,8 +70,13 @@ def misses(config: Path, seed: int, session: Path | None) -> dict[str, object]:
         steps = [json.loads(line) for line in (session / "steps.jsonl").read_text().splitlines() if line.strip()]
         visited = np.array([s["index"] for s in steps if s.get("status") == "ok"], dtype=int)
         best = truth[visited].max()
+        chosen = np.array([s["index"] for s in steps if s.get("status") == "ok" and s.get("phase") == "policy"], dtype=int)
         out |= {"best_visited_of_max": float(best / ranked[0]), "best_visited_rank": int((truth > best).sum()) + 1,
-                "found": len(set(visited.tolist()) & set(top.tolist()))}
+                "found": len(set(visited.tolist()) & set(top.tolist())),
+                "chosen_survey_rank_median": float(np.median(survey_rank[chosen] + 1)) if len(chosen) else None,
+                "chosen_near_top": int(sum(
+                    np.min(np.linalg.norm(candidates.positions[top] - candidates.positions[i], axis=1)) <= near_m * (1 + 1e-6)  # grid steps land on it up to rounding
+                    for i in chosen))}
     return out
 
 

@@ -32,7 +32,8 @@ def test_a_run_that_measured_the_top_set_found_it_all(benchmark_script, tmp_path
     candidates = make_candidates(sim.survey(), cfg.candidates)
     truth = np.asarray(sim.truth(candidates.positions, cfg.target.build()))
     best = np.argsort(-truth, kind="stable")[:6]
-    lines = [{"index": int(i), "status": "ok"} for i in best] + [{"index": 0, "status": "failed"}]
+    lines = [{"index": int(i), "status": "ok", "phase": "policy"} for i in best] + [{"index": 0, "status": "failed"}]
     (tmp_path / "steps.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     run = bench.misses(CONFIG, seed=0, session=tmp_path)
     assert run["found"] == 6 and run["best_visited_rank"] == 1 and run["best_visited_of_max"] == 1.0
+    assert run["chosen_near_top"] == 6 and run["chosen_survey_rank_median"] == np.median(plain["survey_ranks_of_top"])
