@@ -5,7 +5,8 @@ run came.
 Per seed of ``configs/fourdstem-dkl.yaml`` (or ``--config``), from the twin's noiseless truth
 (``truth`` of the config's target at every candidate):
 
-- ``top``: the true top ``ceil(1 % x M)`` candidates (the benchmark's discovery set) and the value
+- ``top``: the number of true top ``ceil(1 % x M)`` candidates (the benchmark's discovery set;
+  ``top_indices``, their candidate indices, best first) and the value
   of the last of them (``threshold``) against the largest (``max``) and the median;
 - ``near``: how many candidates come within 5 % of the threshold (the plateau the top stands on),
   and the relative gap from the threshold to the 12th value;
@@ -60,7 +61,7 @@ def misses(config: Path, seed: int, session: Path | None, near_m: float = 4e-9) 
     dpc = np.hypot(*(survey.image[channels.index(c)][rc[:, 0], rc[:, 1]] for c in ("com_x", "com_y")))
     survey_rank = np.argsort(np.argsort(-dpc, kind="stable"), kind="stable")
     out: dict[str, object] = {
-        "seed": seed, "top": k, "max": ranked[0], "threshold": ranked[k - 1], "median": float(np.median(truth)),
+        "seed": seed, "top": k, "top_indices": [int(i) for i in top], "max": ranked[0], "threshold": ranked[k - 1], "median": float(np.median(truth)),
         "near": int((truth >= 0.95 * ranked[k - 1]).sum()),
         "gap_to_12th": float((ranked[k - 1] - ranked[min(11, len(ranked) - 1)]) / ranked[k - 1]),
         "survey_spearman": float(spearmanr(dpc, truth)[0]),
