@@ -159,6 +159,8 @@ class Scores:
       the CoM and ``displacement_deflection_correlation_x`` / ``_y`` against the rigid shift, per
       axis, and ``displacement_slope_x`` / ``_y``, the least-squares slope of the displacement on
       the rigid shift (1 if the latents measure the shift in its own units);
+    - ``centred_*``: the same for where the template's central beam lands
+      (:func:`template_centre`), which turning the template does not move;
     - ``deflection_multiple_correlation_x`` / ``_y``: as ``shift_multiple_correlation`` against the
       rigid shift of the disks;
     - ``reconstruction_rms`` against ``noise_rms``: how far the decoded patterns are from the
@@ -183,6 +185,12 @@ class Scores:
     displacement_deflection_correlation_y: float
     displacement_slope_x: float
     displacement_slope_y: float
+    centred_deflection_correlation_x: float
+    centred_deflection_correlation_y: float
+    centred_correlation_x: float
+    centred_correlation_y: float
+    centred_slope_x: float
+    centred_slope_y: float
     reconstruction_rms: float
     noise_rms: float
     seconds: float
@@ -206,13 +214,34 @@ def _shift_rank(deflection: np.ndarray, shifts: np.ndarray) -> float:
     return float(sv[-1] / sv[0]) if sv[0] > 0 else 0.0
 
 
-def latent_displacement(z: np.ndarray, shape: tuple[int, int], pixel_mrad: float) -> np.ndarray:
-    """The displacement ``N x 2`` (kx, ky) mrad of the decoded pattern that the rVAE's latents
-    ``z`` (``N x (3 + k)``: angle, dx, dy, content) describe, for patterns of ``shape`` (ky, kx)
-    pixels of ``pixel_mrad`` (:func:`aexp.models.shifts.latent_displacement`: rows are ky,
-    columns kx)."""
-    rows_cols = shifts.latent_displacement(torch.from_numpy(np.asarray(z, dtype=np.float32)), ["angle", "dx", "dy"], shape)
+def latent_displacement(
+    z: np.ndarray, shape: tuple[int, int], pixel_mrad: float, centre: np.ndarray | None = None
+) -> np.ndarray:
+    """Where the decoded pattern's point ``centre`` of the template (grid units, or the patch centre)
+    lands, ``N x 2`` (kx, ky) mrad from the patch centre, for the rVAE's latents ``z`` (``N x (3 +
+    k)``: angle, dx, dy, content) and patterns of ``shape`` (ky, kx) pixels of ``pixel_mrad``
+    (:func:`aexp.models.shifts.latent_displacement`: rows are ky, columns kx)."""
+    latents = torch.from_numpy(np.asarray(z, dtype=np.float32))
+    where = None if centre is None else torch.as_tensor(centre, dtype=torch.float32)
+    rows_cols = shifts.latent_displacement(latents, ["angle", "dx", "dy"], shape, where)
     return rows_cols.numpy()[:, ::-1].astype(float) * pixel_mrad
+
+
+def template_centre(model: RVAE, z: np.ndarray, window: int = 2) -> np.ndarray:
+    """Where the central beam sits in the decoder's template: the centroid, above the median, of
+    the ``2 window + 1`` pixels square around the brightest pixel of the pattern decoded from the
+    mean content latents with zero angle and shift; ``2`` grid units ``(x, y)`` (x down the rows,
+    y right to left)."""
+    still = z.mean(0, keepdims=True).copy()
+    still[:, :3] = 0
+    template = model.decode(still)[0]  # h x w (one channel)
+    h, w = template.shape
+    r, c = np.unravel_index(np.argmax(template), template.shape)
+    r0, r1, c0, c1 = max(r - window, 0), min(r + window + 1, h), max(c - window, 0), min(c + window + 1, w)
+    weight = np.clip(template[r0:r1, c0:c1] - np.median(template), 0, None)
+    rows, cols = np.mgrid[r0:r1, c0:c1]
+    row, col = (weight * rows).sum() / weight.sum(), (weight * cols).sum() / weight.sum()
+    return np.array([2 * row / (h - 1) - 1, 1 - 2 * col / (w - 1)])
 
 
 def _slope(y: np.ndarray, x: np.ndarray) -> float:
@@ -261,6 +290,7 @@ def fit_rvae(
     model.fit(data.patterns, epochs=epochs, batch_size=64, lr=3e-3, seed=seed, progress=False)
     z = model.encode(data.patterns)
     moved = latent_displacement(z, data.patterns.shape[1:], data.pixel_mrad)
+    centred = latent_displacement(z, data.patterns.shape[1:], data.pixel_mrad, template_centre(model, z))
     scores = Scores(
         angle_circular_correlation=abs(circular_correlation(z[:, 0], data.rotation)),
         shift_correlation_x=_pearson(z[:, 2], data.com[:, 0]),  # dy: along the columns, kx
@@ -280,6 +310,12 @@ def fit_rvae(
         displacement_deflection_correlation_y=_pearson(moved[:, 1], data.deflection[:, 1]),
         displacement_slope_x=_slope(moved[:, 0], data.deflection[:, 0]),
         displacement_slope_y=_slope(moved[:, 1], data.deflection[:, 1]),
+        centred_deflection_correlation_x=_pearson(centred[:, 0], data.deflection[:, 0]),
+        centred_deflection_correlation_y=_pearson(centred[:, 1], data.deflection[:, 1]),
+        centred_correlation_x=_pearson(centred[:, 0], data.com[:, 0]),
+        centred_correlation_y=_pearson(centred[:, 1], data.com[:, 1]),
+        centred_slope_x=_slope(centred[:, 0], data.deflection[:, 0]),
+        centred_slope_y=_slope(centred[:, 1], data.deflection[:, 1]),
         reconstruction_rms=float(np.sqrt(np.mean((model.decode(z).reshape(data.patterns.shape) - data.patterns) ** 2))),
         noise_rms=data.noise_std,
         seconds=time.perf_counter() - start,

@@ -97,28 +97,32 @@ def shift_equivariance_penalty(
     return shift_error + other_error + (1.0 - torch.cos(moved[:, angle_col] - mean[:, angle_col]))
 
 
-def latent_displacement(latents: torch.Tensor, geometric: list[str], shape: tuple[int, int]) -> torch.Tensor:
-    """How far the decoder moves its drawing for the geometric latents: ``N x d`` latents whose
+def latent_displacement(
+    latents: torch.Tensor, geometric: list[str], shape: tuple[int, int], centre: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Where the decoder draws the point of its template at ``centre``: ``N x d`` latents whose
     first columns are ``geometric`` (with ``dx``, ``dy``) -> ``N x 2`` (rows down, columns right),
-    pixels of a patch of ``shape`` = ``(h, w)``.
+    pixels from the patch centre, for a patch of ``shape`` = ``(h, w)``.
 
-    The decoder draws ``f(M p + t)`` (``M`` its grid transform, ``t = 0.1 (dx, dy)``), i.e. its
-    template transformed about the patch centre and then moved by ``-M^-1 t`` grid units; the
-    grid's ``x`` runs down the rows and its ``y`` right to left, and the patch spans 2. The result
-    does not depend on the angle latent's zero, so it is the shift to compare with a shift in the
-    data, axis by axis (up to the template's own offset from the patch centre, turned with it).
+    The decoder draws ``f(M p + t)`` (``M`` its grid transform, ``t = 0.1 (dx, dy)``), so the
+    template's point ``q`` lands at ``p = M^-1 (q - t)`` (grid units; the grid's ``x`` runs down the
+    rows and its ``y`` right to left, and the patch spans 2). With ``centre`` None (``q = 0``) this
+    is the displacement ``-M^-1 t`` of the drawing; give the template's own centre (grid units,
+    ``2``) when it is off the patch centre, else turning the template moves it too. Either way
+    the result does not depend on the angle latent's zero, so it is the shift to compare with a
+    shift in the data, axis by axis.
 
     Example:
         >>> latent_displacement(torch.tensor([[0.0, 1.0, 0.0]]), ["angle", "dx", "dy"], (21, 21))
         tensor([[-1., 0.]])
     """
     transform = grid_transform(latents, geometric)
-    t = transform["shift"]
+    q = -transform["shift"] if centre is None else centre.reshape(1, 2) - transform["shift"]
     if "matrix" in transform:
-        moved = -torch.linalg.solve(transform["matrix"], t[:, :, None])[:, :, 0]
+        p = torch.linalg.solve(transform["matrix"], q[:, :, None])[:, :, 0]
     else:
-        angle = transform.get("angle", torch.zeros(len(t), dtype=t.dtype, device=t.device))
+        angle = transform.get("angle", torch.zeros(len(q), dtype=q.dtype, device=q.device))
         c, s = torch.cos(angle), torch.sin(angle)
-        moved = -torch.stack([c * t[:, 0] + s * t[:, 1], -s * t[:, 0] + c * t[:, 1]], 1)  # -R^T t
+        p = torch.stack([c * q[:, 0] + s * q[:, 1], -s * q[:, 0] + c * q[:, 1]], 1)  # R^T q
     height, width = shape
-    return torch.stack([moved[:, 0] * (height - 1) / 2, -moved[:, 1] * (width - 1) / 2], 1)
+    return torch.stack([p[:, 0] * (height - 1) / 2, -p[:, 1] * (width - 1) / 2], 1)

@@ -173,3 +173,18 @@ def test_shift_equivariance_gives_the_shift_latents_both_directions_on_three_see
     assert scores.deflection_multiple_correlation_y >= 0.85  # measured 0.860, 0.947, 0.958 (0.576, 0.852, 0.946 without)
     assert scores.shift_multiple_correlation_x >= 0.9  # measured 0.975, 0.937, 0.970
     assert scores.shift_multiple_correlation_y >= scores.ceiling_y  # measured 0.732/0.685, 0.897/0.886, 0.927/0.917
+
+
+def test_template_centre_finds_the_central_beam_of_the_decoded_template(benchmark_script):
+    bench = benchmark_script("fourdstem_rvae")
+
+    class Template:  # decodes every latent to one pattern: a bright 3 x 3 disk at row 12, column 20
+        def decode(self, z):
+            image = np.zeros((len(z), 32, 32), np.float32)
+            image[:, 11:14, 19:22] = 1.0
+            return image
+
+    centre = bench.template_centre(Template(), np.zeros((4, 5)))
+    np.testing.assert_allclose(centre, [2 * 12 / 31 - 1, 1 - 2 * 20 / 31])
+    moved = bench.latent_displacement(np.zeros((1, 5)), (32, 32), 0.7, centre)  # where it lands, mrad
+    np.testing.assert_allclose(moved, [[(20 - 15.5) * 0.7, (12 - 15.5) * 0.7]], atol=1e-5)

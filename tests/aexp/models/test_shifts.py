@@ -146,3 +146,13 @@ def test_shift_equivariance_is_checked_and_needs_translation():
         RVAE(input_shape=(8, 8), shift_equivariance=-1.0).fit(x, epochs=1, progress=False)
     with pytest.raises(ValueError, match="needs translation=True"):
         RVAE(input_shape=(8, 8), translation=False, shift_equivariance=1.0).fit(x, epochs=1, progress=False)
+
+
+def test_latent_displacement_of_an_off_centre_template_point_turns_with_the_angle():
+    """A template point 5 px below the centre (x = 0.5 on a 21-px patch), drawn at angle pi/2 (a
+    counter-clockwise quarter turn as displayed), lands 5 px right of the centre; moved by dx = 1
+    as well, one more pixel along the turned x axis."""
+    centre = torch.tensor([0.5, 0.0])
+    quarter = torch.tensor([[math.pi / 2, 0.0, 0.0], [math.pi / 2, 1.0, 0.0]])
+    where = latent_displacement(quarter, GEOMETRIC, (21, 21), centre)
+    torch.testing.assert_close(where, torch.tensor([[0.0, 5.0], [0.0, 4.0]]), atol=1e-5, rtol=0)
