@@ -173,6 +173,10 @@ def test_shift_equivariance_gives_the_shift_latents_both_directions_on_three_see
     assert scores.deflection_multiple_correlation_y >= 0.85  # measured 0.860, 0.947, 0.958 (0.576, 0.852, 0.946 without)
     assert scores.shift_multiple_correlation_x >= 0.9  # measured 0.975, 0.937, 0.970
     assert scores.shift_multiple_correlation_y >= scores.ceiling_y  # measured 0.732/0.685, 0.897/0.886, 0.927/0.917
+    # the decoder's own reading (where the template's central beam lands), no fit to the truth
+    assert scores.centred_correlation_x >= 0.9  # measured 0.964, 0.931, 0.924 against the CoM
+    assert scores.centred_deflection_correlation_y >= 0.75  # measured 0.764, 0.952, 0.919 against the rigid shift
+    assert 0.8 <= scores.centred_slope_x <= 1.2 and 0.8 <= scores.centred_slope_y <= 1.2  # mrad per mrad
 
 
 def test_template_centre_finds_the_central_beam_of_the_decoded_template(benchmark_script):
