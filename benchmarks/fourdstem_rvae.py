@@ -252,6 +252,8 @@ def _slope(y: np.ndarray, x: np.ndarray) -> float:
 
 def _r2(y: np.ndarray, x: np.ndarray) -> float:
     """Fraction of the variance of ``y`` (``N``) explained by a least-squares fit from ``x`` (``N x k``)."""
+    if not y.var() > 0:
+        return float("nan")  # nothing to explain (a CoM with no pull along that axis)
     design = np.c_[np.ones(len(y)), x]
     residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
     return float(1.0 - residual.var() / y.var())
@@ -269,9 +271,10 @@ def com_decomposition(data: PatternSet, z: np.ndarray) -> dict[str, float]:
         out[f"com_{axis}_by_rigid"] = _r2(com, rigid[:, None])
         out[f"com_{axis}_by_polarity"] = _r2(com, polarity[:, None])
         out[f"com_{axis}_by_rigid_and_polarity"] = _r2(com, np.c_[rigid, polarity])
-        out[f"pull_{axis}_polarity_correlation"] = _pearson(com - rigid, polarity)
+        pull = com - rigid
+        out[f"pull_{axis}_polarity_correlation"] = _pearson(pull, polarity) if pull.std() > 0 else float("nan")
         out[f"rigid_{axis}_by_shift_latents"] = _r2(rigid, shifts)
-        out[f"pull_{axis}_by_shift_latents"] = _r2(com - rigid, shifts)
+        out[f"pull_{axis}_by_shift_latents"] = _r2(pull, shifts)
         out[f"rigid_{axis}_by_shift_latents_and_polarity"] = _r2(rigid, np.c_[shifts, polarity])
     out["polarity_by_all_latents"] = _r2(polarity, z)
     return out
