@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 
-from aexp.models import RVAE, VAE
+from aexp.models import RVAE, VAE, shifts
 from aexp.models.metrics import circular_correlation
 from simulators.fourdstem import FourDStemSimulator
 
@@ -56,6 +57,8 @@ class PatternSet:
             pull of the polarity's Friedel asymmetry.
         grid: points per side.
         noise_std: RMS shot noise of ``patterns`` (same units), from :func:`preprocessed_noise_std`.
+        pixel_mrad: size of a pixel of ``patterns`` (after binning), mrad.
+        polarity: ``N`` true polarity of the domain, in [-1, 1] (the Friedel pair's asymmetry).
     """
 
     patterns: np.ndarray
@@ -65,6 +68,8 @@ class PatternSet:
     deflection: np.ndarray
     grid: int
     noise_std: float
+    pixel_mrad: float
+    polarity: np.ndarray
 
 
 def measure_grid(
@@ -79,16 +84,46 @@ def measure_grid(
     rc = np.stack(np.meshgrid(idx, idx, indexing="ij"), -1).reshape(-1, 2)
     positions = sim.transform.to_instrument(rc)
     raw = np.stack([sim.measure_pattern(tuple(p))[0] for p in positions])
-    d = sim.options.detector_pixels // bin_px * bin_px
-    binned = raw[:, :d, :d].reshape(len(raw), d // bin_px, bin_px, d // bin_px, bin_px).sum((2, 4))
-    scaled = ndimage.gaussian_filter(np.log1p(binned), (0, smooth_px, smooth_px)) if smooth_px > 0 else np.log1p(binned)
-    peak = scaled.max()
-    scaled /= peak
-    noise = preprocessed_noise_std(binned, smooth_px) / peak
+    scaled, noise = preprocess(raw, bin_px, smooth_px)
     truth = sim.hidden_features(positions)
     com = np.stack([truth["com_x_mrad"], truth["com_y_mrad"]], 1)
     deflection = np.stack([truth["deflection_x_mrad"], truth["deflection_y_mrad"]], 1)
-    return PatternSet(scaled.astype(np.float32), positions, truth["rotation_rad"], com, deflection, grid, noise)
+    return PatternSet(scaled, positions, truth["rotation_rad"], com, deflection, grid, noise,
+                      sim.options.detector_pixel_mrad * bin_px, truth["polarity"])
+
+
+def preprocess(raw: np.ndarray, bin_px: int, smooth_px: float) -> tuple[np.ndarray, float]:
+    """Counts ``N x ky x kx`` -> binned by ``bin_px``, ``log1p``, blurred by ``smooth_px`` (binned
+    pixels), scaled to a peak of 1 (float32), and the RMS shot noise of the result."""
+    d = raw.shape[1] // bin_px * bin_px
+    binned = raw[:, :d, :d].reshape(len(raw), d // bin_px, bin_px, d // bin_px, bin_px).sum((2, 4))
+    scaled = ndimage.gaussian_filter(np.log1p(binned), (0, smooth_px, smooth_px)) if smooth_px > 0 else np.log1p(binned)
+    peak = scaled.max()
+    return (scaled / peak).astype(np.float32), preprocessed_noise_std(binned, smooth_px) / peak
+
+
+def shifted_copies(
+    seed: int, n: int, spread_mrad: tuple[float, float], bin_px: int = 2, smooth_px: float = 1.0,
+    rotation_rad: float = 0.2,
+) -> PatternSet:
+    """``n`` patterns of one place of the twin (its field's centre) under a known rigid shift and
+    nothing else: the beam deflection drawn ``N(0, spread_mrad^2)`` per axis (kx, ky),
+    independently, the lattice turned by a uniform angle in ``+-rotation_rad``; polarity, strain,
+    disorder and thickness those of that place. Poisson counts at the twin's dose, preprocessed as
+    :func:`measure_grid`'s. ``com`` and ``deflection`` are both the drawn shift; ``positions`` are
+    all the centre and ``grid`` is ``n`` (the maps do not apply)."""
+    sim = FourDStemSimulator(seed=seed)
+    rng = np.random.default_rng(seed)
+    centre = sim.transform.to_instrument(np.array([[(sim.options.survey_pixels - 1) / 2] * 2]))
+    positions = np.repeat(centre, n, axis=0)
+    physics = sim.local_physics(positions)
+    shift = rng.normal(size=(n, 2)) * np.asarray(spread_mrad, dtype=float)
+    physics["deflection_x_mrad"], physics["deflection_y_mrad"] = shift[:, 0], shift[:, 1]
+    physics["rotation_rad"] = rng.uniform(-rotation_rad, rotation_rad, n)
+    expected = sim._render(physics)  # the twin's own renderer, with the physics set here
+    scaled, noise = preprocess(rng.poisson(expected).astype(float), bin_px, smooth_px)
+    return PatternSet(scaled, positions, physics["rotation_rad"], shift, shift, n, noise,
+                      sim.options.detector_pixel_mrad * bin_px, physics["polarity"])
 
 
 def preprocessed_noise_std(counts: np.ndarray, smooth_px: float) -> float:
@@ -118,6 +153,16 @@ class Scores:
     - ``shift_rank``: the smaller over the larger singular value of the least-squares linear map
       from the rigid shift (kx, ky) to ``(dx, dy)``: 1 when the two latents follow two independent
       directions of the shift, 0 when they follow only one;
+    - ``displacement_*``: the shift latents read as what the decoder does with them, the
+      displacement of the decoded pattern on the detector, ``-R(angle)^T 0.1 (dx, dy)`` turned into
+      (kx, ky) mrad by :func:`latent_displacement`; ``displacement_correlation_x`` / ``_y`` against
+      the CoM and ``displacement_deflection_correlation_x`` / ``_y`` against the rigid shift, per
+      axis, and ``displacement_slope_x`` / ``_y``, the least-squares slope of the displacement on
+      the rigid shift (1 if the latents measure the shift in its own units);
+    - ``centred_*``: the same for where the template's central beam lands
+      (:func:`template_centre`), which turning the template does not move;
+    - ``deflection_multiple_correlation_x`` / ``_y``: as ``shift_multiple_correlation`` against the
+      rigid shift of the disks;
     - ``reconstruction_rms`` against ``noise_rms``: how far the decoded patterns are from the
       measured ones, against the shot noise of the patterns (``PatternSet.noise_std``).
     """
@@ -132,6 +177,20 @@ class Scores:
     ceiling_x: float
     ceiling_y: float
     shift_rank: float
+    deflection_multiple_correlation_x: float
+    deflection_multiple_correlation_y: float
+    displacement_correlation_x: float
+    displacement_correlation_y: float
+    displacement_deflection_correlation_x: float
+    displacement_deflection_correlation_y: float
+    displacement_slope_x: float
+    displacement_slope_y: float
+    centred_deflection_correlation_x: float
+    centred_deflection_correlation_y: float
+    centred_correlation_x: float
+    centred_correlation_y: float
+    centred_slope_x: float
+    centred_slope_y: float
     reconstruction_rms: float
     noise_rms: float
     seconds: float
@@ -155,17 +214,86 @@ def _shift_rank(deflection: np.ndarray, shifts: np.ndarray) -> float:
     return float(sv[-1] / sv[0]) if sv[0] > 0 else 0.0
 
 
+def latent_displacement(
+    z: np.ndarray, shape: tuple[int, int], pixel_mrad: float, centre: np.ndarray | None = None
+) -> np.ndarray:
+    """Where the decoded pattern's point ``centre`` of the template (grid units, or the patch centre)
+    lands, ``N x 2`` (kx, ky) mrad from the patch centre, for the rVAE's latents ``z`` (``N x (3 +
+    k)``: angle, dx, dy, content) and patterns of ``shape`` (ky, kx) pixels of ``pixel_mrad``
+    (:func:`aexp.models.shifts.latent_displacement`: rows are ky, columns kx)."""
+    latents = torch.from_numpy(np.asarray(z, dtype=np.float32))
+    where = None if centre is None else torch.as_tensor(centre, dtype=torch.float32)
+    rows_cols = shifts.latent_displacement(latents, ["angle", "dx", "dy"], shape, where)
+    return rows_cols.numpy()[:, ::-1].astype(float) * pixel_mrad
+
+
+def template_centre(model: RVAE, z: np.ndarray, window: int = 2) -> np.ndarray:
+    """Where the central beam sits in the decoder's template: the centroid, above the median, of
+    the ``2 window + 1`` pixels square around the brightest pixel of the pattern decoded from the
+    mean content latents with zero angle and shift; ``2`` grid units ``(x, y)`` (x down the rows,
+    y right to left)."""
+    still = z.mean(0, keepdims=True).copy()
+    still[:, :3] = 0
+    template = model.decode(still)[0]  # h x w (one channel)
+    h, w = template.shape
+    r, c = np.unravel_index(np.argmax(template), template.shape)
+    r0, r1, c0, c1 = max(r - window, 0), min(r + window + 1, h), max(c - window, 0), min(c + window + 1, w)
+    weight = np.clip(template[r0:r1, c0:c1] - np.median(template), 0, None)
+    rows, cols = np.mgrid[r0:r1, c0:c1]
+    row, col = (weight * rows).sum() / weight.sum(), (weight * cols).sum() / weight.sum()
+    return np.array([2 * row / (h - 1) - 1, 1 - 2 * col / (w - 1)])
+
+
+def _slope(y: np.ndarray, x: np.ndarray) -> float:
+    """Least-squares slope of ``y`` on ``x`` (both ``N``)."""
+    xc = x - x.mean()
+    return float(xc @ (y - y.mean()) / (xc @ xc))
+
+
+def _r2(y: np.ndarray, x: np.ndarray) -> float:
+    """Fraction of the variance of ``y`` (``N``) explained by a least-squares fit from ``x`` (``N x k``)."""
+    if not y.var() > 0:
+        return float("nan")  # nothing to explain (a CoM with no pull along that axis)
+    design = np.c_[np.ones(len(y)), x]
+    residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    return float(1.0 - residual.var() / y.var())
+
+
+def com_decomposition(data: PatternSet, z: np.ndarray) -> dict[str, float]:
+    """What the CoM along each axis is made of, and what the shift latents follow: fractions of
+    variance (R^2) of the CoM explained by the rigid shift, by the polarity, by both; of the rigid
+    shift and of the pull (CoM - rigid shift) explained by the shift latents ``z[:, 1:3]``; of the
+    rigid shift by the shift latents and the polarity; of the polarity by all latents."""
+    shifts, polarity = z[:, 1:3], data.polarity
+    out: dict[str, float] = {}
+    for i, axis in enumerate("xy"):
+        com, rigid = data.com[:, i], data.deflection[:, i]
+        out[f"com_{axis}_by_rigid"] = _r2(com, rigid[:, None])
+        out[f"com_{axis}_by_polarity"] = _r2(com, polarity[:, None])
+        out[f"com_{axis}_by_rigid_and_polarity"] = _r2(com, np.c_[rigid, polarity])
+        pull = com - rigid
+        out[f"pull_{axis}_polarity_correlation"] = _pearson(pull, polarity) if pull.std() > 0 else float("nan")
+        out[f"rigid_{axis}_by_shift_latents"] = _r2(rigid, shifts)
+        out[f"pull_{axis}_by_shift_latents"] = _r2(pull, shifts)
+        out[f"rigid_{axis}_by_shift_latents_and_polarity"] = _r2(rigid, np.c_[shifts, polarity])
+    out["polarity_by_all_latents"] = _r2(polarity, z)
+    return out
+
+
 def fit_rvae(
     data: PatternSet, epochs: int, seed: int, hidden: int = 32, noise_std: float = 0.1,
-    translation_prior: float = 0.1, coordinate_scale: float = 1.0,
+    translation_prior: float = 0.1, coordinate_scale: float = 1.0, shift_equivariance: float = 0.0,
 ) -> tuple[RVAE, np.ndarray, Scores]:
     """Train the rVAE on the patterns; its encoding ``N x 5`` and its scores. ``noise_std`` is the
     width of the Gaussian likelihood (the patterns' own shot noise is ``data.noise_std``)."""
     start = time.perf_counter()
     model = RVAE(input_shape=data.patterns.shape[1:], latent_dim=2, hidden=hidden, rotation_prior=0.5, noise_std=noise_std,
-                 translation_prior=translation_prior, coordinate_scale=coordinate_scale)
+                 translation_prior=translation_prior, coordinate_scale=coordinate_scale,
+                 shift_equivariance=shift_equivariance)
     model.fit(data.patterns, epochs=epochs, batch_size=64, lr=3e-3, seed=seed, progress=False)
     z = model.encode(data.patterns)
+    moved = latent_displacement(z, data.patterns.shape[1:], data.pixel_mrad)
+    centred = latent_displacement(z, data.patterns.shape[1:], data.pixel_mrad, template_centre(model, z))
     scores = Scores(
         angle_circular_correlation=abs(circular_correlation(z[:, 0], data.rotation)),
         shift_correlation_x=_pearson(z[:, 2], data.com[:, 0]),  # dy: along the columns, kx
@@ -177,6 +305,20 @@ def fit_rvae(
         ceiling_x=_pearson(data.deflection[:, 0], data.com[:, 0]),
         ceiling_y=_pearson(data.deflection[:, 1], data.com[:, 1]),
         shift_rank=_shift_rank(data.deflection, z[:, 1:3]),
+        deflection_multiple_correlation_x=_multiple_correlation(data.deflection[:, 0], z[:, 1:3]),
+        deflection_multiple_correlation_y=_multiple_correlation(data.deflection[:, 1], z[:, 1:3]),
+        displacement_correlation_x=_pearson(moved[:, 0], data.com[:, 0]),
+        displacement_correlation_y=_pearson(moved[:, 1], data.com[:, 1]),
+        displacement_deflection_correlation_x=_pearson(moved[:, 0], data.deflection[:, 0]),
+        displacement_deflection_correlation_y=_pearson(moved[:, 1], data.deflection[:, 1]),
+        displacement_slope_x=_slope(moved[:, 0], data.deflection[:, 0]),
+        displacement_slope_y=_slope(moved[:, 1], data.deflection[:, 1]),
+        centred_deflection_correlation_x=_pearson(centred[:, 0], data.deflection[:, 0]),
+        centred_deflection_correlation_y=_pearson(centred[:, 1], data.deflection[:, 1]),
+        centred_correlation_x=_pearson(centred[:, 0], data.com[:, 0]),
+        centred_correlation_y=_pearson(centred[:, 1], data.com[:, 1]),
+        centred_slope_x=_slope(centred[:, 0], data.deflection[:, 0]),
+        centred_slope_y=_slope(centred[:, 1], data.deflection[:, 1]),
         reconstruction_rms=float(np.sqrt(np.mean((model.decode(z).reshape(data.patterns.shape) - data.patterns) ** 2))),
         noise_rms=data.noise_std,
         seconds=time.perf_counter() - start,
@@ -255,30 +397,49 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--twin", choices=sorted(TWINS), default="default", help="setting of the twin (TWINS)")
     ap.add_argument("--grid", type=int, default=24, help="patterns per side of the scan grid")
+    ap.add_argument("--shifted-copies", type=str, default=None, metavar="KX,KY",
+                    help="instead of the scan: grid^2 copies of one pattern under random shifts of these "
+                         "spreads (mrad), nothing else changing (shifted_copies)")
     ap.add_argument("--bin", type=int, default=2, help="detector binning before training")
     ap.add_argument("--smooth", type=float, default=1.0, help="Gaussian blur of the binned patterns (px)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--hidden", type=int, default=32, help="width of the rVAE's decoder")
     ap.add_argument("--coordinate-scale", type=float, default=1.0,
                     help="factor on the decoders' initial coordinate weights (10 lets them draw the disks)")
+    ap.add_argument("--shift-equivariance", type=float, default=0.0,
+                    help="weight of the rVAE's shift-equivariance penalty (aexp.models.shifts; 0: off)")
     ap.add_argument("--noise-std", type=float, default=0.1,
                     help="width of the Gaussian likelihood (the JSON reports the patterns' own shot noise)")
     ap.add_argument("--baseline", action="store_true", help="also train a plain VAE as the reference")
     ap.add_argument("--figure", type=Path, default=None, help="PNG of the latent maps")
     ap.add_argument("--reconstructions", type=Path, default=None, help="PNG of measured and decoded patterns")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--latents", type=Path, default=None, help=".npy of the rVAE's encoding (N x 5, row-major grid)")
     args = ap.parse_args()
-    data = measure_grid(args.seed, args.grid, args.bin, args.smooth, TWINS[args.twin])
+    if args.shifted_copies:
+        spread = tuple(float(v) for v in args.shifted_copies.split(","))
+        if len(spread) != 2:
+            ap.error(f"--shifted-copies takes two spreads KX,KY in mrad; got {args.shifted_copies!r}")
+        data = shifted_copies(args.seed, args.grid**2, (spread[0], spread[1]), args.bin, args.smooth)
+    else:
+        data = measure_grid(args.seed, args.grid, args.bin, args.smooth, TWINS[args.twin])
     model, z, scores = fit_rvae(data, args.epochs, args.seed, args.hidden, args.noise_std,
-                                coordinate_scale=args.coordinate_scale)
+                                coordinate_scale=args.coordinate_scale, shift_equivariance=args.shift_equivariance)
     result = {"seed": args.seed, "twin": args.twin, "grid": args.grid, "bin": args.bin, "smooth": args.smooth, "epochs": args.epochs, "hidden": args.hidden, "coordinate_scale": args.coordinate_scale,
+              "shift_equivariance": args.shift_equivariance,
               "pattern_shape": list(data.patterns.shape[1:]), "rvae": asdict(scores)}
     if args.baseline:
         result["vae"] = fit_vae_baseline(data, args.epochs, args.seed, args.noise_std, args.coordinate_scale)
-    if args.figure:
+    if args.shifted_copies:
+        result["shifted_copies_mrad"] = list(spread)
+    else:
+        result["com_decomposition"] = com_decomposition(data, z)
+    if args.figure and not args.shifted_copies:
         latent_maps(data, z, args.figure)
     if args.reconstructions:
         reconstruction_figure(data, model, z, args.reconstructions)
+    if args.latents:
+        np.save(args.latents, z)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

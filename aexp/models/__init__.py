@@ -16,6 +16,8 @@ checks, encoders) and coordinate decoder (:mod:`aexp.models.decoders`):
 * :func:`latent_traversal`, :func:`latent_scatter` — figures of a fitted embedder's latents.
 * :mod:`aexp.models.orientation` — the rVAE options for wide rotations and one angle offset
   across classes (encoder equivariance, learned canonical orientation);
+* :mod:`aexp.models.shifts` — shift equivariance of the encoder, so the shift latents follow every
+  direction of shift; the displacement a decoder's geometric latents describe;
 * :mod:`aexp.models.metrics` — scores against known truth (circular correlation, also modulo a
   glyph's symmetry; k-means purity).
 

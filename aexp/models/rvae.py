@@ -37,6 +37,7 @@ from .base import (
     check_positive,
 )
 from .orientation import OrientedNetwork, equivariance_penalty
+from .shifts import shift_equivariance_penalty
 
 __all__ = ["RVAE", "RotationLatents", "SHIFT_SCALE", "ROTATION_WARMUP_START", "warmup_factor"]
 
@@ -166,6 +167,11 @@ class RVAE(RotationLatents, PatchVAE):
             :class:`~aexp.models.decoders.CoordinateDecoder`); raise it (e.g. 10) for patches with
             fine, sharp detail, such as diffraction disks, that the default decoder draws as a
             smooth blob.
+        shift_equivariance: weight of the shift-equivariance penalty (0: off; needs
+            ``translation``). Shifted copies of each batch must encode to the shifted ``(dx, dy)``
+            and the same other latents, so the encoder learns both directions of shift even when
+            the data shift much more along one of them. Costs one more encoder pass per batch.
+            See :mod:`aexp.models.shifts`.
 
     Example:
         >>> m = RVAE(input_shape=(16, 16), latent_dim=2).fit(patches, epochs=20, progress=False)
@@ -179,6 +185,7 @@ class RVAE(RotationLatents, PatchVAE):
     equivariance: float = 0.0
     rotation_prior_warmup: int = 0
     coordinate_scale: float = 1.0
+    shift_equivariance: float = 0.0
 
     def _validate_hyperparameters(self) -> None:
         super()._validate_hyperparameters()
@@ -193,6 +200,12 @@ class RVAE(RotationLatents, PatchVAE):
             0 <= self.equivariance < math.inf
         ):
             raise ValueError(f"equivariance must be a finite number >= 0; got {self.equivariance!r}")
+        if isinstance(self.shift_equivariance, bool) or not isinstance(self.shift_equivariance, Real) or not (
+            0 <= self.shift_equivariance < math.inf
+        ):
+            raise ValueError(f"shift_equivariance must be a finite number >= 0; got {self.shift_equivariance!r}")
+        if self.shift_equivariance and not self.translation:
+            raise ValueError("shift_equivariance needs translation=True: it trains the shift latents dx, dy")
 
     @property
     def latent_names(self) -> list[str]:
@@ -222,12 +235,23 @@ class RVAE(RotationLatents, PatchVAE):
     def _penalty_terms(
         self, network: LatentNetwork, x: torch.Tensor, mean: torch.Tensor, noise: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        if not self.equivariance:
-            return {}
-        # dx, dy turn with the patch; every other geometric latent (scale, shear) does not.
-        invariant = [i for i, name in enumerate(self.latent_names) if name not in ("angle", "dx", "dy")]
-        penalty = equivariance_penalty(network, x, mean, invariant, noise)
-        return {"penalty_equivariance": float(self.equivariance) * penalty.mean()}
+        terms: dict[str, torch.Tensor] = {}
+        if self.equivariance:
+            # dx, dy turn with the patch; every other geometric latent (scale, shear) does not.
+            invariant = [i for i, name in enumerate(self.latent_names) if name not in ("angle", "dx", "dy")]
+            penalty = equivariance_penalty(network, x, mean, invariant, noise)
+            terms["penalty_equivariance"] = float(self.equivariance) * penalty.mean()
+        if self.shift_equivariance:
+            decoder_latents = mean
+            if isinstance(network, OrientedNetwork):  # the decoder turns by angle + h(z)
+                n_geometric = len(self.geometric_names)
+                offset = network.canonical_angle(mean[:, n_geometric:])
+                decoder_latents = torch.cat([(mean[:, 0] + offset)[:, None], mean[:, 1:]], dim=1)
+            penalty = shift_equivariance_penalty(
+                network, x, decoder_latents, mean, self.geometric_names, float(self.translation_prior), noise
+            )
+            terms["penalty_shift_equivariance"] = float(self.shift_equivariance) * penalty.mean()
+        return terms
 
     def _full_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Content-only latents (``n x k``) get zero geometric latents; ``n x n_latents`` pass."""

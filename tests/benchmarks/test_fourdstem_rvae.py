@@ -117,3 +117,78 @@ def test_rvae_recovers_rotation_and_shift_full(benchmark_script, tmp_path):
     assert scores.ceiling_y < 0.75 and scores.ceiling_x > 0.99
     bench.latent_maps(data, z, tmp_path / "maps.png")
     assert (tmp_path / "maps.png").stat().st_size > 10_000
+
+
+def test_latent_displacement_reads_the_shift_latents_on_the_detector_axes(benchmark_script):
+    """dx moves the decoded pattern up (towards -ky), dy right (+kx), 0.05 x (side - 1) pixels per
+    unit at angle 0; a quarter turn of the angle latent turns the reading with it."""
+    bench = benchmark_script("fourdstem_rvae")
+    z = np.array([[0.0, 1.0, 0.0, 0, 0, 0], [0.0, 0.0, 1.0, 0, 0, 0], [np.pi / 2, 1.0, 0.0, 0, 0, 0]])
+    moved = bench.latent_displacement(z[:, :5], (21, 21), pixel_mrad=0.7)  # (kx, ky) mrad
+    np.testing.assert_allclose(moved, [[0.0, -0.7], [0.7, 0.0], [-0.7, 0.0]], atol=1e-6)
+
+
+def test_shifted_copies_move_one_pattern_by_the_drawn_shift(benchmark_script):
+    bench = benchmark_script("fourdstem_rvae")
+    data = bench.shifted_copies(seed=0, n=6, spread_mrad=(0.5, 0.0), rotation_rad=0.0)
+    assert data.patterns.shape == (6, 32, 32) and data.pixel_mrad == pytest.approx(0.7)
+    np.testing.assert_array_equal(data.com, data.deflection)
+    assert np.all(data.deflection[:, 1] == 0) and data.deflection[:, 0].std() > 0.1
+    assert np.ptp(data.polarity) == 0 and np.ptp(data.rotation) == 0
+    # the pattern moved along kx (columns) by the drawn shift: its centre of mass follows, slope ~1
+    counts = np.expm1(data.patterns * 8.0)  # any increasing weighting of the disks will do
+    cols = (counts * np.arange(32)).sum((1, 2)) / counts.sum((1, 2)) * data.pixel_mrad
+    assert np.corrcoef(cols, data.deflection[:, 0])[0, 1] > 0.95
+
+
+def test_com_decomposition_splits_a_com_made_of_shift_and_polarity(benchmark_script):
+    bench = benchmark_script("fourdstem_rvae")
+    rng = np.random.default_rng(0)
+    n = 400
+    rigid, polarity = rng.normal(size=(n, 2)), np.sign(rng.normal(size=n))
+    com = rigid + np.c_[np.zeros(n), polarity]  # a pull along ky only, of the rigid shift's size
+    data = bench.PatternSet(np.zeros((n, 2, 2), np.float32), np.zeros((n, 2)), np.zeros(n), com, rigid, 20,
+                            0.01, 0.7, polarity)
+    z = np.c_[np.zeros(n), rigid, np.zeros((n, 2))]  # shift latents equal to the rigid shift
+    out = bench.com_decomposition(data, z)
+    assert out["com_x_by_rigid"] == pytest.approx(1.0)
+    assert out["com_y_by_rigid"] == pytest.approx(0.5, abs=0.1)  # equal variances
+    assert out["com_y_by_rigid_and_polarity"] == pytest.approx(1.0)
+    assert out["rigid_y_by_shift_latents"] == pytest.approx(1.0)
+    assert out["pull_y_by_shift_latents"] < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shift_equivariance_gives_the_shift_latents_both_directions_on_three_seeds(benchmark_script, seed):
+    """shift_equivariance=10 (aexp.models.shifts): the two shift latents follow two directions of
+    the rigid shift (rank 0.00-0.01 without), and against the CoM along ky they reach what a perfect
+    rigid-shift latent would (the ceiling; the rest of the ky CoM is the Friedel pull)."""
+    bench = benchmark_script("fourdstem_rvae")
+    data = bench.measure_grid(seed=seed, grid=24, bin_px=2)
+    _, _, scores = bench.fit_rvae(data, epochs=60, seed=seed, coordinate_scale=10.0, shift_equivariance=10.0)
+    assert scores.shift_rank >= 0.8  # measured 0.972, 0.863, 0.891 (0.010, 0.011, 0.000 without)
+    assert scores.angle_circular_correlation >= 0.99  # measured 0.994, 0.997, 0.998
+    assert scores.deflection_multiple_correlation_x >= 0.95  # measured 0.980, 0.983, 0.966
+    assert scores.deflection_multiple_correlation_y >= 0.85  # measured 0.860, 0.947, 0.958 (0.576, 0.852, 0.946 without)
+    assert scores.shift_multiple_correlation_x >= 0.9  # measured 0.975, 0.937, 0.970
+    assert scores.shift_multiple_correlation_y >= scores.ceiling_y  # measured 0.732/0.685, 0.897/0.886, 0.927/0.917
+    # the decoder's own reading (where the template's central beam lands), no fit to the truth
+    assert scores.centred_correlation_x >= 0.9  # measured 0.964, 0.931, 0.924 against the CoM
+    assert scores.centred_deflection_correlation_y >= 0.75  # measured 0.764, 0.952, 0.919 against the rigid shift
+    assert 0.8 <= scores.centred_slope_x <= 1.2 and 0.8 <= scores.centred_slope_y <= 1.2  # mrad per mrad
+
+
+def test_template_centre_finds_the_central_beam_of_the_decoded_template(benchmark_script):
+    bench = benchmark_script("fourdstem_rvae")
+
+    class Template:  # decodes every latent to one pattern: a bright 3 x 3 disk at row 12, column 20
+        def decode(self, z):
+            image = np.zeros((len(z), 32, 32), np.float32)
+            image[:, 11:14, 19:22] = 1.0
+            return image
+
+    centre = bench.template_centre(Template(), np.zeros((4, 5)))
+    np.testing.assert_allclose(centre, [2 * 12 / 31 - 1, 1 - 2 * 20 / 31])
+    moved = bench.latent_displacement(np.zeros((1, 5)), (32, 32), 0.7, centre)  # where it lands, mrad
+    np.testing.assert_allclose(moved, [[(20 - 15.5) * 0.7, (12 - 15.5) * 0.7]], atol=1e-5)

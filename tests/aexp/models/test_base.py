@@ -221,7 +221,7 @@ _COMMON = dict(latent_dim=2, likelihood="gaussian", noise_std=0.1, device="cpu",
                epochs=20, batch_size=128, lr=3e-3, seed=0, encoder_hidden=128)
 _ROTATION = dict(translation=True, rotation_prior=math.pi / 3, translation_prior=0.1, scale=False, scale_prior=0.2)
 _RVAE = dict(hidden=32, decoder_layers=2, encoder="mlp", orientation=False, equivariance=0.0,
-             rotation_prior_warmup=0, coordinate_scale=1.0, **_ROTATION)
+             rotation_prior_warmup=0, coordinate_scale=1.0, shift_equivariance=0.0, **_ROTATION)
 _JVAE = dict(hidden=32, decoder_layers=2, encoder="mlp", n_classes=2, discrete="gumbel", temperature=(1.0, 0.67),
              capacity_epochs=10, capacity_gamma=50.0, balance_gamma=200.0)
 _PAIRED = dict(hidden=128, decoder_layers=2, rotation=False, translation=False, rotation_prior=math.pi / 3,
