@@ -2,11 +2,11 @@
 
 A small ASGI app (Starlette, served by uvicorn): ``GET /`` the page, ``GET /state`` the session as
 JSON, ``GET /events`` server-sent events (one ``state`` event whenever a file of the session
-changes, polled every 0.1 s), ``GET /survey.png`` the survey, ``POST /control`` a command (checked
-and appended to ``control.jsonl`` exactly as ``aexp control`` does). Why this stack: the page only
-reads files the loop already writes, so a plain ASGI app with SSE (one-way push, reconnects by
-itself in the browser) is all it needs; no dashboard framework, no build step, and the same app
-serves a finished session.
+changes, polled every 0.1 s and pushed at most every 0.25 s), ``GET /survey.png`` the survey,
+``POST /control`` a command (checked and appended to ``control.jsonl`` exactly as ``aexp control``
+does). Why this stack: the page only reads files the loop already writes, so a plain ASGI app with
+SSE (one-way push, reconnects by itself in the browser) is all it needs; no dashboard framework, no
+build step, and the same app serves a finished session.
 
 It binds 127.0.0.1 by default; any other interface needs a token (sent as ``?token=`` or the
 ``X-Aexp-Token`` header), and :func:`serve` refuses a non-loopback bind without one.
@@ -18,11 +18,13 @@ import asyncio
 import io
 import ipaddress
 import json
+import math
 import os
 import secrets
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -150,8 +152,11 @@ def _survey_png(folder: Path) -> bytes:
     return buf.getvalue()
 
 
-def make_app(folder: str | Path, token: str | None = None, poll_s: float = 0.1):
-    """The Starlette app for ``folder`` (``token``: required on every request when given)."""
+def make_app(folder: str | Path, token: str | None = None, poll_s: float = 0.1, min_interval_s: float = 0.25):
+    """The Starlette app for ``folder`` (``token``: required on every request when given).
+
+    The session's files are looked at every ``poll_s``; a change is pushed to the page at most every
+    ``min_interval_s`` (so within ``poll_s + min_interval_s`` of being written)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -187,11 +192,13 @@ def make_app(folder: str | Path, token: str | None = None, poll_s: float = 0.1):
 
     async def events(request: Request) -> Response:
         async def stream():
-            last, sent_static = None, None
+            last, sent_static, sent_at = None, None, -math.inf
             while not await request.is_disconnected():
                 sig = await asyncio.to_thread(_signature, folder)
-                if sig != last:
-                    last = sig
+                # at most one state per min_interval_s: steps of a fast loop coalesce into one update
+                # instead of a redraw each (the page's CPU is taken from the instrument PC's cores)
+                if sig != last and time.monotonic() - sent_at >= min_interval_s:
+                    last, sent_at = sig, time.monotonic()
                     # the candidates go once per session: later events carry only what changed
                     data = await asyncio.to_thread(session_state, folder, static, sent_static != static.session_id)
                     if data.get("candidates") is not None:
