@@ -88,6 +88,11 @@ def table(cells: dict[tuple[str, int], dict], base: str, compare: list[str]) -> 
             f"registration {np.nanmean(split[:, 0]):.2f} px, after {_nan(split[:, 1])}; registrations "
             f"{'none' if regs[0] is None else f'{np.mean(regs):.1f} per run, {failed} failed'}; twin time "
             f"{np.mean([(cells[(name, s)].get('probe_times_s') or [np.nan])[-1] for s in seeds]):.1f} s")
+    for i, a in enumerate(compare):
+        for b in compare[i + 1:]:
+            steps = [first_difference(cells[(a, s)]["indices"], cells[(b, s)]["indices"]) for s in seeds]
+            rows.append(f"{a} and {b} first chose differently at step {np.median(steps):.0f} (median; "
+                        f"{min(steps)}-{max(steps)})")
     return "\n".join(rows)
 
 
