@@ -560,7 +560,7 @@ class Campaign:
             approve mode, on each proposal (:class:`Operator`); ``None``: nobody steers.
         drift: re-registration (:class:`aexp.drift.DriftCorrection`): when it is due, the commands in
             flight are finished, it surveys (in the measuring thread) and from then on every command goes
-            to the candidate's position plus its ``offset_m``.
+            to the candidate's position plus its ``offset_at(step)``.
 
     Example:
         >>> result = Campaign(instrument=inst, candidates=cands, features=feats, target=target,
@@ -808,7 +808,7 @@ class Campaign:
     def _step(self, k: int, d: Decision, phase: str, pending: list[int], decision_s: float) -> Step:
         idx = d.index
         c = self.candidates
-        dx, dy = (0.0, 0.0) if self.drift is None else self.drift.offset_m
+        dx, dy = (0.0, 0.0) if self.drift is None else self.drift.offset_at(k)
         position = (float(c.positions[idx, 0]) + dx, float(c.positions[idx, 1]) + dy)
         previous = self.last_position
         self.last_position = position

@@ -763,6 +763,10 @@ class DriftConfig(_Section):
         0.5, ge=-1, le=1, description="a lower correlation of the re-aligned surveys is a failed registration"
     )
     channel: int = Field(0, ge=0, description="survey channel to register")
+    predict: bool = Field(
+        False, description="feed-forward: between registrations, move the correction on at the drift rate per "
+        "step of the last two registrations (the first survey counts as zero); off: the last correction holds"
+    )
 
     @model_validator(mode="after")
     def _a_schedule(self) -> DriftConfig:

@@ -209,12 +209,12 @@ def append_registration(folder: str | Path, record: Registration) -> None:
 class DriftCorrection(Protocol):
     """The campaign's seam for drift: when to re-register, and the correction in force.
 
-    ``position = candidate_position + offset_m`` for every command sent.
+    ``position = candidate_position + offset_at(step)`` for every command sent.
 
     Example:
         >>> if corr.due(step, elapsed_s):
         ...     corr.register(instrument, step, elapsed_s)
-        >>> send(candidate + np.asarray(corr.offset_m))
+        >>> send(candidate + np.asarray(corr.offset_at(step)))
     """
 
     offset_m: tuple[float, float]
@@ -222,6 +222,8 @@ class DriftCorrection(Protocol):
     def due(self, step: int, elapsed_s: float) -> bool: ...
 
     def register(self, instrument: Instrument, step: int, elapsed_s: float) -> Registration: ...
+
+    def offset_at(self, step: int) -> tuple[float, float]: ...
 
 
 class Registrar:
@@ -234,6 +236,7 @@ class Registrar:
         live_from: the first step at which registrations may be taken live (replay: never, i.e.
             ``None``; resume: the number of recorded steps; run: 0).
         sink: where each new record goes (the session's file), durable on return.
+        predict: feed-forward between registrations (:meth:`offset_at`); off: the last correction holds.
         upsample_factor, max_shift_px, min_correlation, channel: see :func:`estimate_shift`.
     """
 
@@ -246,6 +249,7 @@ class Registrar:
         recorded: Sequence[Registration] = (),
         live_from: int | None = 0,
         sink: Callable[[Registration], None] | None = None,
+        predict: bool = False,
         upsample_factor: int = 20,
         max_shift_px: float = 16.0,
         min_correlation: float = 0.5,
@@ -260,6 +264,7 @@ class Registrar:
         self.recorded = sorted(recorded, key=lambda r: r.step)
         self.live_from = live_from
         self.sink = sink
+        self.predict = predict
         self.options = {"upsample_factor": upsample_factor, "max_shift_px": max_shift_px,
                         "min_correlation": min_correlation, "channel": channel}
         self.offset_m: tuple[float, float] = (0.0, 0.0)
@@ -303,3 +308,24 @@ class Registrar:
         self.history.append(record)
         self._last_step, self._last_s = step, float(elapsed_s)
         return record
+
+    def offset_at(self, step: int) -> tuple[float, float]:
+        """The correction for the command of step ``step``.
+
+        Without ``predict``: ``offset_m``, the last accepted estimate. With it, that estimate moved on at
+        the drift rate per step of the last two accepted registrations ``(k_i, s_i)``, ``(k_j, s_j)``
+        (the first survey counts as ``(0, 0)``): ``s_j + (s_j - s_i) (step - k_j) / (k_j - k_i)``. The
+        sample keeps drifting between surveys; a constant rate is what one survey pair can tell, and
+        it is a function of the recorded registrations alone, so replay and resume send the same
+        positions.
+        """
+        if not self.predict:
+            return self.offset_m
+        points = [(0, (0.0, 0.0))] + [(r.step, r.shift_m) for r in self.history if r.ok]
+        (k_j, s_j) = points[-1]
+        earlier = [(k, s) for k, s in points[:-1] if k < k_j]
+        if not earlier or step <= k_j:
+            return self.offset_m
+        k_i, s_i = earlier[-1]
+        a = (step - k_j) / (k_j - k_i)
+        return (s_j[0] + a * (s_j[0] - s_i[0]), s_j[1] + a * (s_j[1] - s_i[1]))

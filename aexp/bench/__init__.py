@@ -102,25 +102,31 @@ def run_policy(
                          on_step=on_step).run()
     if drift is not None:
         run.extra["registrations"] = [r.to_dict() for r in drift.history]
-    errors = position_errors(instrument, candidates, run.steps)
+    times: list[float] = []
+    errors = position_errors(instrument, candidates, run.steps, times=times)
     if errors is not None:
         run.extra["position_errors_px"] = errors
+        run.extra["probe_times_s"] = times
     return run
 
 
-def position_errors(instrument: Any, candidates: Candidates, steps: list[Step]) -> list[float] | None:
+def position_errors(instrument: Any, candidates: Candidates, steps: list[Step],
+                    times: list[float] | None = None) -> list[float] | None:
     """Per measurement that reached the twin: |sample point really probed - candidate chosen| in survey
-    pixels, from the twin's hidden ``probe_log()`` (None for an instrument without one)."""
+    pixels, from the twin's hidden ``probe_log()`` (None for an instrument without one). ``times``, when
+    given, receives the twin's clock (seconds) of each of those measurements, in the same order."""
     log = getattr(instrument, "probe_log", None)
     px = (instrument.describe().extra or {}).get("pixel_size_m")
     if log is None or not px:
         return None
     chosen = {(round(s.position[0] * 1e12), round(s.position[1] * 1e12)): s.index for s in steps}
     out = []
-    for requested, actual, _ in log():
+    for requested, actual, clock_s in log():
         index = chosen.get((round(requested[0] * 1e12), round(requested[1] * 1e12)))
         if index is not None:
             out.append(float(np.hypot(*(np.asarray(actual) - candidates.positions[index]))) / float(px))
+            if times is not None:
+                times.append(float(clock_s))
     return out
 
 

@@ -139,8 +139,12 @@ class CellResult:
     # drift: |sample point really probed - candidate chosen| in survey pixels (the twin's truth)
     position_error_px: float | None = None
     position_error_max_px: float | None = None
+    # the same per measurement, in the order the twin took them, and the twin's clock at each (seconds)
+    position_error_curve_px: list[float] = field(default_factory=list)
+    probe_times_s: list[float] = field(default_factory=list)
     registrations: int | None = None
     registrations_failed: int | None = None
+    registration_steps: list[int] = field(default_factory=list)  # each taken before this step was decided
     error: str | None = None
     traceback: str | None = None
     host: str = ""
@@ -283,9 +287,12 @@ def _measure_cell(cell: Cell, record: CellResult) -> None:
     errors = run.extra.get("position_errors_px")
     if errors:
         record.position_error_px, record.position_error_max_px = float(np.mean(errors)), float(np.max(errors))
+        record.position_error_curve_px = [float(e) for e in errors]
+        record.probe_times_s = [float(t) for t in run.extra.get("probe_times_s", [])]
     if "registrations" in run.extra:
         record.registrations = len(run.extra["registrations"])
         record.registrations_failed = sum(not r["ok"] for r in run.extra["registrations"])
+        record.registration_steps = [int(r["step"]) for r in run.extra["registrations"]]
 
 
 def run_cell(cell: Cell) -> dict[str, Any]:

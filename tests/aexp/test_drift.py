@@ -108,6 +108,42 @@ def test_a_time_schedule_and_recorded_registrations_replayed_without_surveying()
     assert replay.offset_m == (1e-9, 5e-10) and not replay.due(4, 1e9)
 
 
+def test_predict_moves_the_correction_on_at_the_rate_of_the_last_two_registrations() -> None:
+    sim = PlasmonicSimulator(seed=2, survey_pixels=64, n_particles=3)
+    recorded = [Registration(3, 3.0, (0.0, 1.0), (1e-9, 0.0), 0.9, True, "", (1e-9, 0.0)),
+                Registration(6, 6.0, (1.0, 2.0), (2e-9, 1e-9), 0.9, True, "", (2e-9, 1e-9)),
+                Registration(9, 9.0, (0.0, 0.0), (0.0, 0.0), 0.1, False, "correlation", (2e-9, 1e-9))]
+    hold = Registrar(sim.survey(), every_steps=3, recorded=recorded, live_from=None)
+    reg = Registrar(sim.survey(), every_steps=3, recorded=recorded, live_from=None, predict=True)
+    assert reg.offset_at(2) == (0.0, 0.0)  # nothing registered yet: nothing to extrapolate
+    for r in (hold, reg):
+        r.register(None, 3, 3.0)  # type: ignore[arg-type] - recorded: nothing is surveyed
+    # from the first survey's zero at step 0 to 1 nm at step 3: 1/3 nm per step
+    assert reg.offset_at(3) == (1e-9, 0.0) and reg.offset_at(5) == pytest.approx((1e-9 + 2e-9 / 3, 0.0))
+    assert hold.offset_at(5) == (1e-9, 0.0)
+    for r in (hold, reg):
+        r.register(None, 6, 6.0)  # type: ignore[arg-type]
+        r.register(None, 9, 9.0)  # type: ignore[arg-type] - a failed one: the rate of steps 3 -> 6 holds
+    assert reg.offset_at(12) == pytest.approx((2e-9 + 2e-9, 1e-9 + 2e-9))
+    assert hold.offset_at(12) == (2e-9, 1e-9)
+
+
+def test_a_predicted_correction_keeps_up_between_registrations_and_replays_exactly(tiny_config, tmp_path) -> None:
+    # 0.5 px per 1 s measurement, no walk: the held correction falls up to 1 px behind before each
+    # survey; the predicted one follows the constant drift from the second registration on
+    errors = {}
+    for predict in (False, True):
+        cfg = tiny_config(sample={"drift_nm_per_min": 30.0, "measurement_time_s": 1.0}, stopping={"max_steps": 9},
+                          drift={"resurvey_every": 3, "predict": predict},
+                          policy={"kind": "dkl", "n_initial": 3, "pending": False})
+        inst = load_instrument("plasmonic", cfg["instrument"]["options"], seed=4)
+        folder, _ = run_experiment(parse_config(cfg), inst, tmp_path / str(predict), seed=4, progress=False)
+        errors[predict] = _position_errors(folder, inst)
+        assert verify_session(folder).steps == 12
+    late = slice(7, None)  # the steps after the second registration (step 6), but its own
+    assert errors[False][late].mean() > 0.4 and errors[True][late].mean() < 0.5 * errors[False][late].mean()
+
+
 def test_drift_needs_a_schedule(tiny_config) -> None:
     with pytest.raises(ConfigError, match="resurvey_every"):
         parse_config(tiny_config(drift={"max_shift_px": 4}))

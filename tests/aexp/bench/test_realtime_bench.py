@@ -46,7 +46,13 @@ def test_realtime_bench_records_the_pace_and_position_errors(tiny_config, tmp_pa
         assert r.status == "ok", r.error
         assert 0.0 < r.instrument_idle_fraction < 1.0 and r.campaign_wall_s >= 6 * 0.01
         assert r.travel_m > 0 and r.position_error_px is not None
+        # one error and one twin time per measurement, the mean and max of the recorded curve
+        assert len(r.position_error_curve_px) == len(r.probe_times_s) == r.budget
+        assert r.position_error_px == pytest.approx(sum(r.position_error_curve_px) / r.budget)
+        assert r.position_error_max_px == max(r.position_error_curve_px)
+        assert r.probe_times_s == sorted(r.probe_times_s) and r.probe_times_s[0] > 0
     assert records["rt"].registrations == 1 and records["rt-no-reregistration"].registrations is None
+    assert records["rt"].registration_steps == [3] and records["rt-no-reregistration"].registration_steps == []
     table = capsys.readouterr().out
     assert "rt-sequential" in table and "idle" in table and "pos err px" in table
 
