@@ -211,6 +211,12 @@ class Surveyed:
     #: what ``candidates.mode: auto`` chose (None for a mode the config names)
     mode: ModeChoice | None = None
 
+    @property
+    def atoms_period_px(self) -> float | None:
+        """The lattice period when ``mode: auto`` put the candidates on atom columns (the scale of
+        ``neighbour_counts: auto``), else ``None``."""
+        return self.mode.period_px if self.mode is not None and self.mode.mode == "atoms" else None
+
 
 def survey_candidates(cfg: ExperimentConfig, instrument: Instrument) -> Surveyed:
     """Describe, resolve the device, survey and cut the candidates (each may raise on bad input)."""
@@ -233,9 +239,8 @@ def embed(cfg: ExperimentConfig, surveyed: Surveyed, seed: int, progress: bool =
     if cfg.policy.kind in FEATURELESS_KINDS:  # nothing to learn an embedding for
         feats, info = standardise(candidates.positions), {"kind": "none", "policy_uses_features": False, "dim": 2}
     else:
-        period = surveyed.mode.period_px if surveyed.mode is not None and surveyed.mode.mode == "atoms" else None
         feats, info = surrogate_inputs(candidates, cfg, seed=seed, device=device, progress=progress,
-                                       period_px=period)
+                                       period_px=surveyed.atoms_period_px)
     if cfg.candidates.patch_size == "auto":  # what the survey chose (aexp.patches.auto_patch_size)
         info = {**info, "patch_size": int(candidates.patches.shape[-1]), "patch_size_auto": True}
     if surveyed.mode is not None:  # what the survey and the instrument chose (aexp.patches.choose_mode)

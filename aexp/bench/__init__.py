@@ -27,8 +27,7 @@ from ..config import ExperimentConfig, check_against, with_kind
 from ..errors import UsageError
 from ..features import resolve_device, surrogate_inputs
 from ..instrument import load_instrument
-from ..loop import CampaignResult, build_campaign, build_policy, registrar
-from ..patches import make_candidates, resolve_candidates
+from ..loop import CampaignResult, build_campaign, build_policy, registrar, survey_candidates
 from ..policies import Policy, SurveyRankPolicy, survey_values
 from ..session.store import MemoryRecorder
 from ..session.truth import require_ground_truth
@@ -155,12 +154,9 @@ def run_bench(
     for seed in seeds:
         probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=seed)
         oracle = require_ground_truth(probe, cfg.instrument.driver)
-        description = probe.describe()
-        check_against(cfg, description)
-        survey = probe.survey()
-        candidates_cfg, mode = resolve_candidates(survey, cfg.candidates, description)
-        candidates = make_candidates(survey, candidates_cfg)
-        period = mode.period_px if mode is not None and mode.mode == "atoms" else None
+        check_against(cfg, probe.describe())
+        surveyed = survey_candidates(cfg, probe)
+        candidates, period = surveyed.candidates, surveyed.atoms_period_px
         truth = np.asarray(oracle.truth(candidates.positions, target))
         top = set(top_indices(truth, top_fraction).tolist())
         result["n_candidates"] = len(candidates)

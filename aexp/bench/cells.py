@@ -178,7 +178,7 @@ def _prepared(cell: Cell, cfg: Any) -> tuple[dict[str, Any], bool]:
     """The seed's candidates and noiseless truth (cached per process by (config digest, seed))."""
     from ..config import check_against
     from ..instrument import load_instrument
-    from ..patches import make_candidates, resolve_candidates
+    from ..loop import survey_candidates
     from ..session.truth import require_ground_truth
 
     key = (cell.digest, int(cell.seed))
@@ -187,14 +187,11 @@ def _prepared(cell: Cell, cfg: Any) -> tuple[dict[str, Any], bool]:
         return _cache[key], False
     probe = load_instrument(cfg.instrument.driver, cfg.instrument.options, seed=cell.seed)
     oracle = require_ground_truth(probe, cfg.instrument.driver)
-    description = probe.describe()
-    check_against(cfg, description)
-    survey = probe.survey()
-    candidates_cfg, mode = resolve_candidates(survey, cfg.candidates, description)
-    candidates = make_candidates(survey, candidates_cfg)
+    check_against(cfg, probe.describe())
+    surveyed = survey_candidates(cfg, probe)
+    candidates = surveyed.candidates
     truth = np.asarray(oracle.truth(candidates.positions, cfg.target.build()))
-    period = mode.period_px if mode is not None and mode.mode == "atoms" else None
-    entry = {"candidates": candidates, "truth": truth, "features": {}, "period_px": period}
+    entry = {"candidates": candidates, "truth": truth, "features": {}, "period_px": surveyed.atoms_period_px}
     _cache[key] = entry
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)

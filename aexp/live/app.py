@@ -311,6 +311,10 @@ def serve_child(argv: list[str]) -> int:
 
     import uvicorn
 
+    if len(argv) != 3:
+        print("usage: python -m aexp.live FOLDER HOST PORT (the child of `aexp run --live`; "
+              "to watch a session, use `aexp watch FOLDER`)", file=sys.stderr)
+        return 2
     folder, host, port = argv
     token = os.environ.get("AEXP_LIVE_TOKEN") or None
     try:
