@@ -166,12 +166,16 @@ class Schedule:
         max_in_flight: commands outstanding at most while deciding (``pending`` only).
         batch: points chosen jointly per ask once the policy takes over, visited in a short tour.
         max_outage_s: how long the instrument may stay unreachable before the campaign stops.
+        rescore: ``pending`` only: when the outcomes in flight at a single decision arrive, take
+            the decision again on them before sending it (:meth:`SelectAskTell.rescore`: the
+            decision's fit is kept, its posterior conditioned on the measured values).
     """
 
     pending: bool = False
     max_in_flight: int = 1
     batch: int = 1
     max_outage_s: float = 60.0
+    rescore: bool = True
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1 or self.batch < 1 or not self.max_outage_s > 0:
@@ -374,6 +378,8 @@ class SelectAskTell:
         self.travel = travel
         self.name = policy.name
         self._problem: Problem | None = None
+        #: single asks keep what :meth:`rescore` needs (set by a campaign whose schedule rescores)
+        self.keeps_rescore = False
 
     #: return the mean / std / acquisition maps with every decision (the live page shows them)
     want_maps = False
@@ -411,9 +417,10 @@ class SelectAskTell:
             raise AttributeError(f"policy {self.name!r} has no setting {name!r}")
         setattr(self.policy, name, value)
 
-    def context(self, step: int, pending: Sequence[int] = (), want_maps: bool = False) -> SelectionContext:
+    def context(self, step: int, pending: Sequence[int] = (), want_maps: bool = False,
+                rescore: bool = False) -> SelectionContext:
         """The policy's view at decision ``step``: pending points excluded, and believed where the
-        policy predicted a mean for them."""
+        policy predicted a mean for them (named in ``believed`` when ``rescore``)."""
         p = self.problem
         excluded = self.excluded.copy()
         excluded[list(pending)] = True
@@ -437,13 +444,16 @@ class SelectAskTell:
             want_maps=want_maps,
             penalty=penalty,
             penalty_in_spread=self.travel is not None and self.travel.in_spread,
+            believed=tuple(believed) if rescore else (),
         )
 
     def ask(self, n: int, pending: Sequence[int] = (), *, step: int) -> list[Decision]:
         chosen: list[Decision] = []
         for j in range(n):
             flight = [*pending, *(d.index for d in chosen)]
-            decision = self.policy.select(self.context(step + j, flight, want_maps=self.want_maps))
+            rescore = self.keeps_rescore and n == 1 and hasattr(self.policy, "rescore")
+            decision = self.policy.select(self.context(step + j, flight, want_maps=self.want_maps,
+                                                       rescore=rescore))
             if self.excluded[decision.index] or decision.index in flight:
                 raise RuntimeError(f"policy {self.name!r} chose candidate {decision.index}, which is "
                                    f"measured, failed, outside the bounds or pending")
@@ -451,6 +461,35 @@ class SelectAskTell:
                 self.believed[decision.index] = float(decision.predicted_mean)
             chosen.append(decision)
         return chosen
+
+    def rescore(self, decisions: Sequence[Decision], pending: Sequence[int] = ()) -> list[Decision]:
+        """Decide again, without a refit, on the outcomes told since ``decisions`` were asked.
+
+        A decision asked with candidates in flight was fitted on their believed targets; those
+        told since then replace their believed values in that fit's posterior (an exact GP's mean
+        is linear in its targets: no pass of the model), and the argmax is taken again among the
+        candidates not measured, excluded or in ``pending`` (still in flight). Decisions without a
+        :class:`~aexp.policies.Rescore` are returned as they are.
+        """
+        rescore = getattr(self.policy, "rescore", None)
+        if rescore is None or not self.targets:
+            return list(decisions)
+        told = dict(zip(self.measured, self.targets))
+        excluded = self.excluded.copy()
+        excluded[list(pending)] = True
+        out = []
+        for d in decisions:
+            if d.rescore is None:
+                out.append(d)
+                continue
+            new = rescore(d, {i: told[i] for i in d.rescore.indices if i in told}, max(self.targets), excluded)
+            if new is not d:
+                self.believed.pop(d.index, None)
+                if new.predicted_mean is not None and math.isfinite(new.predicted_mean):
+                    self.believed[new.index] = float(new.predicted_mean)
+            excluded[new.index] = True
+            out.append(new)
+        return out
 
     def maps(self, step: int) -> dict[str, np.ndarray] | None:
         """Mean, std and acquisition over all candidates after the last step (``None`` if model-free)."""
@@ -609,6 +648,8 @@ class Campaign:
         self.stop_after = stop_after
         self.operator = operator
         self.drift = drift
+        if self.schedule.pending and self.schedule.rescore and hasattr(self.policy, "keeps_rescore"):
+            self.policy.keeps_rescore = True  # type: ignore[attr-defined]
 
     def run(self) -> CampaignResult:
         """Run to the end of the budget; returns every step. Raises :class:`InstrumentOutage`."""
@@ -753,6 +794,7 @@ class Campaign:
         k = self.decided
         pending = [f.step.index for f in self.flight]
         t0 = time.perf_counter() if pending else self.received
+        waited, rescored = 0.0, []
         if goto is not None:
             if self.excluded[goto]:
                 raise OperatorRefused(f"the operator's candidate {goto} is measured, pending or excluded")
@@ -768,6 +810,15 @@ class Campaign:
                                                                                  self.stop_after)
             n = min(self.schedule.batch, limit - k, int((~self.excluded).sum()))
             decisions, phase = self.policy.ask(n, pending, step=k), "policy"
+            if self.schedule.rescore and pending and n == 1 and hasattr(self.policy, "rescore"):
+                # the commands the decision would wait for anyway are in: decide again on them
+                asked = time.perf_counter()
+                while self.flight and len(self.flight) >= max(self.schedule.ahead, 1):
+                    self._finish(self.flight.popleft())
+                waited = time.perf_counter() - asked
+                still = [f.step.index for f in self.flight]
+                decisions = self.policy.rescore(decisions, still)  # type: ignore[attr-defined]
+                rescored = [i for i in pending if i not in still]
             seen = set(pending)
             for d in decisions:
                 if self.excluded[d.index] or d.index in seen:
@@ -792,10 +843,11 @@ class Campaign:
                                                   f"pending or excluded")
                         decisions, phase = [Decision(int(review.goto), None, None, None, 0.0, 0.0, None)], \
                             "operator"
-        decision_s = time.perf_counter() - t0
+        decision_s = time.perf_counter() - t0 - waited  # not the wait for the outcomes it rescored on
         out = []
         for d in decisions:
             out.append(self._step(self.decided, d, phase, pending, decision_s))
+            out[-1].rescored = list(rescored)
             self.excluded[d.index] = True
             self.decided += 1
         return out

@@ -590,8 +590,21 @@ class PolicyBase(_Section):
         "flight as pending (kriging believer)"
     )
     max_in_flight: int = Field(1, ge=1, description="pending: commands outstanding while deciding")
+    rescore: bool = Field(
+        True, description="pending: when the points in flight are measured, condition the decision's "
+        "model on their values (no refit) and take its argmax again before sending it"
+    )
     batch: int = Field(1, ge=1, description="points chosen jointly per decision, visited in a short tour")
     travel: TravelConfig | None = Field(None, description="penalty for moving the probe and for recent sites")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_without_rescore(cls, data: Any, info: ValidationInfo) -> Any:
+        # sessions recorded with pending points before `rescore` existed sent the believer's choice
+        if info.context and info.context.get("recorded") and isinstance(data, dict) \
+                and data.get("pending") and "rescore" not in data:
+            data = {**data, "rescore": False}
+        return data
 
     @property
     def acquisition_kind(self) -> str | None:

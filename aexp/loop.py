@@ -151,7 +151,7 @@ def build_campaign(
         budget=Budget(cfg.budget, cfg.stopping.wall_time_s, cfg.stopping.max_failures),
         recorder=recorder,
         seed=seed,
-        schedule=Schedule(pending=p.pending, max_in_flight=p.max_in_flight, batch=p.batch,
+        schedule=Schedule(pending=p.pending, max_in_flight=p.max_in_flight, batch=p.batch, rescore=p.rescore,
                           max_outage_s=cfg.instrument.max_outage_s),
         travel=travel_cost(cfg, instrument.describe()),
         clock=clock,

@@ -35,7 +35,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -52,6 +53,7 @@ from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scal
 from botorch.posteriors import GPyTorchPosterior
 from gpytorch.kernels import AdditiveKernel, Kernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.models import ExactGP
 
 from aexp.surrogates.dkl import DKLSurrogate, check_groups
 
@@ -80,6 +82,8 @@ __all__ = [
     "RandomPolicy",
     "RasterPolicy",
     "CandidateScores",
+    "Rescore",
+    "relabelled",
     "acquisition_spread",
     "SelectionContext",
     "Surrogate",
@@ -125,6 +129,9 @@ class SelectionContext:
             ``None``; model-free policies ignore it.
         penalty_in_spread: ``penalty`` is in units of the acquisition's spread over the allowed
             candidates at this step (:func:`acquisition_spread`), not in acquisition units.
+        believed: candidates in flight among ``measured``, whose ``targets`` are believed values
+            (posterior means); a policy that can, returns a :class:`Rescore` with its decision so
+            the campaign can take it again on their outcomes.
     """
 
     features: torch.Tensor
@@ -139,6 +146,39 @@ class SelectionContext:
     want_maps: bool = False
     penalty: np.ndarray | None = None
     penalty_in_spread: bool = False
+    believed: tuple[int, ...] = ()
+
+
+@dataclass
+class Rescore:
+    """What a decision taken on believed targets needs to be taken again once they are measured.
+
+    The decision's fit saw candidates in flight with believed targets (their posterior means);
+    when their outcomes arrive, :meth:`SurrogatePolicy.rescore` conditions the same fitted model on
+    the measured values, with every parameter held, and takes the argmax again: no refit.
+
+    Attributes:
+        indices: the believed candidates, in the order of ``rows``.
+        rows: their rows in the fit's training data.
+        believed: their believed targets.
+        mean, var: ``M`` posterior of the fit (believed targets), target units.
+        weights: ``M x r``, ``d mean / d y`` of each believed target (the posterior mean is linear
+            in the targets and the variance does not depend on them), or ``None`` when the model's
+            posterior is not linear in its targets (a mixture): it is then scored again.
+        penalty: the step's penalty as the context gave it (before any scaling to the spread).
+        penalty_in_spread: as :attr:`SelectionContext.penalty_in_spread`.
+        X: the surrogate's ``M x D`` inputs (for a model scored again).
+    """
+
+    indices: tuple[int, ...]
+    rows: tuple[int, ...]
+    believed: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    weights: np.ndarray | None
+    penalty: np.ndarray | None
+    penalty_in_spread: bool
+    X: torch.Tensor
 
 
 @dataclass
@@ -155,6 +195,8 @@ class Decision:
             and the policy has a model; ``None`` otherwise.
         weights: input group -> the weight it carried in the surrogate at this decision (a
             surrogate with ``weights_``, e.g. :class:`~aexp.surrogates.groups.GroupAverage`), or ``None``.
+        rescore: what it takes to decide again on the outcomes of believed candidates (see
+            :attr:`SelectionContext.believed`), or ``None``.
     """
 
     index: int
@@ -165,6 +207,7 @@ class Decision:
     select_s: float
     maps: dict[str, np.ndarray] | None = None
     weights: dict[str, float] | None = None
+    rescore: Rescore | None = None
 
 
 class Policy(Protocol):
@@ -236,11 +279,14 @@ class CandidateScores:
         mean: ``M`` posterior mean of ``f`` (target units), or ``None`` (``thompson``: a draw,
             no posterior moments).
         var: ``M`` posterior variance of ``f``, or ``None`` likewise.
+        weights: ``M x r``, how the mean moves with the training targets of ``rows`` when asked
+            for (see :meth:`~aexp.surrogates.dkl.DeepKernelGP.moments_and_weights`), else ``None``.
     """
 
     acquisition: np.ndarray
     mean: np.ndarray | None = None
     var: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
 
 def analytic_acquisition(name: str, mean: torch.Tensor, var: torch.Tensor, *, beta: float,
@@ -286,13 +332,15 @@ def score_candidates(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *,
 
 
 def score_and_predict(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *, beta: float,
-                      best_f: float, seed: int | None = None, chunk: int = 1024) -> CandidateScores:
+                      best_f: float, seed: int | None = None, chunk: int = 1024,
+                      rows: Sequence[int] = ()) -> CandidateScores:
     """Score every row of ``X`` (``M x D``) and keep the posterior the scores came from.
 
     Analytic acquisitions: the model's marginal posterior of ``chunk x 1 x D`` t-batches (the
     route botorch's analytic acquisitions take), then :func:`analytic_acquisition` on its mean and
     variance. ``thompson`` evaluates one pathwise posterior draw (``seed`` picks it) and returns
-    no moments.
+    no moments. ``rows``: training rows whose targets may change; their ``weights`` (``d mean /
+    d y``) come with the scores where the model's posterior is linear in its targets.
     """
     if acquisition == "thompson":
         if seed is None:
@@ -302,25 +350,99 @@ def score_and_predict(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *
         raise ValueError(f"no analytic acquisition {acquisition!r}")
     model = surrogate.model
     device = torch.as_tensor(model.train_targets).device  # a gpytorch attribute torch cannot type
-    # a model that gives its marginal moments directly (the DKL's, bit for bit its posterior's)
-    # spares building a posterior object per chunk
-    moments = getattr(model, "moments", None)
-    acq, means, variances = [], [], []
+    rows = tuple(rows)
+    with_weights = bool(rows) and getattr(model, "moments_and_weights", None) is not None
+    acq, means, variances, weights = [], [], [], []
     with torch.no_grad():
         for start in range(0, len(X), chunk):
             # float64 on purpose: the models and botorch's buffers are float64
             Xc = torch.as_tensor(X[start:start + chunk]).to(device=device, dtype=_DTYPE)
-            if moments is not None:
-                mean, var = moments(Xc)
+            if with_weights:
+                mean, var, W = cast(Any, model).moments_and_weights(Xc, rows)
+                weights.append(W)
             else:
-                post = cast(GPyTorchPosterior, model.posterior(Xc.unsqueeze(-2)))  # or another with moments
-                mean, var = post.mean.reshape(-1), post.variance.reshape(-1)
+                mean, var = _moments(model, Xc)
             acq.append(analytic_acquisition(acquisition, mean, var, beta=beta, best_f=best_f))
             means.append(mean)
             variances.append(var)
     if not acq:
         return CandidateScores(np.zeros(0), np.zeros(0), np.zeros(0))
-    return CandidateScores(*(torch.cat(t).cpu().numpy() for t in (acq, means, variances)))
+    out = CandidateScores(*(torch.cat(t).cpu().numpy() for t in (acq, means, variances)))
+    if with_weights:
+        out.weights = torch.cat(weights).cpu().numpy()
+    elif rows and _linear_in_targets(model):
+        out.weights = _target_weights(model, X, rows, out.mean, chunk, device)  # type: ignore[arg-type]
+    return out
+
+
+def _moments(model: Model, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Marginal mean and variance at each row of ``X`` (``b x D``)."""
+    # a model that gives its marginal moments directly (the DKL's, bit for bit its posterior's)
+    # spares building a posterior object per chunk
+    moments = getattr(model, "moments", None)
+    if moments is not None:
+        return cast(tuple[torch.Tensor, torch.Tensor], moments(X))
+    post = cast(GPyTorchPosterior, model.posterior(X.unsqueeze(-2)))  # or another with moments
+    return post.mean.reshape(-1), post.variance.reshape(-1)
+
+
+def _linear_in_targets(model: Model) -> bool:
+    """An exact GP: its posterior mean is linear in the targets and its variance independent of them."""
+    return isinstance(model, ExactGP)
+
+
+def _standardised(model: Model, y: torch.Tensor) -> torch.Tensor:
+    """Targets in the units the model keeps its training targets in (a ``Standardize`` transform's)."""
+    transform = getattr(model, "outcome_transform", None)
+    if isinstance(transform, Standardize):
+        return (y - transform.means.reshape(-1)) / transform.stdvs.reshape(-1)
+    return y
+
+
+@contextmanager
+def relabelled(model: Model, rows: Sequence[int], values: Sequence[float]) -> Iterator[Model]:
+    """``model`` conditioned on ``values`` (target units) at training ``rows``, every parameter held;
+    the targets it had are back on leaving. A mixture's members are each relabelled."""
+    members = list(getattr(model, "members", [model]))
+    saved = [torch.as_tensor(m.train_targets) for m in members]
+    try:
+        for m, targets in zip(members, saved):
+            new = targets.clone()
+            y = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=new.dtype, device=new.device)
+            new[list(rows)] = _standardised(m, y)
+            _set_targets(m, new)
+        yield model
+    finally:
+        for m, targets in zip(members, saved):
+            _set_targets(m, targets)
+
+
+def _set_targets(model: Any, targets: torch.Tensor) -> None:
+    if hasattr(model, "relabel"):
+        model.relabel(targets)
+    else:  # gpytorch's ExactGP: drops its cached prediction strategy
+        model.set_train_data(targets=targets, strict=False)
+
+
+def _target_weights(model: Model, X: torch.Tensor, rows: Sequence[int], mean: np.ndarray, chunk: int,
+                    device: torch.device) -> np.ndarray:
+    """``M x r``, ``d mean / d y[row]`` of a posterior linear in its targets: one more pass of the
+    mean per row, with that target moved by one standard deviation of the targets."""
+    out = np.empty((len(mean), len(rows)))
+    transform = getattr(model, "outcome_transform", None)
+    step = float(transform.stdvs.reshape(-1)[0]) if isinstance(transform, Standardize) else 1.0
+    train = torch.as_tensor(model.train_targets)
+    base = train[list(rows)].clone()
+    if isinstance(transform, Standardize):
+        base = base * transform.stdvs.reshape(-1) + transform.means.reshape(-1)
+    for j in range(len(rows)):
+        values = base.clone()
+        values[j] += step
+        with relabelled(model, rows, values.tolist()), torch.no_grad():
+            moved = [_moments(model, torch.as_tensor(X[s:s + chunk]).to(device=device, dtype=_DTYPE))[0]
+                     for s in range(0, len(X), chunk)]
+        out[:, j] = (torch.cat(moved).cpu().numpy() - mean) / step
+    return out
 
 
 class SurrogatePolicy:
@@ -361,19 +483,23 @@ class SurrogatePolicy:
         if len(targets) != len(measured):
             raise ValueError(f"{len(measured)} measured candidates but {len(targets)} targets")
         X = torch.as_tensor(self.inputs(ctx))
+        # believed targets may be taken again on their outcomes (ucb, log_ei: the mean matters)
+        believed = tuple(int(i) for i in ctx.believed) if self.acquisition in ("ucb", "log_ei") else ()
+        rows = tuple(int(np.flatnonzero(measured == i)[-1]) for i in believed)
         t0 = time.perf_counter()
-        self.surrogate.fit(X[torch.as_tensor(measured)], targets)
+        if rows and hasattr(self.surrogate, "condition"):
+            # the parameters learn from measured targets only, as the sequential loop's do, one
+            # step behind; the posterior holds the believed points too, until their outcomes come
+            known = np.setdiff1d(np.arange(len(measured)), rows)
+            self.surrogate.fit(X[torch.as_tensor(measured[known])], targets[known])
+            cast(Any, self.surrogate).condition(X[torch.as_tensor(measured)], targets)
+        else:
+            self.surrogate.fit(X[torch.as_tensor(measured)], targets)
         t1 = time.perf_counter()
         seed = int(ctx.rng.integers(2**63)) if self.acquisition == "thompson" else None
         scored = score_and_predict(self.surrogate, X, self.acquisition, beta=self.beta,
-                                   best_f=float(targets.max()), seed=seed, chunk=self.chunk)
-        scores = scored.acquisition
-        if ctx.penalty is not None:  # score, then penalise (travel, recency): additive, never a ratio
-            penalty = np.asarray(ctx.penalty, dtype=np.float64)
-            if ctx.penalty_in_spread:
-                penalty = penalty * acquisition_spread(scores[allowed])
-            scores = scores - penalty
-        scores[np.asarray(ctx.excluded, dtype=bool)] = -np.inf
+                                   best_f=float(targets.max()), seed=seed, chunk=self.chunk, rows=rows)
+        scores = _penalised(scored.acquisition, ctx.penalty, ctx.penalty_in_spread, allowed, ctx.excluded)
         index = _argmax(scores, allowed)
         maps = None
         if ctx.want_maps:  # the scoring pass's own posterior; a draw (thompson) has none: a pass of its own
@@ -384,12 +510,79 @@ class SurrogatePolicy:
         # the chosen point's own one-row posterior, as recorded since the first sessions: the same
         # with or without maps, and bit for bit what earlier versions recorded
         mean_i, var_i = (v[0] for v in self.surrogate.predict(X[index:index + 1]))
+        rescore = None
+        if rows and scored.mean is not None and scored.var is not None:
+            rescore = Rescore(believed, rows, targets[list(rows)], scored.mean, scored.var, scored.weights,
+                              ctx.penalty, ctx.penalty_in_spread, X)
         t2 = time.perf_counter()
         weights = getattr(self.surrogate, "weights_", None)
         return Decision(index=index, acquisition=float(scores[index]),
                         predicted_mean=float(mean_i), predicted_std=float(math.sqrt(var_i)),
                         fit_s=t1 - t0, select_s=t2 - t1, maps=maps,
-                        weights=dict(weights) if weights else None)
+                        weights=dict(weights) if weights else None, rescore=rescore)
+
+    def rescore(self, decision: Decision, outcomes: dict[int, float], best_f: float,
+                excluded: np.ndarray) -> Decision:
+        """Take ``decision`` again now that some of its believed candidates are measured.
+
+        The fit of the decision is kept (no refit); its posterior is conditioned on the measured
+        ``outcomes`` (candidate -> target) in place of their believed values, and the acquisition's
+        argmax taken again over the candidates not ``excluded`` (``M`` bool). For an exact GP this
+        is ``mean + W (y - y_believed)`` over all candidates, no pass of the model
+        (:attr:`Rescore.weights`); another model is scored again on the new targets.
+
+        Args:
+            decision: from :meth:`select` with ``ctx.believed``; returned as it is without a
+                :class:`Rescore` or when none of its believed candidates has an outcome.
+            outcomes: measured targets of (some of) the believed candidates.
+            best_f: the best measured target now (``log_ei``'s incumbent).
+            excluded: candidates that may not be chosen now (measured, failed, in flight).
+
+        Returns:
+            A new :class:`Decision`: the argmax, its mean and standard deviation, the penalised
+            acquisition there; ``fit_s`` of the original, ``select_s`` the original's plus this.
+        """
+        r = decision.rescore
+        if r is None or not any(i in outcomes for i in r.indices):
+            return decision
+        t0 = time.perf_counter()
+        y = np.array([outcomes.get(i, b) for i, b in zip(r.indices, r.believed)], dtype=np.float64)
+        if r.weights is not None:
+            mean, var = r.mean + r.weights @ (y - r.believed), r.var
+        else:
+            with relabelled(self.surrogate.model, r.rows, y.tolist()):
+                scored = score_and_predict(self.surrogate, r.X, self.acquisition, beta=self.beta,
+                                           best_f=best_f, chunk=self.chunk)
+            mean, var = cast(np.ndarray, scored.mean), cast(np.ndarray, scored.var)
+        acquisition = analytic_acquisition(self.acquisition, torch.as_tensor(mean), torch.as_tensor(var),
+                                           beta=self.beta, best_f=best_f).numpy()
+        allowed = np.flatnonzero(~np.asarray(excluded, dtype=bool))
+        if len(allowed) == 0:
+            raise NoCandidatesLeft(f"all {len(excluded)} candidates are measured or excluded")
+        scores = _penalised(acquisition, r.penalty, r.penalty_in_spread, allowed, excluded)
+        index = _argmax(scores, allowed)
+        maps = None if decision.maps is None else {"mean": mean, "std": np.sqrt(var), "acquisition": scores}
+        return Decision(index=index, acquisition=float(scores[index]), predicted_mean=float(mean[index]),
+                        predicted_std=float(math.sqrt(var[index])), fit_s=decision.fit_s,
+                        select_s=decision.select_s + time.perf_counter() - t0, maps=maps,
+                        weights=decision.weights)
+
+
+def _penalised(acquisition: np.ndarray, penalty: np.ndarray | None, in_spread: bool, allowed: np.ndarray,
+               excluded: np.ndarray) -> np.ndarray:
+    """Scores to take the argmax of: the acquisition less the penalty (travel, recency; additive,
+    never a ratio; in spreads of the allowed candidates' acquisition when ``in_spread``), ``-inf``
+    where excluded."""
+    scores = acquisition
+    if penalty is not None:
+        p = np.asarray(penalty, dtype=np.float64)
+        if in_spread:
+            p = p * acquisition_spread(acquisition[allowed])
+        scores = scores - p
+    else:
+        scores = scores.copy()
+    scores[np.asarray(excluded, dtype=bool)] = -np.inf
+    return scores
 
 
 class PositionGP:
@@ -441,6 +634,14 @@ class PositionGP:
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model), optimizer_kwargs=options)
         model.eval()
         self._model = model
+        return self
+
+    def condition(self, X: torch.Tensor, y: np.ndarray) -> PositionGP:
+        """Condition the fitted GP on ``X``, ``y`` with its hyper-parameters and standardisation held."""
+        model = self.model
+        Y = torch.as_tensor(np.asarray(y), dtype=_DTYPE).reshape(-1)
+        cast(Any, model).set_train_data(inputs=torch.as_tensor(X, dtype=_DTYPE), targets=_standardised(model, Y),
+                                        strict=False)
         return self
 
     def predict(self, X: torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -526,6 +727,11 @@ class StagedSurrogate:
             self.dkl.start_from(self.gp.model)
         self._active = self.dkl
         self.dkl.fit(X, y)
+        return self
+
+    def condition(self, X: torch.Tensor, y: np.ndarray) -> StagedSurrogate:
+        """Condition the active stage on ``X``, ``y`` with its parameters held (see ``PositionGP.condition``)."""
+        cast(Any, self.active).condition(self._place(X), y)
         return self
 
     def predict(self, X: torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -308,6 +308,8 @@ class Step:
     ``pending`` lists the candidates in flight when this step was decided; ``travel_m`` is the
     distance from the previous step's position (``None`` for the first step). ``weights``: input
     group -> the weight it carried in the surrogate's decision (``surrogate.kind: groups``), else ``None``.
+    ``rescored``: the pending candidates whose outcomes the decision was taken again on before it was
+    sent (``policy.rescore``), in step order.
     """
 
     step: int
@@ -328,6 +330,7 @@ class Step:
     pending: list[int] = field(default_factory=list)
     travel_m: float | None = None
     weights: dict[str, float] | None = None
+    rescored: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -79,7 +79,7 @@ __all__ = [
 #: bit; the tolerance leaves room for another CPU's floating-point kernels.
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-9}
 _VALUES = ("target", "acquisition", "predicted_mean", "predicted_std")
-_EXACT = ("index", "phase", "status", "pending")
+_EXACT = ("index", "phase", "status", "pending", "rescored")
 _ERRORS = {c.__name__: c for c in (MeasurementFailed, InstrumentTimeout, OutOfBounds, InstrumentError)}
 
 

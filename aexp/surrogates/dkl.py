@@ -152,12 +152,40 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
         # the posterior's variance is clamped by gpytorch's MultivariateNormal.variance
         return m + s * mean, ((s * var) * s).clamp_min(gpytorch_settings.min_variance.value(var.dtype))
 
+    def moments_and_weights(self, X: Tensor, rows: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`moments`, and how the mean at each row of ``X`` moves with training targets ``rows``.
+
+        The posterior mean is linear in the targets, ``mu(x) = c + k(x, Z) (K + noise I)^{-1} y``;
+        with the kernel held, ``W[:, j] = d mu / d y[rows[j]] = K_xZ (K + noise I)^{-1} e_{rows[j]}``
+        (unit-free: the standardisation cancels), and the variance does not depend on ``y`` at all.
+        So the posterior after a believed target turns out to be ``y``: ``mu + W (y - y_believed)``.
+
+        Returns:
+            ``(mean, var, W)``: ``b``, ``b`` and ``b x len(rows)``.
+        """
+        mean, var, K_xZ = self._marginal(X)
+        _, L, _ = self._cache()
+        E = torch.zeros(L.shape[0], len(rows), dtype=L.dtype, device=L.device)
+        E[list(rows), torch.arange(len(rows))] = 1.0
+        W = K_xZ @ torch.cholesky_solve(E, L)
+        s, m = self.outcome_transform.stdvs.squeeze(-1), self.outcome_transform.means.squeeze(-1)
+        return m + s * mean, ((s * var) * s).clamp_min(gpytorch_settings.min_variance.value(var.dtype)), W
+
     def marginal(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """Marginal mean and variance of ``f`` at each row of ``X`` (``b x D``), standardised units.
 
         ``mean = c + K_xZ alpha``, ``var = k(x, x) - |L^{-1} K_Zx|^2`` with
         ``L L^T = K_ZZ + noise I`` and ``Z`` the training features.
         """
+        mean, var, _ = self._marginal(X)
+        return mean, var
+
+    def relabel(self, targets: Tensor) -> None:
+        """Condition on other targets (``n``, standardised units) with every parameter held."""
+        cast(Any, self).set_train_data(targets=targets, strict=False)  # gpytorch's, untyped
+        self._marginal_cache = None
+
+    def _marginal(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         Z, L, alpha = self._cache()
         z = self.feature_map(X)
         parts = _stationary_parts(self.covar_module)
@@ -168,7 +196,7 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
         mean = self.mean_module(z) + K_xZ @ alpha
         v = torch.linalg.solve_triangular(L, K_xZ.transpose(-1, -2), upper=False)
         var = prior_var - v.square().sum(-2)
-        return mean, var.clamp_min(1e-12)
+        return mean, var.clamp_min(1e-12), K_xZ
 
     def training_inputs(self) -> Tensor:
         """The training inputs ``N x D`` (gpytorch keeps them as a tuple of one tensor)."""
@@ -429,6 +457,18 @@ class DKLSurrogate:
         model.eval()
         self._model = model
         self.n_fits_ += 1
+        return self
+
+    def condition(self, X: Tensor | np.ndarray, y: Tensor | np.ndarray) -> DKLSurrogate:
+        """Condition the fitted model on ``X``, ``y`` (e.g. the fit's data and believed points in
+        flight) with every parameter and the targets' standardisation held: no training."""
+        X = self._as_inputs(X, "X")
+        y = torch.as_tensor(y).to(device=self.device, dtype=DTYPE).reshape(-1)
+        model = self.model
+        transform = model.outcome_transform
+        cast(Any, model).set_train_data(  # gpytorch's, untyped
+            inputs=X, targets=(y - transform.means.reshape(-1)) / transform.stdvs.reshape(-1), strict=False)
+        model._marginal_cache = None
         return self
 
     def predict(self, X: Tensor | np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:

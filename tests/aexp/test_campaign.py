@@ -299,6 +299,11 @@ def test_async_session_replays_exactly_and_a_changed_schedule_diverges(tiny_sess
     (folder / "steps.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(last)]) + "\n")
     with pytest.raises(ReplayDivergence, match="pending"):
         verify_session(folder)
+    assert res.steps[-1].rescored == [res.steps[-2].index]  # taken again on the outcome in flight
+    last["pending"], last["rescored"] = res.steps[-1].pending, []
+    (folder / "steps.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(last)]) + "\n")
+    with pytest.raises(ReplayDivergence, match="rescored"):
+        verify_session(folder)
 
 
 # --- batches, tours, travel ---
@@ -515,3 +520,46 @@ def test_the_instrument_pace_is_measured_and_summarised(tiny_session) -> None:
     summary = json.loads((folder / "summary.json").read_text())
     assert {"instrument_idle_fraction", "travel_m", "wall_s"} <= set(summary)
     assert summary["travel_m"] == pytest.approx(pace["travel_m"]) and summary["travel_m"] > 0
+
+
+def test_a_pending_decision_is_taken_again_on_the_outcome_it_waited_for():
+    _, res, _ = _run(Fake(), policy="gp-xy", steps=6, schedule=Schedule(pending=True))
+    policy_steps = [s for s in res.steps if s.phase == "policy"]
+    assert policy_steps and all(s.rescored == s.pending for s in policy_steps[1:])
+    assert all(s.rescored == [] for s in res.steps if s.phase == "initial")
+    assert len({s.index for s in res.steps}) == len(res.steps)
+    # off: the believer's choice is sent as it is
+    _, off, _ = _run(Fake(), policy="gp-xy", steps=6, schedule=Schedule(pending=True, rescore=False))
+    assert all(s.rescored == [] for s in off.steps)
+
+
+def test_rescore_changes_the_choice_when_the_outcome_surprises():
+    from aexp.policies import Decision
+
+    inst = Fake()
+    cands, feats = _setup(inst)
+    policy = as_ask_tell(make_policy("gp-xy", seed=0))
+    policy.keeps_rescore = True
+    policy.start(Problem(feats, cands.positions, cands.grid_shape, np.ones(len(cands), bool), 20, 0))
+    seen = [0, 9, 27, 63, 36, 45]
+    policy.tell([Outcome(k, i, float(inst.image[0, 2 * (i // 8), 2 * (i % 8)])) for k, i in enumerate(seen)])
+    first = policy.ask(1, step=6)[0]
+    second = policy.ask(1, pending=[first.index], step=7)[0]
+    assert second.rescore is not None and second.rescore.indices == (first.index,)
+    policy.tell([Outcome(6, first.index, 50.0)])  # far above anything seen: look beside it
+    again = policy.rescore([second])[0]
+    assert isinstance(again, Decision) and again.index != second.index
+    d_again = np.linalg.norm(cands.positions[again.index] - cands.positions[first.index])
+    d_before = np.linalg.norm(cands.positions[second.index] - cands.positions[first.index])
+    assert d_again < d_before
+    assert policy.believed[again.index] == again.predicted_mean and second.index not in policy.believed
+
+
+def test_sessions_recorded_before_rescore_replay_without_it(tiny_config):
+    from aexp.config import parse_config
+
+    cfg = tiny_config(policy={"pending": True})
+    assert parse_config(cfg).policy.rescore is True
+    assert parse_config(cfg, recorded=True).policy.rescore is False
+    cfg["policy"]["rescore"] = True
+    assert parse_config(cfg, recorded=True).policy.rescore is True

@@ -446,3 +446,92 @@ def test_a_capped_warm_refit_of_the_gp_stage_stays_close_to_the_converged_one():
     assert np.sqrt(np.mean((m_full - m_cap) ** 2)) < 0.5 * np.sqrt(v_full).mean()
     staged = make_policy("dkl", input_dim=4, surrogate=DKLSurrogateConfig(gp_until=20, gp_warm_maxiter=5))
     assert staged.surrogate.gp.warm_maxiter == 5
+
+
+# --- a decision taken again on the outcomes of the points it believed (policy.rescore) ---
+
+def _surrogate(kind: str):
+    if kind == "dkl":
+        return DKLSurrogate(5, iterations=30, warm_iterations=10)
+    if kind == "staged":  # the GP stage of the staged surrogate
+        return StagedSurrogate(DKLSurrogate(5, iterations=30), switch_at=100)
+    return PositionGP()
+
+
+@pytest.mark.parametrize("kind", ["dkl", "gp", "staged"])
+def test_the_weights_are_how_the_mean_moves_with_a_believed_target(kind):
+    from aexp.policies import relabelled, score_and_predict
+
+    y = _target(MEASURED)
+    s = _surrogate(kind).fit(FEATURES[MEASURED].double(), y)
+    rows = (7, 21)
+    scored = score_and_predict(s, FEATURES.double(), "ucb", beta=2.0, best_f=float(y.max()), rows=rows)
+    assert scored.weights.shape == (M, 2)
+    moved = y[list(rows)] + np.array([0.8, -1.5])
+    with relabelled(s.model, rows, moved.tolist()):
+        after = score_and_predict(s, FEATURES.double(), "ucb", beta=2.0, best_f=float(y.max()))
+    np.testing.assert_allclose(after.mean, scored.mean + scored.weights @ np.array([0.8, -1.5]), atol=1e-8)
+    np.testing.assert_allclose(after.var, scored.var, rtol=1e-9)  # the variance does not see the targets
+    again = score_and_predict(s, FEATURES.double(), "ucb", beta=2.0, best_f=float(y.max()))
+    np.testing.assert_array_equal(again.mean, scored.mean)  # the targets are back
+
+
+@pytest.mark.parametrize("kind", ["dkl", "gp", "staged"])
+def test_condition_holds_the_fit_and_adds_the_believed_points(kind):
+    y = _target(MEASURED)
+    s = _surrogate(kind).fit(FEATURES[MEASURED[:-2]].double(), y[:-2])
+    state = {k: v.clone() for k, v in s.model.state_dict().items()}
+    s.condition(FEATURES[MEASURED].double(), y)
+    assert all(torch.equal(v, state[k]) for k, v in s.model.state_dict().items())  # no training
+    fitted = _surrogate(kind).fit(FEATURES[MEASURED[:-2]].double(), y[:-2]).predict(FEATURES.double())
+    mean, var = s.predict(FEATURES.double())
+    assert np.all(var[MEASURED[-2:]] < fitted[1][MEASURED[-2:]])  # the new points are known now
+    s.condition(FEATURES[MEASURED[:-2]].double(), y[:-2])  # and on the fit's own data, the fit again
+    np.testing.assert_allclose(s.predict(FEATURES.double())[0], fitted[0], atol=1e-9)
+    np.testing.assert_allclose(s.predict(FEATURES.double())[1], fitted[1], rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [_dkl, lambda: make_policy("gp-xy", seed=0)], ids=["dkl", "gp-xy"])
+def test_rescore_is_the_argmax_of_the_fit_conditioned_on_the_measured_value(make):
+    from aexp.policies import analytic_acquisition, relabelled
+
+    policy = make()
+    believed = int(np.argmax(FIELD))  # the field's maximum, believed unremarkable, turns out high
+    measured = np.append(MEASURED[:20], believed)
+    targets = np.append(_target(MEASURED[:20]), 0.0)
+    ctx = _context(measured, targets=targets)
+    ctx.believed = (believed,)
+    decision = policy.select(ctx)
+    r = decision.rescore
+    assert r is not None and r.indices == (believed,) and r.rows == (20,)
+    # the fit learnt from the 20 measured targets only; the believed one is in its posterior
+    assert len(policy.surrogate.model.train_targets) == 21
+    outcome = 5.0
+    new = policy.rescore(decision, {believed: outcome}, best_f=outcome, excluded=ctx.excluded)
+    X = policy.inputs(ctx)
+    with relabelled(policy.surrogate.model, (20,), [outcome]):
+        mean, var = policy.surrogate.predict(X)
+    acq = analytic_acquisition("ucb", torch.as_tensor(mean), torch.as_tensor(var), beta=policy.beta,
+                               best_f=outcome).numpy()
+    acq[ctx.excluded] = -np.inf
+    assert new.index == int(np.argmax(acq)) and new.index not in set(measured.tolist())
+    assert new.predicted_mean == pytest.approx(mean[new.index], abs=1e-8)
+    assert new.predicted_std == pytest.approx(math.sqrt(var[new.index]), rel=1e-8)
+    assert new.fit_s == decision.fit_s and new.rescore is None
+    # nothing measured yet: the decision stands
+    assert policy.rescore(decision, {}, best_f=1.0, excluded=ctx.excluded) is decision
+
+
+def test_a_mixture_is_scored_again_on_the_measured_value():
+    from aexp.config import GroupsSurrogateConfig
+
+    policy = make_policy(DKLPolicyConfig(), surrogate=GroupsSurrogateConfig(dkl_from=None), input_dim=5,
+                         columns={"position_columns": 2}, seed=0)
+    believed = int(MEASURED[25])
+    ctx = _context(MEASURED[:26])
+    ctx.believed = (believed,)
+    decision = policy.select(ctx)
+    assert decision.rescore is not None and decision.rescore.weights is None
+    new = policy.rescore(decision, {believed: float(_target(np.array([believed]))[0]) + 3.0},
+                         best_f=5.0, excluded=ctx.excluded)
+    assert new is not decision and not ctx.excluded[new.index]
