@@ -341,6 +341,16 @@ class GroupAverage:
             out[DKL] = self.member_weights_[DKL]
         return out
 
+    def condition(self, X: Tensor, y: np.ndarray) -> GroupAverage:
+        """Condition every fitted member on ``X`` (``n x D``), ``y`` with its parameters, and the
+        members' weights, held (e.g. the fit's data and believed points in flight)."""
+        X = torch.as_tensor(X, dtype=DTYPE).cpu()
+        for cols, gp in self.members.values():
+            gp.condition(X[:, list(cols)], y)
+        if self.dkl is not None and any(m is self.dkl.model for m in self.model.members):  # fitted this time
+            self.dkl.condition(X[:, list(self.every)], y)
+        return self
+
     def predict(self, X: Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """Mixture mean and variance of ``f`` at each row of ``X`` (``M x D``), target units."""
         means, variances = [], []

@@ -522,16 +522,21 @@ def test_rescore_is_the_argmax_of_the_fit_conditioned_on_the_measured_value(make
     assert policy.rescore(decision, {}, best_f=1.0, excluded=ctx.excluded) is decision
 
 
-def test_a_mixture_is_scored_again_on_the_measured_value():
+@pytest.mark.parametrize("dkl_from", [None, 10])
+def test_a_mixture_is_scored_again_on_the_measured_value(dkl_from):
     from aexp.config import GroupsSurrogateConfig
 
-    policy = make_policy(DKLPolicyConfig(), surrogate=GroupsSurrogateConfig(dkl_from=None), input_dim=5,
+    surrogate = GroupsSurrogateConfig(dkl_from=dkl_from, iterations=20, warm_iterations=5)
+    policy = make_policy(DKLPolicyConfig(), surrogate=surrogate, input_dim=5,
                          columns={"position_columns": 2}, seed=0)
     believed = int(MEASURED[25])
     ctx = _context(MEASURED[:26])
     ctx.believed = (believed,)
     decision = policy.select(ctx)
     assert decision.rescore is not None and decision.rescore.weights is None
+    members = policy.surrogate.model.members
+    assert len(members) == (4 if dkl_from else 3)  # the groups, the additive GP (and the DKL)
+    assert all(len(m.train_targets) == 26 for m in members)  # fitted on 25, conditioned on the believed one too
     new = policy.rescore(decision, {believed: float(_target(np.array([believed]))[0]) + 3.0},
                          best_f=5.0, excluded=ctx.excluded)
     assert new is not decision and not ctx.excluded[new.index]
