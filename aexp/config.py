@@ -586,8 +586,8 @@ class PolicyBase(_Section):
     kind: str  # each kind's class names itself; first, so a dumped section starts with it
     n_initial: int = Field(5, ge=1, description="random measurements before the policy takes over")
     pending: bool = Field(
-        False, description="decide the next point while the instrument measures, with the points in "
-        "flight as pending (kriging believer)"
+        True, description="decide the next point while the instrument measures, with the points in "
+        "flight as pending (kriging believer; false: measure, then decide)"
     )
     max_in_flight: int = Field(1, ge=1, description="pending: commands outstanding while deciding")
     rescore: bool = Field(
@@ -599,11 +599,14 @@ class PolicyBase(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _recorded_without_rescore(cls, data: Any, info: ValidationInfo) -> Any:
-        # sessions recorded with pending points before `rescore` existed sent the believer's choice
-        if info.context and info.context.get("recorded") and isinstance(data, dict) \
-                and data.get("pending") and "rescore" not in data:
-            data = {**data, "rescore": False}
+    def _recorded_before_the_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        # a session recorded before pending points were the default ran sequentially; one recorded
+        # with pending points before `rescore` existed sent the believer's choice as it was
+        if info.context and info.context.get("recorded") and isinstance(data, dict):
+            if "pending" not in data:
+                data = {**data, "pending": False}
+            if data.get("pending") and "rescore" not in data:
+                data = {**data, "rescore": False}
         return data
 
     @property

@@ -107,13 +107,18 @@ def start_live(args: argparse.Namespace):
     return server
 
 
-def check_run_options(args: argparse.Namespace, cfg) -> None:
+def check_run_options(args: argparse.Namespace, cfg):
+    """The run's config for these options (approve mode measures, then decides), or a UsageError."""
     if args.approve_timeout is not None and not args.approve:
         raise UsageError("--approve-timeout needs --approve")
+    if args.approve and cfg.policy.pending and "pending" not in cfg.policy.model_fields_set:
+        # each proposal waits for the operator: there is no measurement to decide behind
+        cfg = cfg.with_overrides(**{"policy.pending": False})
     if args.approve and (cfg.policy.batch > 1 or cfg.policy.pending):
         raise UsageError("--approve holds one proposal at a time: use policy.batch 1 and policy.pending false")
     if not args.live and (args.token or args.host != "127.0.0.1" or args.port):
         raise UsageError("--host, --port and --token are options of the live page: add --live")
+    return cfg
 
 
 COMMANDS = {"control": _cmd_control, "watch": _cmd_watch}

@@ -271,7 +271,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .live import check_run_options, start_live
 
     cfg = _load(args.config, args.steps)
-    check_run_options(args, cfg)
+    cfg = check_run_options(args, cfg)
     seed = cfg.seed if args.seed is None else args.seed
     on_step, bar = _step_printer(args.quiet)
     instrument = _instrument(cfg, seed)

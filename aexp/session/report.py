@@ -70,6 +70,7 @@ class _MapCapture:
     def __init__(self, policy: Policy, steps: set[int]) -> None:
         self.policy, self.steps, self.name = policy, steps, policy.name
         self.maps: dict[int, dict[str, np.ndarray]] = {}
+        self._steps: dict[int, int] = {}  # a decision with maps -> its step
 
     @property
     def beta(self) -> float:  # an operator's `set beta` reaches the wrapped policy
@@ -84,7 +85,17 @@ class _MapCapture:
         decision = self.policy.select(ctx)
         if decision.maps is not None:
             self.maps[ctx.step] = decision.maps
+            self._steps[id(decision)] = ctx.step
         return decision
+
+    def rescore(self, decision: Decision, *args: Any) -> Decision:
+        """The wrapped policy's (a decision taken again on the outcome in flight), keeping its maps."""
+        rescore = getattr(self.policy, "rescore", None)
+        new = decision if rescore is None else rescore(decision, *args)
+        step = self._steps.pop(id(decision), None)
+        if step is not None and new.maps is not None:
+            self.maps[step] = new.maps
+        return new
 
 
 def _model_maps(reader: SessionReader, steps_wanted: list[int],

@@ -347,7 +347,7 @@ class GroupAverage:
         X = torch.as_tensor(X, dtype=DTYPE).cpu()
         for cols, gp in self.members.values():
             gp.condition(X[:, list(cols)], y)
-        if self.dkl is not None and any(m is self.dkl.model for m in self.model.members):  # fitted this time
+        if self.dkl is not None and self.dkl_active and any(m is self.dkl.model for m in self.model.members):
             self.dkl.condition(X[:, list(self.every)], y)
         return self
 

@@ -555,11 +555,14 @@ def test_rescore_changes_the_choice_when_the_outcome_surprises():
     assert policy.believed[again.index] == again.predicted_mean and second.index not in policy.believed
 
 
-def test_sessions_recorded_before_rescore_replay_without_it(tiny_config):
+def test_sessions_recorded_before_the_defaults_replay_as_they_ran(tiny_config):
     from aexp.config import parse_config
 
-    cfg = tiny_config(policy={"pending": True})
-    assert parse_config(cfg).policy.rescore is True
-    assert parse_config(cfg, recorded=True).policy.rescore is False
+    cfg = tiny_config()
+    cfg["policy"].pop("pending", None)
+    assert parse_config(cfg).policy.pending is True and parse_config(cfg).policy.rescore is True
+    assert parse_config(cfg, recorded=True).policy.pending is False  # recorded before pending was the default
+    cfg["policy"]["pending"] = True
+    assert parse_config(cfg, recorded=True).policy.rescore is False  # recorded before rescore existed
     cfg["policy"]["rescore"] = True
     assert parse_config(cfg, recorded=True).policy.rescore is True

@@ -56,8 +56,10 @@ def test_report_has_a_weights_panel(recipe_session, tmp_path):
 
 @pytest.fixture(scope="module")
 def dkl_member_session(tiny_session):
-    """The recipe with a DKL member joining at 5 measured points (3 initial + 5 steps: it forecasts 3)."""
+    """The recipe with a DKL member joining at 5 measured points (3 initial + 5 steps: it forecasts 3),
+    in the loop that measures, then decides, so decision k is fitted on every point before it."""
     return tiny_session(3, candidates={"patch_size": "auto"}, stopping={"max_steps": 5},
+                        policy={"kind": "dkl", "n_initial": 3, "pending": False},
                         surrogate={"kind": "groups", "dkl_from": 5, "centre_pixels": 1,
                                    "centre_gradient": True})[0]
 

@@ -18,13 +18,15 @@ def test_variants_put_the_twin_on_the_real_clock_beside_its_counterparts(tiny_co
              for v in realtime_variants(cfg)]
     assert names == [("rt", True, True, "real"), ("rt-sequential", False, True, "real"),
                      ("rt-no-reregistration", True, False, "real")]
-    plain = parse_config(tiny_config(name="p"))
+    assert [v.name for v in realtime_variants(parse_config(tiny_config(name="p")))] == ["p", "p-sequential"]
+    plain = parse_config(tiny_config(name="p", policy={"kind": "dkl", "n_initial": 3, "pending": False}))
     assert [v.name for v in realtime_variants(plain)] == ["p"]
 
 
 def test_a_config_with_a_travel_cost_runs_beside_the_same_without_it(tiny_config) -> None:
     travel = {"units": "spread", "weight": 1.0}
-    cfg = parse_config(tiny_config(name="t", policy={"kind": "dkl", "n_initial": 3, "travel": travel}))
+    cfg = parse_config(tiny_config(name="t", policy={"kind": "dkl", "n_initial": 3, "pending": False,
+                                                     "travel": travel}))
     on, off = realtime_variants(cfg)
     assert (on.name, off.name) == ("t", "t-no-travel-cost")
     assert on.policy.travel.units == "spread" and off.policy.travel is None

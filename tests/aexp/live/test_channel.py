@@ -27,6 +27,10 @@ from aexp.session.store import SessionReader
 
 
 def _run(tmp_path, tiny_config, on_step=None, options=None, seed=0, **changes):
+    # the loop that measures, then decides, unless a test asks for pending points: a command sent
+    # when step k is recorded then lands at decision k + 1 (with pending points, k + 2: the decision
+    # k + 1 was taken while k was measured)
+    changes["policy"] = {"pending": False, **changes.get("policy", {})}
     cfg = parse_config(tiny_config(**changes))
     inst = load_instrument("plasmonic", cfg.instrument.options, seed=seed)
     return run_experiment(cfg, inst, tmp_path / "s", seed=seed, progress=False, on_step=on_step, operator=options)
@@ -306,6 +310,33 @@ def test_run_refuses_live_options_that_do_not_fit(tmp_path, tiny_config, argv, m
     assert main(["run", str(config), "--out", str(tmp_path / "out"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_with_pending_points_a_goto_lands_at_the_first_decision_not_yet_taken(tmp_path, tiny_config):
+    sent = {}
+
+    def on_step(step, budget):
+        if step.step == 3:
+            sent["goto"] = _unmeasured(tmp_path / "s")
+            send(tmp_path / "s", Command("goto", index=sent["goto"]))
+
+    folder, result = _run(tmp_path, tiny_config, on_step, policy={"pending": True}, stopping={"max_steps": 4})
+    steps = SessionReader(folder).steps
+    assert steps[4].phase == "policy" and steps[4].pending == [steps[3].index]  # decided while 3 was measured
+    assert steps[5].phase == "operator" and steps[5].index == sent["goto"]
+    assert verify_session(folder).steps == 7
+
+
+def test_approve_mode_measures_then_decides_unless_the_config_asks_for_pending_points(tmp_path, tiny_config):
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(stopping={"max_steps": 1})))
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out), "--approve", "--approve-timeout", "0.05", "--quiet"]) == 0
+    assert SessionReader(out).manifest.experiment_config().policy.pending is False  # recorded as it ran
+    config.write_text(yaml.safe_dump(tiny_config(policy={"kind": "dkl", "n_initial": 3, "pending": True})))
+    assert main(["run", str(config), "--out", str(tmp_path / "out2"), "--approve"]) == 2
 
 
 def test_aexp_control_queues_a_checked_command_for_the_running_loop(tmp_path, tiny_config, capsys):
