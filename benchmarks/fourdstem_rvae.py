@@ -13,8 +13,12 @@ graphene and BiFeO3 examples. Scores against the twin's hidden truth:
   the CoM less the pull of the Friedel asymmetry of the two polar domains;
 - the same for a plain VAE's best latent as the non-invariant reference (``--baseline``).
 
+The defaults are the decoder that draws the disks (``--coordinate-scale 10``) and the shift
+equivariance that gives both shift latents a direction (``--shift-equivariance 10``); ``1`` and ``0``
+give the plain rVAE of the lecture (docs/fourdstem.md has both).
+
 Usage:
-    python benchmarks/fourdstem_rvae.py --seed 0 --grid 24 --epochs 60 --figure docs/fourdstem-rvae.png
+    python benchmarks/fourdstem_rvae.py --seed 0 --grid 24 --epochs 60 --json scores.json
 """
 
 from __future__ import annotations
@@ -404,10 +408,12 @@ def main() -> None:
     ap.add_argument("--smooth", type=float, default=1.0, help="Gaussian blur of the binned patterns (px)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--hidden", type=int, default=32, help="width of the rVAE's decoder")
-    ap.add_argument("--coordinate-scale", type=float, default=1.0,
-                    help="factor on the decoders' initial coordinate weights (10 lets them draw the disks)")
-    ap.add_argument("--shift-equivariance", type=float, default=0.0,
-                    help="weight of the rVAE's shift-equivariance penalty (aexp.models.shifts; 0: off)")
+    ap.add_argument("--coordinate-scale", type=float, default=10.0,
+                    help="factor on the decoders' initial coordinate weights (10 lets them draw the disks; "
+                         "1: the plain decoder)")
+    ap.add_argument("--shift-equivariance", type=float, default=10.0,
+                    help="weight of the rVAE's shift-equivariance penalty (aexp.models.shifts; 0: off, the "
+                         "plain rVAE, whose shift latents learn one direction here)")
     ap.add_argument("--noise-std", type=float, default=0.1,
                     help="width of the Gaussian likelihood (the JSON reports the patterns' own shot noise)")
     ap.add_argument("--baseline", action="store_true", help="also train a plain VAE as the reference")
