@@ -817,8 +817,10 @@ class Campaign:
                     self._finish(self.flight.popleft())
                 waited = time.perf_counter() - asked
                 still = [f.step.index for f in self.flight]
+                believed = decisions[0].rescore.indices if decisions[0].rescore is not None else ()
                 decisions = self.policy.rescore(decisions, still)  # type: ignore[attr-defined]
-                rescored = [i for i in pending if i not in still]
+                measured = set(self.measured)  # a failed one keeps its belief: not taken again on it
+                rescored = [i for i in pending if i in believed and i in measured and i not in still]
             seen = set(pending)
             for d in decisions:
                 if self.excluded[d.index] or d.index in seen:

@@ -526,6 +526,8 @@ def test_a_pending_decision_is_taken_again_on_the_outcome_it_waited_for():
     _, res, _ = _run(Fake(), policy="gp-xy", steps=6, schedule=Schedule(pending=True))
     policy_steps = [s for s in res.steps if s.phase == "policy"]
     assert policy_steps and all(s.rescored == s.pending for s in policy_steps[1:])
+    # the first policy decision had the last initial point in flight, with no belief to take again
+    assert policy_steps[0].pending and policy_steps[0].rescored == []
     assert all(s.rescored == [] for s in res.steps if s.phase == "initial")
     assert len({s.index for s in res.steps}) == len(res.steps)
     # off: the believer's choice is sent as it is
@@ -566,3 +568,14 @@ def test_sessions_recorded_before_the_defaults_replay_as_they_ran(tiny_config):
     assert parse_config(cfg, recorded=True).policy.rescore is False  # recorded before rescore existed
     cfg["policy"]["rescore"] = True
     assert parse_config(cfg, recorded=True).policy.rescore is True
+
+
+def test_a_failed_point_in_flight_is_not_taken_again_on():
+    fail = {(r, c) for r in range(16) for c in range(16) if (r // 2 + c // 2) % 2}  # half the candidates
+    _, res, _ = _run(Fake(fail=fail), policy="gp-xy", steps=10, budget=Budget(13),
+                     schedule=Schedule(pending=True))
+    by_index = {s.index: s for s in res.steps}
+    policy_steps = [s for s in res.steps if s.phase == "policy"][1:]
+    assert any(by_index[s.pending[0]].status == "failed" for s in policy_steps)
+    for s in policy_steps:
+        assert s.rescored == (s.pending if by_index[s.pending[0]].status == "ok" else [])
