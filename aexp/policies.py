@@ -82,7 +82,9 @@ __all__ = [
     "RandomPolicy",
     "RasterPolicy",
     "CandidateScores",
+    "MemberMoments",
     "Rescore",
+    "mixture_moments",
     "relabelled",
     "acquisition_spread",
     "SelectionContext",
@@ -168,6 +170,8 @@ class Rescore:
         penalty: the step's penalty as the context gave it (before any scaling to the spread).
         penalty_in_spread: as :attr:`SelectionContext.penalty_in_spread`.
         X: the surrogate's ``M x D`` inputs (for a model scored again).
+        members: a mixture's members (:attr:`CandidateScores.members`): its posterior is rebuilt
+            from their moved means, no pass of the model either.
     """
 
     indices: tuple[int, ...]
@@ -179,6 +183,7 @@ class Rescore:
     penalty: np.ndarray | None
     penalty_in_spread: bool
     X: torch.Tensor
+    members: list[MemberMoments] | None = None
 
 
 @dataclass
@@ -270,6 +275,23 @@ def _argmax(scores: np.ndarray, allowed: np.ndarray) -> int:
     return int(allowed[int(np.argmax(s))])
 
 
+#: One member of a mixture posterior: ``(weight, mean, var, W)``, ``M``, ``M`` and ``M x r``.
+MemberMoments = tuple[float, np.ndarray, np.ndarray, np.ndarray]
+
+
+def mixture_moments(members: Sequence[MemberMoments], shift: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The moment-matched mixture ``N(sum w mu, sum w (var + mu^2) - mu^2)`` of
+    :class:`~aexp.surrogates.groups.MixtureModel`, each member's mean moved by ``W shift``."""
+    mean = np.zeros_like(members[0][1])
+    second = np.zeros_like(mean)
+    for w, mu, var, W in members:
+        if shift is not None:
+            mu = mu + W @ shift
+        mean = mean + w * mu
+        second = second + w * (var + mu**2)
+    return mean, np.maximum(second - mean**2, 1e-12)
+
+
 @dataclass
 class CandidateScores:
     """One scoring pass over the candidates: the acquisition and the posterior it was computed from.
@@ -281,12 +303,16 @@ class CandidateScores:
         var: ``M`` posterior variance of ``f``, or ``None`` likewise.
         weights: ``M x r``, how the mean moves with the training targets of ``rows`` when asked
             for (see :meth:`~aexp.surrogates.dkl.DeepKernelGP.moments_and_weights`), else ``None``.
+        members: for a mixture of exact GPs asked for ``rows``, each member's weight, moments and
+            ``weights`` (the mixture's variance depends on its members' means, so it is rebuilt
+            from them), else ``None``.
     """
 
     acquisition: np.ndarray
     mean: np.ndarray | None = None
     var: np.ndarray | None = None
     weights: np.ndarray | None = None
+    members: list[MemberMoments] | None = None
 
 
 def analytic_acquisition(name: str, mean: torch.Tensor, var: torch.Tensor, *, beta: float,
@@ -351,6 +377,18 @@ def score_and_predict(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *
     model = surrogate.model
     device = torch.as_tensor(model.train_targets).device  # a gpytorch attribute torch cannot type
     rows = tuple(rows)
+    members = getattr(model, "members", None)
+    if rows and members is not None and all(_linear_in_targets(m) for m in members):
+        mixture = cast(Any, model)
+        parts: list[MemberMoments] = []
+        for w, member, cols in zip(mixture.weights, members, mixture.columns):
+            if float(w) != 0.0:
+                Xm = torch.as_tensor(X)[:, cols.to(torch.as_tensor(X).device)]
+                parts.append((float(w), *_member_moments(member, Xm, rows, chunk, device)))
+        mix_mean, mix_var = mixture_moments(parts)
+        mix_acq = analytic_acquisition(acquisition, torch.as_tensor(mix_mean), torch.as_tensor(mix_var),
+                                       beta=beta, best_f=best_f)
+        return CandidateScores(mix_acq.numpy(), mix_mean, mix_var, members=parts)
     with_weights = bool(rows) and getattr(model, "moments_and_weights", None) is not None
     acq, means, variances, weights = [], [], [], []
     with torch.no_grad():
@@ -367,12 +405,32 @@ def score_and_predict(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *
             variances.append(var)
     if not acq:
         return CandidateScores(np.zeros(0), np.zeros(0), np.zeros(0))
-    out = CandidateScores(*(torch.cat(t).cpu().numpy() for t in (acq, means, variances)))
+    a, m, v = (torch.cat(t).cpu().numpy() for t in (acq, means, variances))
+    out = CandidateScores(a, m, v)
     if with_weights:
         out.weights = torch.cat(weights).cpu().numpy()
     elif rows and _linear_in_targets(model):
         out.weights = _target_weights(model, X, rows, out.mean, chunk, device)  # type: ignore[arg-type]
     return out
+
+
+def _member_moments(model: Model, X: torch.Tensor, rows: Sequence[int], chunk: int,
+                    device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, variance and ``W`` (``d mean / d y[rows]``) of one exact GP at each row of ``X``."""
+    means, variances, weights = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(X), chunk):
+            Xc = X[start:start + chunk].to(device=device, dtype=_DTYPE)
+            if getattr(model, "moments_and_weights", None) is not None:
+                mean, var, W = cast(Any, model).moments_and_weights(Xc, rows)
+                weights.append(W)
+            else:
+                mean, var = _moments(model, Xc)
+            means.append(mean)
+            variances.append(var)
+    mean_np = torch.cat(means).cpu().numpy()
+    W_np = torch.cat(weights).cpu().numpy() if weights else _target_weights(model, X, rows, mean_np, chunk, device)
+    return mean_np, torch.cat(variances).cpu().numpy(), W_np
 
 
 def _moments(model: Model, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -513,7 +571,7 @@ class SurrogatePolicy:
         rescore = None
         if rows and scored.mean is not None and scored.var is not None:
             rescore = Rescore(believed, rows, targets[list(rows)], scored.mean, scored.var, scored.weights,
-                              ctx.penalty, ctx.penalty_in_spread, X)
+                              ctx.penalty, ctx.penalty_in_spread, X, scored.members)
         t2 = time.perf_counter()
         weights = getattr(self.surrogate, "weights_", None)
         return Decision(index=index, acquisition=float(scores[index]),
@@ -549,6 +607,8 @@ class SurrogatePolicy:
         y = np.array([outcomes.get(i, b) for i, b in zip(r.indices, r.believed)], dtype=np.float64)
         if r.weights is not None:
             mean, var = r.mean + r.weights @ (y - r.believed), r.var
+        elif r.members is not None:
+            mean, var = mixture_moments(r.members, y - r.believed)
         else:
             with relabelled(self.surrogate.model, r.rows, y.tolist()):
                 scored = score_and_predict(self.surrogate, r.X, self.acquisition, beta=self.beta,

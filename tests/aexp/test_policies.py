@@ -533,10 +533,21 @@ def test_a_mixture_is_scored_again_on_the_measured_value(dkl_from):
     ctx = _context(MEASURED[:26])
     ctx.believed = (believed,)
     decision = policy.select(ctx)
-    assert decision.rescore is not None and decision.rescore.weights is None
+    assert decision.rescore is not None and decision.rescore.members is not None
     members = policy.surrogate.model.members
     assert len(members) == (4 if dkl_from else 3)  # the groups, the additive GP (and the DKL)
     assert all(len(m.train_targets) == 26 for m in members)  # fitted on 25, conditioned on the believed one too
-    new = policy.rescore(decision, {believed: float(_target(np.array([believed]))[0]) + 3.0},
-                         best_f=5.0, excluded=ctx.excluded)
+    outcome = float(_target(np.array([believed]))[0]) + 3.0
+    new = policy.rescore(decision, {believed: outcome}, best_f=5.0, excluded=ctx.excluded)
     assert new is not decision and not ctx.excluded[new.index]
+    # the members' moved means give what relabelling the mixture and scoring it again gives
+    from aexp.policies import analytic_acquisition, relabelled
+
+    with relabelled(policy.surrogate.model, decision.rescore.rows, [outcome]):
+        mean, var = policy.surrogate.predict(FEATURES.double())
+    acq = analytic_acquisition("ucb", torch.as_tensor(mean), torch.as_tensor(var), beta=policy.beta,
+                               best_f=5.0).numpy()
+    acq[ctx.excluded] = -np.inf
+    assert new.index == int(np.argmax(acq))
+    assert new.predicted_mean == pytest.approx(mean[new.index], abs=1e-7)
+    assert new.predicted_std == pytest.approx(math.sqrt(var[new.index]), rel=1e-6)
