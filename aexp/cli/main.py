@@ -265,13 +265,16 @@ def _step_printer(quiet: bool):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ..config import load_config
     from ..live.channel import OperatorOptions
     from ..loop import run_experiment
     from ..session.store import SessionReader
     from .live import check_run_options, start_live
 
-    cfg = _load(args.config, args.steps)
-    cfg = check_run_options(args, cfg)
+    # the options are checked against the file as written: what it sets, not what --steps re-validates
+    cfg = check_run_options(args, load_config(args.config))
+    if args.steps is not None:
+        cfg = cfg.with_overrides(**{"stopping.max_steps": args.steps})
     seed = cfg.seed if args.seed is None else args.seed
     on_step, bar = _step_printer(args.quiet)
     instrument = _instrument(cfg, seed)

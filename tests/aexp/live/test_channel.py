@@ -331,10 +331,12 @@ def test_approve_mode_measures_then_decides_unless_the_config_asks_for_pending_p
     import yaml
 
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(stopping={"max_steps": 1})))
+    config.write_text(yaml.safe_dump(tiny_config()))
     out = tmp_path / "out"
-    assert main(["run", str(config), "--out", str(out), "--approve", "--approve-timeout", "0.05", "--quiet"]) == 0
+    assert main(["run", str(config), "--out", str(out), "--approve", "--approve-timeout", "0.05", "--quiet",
+                 "--steps", "1"]) == 0
     assert SessionReader(out).manifest.experiment_config().policy.pending is False  # recorded as it ran
+    assert len(SessionReader(out).steps) == 4  # 3 initial + --steps 1
     config.write_text(yaml.safe_dump(tiny_config(policy={"kind": "dkl", "n_initial": 3, "pending": True})))
     assert main(["run", str(config), "--out", str(tmp_path / "out2"), "--approve"]) == 2
 
