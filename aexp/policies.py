@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -52,8 +52,10 @@ from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 from botorch.posteriors import GPyTorchPosterior
 from gpytorch.kernels import AdditiveKernel, Kernel, ScaleKernel
+from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.models import ExactGP
+from linear_operator.utils.cholesky import psd_safe_cholesky
 
 from aexp.surrogates.dkl import DKLSurrogate, check_groups
 
@@ -389,14 +391,15 @@ def score_and_predict(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *
         mix_acq = analytic_acquisition(acquisition, torch.as_tensor(mix_mean), torch.as_tensor(mix_var),
                                        beta=beta, best_f=best_f)
         return CandidateScores(mix_acq.numpy(), mix_mean, mix_var, members=parts)
-    with_weights = bool(rows) and getattr(model, "moments_and_weights", None) is not None
+    route = _weights_route(model, rows) if rows else None
+    with_weights = route is not None
     acq, means, variances, weights = [], [], [], []
     with torch.no_grad():
         for start in range(0, len(X), chunk):
             # float64 on purpose: the models and botorch's buffers are float64
             Xc = torch.as_tensor(X[start:start + chunk]).to(device=device, dtype=_DTYPE)
-            if with_weights:
-                mean, var, W = cast(Any, model).moments_and_weights(Xc, rows)
+            if route is not None:
+                mean, var, W = route(Xc)
                 weights.append(W)
             else:
                 mean, var = _moments(model, Xc)
@@ -418,11 +421,12 @@ def _member_moments(model: Model, X: torch.Tensor, rows: Sequence[int], chunk: i
                     device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, variance and ``W`` (``d mean / d y[rows]``) of one exact GP at each row of ``X``."""
     means, variances, weights = [], [], []
+    route = _weights_route(model, rows)
     with torch.no_grad():
         for start in range(0, len(X), chunk):
             Xc = X[start:start + chunk].to(device=device, dtype=_DTYPE)
-            if getattr(model, "moments_and_weights", None) is not None:
-                mean, var, W = cast(Any, model).moments_and_weights(Xc, rows)
+            if route is not None:
+                mean, var, W = route(Xc)
                 weights.append(W)
             else:
                 mean, var = _moments(model, Xc)
@@ -431,6 +435,52 @@ def _member_moments(model: Model, X: torch.Tensor, rows: Sequence[int], chunk: i
     mean_np = torch.cat(means).cpu().numpy()
     W_np = torch.cat(weights).cpu().numpy() if weights else _target_weights(model, X, rows, mean_np, chunk, device)
     return mean_np, torch.cat(variances).cpu().numpy(), W_np
+
+
+_Route = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _weights_route(model: Model, rows: Sequence[int]) -> _Route | None:
+    """``X -> (mean, var, W)`` in one pass where the model's form is known: the DKL's own, or an
+    exact GP with a Gaussian likelihood and standardised targets (botorch's ``SingleTaskGP``);
+    ``None``: ``W`` from a second pass of the mean (:func:`_target_weights`)."""
+    if getattr(model, "moments_and_weights", None) is not None:
+        return lambda X: cast(Any, model).moments_and_weights(X, rows)
+    m = cast(Any, model)
+    if (isinstance(model, ExactGP) and isinstance(m.likelihood, GaussianLikelihood)
+            and isinstance(getattr(m, "outcome_transform", None), Standardize)
+            and getattr(m, "input_transform", None) is None and m.train_inputs[0].dim() == 2):
+        return _ExactWeights(m, rows)
+    return None
+
+
+class _ExactWeights:
+    """Mean, variance and ``W = d mean / d y[rows]`` of an exact GP in one pass: the posterior
+    ``mu = c + K_xZ alpha``, ``var = k(x, x) - |L^-1 K_Zx|^2``, ``W = K_xZ (K + noise I)^-1 E`` from one
+    Cholesky factor (the DKL's direct route, on the model's own kernel), in target units."""
+
+    def __init__(self, model: Any, rows: Sequence[int]) -> None:
+        self.model = model
+        with torch.no_grad():
+            Z = model.train_inputs[0]
+            K = model.covar_module(Z).to_dense()
+            K = K + model.likelihood.noise * torch.eye(len(Z), dtype=K.dtype, device=K.device)
+            self.L = psd_safe_cholesky(K)
+            resid = (model.train_targets - model.mean_module(Z)).unsqueeze(-1)
+            self.alpha = torch.cholesky_solve(resid, self.L).squeeze(-1)
+            E = torch.zeros(len(Z), len(rows), dtype=K.dtype, device=K.device)
+            E[list(rows), torch.arange(len(rows))] = 1.0
+            self.A = torch.cholesky_solve(E, self.L)
+            self.Z = Z
+
+    def __call__(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = self.model
+        K_xZ = m.covar_module(X, self.Z).to_dense()
+        mean = m.mean_module(X) + K_xZ @ self.alpha
+        v = torch.linalg.solve_triangular(self.L, K_xZ.transpose(-1, -2), upper=False)
+        var = (m.covar_module(X, diag=True) - v.square().sum(-2)).clamp_min(1e-12)
+        s, c = m.outcome_transform.stdvs.reshape(-1), m.outcome_transform.means.reshape(-1)
+        return c + s * mean, (s * var) * s, K_xZ @ self.A
 
 
 def _moments(model: Model, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
