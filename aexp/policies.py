@@ -57,7 +57,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.models import ExactGP
 from linear_operator.utils.cholesky import psd_safe_cholesky
 
-from aexp.surrogates.dkl import DKLSurrogate, check_groups
+from aexp.surrogates.dkl import DKLSurrogate, check_groups, unit_columns
 
 from .config import (
     KINDS,
@@ -379,20 +379,21 @@ def score_and_predict(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *
     model = surrogate.model
     device = torch.as_tensor(model.train_targets).device  # a gpytorch attribute torch cannot type
     rows = tuple(rows)
-    members = getattr(model, "members", None)
-    if rows and members is not None and all(_linear_in_targets(m) for m in members):
-        mixture = cast(Any, model)
+    mixture = cast(Any, model)
+    members = getattr(mixture, "members", None)
+    if rows and members is not None:
+        routes = [_weights_route(m, rows) if float(w) != 0.0 else None for w, m in zip(mixture.weights, members)]
         parts: list[MemberMoments] = []
-        for w, member, cols in zip(mixture.weights, members, mixture.columns):
-            if float(w) != 0.0:
+        for w, route, cols in zip(mixture.weights, routes, mixture.columns):
+            if float(w) != 0.0 and route is not None:
                 Xm = torch.as_tensor(X)[:, cols.to(torch.as_tensor(X).device)]
-                parts.append((float(w), *_member_moments(member, Xm, rows, chunk, device)))
-        mix_mean, mix_var = mixture_moments(parts)
-        mix_acq = analytic_acquisition(acquisition, torch.as_tensor(mix_mean), torch.as_tensor(mix_var),
-                                       beta=beta, best_f=best_f)
-        return CandidateScores(mix_acq.numpy(), mix_mean, mix_var, members=parts)
-    route = _weights_route(model, rows) if rows else None
-    with_weights = route is not None
+                parts.append((float(w), *_member_moments(route, Xm, chunk, device)))
+        if len(parts) == sum(float(w) != 0.0 for w in mixture.weights):
+            mix_mean, mix_var = mixture_moments(parts)
+            mix_acq = analytic_acquisition(acquisition, torch.as_tensor(mix_mean), torch.as_tensor(mix_var),
+                                           beta=beta, best_f=best_f)
+            return CandidateScores(mix_acq.numpy(), mix_mean, mix_var, members=parts)
+    route = _weights_route(model, rows) if rows and members is None else None
     acq, means, variances, weights = [], [], [], []
     with torch.no_grad():
         for start in range(0, len(X), chunk):
@@ -409,32 +410,16 @@ def score_and_predict(surrogate: Surrogate, X: torch.Tensor, acquisition: str, *
     if not acq:
         return CandidateScores(np.zeros(0), np.zeros(0), np.zeros(0))
     a, m, v = (torch.cat(t).cpu().numpy() for t in (acq, means, variances))
-    out = CandidateScores(a, m, v)
-    if with_weights:
-        out.weights = torch.cat(weights).cpu().numpy()
-    elif rows and _linear_in_targets(model):
-        out.weights = _target_weights(model, X, rows, out.mean, chunk, device)  # type: ignore[arg-type]
-    return out
+    return CandidateScores(a, m, v, weights=torch.cat(weights).cpu().numpy() if weights else None)
 
 
-def _member_moments(model: Model, X: torch.Tensor, rows: Sequence[int], chunk: int,
+def _member_moments(route: _Route, X: torch.Tensor, chunk: int,
                     device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, variance and ``W`` (``d mean / d y[rows]``) of one exact GP at each row of ``X``."""
-    means, variances, weights = [], [], []
-    route = _weights_route(model, rows)
+    """Mean, variance and ``W`` (``d mean / d y[rows]``) of one mixture member at each row of ``X``."""
     with torch.no_grad():
-        for start in range(0, len(X), chunk):
-            Xc = X[start:start + chunk].to(device=device, dtype=_DTYPE)
-            if route is not None:
-                mean, var, W = route(Xc)
-                weights.append(W)
-            else:
-                mean, var = _moments(model, Xc)
-            means.append(mean)
-            variances.append(var)
-    mean_np = torch.cat(means).cpu().numpy()
-    W_np = torch.cat(weights).cpu().numpy() if weights else _target_weights(model, X, rows, mean_np, chunk, device)
-    return mean_np, torch.cat(variances).cpu().numpy(), W_np
+        parts = [route(X[s:s + chunk].to(device=device, dtype=_DTYPE)) for s in range(0, len(X), chunk)]
+    mean, var, W = (torch.cat([p[i] for p in parts]).cpu().numpy() for i in range(3))
+    return mean, var, W
 
 
 _Route = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -443,7 +428,7 @@ _Route = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor
 def _weights_route(model: Model, rows: Sequence[int]) -> _Route | None:
     """``X -> (mean, var, W)`` in one pass where the model's form is known: the DKL's own, or an
     exact GP with a Gaussian likelihood and standardised targets (botorch's ``SingleTaskGP``);
-    ``None``: ``W`` from a second pass of the mean (:func:`_target_weights`)."""
+    ``None`` for another model, which :meth:`SurrogatePolicy.rescore` then scores again."""
     if getattr(model, "moments_and_weights", None) is not None:
         return lambda X: cast(Any, model).moments_and_weights(X, rows)
     m = cast(Any, model)
@@ -468,9 +453,7 @@ class _ExactWeights:
             self.L = psd_safe_cholesky(K)
             resid = (model.train_targets - model.mean_module(Z)).unsqueeze(-1)
             self.alpha = torch.cholesky_solve(resid, self.L).squeeze(-1)
-            E = torch.zeros(len(Z), len(rows), dtype=K.dtype, device=K.device)
-            E[list(rows), torch.arange(len(rows))] = 1.0
-            self.A = torch.cholesky_solve(E, self.L)
+            self.A = torch.cholesky_solve(unit_columns(len(Z), rows, K), self.L)
             self.Z = Z
 
     def __call__(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -492,11 +475,6 @@ def _moments(model: Model, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         return cast(tuple[torch.Tensor, torch.Tensor], moments(X))
     post = cast(GPyTorchPosterior, model.posterior(X.unsqueeze(-2)))  # or another with moments
     return post.mean.reshape(-1), post.variance.reshape(-1)
-
-
-def _linear_in_targets(model: Model) -> bool:
-    """An exact GP: its posterior mean is linear in the targets and its variance independent of them."""
-    return isinstance(model, ExactGP)
 
 
 def _standardised(model: Model, y: torch.Tensor) -> torch.Tensor:
@@ -530,27 +508,6 @@ def _set_targets(model: Any, targets: torch.Tensor) -> None:
         model.relabel(targets)
     else:  # gpytorch's ExactGP: drops its cached prediction strategy
         model.set_train_data(targets=targets, strict=False)
-
-
-def _target_weights(model: Model, X: torch.Tensor, rows: Sequence[int], mean: np.ndarray, chunk: int,
-                    device: torch.device) -> np.ndarray:
-    """``M x r``, ``d mean / d y[row]`` of a posterior linear in its targets: one more pass of the
-    mean per row, with that target moved by one standard deviation of the targets."""
-    out = np.empty((len(mean), len(rows)))
-    transform = getattr(model, "outcome_transform", None)
-    step = float(transform.stdvs.reshape(-1)[0]) if isinstance(transform, Standardize) else 1.0
-    train = torch.as_tensor(model.train_targets)
-    base = train[list(rows)].clone()
-    if isinstance(transform, Standardize):
-        base = base * transform.stdvs.reshape(-1) + transform.means.reshape(-1)
-    for j in range(len(rows)):
-        values = base.clone()
-        values[j] += step
-        with relabelled(model, rows, values.tolist()), torch.no_grad():
-            moved = [_moments(model, torch.as_tensor(X[s:s + chunk]).to(device=device, dtype=_DTYPE))[0]
-                     for s in range(0, len(X), chunk)]
-        out[:, j] = (torch.cat(moved).cpu().numpy() - mean) / step
-    return out
 
 
 class SurrogatePolicy:

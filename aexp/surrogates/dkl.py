@@ -165,9 +165,7 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
         """
         mean, var, K_xZ = self._marginal(X)
         _, L, _ = self._cache()
-        E = torch.zeros(L.shape[0], len(rows), dtype=L.dtype, device=L.device)
-        E[list(rows), torch.arange(len(rows))] = 1.0
-        W = K_xZ @ torch.cholesky_solve(E, L)
+        W = K_xZ @ torch.cholesky_solve(unit_columns(L.shape[0], rows, L), L)
         s, m = self.outcome_transform.stdvs.squeeze(-1), self.outcome_transform.means.squeeze(-1)
         return m + s * mean, ((s * var) * s).clamp_min(gpytorch_settings.min_variance.value(var.dtype)), W
 
@@ -180,9 +178,10 @@ class DeepKernelGP(ExactGP, GPyTorchModel):
         mean, var, _ = self._marginal(X)
         return mean, var
 
-    def relabel(self, targets: Tensor) -> None:
-        """Condition on other targets (``n``, standardised units) with every parameter held."""
-        cast(Any, self).set_train_data(targets=targets, strict=False)  # gpytorch's, untyped
+    def relabel(self, targets: Tensor, inputs: Tensor | None = None) -> None:
+        """Condition on other targets (``n``, standardised units), and inputs when given, with every
+        parameter held."""
+        cast(Any, self).set_train_data(inputs=inputs, targets=targets, strict=False)  # gpytorch's, untyped
         self._marginal_cache = None
 
     def _marginal(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -464,11 +463,8 @@ class DKLSurrogate:
         flight) with every parameter and the targets' standardisation held: no training."""
         X = self._as_inputs(X, "X")
         y = torch.as_tensor(y).to(device=self.device, dtype=DTYPE).reshape(-1)
-        model = self.model
-        transform = model.outcome_transform
-        cast(Any, model).set_train_data(  # gpytorch's, untyped
-            inputs=X, targets=(y - transform.means.reshape(-1)) / transform.stdvs.reshape(-1), strict=False)
-        model._marginal_cache = None
+        transform = self.model.outcome_transform
+        self.model.relabel((y - transform.means.reshape(-1)) / transform.stdvs.reshape(-1), inputs=X)
         return self
 
     def predict(self, X: Tensor | np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -532,6 +528,13 @@ class DKLSurrogate:
         if self.kernel == "rbf":
             return RBFKernel(ard_num_dims=len(dims), active_dims=tuple(dims))
         return MaternKernel(nu=2.5, ard_num_dims=len(dims), active_dims=tuple(dims))
+
+
+def unit_columns(n: int, rows: Sequence[int], like: Tensor) -> Tensor:
+    """``n x len(rows)``: column ``j`` is the unit vector of ``rows[j]`` (``like``'s dtype and device)."""
+    E = torch.zeros(n, len(rows), dtype=like.dtype, device=like.device)
+    E[list(rows), torch.arange(len(rows))] = 1.0
+    return E
 
 
 def check_groups(groups: Sequence[Sequence[int]] | None,

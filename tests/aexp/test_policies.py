@@ -554,3 +554,37 @@ def test_a_mixture_is_scored_again_on_the_measured_value(dkl_from):
     assert new.index == int(np.argmax(acq))
     assert new.predicted_mean == pytest.approx(mean[new.index], abs=1e-7)
     assert new.predicted_std == pytest.approx(math.sqrt(var[new.index]), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["gp-xy", "groups"])
+def test_a_model_of_unknown_form_is_scored_again_and_chooses_the_same(kind, monkeypatch):
+    """Without a one-pass route to its weights (a lab's own model), the decision is taken again by
+    scoring the model relabelled with the outcome: the same choice as the weights give."""
+    import aexp.policies as policies
+    from aexp.config import GroupsSurrogateConfig
+
+    def make():
+        if kind == "gp-xy":
+            return make_policy("gp-xy", seed=0)
+        return make_policy(DKLPolicyConfig(), surrogate=GroupsSurrogateConfig(dkl_from=None), input_dim=5,
+                           columns={"position_columns": 2}, seed=0)
+
+    believed = int(np.argmax(FIELD))  # believed unremarkable, turns out far above the rest
+    measured = np.append(MEASURED[:20], believed)
+    outcome = 5.0
+    results = []
+    for route in (True, False):
+        if not route:
+            monkeypatch.setattr(policies, "_weights_route", lambda model, rows: None)
+        policy = make()
+        ctx = _context(measured, targets=np.append(_target(MEASURED[:20]), 0.0))
+        ctx.believed = (believed,)
+        decision = policy.select(ctx)
+        r = decision.rescore
+        assert (r.weights is None and r.members is None) == (not route)
+        results.append(policy.rescore(decision, {believed: outcome}, best_f=outcome, excluded=ctx.excluded))
+        assert results[-1].index != decision.index  # the outcome moved the choice
+    with_route, scored_again = results
+    assert scored_again.index == with_route.index
+    assert scored_again.predicted_mean == pytest.approx(with_route.predicted_mean, abs=1e-7)
+    assert scored_again.predicted_std == pytest.approx(with_route.predicted_std, rel=1e-6)
