@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Self
+from typing import Any, ClassVar, Literal, Protocol, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aexp.instrument import check_position
-from aexp.types import Bounds, InstrumentDescription, PixelTransform, SpectrumAxis
+from aexp.types import Bounds, InstrumentDescription, PixelTransform, SpectrumAxis, Survey
 
 __all__ = [
     "check_seed",
@@ -448,17 +448,51 @@ class DoseLedger:
 class SquareScan:
     """The Instrument-protocol pieces every twin with a square survey of square pixels shares.
 
-    A subclass has ``options`` with ``survey_pixels``, ``pixel_size_m`` and ``measurement_time_s``,
-    ``_axis``, its spectrum axis, and ``_repeats``, an empty dict at the start. Twins with
-    :class:`PlacementOptions` also have ``clock`` and ``_placement`` and use the real-time helpers
-    (:meth:`_move_to`, :meth:`_drifted_survey`, :meth:`_land`).
+    A subclass names itself (``twin_name``, its entry point) and its options (``options_model``, a
+    :class:`PlacementOptions` with ``survey_pixels``, ``pixel_size_m`` and ``measurement_time_s``),
+    begins its ``__init__`` with this class's, sets ``_axis``, its spectrum axis, and draws its
+    survey in ``_render_survey`` (for :meth:`_cached_survey`). The real-time helpers
+    (:meth:`_move_to`, :meth:`_drifted_survey`, :meth:`_land`) run on the clock and the placement
+    that ``__init__`` sets up.
     """
 
+    twin_name: ClassVar[str]
+    options_model: ClassVar[type[PlacementOptions]]
     options: Any
     _axis: SpectrumAxis
     _repeats: dict[tuple[int, ...], int]
     clock: Any
     _placement: ProbePlacement
+
+    def __init__(self, seed: int = 0, **options: Any) -> None:
+        """What every twin's ``__init__`` begins with: the seed and the options checked (errors name
+        the twin), the clock, where the probe really lands, the dose ledger when the twin records
+        damage, and no attempts or survey yet."""
+        self.seed = check_seed(seed, self.twin_name)
+        self.options = self.options_model.parse(options, self.twin_name)
+        self.clock = make_clock(self.options.clock)
+        self._placement = ProbePlacement.from_options(self.seed, self.options)
+        radius = getattr(self.options, "damage_radius_m", 0.0)
+        self._ledger = DoseLedger(radius) if radius > 0 else None
+        self._repeats = {}
+        self._survey_image: np.ndarray | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> Self:
+        """Factory used by ``aexp.instrument.load_instrument``."""
+        opts = cls.options_model.parse(options, cls.twin_name)
+        return cls(seed=seed, **opts.model_dump())
+
+    def _render_survey(self) -> np.ndarray:
+        """The still sample's survey, ``C x H x W`` (or ``H x W`` for one channel)."""
+        raise NotImplementedError
+
+    def _cached_survey(self, channels: tuple[str, ...]) -> Survey:
+        """The survey as taken now: rendered once, then moved by the drift (:meth:`_drifted_survey`)."""
+        if self._survey_image is None:
+            self._survey_image = self._render_survey()
+        image = self._survey_image if self._survey_image.ndim == 3 else self._survey_image[None]
+        return Survey(image=self._drifted_survey(image.copy()), transform=self.transform, channels=channels)
 
     def _move_to(self, position: Iterable[float]) -> float:
         """Spend the time a move from the last probe position takes (``settle_s + distance /

@@ -49,7 +49,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -60,13 +59,9 @@ from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
 from .common import (
-    DoseLedger,
-    ProbePlacement,
     RealismOptions,
     SquareScan,
     as_positions,
-    check_seed,
-    make_clock,
     rng_for,
 )
 
@@ -137,23 +132,15 @@ class FerroelectricSimulator(SquareScan):
         ValueError: an option is invalid or unknown (the message names it).
     """
 
+    twin_name = NAME
+    options_model = FerroelectricOptions
+
     def __init__(self, seed: int = 0, **options: Any) -> None:
-        self.seed = check_seed(seed, NAME)
-        self.options = FerroelectricOptions.parse(options, NAME)
+        super().__init__(seed, **options)
         o = self.options
-        self.clock = make_clock(self.options.clock)
         p = o.points_per_branch
         self._axis = SpectrumAxis("unfolded_bias", "V", -o.bias_max_v, 3 * o.bias_max_v, 2 * p + 1)
-        self._placement = ProbePlacement.from_options(self.seed, o)
-        self._ledger = DoseLedger(o.damage_radius_m) if o.damage_radius_m > 0 else None
-        self._repeats: dict[tuple[int, ...], int] = {}
         self._build_sample()
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> FerroelectricSimulator:
-        """Factory used by ``aexp.instrument.load_instrument``."""
-        opts = FerroelectricOptions.parse(options, NAME)
-        return cls(seed=seed, **opts.model_dump())
 
     # --- sample ---
 
@@ -211,6 +198,9 @@ class FerroelectricSimulator(SquareScan):
 
     def survey(self) -> Survey:
         """Amplitude (a.u.) and phase (deg) images ``2 x H x W`` float32; the same on every call."""
+        return self._cached_survey(("amplitude", "phase"))
+
+    def _render_survey(self) -> np.ndarray:
         o = self.options
         n = o.survey_pixels
         rc = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2)
@@ -220,8 +210,7 @@ class FerroelectricSimulator(SquareScan):
         rng = rng_for(self.seed, "survey")
         amp = amp + rng.normal(0.0, o.survey_noise * o.amplitude, size=amp.shape)
         phase = phase + rng.normal(0.0, o.phase_noise_deg, size=phase.shape)
-        return Survey(image=self._drifted_survey(np.stack([amp, phase]).astype(np.float32)), transform=self.transform,
-                      channels=("amplitude", "phase"))
+        return np.stack([amp, phase]).astype(np.float32)
 
     def measure(self, position: tuple[float, float], command_id: str = "") -> Measurement:
         """One hysteresis loop (``2 p + 1`` points) with the tip sent to ``position`` (x, y) m.

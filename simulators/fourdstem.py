@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from importlib import import_module, metadata
 from pathlib import Path
 from typing import Any
@@ -85,13 +85,9 @@ from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
 from .common import (
-    DoseLedger,
-    ProbePlacement,
     RealismOptions,
     SquareScan,
     as_positions,
-    check_seed,
-    make_clock,
     rng_for,
 )
 
@@ -189,26 +185,16 @@ class FourDStemSimulator(SquareScan):
         ValueError: an option is invalid or unknown (the message names it).
     """
 
+    twin_name = NAME
+    options_model = FourDStemOptions
+
     def __init__(self, seed: int = 0, **options: Any) -> None:
-        self.seed = check_seed(seed, NAME)
-        self.options = FourDStemOptions.parse(options, NAME)
-        o = self.options
-        n = o.detector_pixels
-        self.clock = make_clock(o.clock)
-        self.calibration = DetectorCalibration(o.detector_pixel_mrad, ((n - 1) / 2, (n - 1) / 2))
+        super().__init__(seed, **options)
+        n = self.options.detector_pixels
+        self.calibration = DetectorCalibration(self.options.detector_pixel_mrad, ((n - 1) / 2, (n - 1) / 2))
         self._axes = detector_axes(self.calibration, n)
         self._axis = self._axes[0]
-        self._placement = ProbePlacement.from_options(self.seed, o)
-        self._ledger = DoseLedger(o.damage_radius_m) if o.damage_radius_m > 0 else None
-        self._repeats: dict[tuple[int, ...], int] = {}
-        self._survey_image: np.ndarray | None = None
         self._build_sample()
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> FourDStemSimulator:
-        """Factory used by ``aexp.instrument.load_instrument``."""
-        opts = FourDStemOptions.parse(options, NAME)
-        return cls(seed=seed, **opts.model_dump())
 
     # --- sample ---
 
@@ -287,9 +273,7 @@ class FourDStemSimulator(SquareScan):
 
     def survey(self) -> Survey:
         """Virtual images ``4 x H x W`` float32 (haadf, adf, com_x mrad, com_y mrad); the same on every call."""
-        if self._survey_image is None:
-            self._survey_image = self._render_survey()
-        return Survey(image=self._drifted_survey(self._survey_image.copy()), transform=self.transform, channels=CHANNELS)
+        return self._cached_survey(CHANNELS)
 
     def measure_pattern(
         self, position: tuple[float, float], command_id: str = ""

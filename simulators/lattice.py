@@ -53,7 +53,6 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,13 +65,9 @@ from aexp.targets import Target
 from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
 from .common import (
-    DoseLedger,
-    ProbePlacement,
     RealismOptions,
     SquareScan,
     as_positions,
-    check_seed,
-    make_clock,
     rng_for,
 )
 
@@ -189,23 +184,14 @@ class LatticeSimulator(SquareScan):
         ValueError: an option is invalid or unknown (the message names it).
     """
 
-    def __init__(self, seed: int = 0, **options: Any) -> None:
-        self.seed = check_seed(seed, NAME)
-        self.options = LatticeOptions.parse(options, NAME)
-        o = self.options
-        self.clock = make_clock(o.clock)
-        self._axis = SpectrumAxis("energy_loss", "eV", *o.energy_range_ev, o.n_channels)
-        self._placement = ProbePlacement.from_options(self.seed, o)
-        self._ledger = DoseLedger(o.damage_radius_m) if o.damage_radius_m > 0 else None
-        self._repeats: dict[tuple[int, ...], int] = {}
-        self._survey_image: np.ndarray | None = None
-        self._build_sample()
+    twin_name = NAME
+    options_model = LatticeOptions
 
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> LatticeSimulator:
-        """Factory used by ``aexp.instrument.load_instrument``."""
-        opts = LatticeOptions.parse(options, NAME)
-        return cls(seed=seed, **opts.model_dump())
+    def __init__(self, seed: int = 0, **options: Any) -> None:
+        super().__init__(seed, **options)
+        o = self.options
+        self._axis = SpectrumAxis("energy_loss", "eV", *o.energy_range_ev, o.n_channels)
+        self._build_sample()
 
     # --- sample ---
 
@@ -291,10 +277,7 @@ class LatticeSimulator(SquareScan):
 
     def survey(self) -> Survey:
         """HAADF image ``1 x H x W`` float32 of the pristine sample; the same on every call."""
-        if self._survey_image is None:
-            self._survey_image = self._render_survey()
-        image = self._drifted_survey(self._survey_image[None].copy())
-        return Survey(image=image, transform=self.transform, channels=("haadf",))
+        return self._cached_survey(("haadf",))
 
     def measure(self, position: tuple[float, float], command_id: str = "") -> Measurement:
         """One core-loss spectrum (Poisson counts) with the beam sent to ``position`` (x, y) m.

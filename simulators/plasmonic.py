@@ -51,7 +51,6 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -64,12 +63,9 @@ from aexp.types import InstrumentDescription, Measurement, SpectrumAxis, Survey
 
 from .common import (
     PlacementOptions,
-    ProbePlacement,
     SquareScan,
     as_positions,
-    check_seed,
     gaussian_blur,
-    make_clock,
     rng_for,
 )
 
@@ -360,24 +356,15 @@ class PlasmonicSimulator(SquareScan):
         ValueError: an option is invalid or unknown (the message names it).
     """
 
+    twin_name = NAME
+    options_model = PlasmonicOptions
+
     def __init__(self, seed: int = 0, **options: Any) -> None:
-        self.seed = check_seed(seed, NAME)
-        self.options = PlasmonicOptions.parse(options, NAME)
-        self.clock = make_clock(self.options.clock)
+        super().__init__(seed, **options)
         self._particles = place_particles(self.options, self.seed)
         self._axis = SpectrumAxis("energy_loss", "eV", *self.options.energy_range_ev, self.options.n_channels)
         self._profiles = self._mode_profiles()
         self._baseline = self._zlp_and_background()
-        self._repeats: dict[tuple[int, ...], int] = {}
-        self._survey_image: np.ndarray | None = None
-        # drift and placement error (none by default) move the beam off the requested place
-        self._placement = ProbePlacement.from_options(self.seed, self.options)
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], seed: int = 0) -> PlasmonicSimulator:
-        """Factory used by ``aexp.instrument.load_instrument``."""
-        opts = PlasmonicOptions.parse(options, NAME)
-        return cls(seed=seed, **opts.model_dump())
 
     # --- Instrument protocol ---
 
@@ -390,10 +377,7 @@ class PlasmonicSimulator(SquareScan):
 
     def survey(self) -> Survey:
         """HAADF image ``1 x H x W`` float32; identical on every call for a given seed."""
-        if self._survey_image is None:
-            self._survey_image = self._render_survey()
-        image = self._drifted_survey(self._survey_image[None].copy())
-        return Survey(image=image, transform=self.transform, channels=("haadf",))
+        return self._cached_survey(("haadf",))
 
     def measure(self, position: tuple[float, float], command_id: str = "") -> Measurement:
         """One spectrum (Poisson counts, ``L`` channels) with the beam at ``position`` (x, y) m.
