@@ -135,11 +135,13 @@ class CVAE(GeometricPairedVAE):
 
     # ----------------------------------------------------------------- use
 
-    def encode(self, X: Any, y: Any = None, *, batch_size: int = 1024) -> np.ndarray:
+    def encode(self, X: Any, y: Any = None, *, batch_size: int = 1024, refine: int = 0,
+               refine_lr: float = 3e-3) -> np.ndarray:
         """Latent means of patches ``X`` under their conditions ``y``: ``N x n_latents`` float32,
-        columns as in :attr:`latent_names`."""
+        columns as in :attr:`latent_names`. ``refine`` must be 0 (no refinement of paired latents)."""
         self._check_fitted()
         batch_size = check_int("batch_size", batch_size, 1)
+        self._check_refine(refine, refine_lr)
         x = self._check_patches(X, min_samples=0)
         c = self._conditions(y, len(x))
         out = torch.empty(len(x), self.n_latents)

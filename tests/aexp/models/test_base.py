@@ -304,3 +304,47 @@ def test_each_hyperparameter_is_declared_once_in_the_class_that_introduces_it():
         redeclared |= {(cls.__name__, name) for name in vars(cls).get("__annotations__", {}) if name in inherited}
     # the one deliberate override: a wider default decoder; network_ only narrows its type
     assert {pair for pair in redeclared if pair[1] != "network_"} == {("GeometricPairedVAE", "hidden")}
+
+
+def _negative_log_joint(model, X, z):
+    """What ``encode(refine=...)`` lowers: reconstruction + the latents' Gaussian prior terms."""
+    x = model._normalise(torch.as_tensor(X, dtype=torch.float32)[:, None])
+    latents = torch.as_tensor(z)
+    with torch.no_grad():
+        loss = model._reconstruction(model.network_.decode(model._full_latents(latents)), x).sum()
+        for _, columns, prior_std in model._latent_priors():
+            loss += 0.5 * (latents[:, columns] / prior_std).square().sum()
+    return float(loss)
+
+
+@pytest.mark.parametrize("cls", [VAE, RVAE])
+def test_refined_latents_are_more_probable_deterministic_and_leave_the_model_as_it_was(cls):
+    rng = np.random.default_rng(0)
+    X = rng.random((32, 8, 8)).astype(np.float32)
+    model = cls(input_shape=SHAPE, hidden=4, decoder_layers=0, encoder_hidden=8).fit(X, epochs=2, seed=0,
+                                                                                    progress=False)
+    weights = {k: v.clone() for k, v in model.network_.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in model.network_.parameters()]
+    plain = model.encode(X)
+    refined = model.encode(X, refine=20, batch_size=10)
+    assert refined.shape == plain.shape and refined.dtype == np.float32
+    assert _negative_log_joint(model, X, refined) < _negative_log_joint(model, X, plain)
+    np.testing.assert_array_equal(model.encode(X, refine=20, batch_size=10), refined)
+    np.testing.assert_array_equal(model.encode(X), plain)
+    for k, v in model.network_.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    for p, g in zip(model.network_.parameters(), grads):  # nothing accumulated into the weights' grads
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+
+
+def test_refine_is_checked_and_refused_where_there_is_no_gaussian_posterior():
+    X = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    model = VAE(input_shape=SHAPE, hidden=4, decoder_layers=0, encoder_hidden=8).fit(X, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="refine must be"):
+        model.encode(X, refine=-1)
+    with pytest.raises(ValueError, match="refine_lr must be"):
+        model.encode(X, refine=1, refine_lr=0.0)
+    joint = JVAE(input_shape=SHAPE, hidden=4, decoder_layers=0, encoder_hidden=8).fit(X, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="refine: JVAE"):
+        joint.encode(X, refine=5)
+    np.testing.assert_array_equal(joint.encode(X, refine=0), joint.encode(X))
