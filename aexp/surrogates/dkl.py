@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -44,6 +45,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.models import ExactGP
 from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
+from linear_operator.utils.errors import NotPSDError
 from torch import Tensor, nn
 
 __all__ = ["DKLSurrogate", "DeepKernelGP", "FeatureMap", "PosteriorPath", "KERNELS", "check_groups"]
@@ -388,6 +390,7 @@ class DKLSurrogate:
         self._start: dict[str, Any] | None = None  # lengthscales / outputscales: a tensor per kernel part
         self.loss_history_: list[float] = []
         self.n_fits_ = 0
+        self.n_restarts_ = 0  # warm fits that failed and were fitted again from the start
 
     def start_from(self, gp: Any) -> DKLSurrogate:
         """Begin the first fit where a fitted exact ARD GP on the same inputs left off.
@@ -443,20 +446,36 @@ class DKLSurrogate:
         if not torch.isfinite(y).all():
             raise ValueError("y contains NaN or infinite targets")
         model = self._build(X, y.unsqueeze(-1))
-        if self._model is not None:
+        if self._model is None:
+            self.loss_history_ = self._first_fit(model)
+        else:
             state = {k: v for k, v in self._model.state_dict().items()
                      if not k.startswith("outcome_transform.")}
             model.load_state_dict(state, strict=False)
-            steps = self.warm_iterations
-        else:
-            steps = self.iterations
-            if self._start is not None:
-                _begin_as_gp(model, self._start)
-        self.loss_history_ = _train(model, steps, self.lr)
+            try:
+                self.loss_history_ = _train(model, self.warm_iterations, self.lr)
+            except NotPSDError as exc:
+                # The warm fit has walked into a kernel that no longer factorises: typically a
+                # length-scale of the learned features collapsed towards zero (every point its
+                # own island, the noise at its floor), where rounding in the squared distances
+                # makes the kernel matrix indefinite. The campaign must go on: start this fit
+                # again from scratch, as the first one was, on every measured point. A run that
+                # never gets here is unchanged.
+                warnings.warn(f"DKL: the warm fit on {len(X)} points failed ({exc}); fitted again from the "
+                              f"start ({self.iterations} iterations)", RuntimeWarning, stacklevel=2)
+                model = self._build(X, y.unsqueeze(-1))
+                self.loss_history_ = self._first_fit(model)
+                self.n_restarts_ += 1
         model.eval()
         self._model = model
         self.n_fits_ += 1
         return self
+
+    def _first_fit(self, model: DeepKernelGP) -> list[float]:
+        """``iterations`` Adam steps from the model as built (begun as the GP stage's GP when there is one)."""
+        if self._start is not None:
+            _begin_as_gp(model, self._start)
+        return _train(model, self.iterations, self.lr)
 
     def condition(self, X: Tensor | np.ndarray, y: Tensor | np.ndarray) -> DKLSurrogate:
         """Condition the fitted model on ``X``, ``y`` (e.g. the fit's data and believed points in

@@ -225,3 +225,25 @@ def test_start_from_a_grouped_gp_begins_each_base_kernel_as_its_group(data):
     assert np.corrcoef(gp_mean, dkl_mean)[0, 1] > 0.95
     with pytest.raises(ValueError, match="additive part"):
         DKLSurrogate(input_dim=5).start_from(gp.model)
+
+
+def test_a_warm_fit_whose_kernel_stops_factorising_is_fitted_again_from_the_start():
+    """A long run's warm fit can walk into a collapsed length-scale of the learned features (noise at
+    its floor), where rounding in the squared distances of near-duplicate points makes the kernel
+    matrix indefinite and no jitter helps. The fit starts again from scratch instead of stopping
+    the campaign; it says so, counts it, and predicts."""
+    g = torch.Generator().manual_seed(0)
+    X = (50 * torch.randn(20, 5, generator=g)).repeat(8, 1) + 1e-9 * torch.randn(160, 5, generator=g)
+    y = torch.randn(160, generator=g)
+    surrogate = DKLSurrogate(input_dim=5, iterations=30, warm_iterations=5, seed=0, base_kernel=False)
+    surrogate.fit(X[:150], y[:150])
+    with torch.no_grad():  # the collapse, as a warm fit left it at 357 points in a 428-step run
+        for name, p in surrogate.model.named_parameters():
+            if "raw_lengthscale" in name or "raw_noise" in name:
+                p.fill_(-17.0 if "lengthscale" in name else -20.0)
+    with pytest.warns(RuntimeWarning, match="warm fit on 160 points failed .* fitted again from the start"):
+        surrogate.fit(X, y)
+    assert surrogate.n_restarts_ == 1 and surrogate.n_fits_ == 2
+    assert len(surrogate.loss_history_) == 30  # the first fit's iterations
+    mean, var = surrogate.predict(X)
+    assert np.isfinite(mean).all() and np.all(var > 0)
