@@ -358,13 +358,13 @@ class DKLSurrogate:
 
     Example:
         >>> s = DKLSurrogate(input_dim=5, seed=0).fit(X[:20], y[:20])
-        >>> s.fit(X[:25], y[:25])            # warm start, 50 Adam steps
+        >>> s.fit(X[:25], y[:25])            # warm start, 15 Adam steps
         >>> mean, var = s.predict(X)
     """
 
     def __init__(self, input_dim: int, feature_dim: int = 2, hidden: Sequence[int] = (64, 32),
                  kernel: str = "rbf", lr: float = 0.01, iterations: int = 200,
-                 warm_iterations: int = 50, base_kernel: bool = True,
+                 warm_iterations: int = 15, base_kernel: bool = True,
                  groups: Sequence[Sequence[int]] | None = None, seed: int = 0,
                  device: str | torch.device = "cpu"):
         if kernel not in KERNELS:
