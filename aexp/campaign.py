@@ -391,8 +391,6 @@ class SelectAskTell:
         self.targets: list[float] = []
         self.visited: list[int] = []
         self.believed: dict[int, float] = {}
-        self.measured_steps: list[int] = []  # the step of each entry of ``measured``
-        self.attributed: dict[int, int] = {}  # step -> candidate its measurement is fitted at (see attribute)
 
     @property
     def problem(self) -> Problem:
@@ -407,17 +405,7 @@ class SelectAskTell:
             self.believed.pop(int(o.index), None)
             if o.target is not None:
                 self.measured.append(int(o.index))
-                self.measured_steps.append(int(o.step))
                 self.targets.append(float(o.target))
-
-    def attribute(self, moved: dict[int, int]) -> None:
-        """Fit the measurement of each step in ``moved`` at that candidate instead of the one sent to.
-
-        Drift found in hindsight (``drift.reattribute``): the probe read another sample point than
-        the candidate's. Replaces the previous mapping; exclusion, rescoring and the record keep the
-        candidates sent to.
-        """
-        self.attributed = {int(k): int(v) for k, v in moved.items()}
 
     def exclude(self, indices: Sequence[int]) -> None:
         """Never choose these candidates (an operator's exclusion box)."""
@@ -447,8 +435,7 @@ class SelectAskTell:
             features=p.features,
             positions=p.positions,
             grid_shape=p.grid_shape,
-            measured=np.asarray([self.attributed.get(k, i) for k, i in zip(self.measured_steps, self.measured)]
-                                + believed, dtype=np.int64),
+            measured=np.asarray(self.measured + believed, dtype=np.int64),
             targets=np.asarray(self.targets + [self.believed[i] for i in believed], dtype=np.float64),
             excluded=excluded,
             budget_left=p.budget - step,
@@ -661,9 +648,6 @@ class Campaign:
         self.stop_after = stop_after
         self.operator = operator
         self.drift = drift
-        if drift is not None and drift.reattribute and not hasattr(self.policy, "attribute"):
-            raise TypeError(f"drift.reattribute: policy {self.policy.name!r} cannot be told where its "
-                            f"measurements were (it has no attribute())")
         if self.schedule.pending and self.schedule.rescore and hasattr(self.policy, "keeps_rescore"):
             self.policy.keeps_rescore = True  # type: ignore[attr-defined]
 
@@ -692,8 +676,6 @@ class Campaign:
                         self._finish(self.flight.popleft())
                     executor.submit(self._busy_while, self.drift.register, self.instrument, self.decided,
                                     self.clock.monotonic() - self.start).result()
-                    if self.drift.reattribute:
-                        self._reattribute()
                 steps = self._decide(directive.goto)
                 if self._stopped is not None:
                     stop_reason = self._stopped
@@ -773,7 +755,6 @@ class Campaign:
         self.received = time.perf_counter()
         self.last_position: tuple[float, float] | None = None
         self._stopped: str | None = None
-        self._nearest: Any = None  # a KD-tree of the candidate positions, built when first needed
         if self.operator is not None and self.operator.want_maps and hasattr(self.policy, "want_maps"):
             self.policy.want_maps = True  # type: ignore[attr-defined]
         self.policy.start(Problem(self.features, self.candidates.positions, self.candidates.grid_shape,
@@ -872,24 +853,6 @@ class Campaign:
             self.excluded[d.index] = True
             self.decided += 1
         return out
-
-    def _reattribute(self) -> None:
-        """Tell the policy where each measurement really was: the candidate nearest the sample point
-        under the probe, ``position - displacement_at(step)`` (the drift known in hindsight)."""
-        if self._nearest is None:
-            from scipy.spatial import cKDTree
-
-            self._nearest = cKDTree(self.candidates.positions)
-        assert self.drift is not None  # called after a registration
-        moved = {}
-        for s in self.steps:
-            d = self.drift.displacement_at(s.step) if s.status == "ok" else None
-            if d is None:
-                continue
-            j = int(self._nearest.query((s.position[0] - d[0], s.position[1] - d[1]))[1])
-            if j != s.index:
-                moved[s.step] = j
-        self.policy.attribute(moved)  # type: ignore[attr-defined]  # checked in __init__
 
     def _probe(self, pending: Sequence[int]) -> tuple[float, float] | None:
         if pending:

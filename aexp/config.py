@@ -786,11 +786,6 @@ class DriftConfig(_Section):
         False, description="feed-forward: between registrations, move the correction on at the drift rate per "
         "step of the last two registrations (the first survey counts as zero); off: the last correction holds"
     )
-    reattribute: bool = Field(
-        False, description="after each registration, fit every earlier measurement at the candidate nearest the "
-        "sample point it really probed (the drift interpolated between the registrations around it); what was "
-        "sent and recorded is unchanged"
-    )
 
     @model_validator(mode="after")
     def _a_schedule(self) -> DriftConfig:

@@ -209,9 +209,7 @@ def append_registration(folder: str | Path, record: Registration) -> None:
 class DriftCorrection(Protocol):
     """The campaign's seam for drift: when to re-register, and the correction in force.
 
-    ``position = candidate_position + offset_at(step)`` for every command sent. With ``reattribute``
-    the campaign asks, after each registration, ``displacement_at(k)`` for every step ``k`` measured
-    so far, and fits each at the candidate nearest ``position - displacement_at(k)``.
+    ``position = candidate_position + offset_at(step)`` for every command sent.
 
     Example:
         >>> if corr.due(step, elapsed_s):
@@ -220,15 +218,12 @@ class DriftCorrection(Protocol):
     """
 
     offset_m: tuple[float, float]
-    reattribute: bool
 
     def due(self, step: int, elapsed_s: float) -> bool: ...
 
     def register(self, instrument: Instrument, step: int, elapsed_s: float) -> Registration: ...
 
     def offset_at(self, step: int) -> tuple[float, float]: ...
-
-    def displacement_at(self, step: int) -> tuple[float, float] | None: ...
 
 
 class Registrar:
@@ -242,9 +237,6 @@ class Registrar:
             ``None``; resume: the number of recorded steps; run: 0).
         sink: where each new record goes (the session's file), durable on return.
         predict: feed-forward between registrations (:meth:`offset_at`); off: the last correction holds.
-        reattribute: after each registration, the campaign moves every earlier measurement to the
-            candidate nearest the sample point it really probed (:meth:`displacement_at`) for the
-            policy's fit; what was sent and recorded is unchanged.
         upsample_factor, max_shift_px, min_correlation, channel: see :func:`estimate_shift`.
     """
 
@@ -258,7 +250,6 @@ class Registrar:
         live_from: int | None = 0,
         sink: Callable[[Registration], None] | None = None,
         predict: bool = False,
-        reattribute: bool = False,
         upsample_factor: int = 20,
         max_shift_px: float = 16.0,
         min_correlation: float = 0.5,
@@ -274,7 +265,6 @@ class Registrar:
         self.live_from = live_from
         self.sink = sink
         self.predict = predict
-        self.reattribute = reattribute
         self.options = {"upsample_factor": upsample_factor, "max_shift_px": max_shift_px,
                         "min_correlation": min_correlation, "channel": channel}
         self.offset_m: tuple[float, float] = (0.0, 0.0)
@@ -339,21 +329,3 @@ class Registrar:
         k_i, s_i = earlier[-1]
         a = (step - k_j) / (k_j - k_i)
         return (s_j[0] + a * (s_j[0] - s_i[0]), s_j[1] + a * (s_j[1] - s_i[1]))
-
-    def displacement_at(self, step: int) -> tuple[float, float] | None:
-        """The sample's displacement (metres) while step ``step`` was measured, known in hindsight.
-
-        Linear between the accepted registrations ``(k_i, s_i)`` and ``(k_j, s_j)`` that bracket it,
-        ``k_i <= step < k_j`` (the first survey counts as ``(0, 0)``): ``s_i + (s_j - s_i) (step - k_i)
-        / (k_j - k_i)``. A registration at ``k`` is taken once every step before ``k`` is measured, so
-        both ends are measured, not extrapolated: what :meth:`offset_at` had to guess before the
-        step, with the next registration in hand. ``None`` from the last accepted registration on
-        (nothing brackets the step yet). A function of the recorded registrations alone: replay and
-        resume find the same values.
-        """
-        points = [(0, (0.0, 0.0))] + [(r.step, r.shift_m) for r in self.history if r.ok]
-        for (k_i, s_i), (k_j, s_j) in zip(points[:-1], points[1:]):
-            if k_i <= step < k_j:
-                a = (step - k_i) / (k_j - k_i)
-                return (s_i[0] + a * (s_j[0] - s_i[0]), s_i[1] + a * (s_j[1] - s_i[1]))
-        return None

@@ -184,8 +184,7 @@ def registrar(
         return None
     sink = None if folder is None else (lambda record: append_registration(folder, record))
     return Registrar(survey, every_s=d.resurvey_every_s, every_steps=d.resurvey_every, recorded=recorded,
-                     live_from=live_from, sink=sink, predict=d.predict, reattribute=d.reattribute,
-                     upsample_factor=d.upsample_factor,
+                     live_from=live_from, sink=sink, predict=d.predict, upsample_factor=d.upsample_factor,
                      max_shift_px=d.max_shift_px, min_correlation=d.min_correlation, channel=d.channel)
 
 

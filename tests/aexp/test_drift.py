@@ -204,13 +204,11 @@ def test_the_report_draws_the_corrections_and_refits_through_them(tiny_config, t
     assert 'id="registrations"' in page.read_text() and 'id="maps"' in page.read_text()
 
 
-@pytest.mark.parametrize("reattribute", [False, True])
-def test_resume_replays_the_recorded_registrations_then_re_registers_the_live_field(tiny_config, tmp_path,
-                                                                                   reattribute: bool) -> None:
+def test_resume_replays_the_recorded_registrations_then_re_registers_the_live_field(tiny_config, tmp_path) -> None:
     from aexp.session.replay import resume_session
 
     cfg = tiny_config(sample={"drift_nm_per_min": 30.0, "measurement_time_s": 1.0}, stopping={"max_steps": 9},
-                      drift={"resurvey_every": 3, "reattribute": reattribute})
+                      drift={"resurvey_every": 3})
     inst = load_instrument("plasmonic", cfg["instrument"]["options"], seed=4)
     folder, _ = run_experiment(parse_config(cfg), inst, tmp_path / "s", seed=4, progress=False)
     # a crash after step 7: steps 0-7 and the registrations at 3 and 6 on disk, no summary
@@ -258,84 +256,3 @@ def test_without_scikit_image_a_drift_run_is_refused_before_anything_is_written(
     with pytest.raises(RegistrationUnavailable, match=r"aexp\[drift\]"):
         run_experiment(parse_config(cfg), inst, tmp_path / "s", seed=0, progress=False)
     assert not (tmp_path / "s").exists()
-
-
-def test_the_displacement_in_hindsight_interpolates_between_the_registrations_around_a_step() -> None:
-    sim = PlasmonicSimulator(seed=2, survey_pixels=64, n_particles=3)
-    recorded = [Registration(4, 4.0, (0.0, 2.0), (2e-9, 0.0), 0.9, True, "", (2e-9, 0.0)),
-                Registration(6, 6.0, (0.0, 0.0), (0.0, 0.0), 0.1, False, "correlation", (2e-9, 0.0)),
-                Registration(8, 8.0, (1.0, 4.0), (4e-9, 1e-9), 0.9, True, "", (4e-9, 1e-9))]
-    reg = Registrar(sim.survey(), every_steps=4, recorded=recorded, live_from=None, reattribute=True)
-    assert reg.displacement_at(0) is None  # nothing registered: nothing known in hindsight
-    reg.register(None, 4, 4.0)  # type: ignore[arg-type] - recorded: nothing is surveyed
-    # from the first survey's zero at step 0 to 2 nm at step 4
-    assert reg.displacement_at(0) == (0.0, 0.0) and reg.displacement_at(3) == pytest.approx((1.5e-9, 0.0))
-    assert reg.displacement_at(4) is None  # the last registration on: not bracketed yet
-    reg.register(None, 6, 6.0)  # type: ignore[arg-type] - a failed one brackets nothing
-    reg.register(None, 8, 8.0)  # type: ignore[arg-type]
-    assert reg.displacement_at(5) == pytest.approx((2.5e-9, 0.25e-9))  # between steps 4 and 8
-    assert reg.displacement_at(8) is None
-
-
-def _attributions(monkeypatch):  # noqa: ANN001, ANN202
-    """Every mapping a campaign tells its policy (steps -> candidate fitted at), in order."""
-    from aexp.campaign import SelectAskTell
-
-    told: list[dict[int, int]] = []
-    original = SelectAskTell.attribute
-
-    def spy(self, moved):  # noqa: ANN001, ANN202
-        told.append(dict(moved))
-        original(self, moved)
-
-    monkeypatch.setattr(SelectAskTell, "attribute", spy)
-    return told
-
-
-def test_reattribute_fits_each_measurement_at_the_candidate_really_probed_and_replays_exactly(
-        tiny_config, tmp_path, monkeypatch) -> None:
-    # 1 px per 1 s measurement, no walk, a held correction: up to 3 px behind before each survey, on
-    # candidates 2 px apart
-    told = _attributions(monkeypatch)
-    cfg = tiny_config(sample={"drift_nm_per_min": 60.0, "measurement_time_s": 1.0}, stopping={"max_steps": 9},
-                      drift={"resurvey_every": 3, "reattribute": True},
-                      policy={"kind": "dkl", "n_initial": 3, "pending": False})
-    inst = load_instrument("plasmonic", cfg["instrument"]["options"], seed=4)
-    folder, _ = run_experiment(parse_config(cfg), inst, tmp_path / "s", seed=4, progress=False)
-    assert len(told) == 3  # after each registration (steps 3, 6, 9)
-    cands = SessionReader(folder).array("candidates")
-    steps = [s for s in _sent(folder) if s.step < 9]  # steps 0-8 are bracketed by the survey at 9
-    truth = [int(np.argmin(np.hypot(*(cands - np.asarray(actual)).T)))
-             for (_, actual, _), s in zip(inst.probe_log(), _sent(folder), strict=False) if s.step < 9]
-    fitted = [told[-1].get(s.step, s.index) for s in steps]
-    sent = [s.index for s in steps]
-    assert sum(f == t for f, t in zip(fitted, truth)) >= len(steps) - 1  # found again (a tie may go either way)
-    assert sum(c != t for c, t in zip(sent, truth)) >= 2  # the drift had put those elsewhere
-    told.clear()
-    assert verify_session(folder).steps == 12  # replay re-attributes from the recorded registrations
-    assert len(told) == 3
-
-
-def test_reattribute_is_off_by_default_and_needs_a_policy_that_can_be_told(tiny_config) -> None:
-    from aexp.campaign import Budget, Campaign
-    from aexp.drift import Registrar as R
-
-    assert parse_config(tiny_config(drift={"resurvey_every": 3})).drift.reattribute is False
-
-    class Native:  # an ask/tell policy of a lab's own, without attribute()
-        name = "native"
-
-        def start(self, problem):  # noqa: ANN001, ANN202
-            pass
-
-        def ask(self, n, pending=(), *, step):  # noqa: ANN001, ANN202
-            return []
-
-        def tell(self, outcomes):  # noqa: ANN001, ANN202
-            pass
-
-    sim = PlasmonicSimulator(seed=2, survey_pixels=64, n_particles=3)
-    with pytest.raises(TypeError, match="reattribute: policy 'native' cannot be told"):
-        Campaign(instrument=sim, candidates=None, features=None, target=None, policy=Native(),  # type: ignore[arg-type]
-                 n_initial=1, budget=Budget(3), recorder=None, seed=0,  # type: ignore[arg-type]
-                 drift=R(sim.survey(), every_steps=3, reattribute=True))
